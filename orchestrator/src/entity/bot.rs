@@ -1,0 +1,28 @@
+//! A row of `bots`.
+#![allow(missing_docs)]
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "bots")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    #[sea_orm(unique)]
+    pub name: String,
+    pub ip_address: String,
+    pub status: String,
+    /// Comma-separated system names.
+    pub systems: String,
+    pub delivery: String,
+    pub http_port: Option<i32>,
+    pub last_heartbeat_at: Option<DateTimeUtc>,
+    pub current_task_id: Option<Uuid>,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,36 @@
+//! A row of `tasks`.
+#![allow(missing_docs)]
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "tasks")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub description: String,
+    pub system: String,
+    pub status: String,
+    /// The CSV, base64 encoded.
+    pub attachment: Option<String>,
+    pub payload: Option<Json>,
+    pub priority: i32,
+    pub not_before: DateTimeUtc,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub bot_id: Option<Uuid>,
+    pub offer_expires_at: Option<DateTimeUtc>,
+    pub progress_done: i32,
+    pub progress_total: Option<i32>,
+    pub result: Option<Json>,
+    pub error: Option<String>,
+    pub created_at: DateTimeUtc,
+    pub started_at: Option<DateTimeUtc>,
+    pub finished_at: Option<DateTimeUtc>,
+    pub updated_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,73 @@
+//! The REST API under `/api/v1`, plus `/healthz` and `/readyz`. Each resource module exposes its
+//! `router()`; handlers are thin: parse at the edge, call [`crate::bots`] / [`crate::tasks`].
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use sea_orm::DatabaseConnection;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+mod bots;
+pub mod extract;
+mod health;
+pub mod openapi;
+mod tasks;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database pool.
+    pub db: DatabaseConnection,
+    /// The largest CSV attachment accepted, decoded, in bytes.
+    pub max_attachment_bytes: usize,
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState) -> Router {
+    // Room for the largest attachment in base64 (4 characters per 3 bytes) plus the other fields.
+    let body_limit = state.max_attachment_bytes.div_ceil(3) * 4 + 64 * 1024;
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/api/v1/openapi.json", get(openapi::openapi_json))
+        .nest("/api/v1", bots::router().merge(tasks::router()))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Parses a resource id from the path.
+fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::invalid_parameter("id", format!("'{raw}' is not a UUID")))
+}
+
+/// Parses a comma-separated filter (`status=WAITING,RUNNING`), names in any case.
+fn parse_list<T>(field: &'static str, raw: Option<&str>) -> Result<Vec<T>, ApiError>
+where
+    T: std::str::FromStr<Err = broker_config::UnknownValue>,
+{
+    raw.into_iter()
+        .flat_map(|s| s.split(','))
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.parse().map_err(|e| ApiError::invalid_parameter(field, e)))
+        .collect()
+}

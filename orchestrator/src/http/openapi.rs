@@ -1,0 +1,29 @@
+//! The OpenAPI document, generated from the handlers' annotations (`/api/v1/openapi.json`).
+
+use axum::Json;
+use utoipa::OpenApi;
+
+use super::{bots, health, tasks};
+
+/// Botline's REST API.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Botline API", description = "Submit tasks for automation bots, manage bots, follow tasks to the end."),
+    paths(
+        health::healthz, health::readyz,
+        bots::list_bots, bots::create_bot, bots::get_bot, bots::replace_bot, bots::patch_bot, bots::delete_bot,
+        tasks::list_tasks, tasks::create_task, tasks::get_task, tasks::replace_task, tasks::patch_task,
+        tasks::delete_task, tasks::get_attachment, tasks::list_task_events,
+    ),
+    tags(
+        (name = "bots", description = "The automation bots"),
+        (name = "tasks", description = "Work for the bots"),
+        (name = "health", description = "Probes"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Serves the document.
+pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,336 @@
+//! `/api/v1/tasks`.
+
+use std::collections::HashMap;
+
+use axum::extract::multipart::MultipartError;
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::http::StatusCode;
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use broker_config::{System, TaskStatus};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use super::extract::{self, Query};
+use super::{AppState, parse_id, parse_list};
+use crate::clock::now;
+use crate::error::{ApiError, ErrorBody};
+use crate::pagination::{Order, Page, PageRequest};
+use crate::tasks::{self, Task, TaskEvent, TaskFilter, TaskPatch, TaskRequest, TaskSpec};
+
+/// The task routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/tasks", get(list_tasks).post(create_task))
+        .route(
+            "/tasks/{id}",
+            get(get_task)
+                .put(replace_task)
+                .patch(patch_task)
+                .delete(delete_task),
+        )
+        .route("/tasks/{id}/attachment", get(get_attachment))
+        .route("/tasks/{id}/events", get(list_task_events))
+}
+
+/// Filters and paging for `GET /api/v1/tasks`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TaskQuery {
+    /// Statuses, comma separated (WAITING,RUNNING).
+    status: Option<String>,
+    /// Systems, comma separated.
+    system: Option<String>,
+    /// Tasks held (or last held) by this bot.
+    bot_id: Option<String>,
+    /// Page size, 1 to 500 (default 50).
+    limit: Option<u64>,
+    /// Rows to skip.
+    offset: Option<u64>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// `newest` (default) or `oldest` first.
+    order: Option<Order>,
+}
+
+/// Lists tasks.
+#[utoipa::path(get, path = "/api/v1/tasks", tag = "tasks", params(TaskQuery),
+    responses((status = 200, body = Page<Task>), (status = 400, body = ErrorBody)))]
+pub async fn list_tasks(
+    State(state): State<AppState>,
+    Query(q): Query<TaskQuery>,
+) -> Result<Json<Page<Task>>, ApiError> {
+    let filter = TaskFilter {
+        statuses: parse_list("status", q.status.as_deref())?,
+        systems: parse_list("system", q.system.as_deref())?,
+        bot_id: q
+            .bot_id
+            .as_deref()
+            .map(|raw| {
+                raw.parse().map_err(|_| {
+                    ApiError::invalid_parameter("bot_id", format!("'{raw}' is not a UUID"))
+                })
+            })
+            .transpose()?,
+    };
+    let page = PageRequest::parse(q.limit, q.offset, q.cursor.as_deref(), q.order)?;
+    Ok(Json(tasks::list_tasks(&state.db, &filter, page).await?))
+}
+
+/// A multipart task submission, as documented; the handler reads the parts itself.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct TaskUpload {
+    /// What it is for.
+    description: String,
+    /// The system it targets.
+    system: System,
+    /// The CSV file.
+    #[schema(content_media_type = "text/csv", value_type = String, format = Binary)]
+    attachment: Option<Vec<u8>>,
+    /// A JSON object, as text.
+    payload: Option<String>,
+    /// Higher runs first.
+    priority: Option<i32>,
+    /// RFC 3339 due time.
+    not_before: Option<DateTime<Utc>>,
+    /// Offers before it fails for good.
+    max_attempts: Option<u32>,
+}
+
+/// A new task's body: JSON with a base64 attachment, or a multipart form with the CSV as a file.
+pub struct NewTask {
+    request: TaskRequest,
+    upload: Option<Vec<u8>>,
+}
+
+impl<S: Send + Sync> FromRequest<S> for NewTask {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_multipart = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("multipart/form-data")
+            });
+        if !is_multipart {
+            let extract::Json(request) =
+                extract::Json::<TaskRequest>::from_request(req, state).await?;
+            return Ok(NewTask {
+                request,
+                upload: None,
+            });
+        }
+        let multipart = Multipart::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::MalformedBody(e.body_text()))?;
+        read_form(multipart).await
+    }
+}
+
+fn multipart_error(err: MultipartError) -> ApiError {
+    if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::TooLarge {
+            field: Some("attachment".into()),
+            message: "the upload is over the size limit".into(),
+        }
+    } else {
+        ApiError::MalformedBody(format!("malformed multipart body: {}", err.body_text()))
+    }
+}
+
+async fn read_form(mut form: Multipart) -> Result<NewTask, ApiError> {
+    let mut fields: HashMap<String, String> = HashMap::new();
+    let mut upload = None;
+    while let Some(field) = form.next_field().await.map_err(multipart_error)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        match name.as_str() {
+            "attachment" | "file" => {
+                upload = Some(field.bytes().await.map_err(multipart_error)?.to_vec())
+            }
+            "description" | "system" | "payload" | "priority" | "not_before" | "max_attempts" => {
+                let text = field.text().await.map_err(multipart_error)?;
+                fields.insert(name, text);
+            }
+            other => {
+                return Err(ApiError::invalid(
+                    other,
+                    format!("unknown form field '{other}'"),
+                ));
+            }
+        }
+    }
+    let mut take = |name: &str| fields.remove(name).filter(|v| !v.trim().is_empty());
+    let description = take("description")
+        .ok_or_else(|| ApiError::invalid("description", "missing field `description`"))?;
+    let system = take("system")
+        .ok_or_else(|| ApiError::invalid("system", "missing field `system`"))?
+        .parse::<System>()
+        .map_err(|e| ApiError::invalid("system", e.to_string()))?;
+    let number = |field: &'static str, raw: Option<String>| {
+        raw.map(|v| {
+            v.trim()
+                .parse::<i64>()
+                .map_err(|_| ApiError::invalid(field, format!("'{v}' is not a whole number")))
+        })
+        .transpose()
+    };
+    let priority = number("priority", take("priority"))?
+        .map(|n| {
+            i32::try_from(n).map_err(|_| ApiError::invalid("priority", "priority is out of range"))
+        })
+        .transpose()?;
+    let max_attempts = number("max_attempts", take("max_attempts"))?
+        .map(|n| {
+            u32::try_from(n)
+                .map_err(|_| ApiError::invalid("max_attempts", "max_attempts is out of range"))
+        })
+        .transpose()?;
+    let not_before = take("not_before")
+        .map(|v| {
+            DateTime::parse_from_rfc3339(v.trim())
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| {
+                    ApiError::invalid("not_before", format!("'{v}' is not an RFC 3339 time"))
+                })
+        })
+        .transpose()?;
+    let payload = take("payload")
+        .map(|v| {
+            serde_json::from_str(&v)
+                .map_err(|e| ApiError::invalid("payload", format!("payload is not JSON: {e}")))
+        })
+        .transpose()?;
+    let request = TaskRequest {
+        description,
+        system,
+        attachment: None,
+        payload,
+        priority,
+        not_before,
+        max_attempts,
+        status: None,
+    };
+    Ok(NewTask { request, upload })
+}
+
+/// Submits a task: it is stored WAITING and offered to a bot as soon as one is free.
+#[utoipa::path(post, path = "/api/v1/tasks", tag = "tasks",
+    request_body(content((TaskRequest = "application/json"), (TaskUpload = "multipart/form-data"))),
+    responses((status = 201, body = Task), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_task(
+    State(state): State<AppState>,
+    NewTask { request, upload }: NewTask,
+) -> Result<(StatusCode, Json<Task>), ApiError> {
+    if request.status.is_some_and(|s| s != TaskStatus::Waiting) {
+        return Err(ApiError::invalid(
+            "status",
+            "a new task is always WAITING; leave status out",
+        ));
+    }
+    let spec = TaskSpec::parse(request, upload, state.max_attachment_bytes)?;
+    let task = tasks::create_task(&state.db, spec, now()).await?;
+    tracing::info!(task_id = %task.id, system = %task.system, rows = ?task.progress.total, "task created");
+    Ok((StatusCode::CREATED, Json(task)))
+}
+
+/// One task.
+#[utoipa::path(get, path = "/api/v1/tasks/{id}", tag = "tasks", params(("id" = uuid::Uuid, Path)),
+    responses((status = 200, body = Task), (status = 404, body = ErrorBody)))]
+pub async fn get_task(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Task>, ApiError> {
+    Ok(Json(tasks::get_task(&state.db, parse_id(&id)?).await?))
+}
+
+/// Replaces a task's content (while WAITING, FAILED or CANCELLED); `status` may cancel or retry.
+#[utoipa::path(put, path = "/api/v1/tasks/{id}", tag = "tasks", params(("id" = uuid::Uuid, Path)),
+    request_body = TaskRequest,
+    responses((status = 200, body = Task), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn replace_task(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    extract::Json(request): extract::Json<TaskRequest>,
+) -> Result<Json<Task>, ApiError> {
+    let limit = state.max_attachment_bytes;
+    let update = |_: &_| {
+        let status = request.status;
+        Ok((TaskSpec::parse(request, None, limit)?, status))
+    };
+    Ok(Json(
+        tasks::update_task(&state.db, parse_id(&id)?, update, now()).await?,
+    ))
+}
+
+/// Changes some of a task's fields; `status` may cancel or retry.
+#[utoipa::path(patch, path = "/api/v1/tasks/{id}", tag = "tasks", params(("id" = uuid::Uuid, Path)),
+    request_body = TaskPatch,
+    responses((status = 200, body = Task), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn patch_task(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    extract::Json(patch): extract::Json<TaskPatch>,
+) -> Result<Json<Task>, ApiError> {
+    let limit = state.max_attachment_bytes;
+    let update = |current: &_| {
+        let request = patch.apply_to(current)?;
+        let status = request.status;
+        Ok((TaskSpec::parse(request, None, limit)?, status))
+    };
+    Ok(Json(
+        tasks::update_task(&state.db, parse_id(&id)?, update, now()).await?,
+    ))
+}
+
+/// Deletes a task and its history; refused while a bot holds it.
+#[utoipa::path(delete, path = "/api/v1/tasks/{id}", tag = "tasks", params(("id" = uuid::Uuid, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn delete_task(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    tasks::delete_task(&state.db, parse_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The task's CSV, decoded.
+#[utoipa::path(get, path = "/api/v1/tasks/{id}/attachment", tag = "tasks", params(("id" = uuid::Uuid, Path)),
+    responses((status = 200, content_type = "text/csv", body = String), (status = 404, body = ErrorBody)))]
+pub async fn get_attachment(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let csv = tasks::get_attachment(&state.db, id).await?;
+    Ok((
+        [
+            (CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (
+                CONTENT_DISPOSITION,
+                format!("attachment; filename=\"task-{id}.csv\""),
+            ),
+        ],
+        csv,
+    ))
+}
+
+/// The task's history, oldest first.
+#[utoipa::path(get, path = "/api/v1/tasks/{id}/events", tag = "tasks", params(("id" = uuid::Uuid, Path)),
+    responses((status = 200, body = Vec<TaskEvent>), (status = 404, body = ErrorBody)))]
+pub async fn list_task_events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<TaskEvent>>, ApiError> {
+    Ok(Json(tasks::list_events(&state.db, parse_id(&id)?).await?))
+}

@@ -1,0 +1,24 @@
+//! Botline's orchestrator: it keeps bots and tasks in the database and serves the REST API.
+//!
+//! Layout:
+//! - [`config`]: flags with environment variables behind them.
+//! - [`app`]: [`Orchestrator::start`] opens and migrates the database; [`Orchestrator::serve`]
+//!   runs the API on a given listener until a cancellation token fires (tests bind port 0).
+//! - [`http`]: routes and handlers, thin shells over [`bots`] and [`tasks`].
+//! - [`bots`], [`tasks`]: validated inputs, API views, and storage of each resource.
+//! - [`pagination`]: limit/offset and cursor paging shared by the lists.
+//! - [`entity`]: sea-orm rows; [`error`]: [`ApiError`](error::ApiError), the one error type
+//!   mapped to HTTP; [`clock`]: timestamps as stored.
+
+pub mod app;
+pub mod bots;
+pub mod clock;
+pub mod config;
+pub mod entity;
+pub mod error;
+pub mod http;
+pub mod pagination;
+pub mod tasks;
+
+pub use app::{Orchestrator, StartError};
+pub use config::Config;

@@ -1,0 +1,815 @@
+//! Tasks: their validated fields ([`TaskSpec`]), how the API shows them ([`Task`]), the
+//! transitions a user may ask for, their history ([`TaskEvent`]) and how they are stored.
+
+use broker_config::{Attachment, AttachmentError, System, TaskStatus};
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _,
+    QueryOrder as _, Set, TransactionSession as _, TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::entity::{task, task_event};
+use crate::error::ApiError;
+use crate::pagination::{Page, PageRequest, fetch_page};
+
+/// Attempts a task gets when the request does not say.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// The most attempts a task may ask for.
+pub const MAX_MAX_ATTEMPTS: u32 = 100;
+/// The longest description, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 2_000;
+
+/// A task, as the API shows it. The attachment itself is served by
+/// `GET /api/v1/tasks/{id}/attachment`, so lists stay small.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Task {
+    /// Its id.
+    pub id: Uuid,
+    /// What it is for.
+    pub description: String,
+    /// The system it targets.
+    pub system: System,
+    /// Where it is in its life.
+    pub status: TaskStatus,
+    /// Whether it has a CSV attachment.
+    pub has_attachment: bool,
+    /// Input for systems without a CSV.
+    #[schema(value_type = Option<Object>)]
+    pub payload: Option<Value>,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Not offered before this time.
+    pub not_before: DateTime<Utc>,
+    /// How many times it has been offered.
+    pub attempt: u32,
+    /// Offers allowed before it fails for good.
+    pub max_attempts: u32,
+    /// The bot holding it, if any.
+    pub bot_id: Option<Uuid>,
+    /// When the current offer lapses.
+    pub offer_expires_at: Option<DateTime<Utc>>,
+    /// Rows done out of the total.
+    pub progress: Progress,
+    /// The outcome (per-row results for CSV tasks).
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<Value>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// When it was submitted.
+    pub created_at: DateTime<Utc>,
+    /// When a bot accepted it.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Rows done out of the total.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Progress {
+    /// Rows done.
+    pub done: u32,
+    /// Rows in all; absent for tasks without a CSV.
+    pub total: Option<u32>,
+}
+
+fn corrupt(id: Uuid, what: &str) -> ApiError {
+    ApiError::Internal(sea_orm::DbErr::Type(format!(
+        "task {id}: stored {what} is invalid"
+    )))
+}
+
+impl TryFrom<task::Model> for Task {
+    type Error = ApiError;
+
+    fn try_from(row: task::Model) -> Result<Task, ApiError> {
+        let id = row.id;
+        let count = |n: i32| u32::try_from(n).map_err(|_| corrupt(id, "count"));
+        Ok(Task {
+            id,
+            system: row.system.parse().map_err(|_| corrupt(id, "system"))?,
+            status: row.status.parse().map_err(|_| corrupt(id, "status"))?,
+            has_attachment: row.attachment.is_some(),
+            attempt: count(row.attempt)?,
+            max_attempts: count(row.max_attempts)?,
+            progress: Progress {
+                done: count(row.progress_done)?,
+                total: row.progress_total.map(count).transpose()?,
+            },
+            description: row.description,
+            payload: row.payload,
+            priority: row.priority,
+            not_before: row.not_before,
+            bot_id: row.bot_id,
+            offer_expires_at: row.offer_expires_at,
+            result: row.result,
+            error: row.error,
+            created_at: row.created_at,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+/// A task's fields as a client sends them in JSON (POST and PUT). Multipart uploads carry the
+/// same fields as form parts, with the CSV as a file part instead of base64.
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskRequest {
+    /// What it is for (1 to 2,000 characters).
+    #[schema(example = "Create the March hires in Vivo360")]
+    pub description: String,
+    /// The system it targets.
+    pub system: System,
+    /// The CSV, base64 encoded; required for VIVO360 (columns name, email, login, profile).
+    #[serde(default)]
+    pub attachment: Option<String>,
+    /// A JSON object, for systems without a CSV.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub payload: Option<Value>,
+    /// Higher runs first; default 0.
+    #[serde(default)]
+    pub priority: Option<i32>,
+    /// Not offered before this time; default: at once.
+    #[serde(default)]
+    pub not_before: Option<DateTime<Utc>>,
+    /// Offers before it fails for good, 1 to 100; default 3.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Only on PUT: CANCELLED to cancel, WAITING to retry a FAILED or CANCELLED task.
+    #[serde(default)]
+    pub status: Option<TaskStatus>,
+}
+
+/// A partial update of a task: only the fields given change.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskPatch {
+    /// New description.
+    pub description: Option<String>,
+    /// New system (the attachment is checked against it).
+    pub system: Option<System>,
+    /// New CSV, base64 encoded.
+    pub attachment: Option<String>,
+    /// New payload.
+    #[schema(value_type = Option<Object>)]
+    pub payload: Option<Value>,
+    /// New priority.
+    pub priority: Option<i32>,
+    /// New due time.
+    pub not_before: Option<DateTime<Utc>>,
+    /// New attempt budget.
+    pub max_attempts: Option<u32>,
+    /// CANCELLED to cancel, WAITING to retry a FAILED or CANCELLED task.
+    pub status: Option<TaskStatus>,
+}
+
+impl TaskPatch {
+    /// The full request this patch makes of the stored task.
+    pub fn apply_to(self, current: &task::Model) -> Result<TaskRequest, ApiError> {
+        Ok(TaskRequest {
+            description: self
+                .description
+                .unwrap_or_else(|| current.description.clone()),
+            system: match self.system {
+                Some(system) => system,
+                None => current
+                    .system
+                    .parse()
+                    .map_err(|_| corrupt(current.id, "system"))?,
+            },
+            attachment: self.attachment.or_else(|| current.attachment.clone()),
+            payload: self.payload.or_else(|| current.payload.clone()),
+            priority: Some(self.priority.unwrap_or(current.priority)),
+            not_before: Some(self.not_before.unwrap_or(current.not_before)),
+            max_attempts: Some(match self.max_attempts {
+                Some(n) => n,
+                None => u32::try_from(current.max_attempts)
+                    .map_err(|_| corrupt(current.id, "max_attempts"))?,
+            }),
+            status: self.status,
+        })
+    }
+}
+
+/// A task's fields, checked: only this type reaches the database.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskSpec {
+    /// What it is for, trimmed, never empty.
+    pub description: String,
+    /// The system it targets.
+    pub system: System,
+    /// The CSV, parsed and checked against the system's columns.
+    pub attachment: Option<Attachment>,
+    /// A JSON object.
+    pub payload: Option<Value>,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Not offered before this time; `None` means when created.
+    pub not_before: Option<DateTime<Utc>>,
+    /// Offers before it fails for good.
+    pub max_attempts: u32,
+}
+
+impl TaskSpec {
+    /// Checks a request. `upload` is a CSV sent as a file (multipart), which takes the place of
+    /// the base64 `attachment`; `max_attachment_bytes` bounds the decoded CSV.
+    pub fn parse(
+        request: TaskRequest,
+        upload: Option<Vec<u8>>,
+        max_attachment_bytes: usize,
+    ) -> Result<TaskSpec, ApiError> {
+        let description = request.description.trim().to_owned();
+        if description.is_empty() {
+            return Err(ApiError::invalid(
+                "description",
+                "description must not be empty",
+            ));
+        }
+        if description.chars().count() > MAX_DESCRIPTION_CHARS {
+            return Err(ApiError::invalid(
+                "description",
+                format!("description must be at most {MAX_DESCRIPTION_CHARS} characters"),
+            ));
+        }
+        let system = request.system;
+        let attachment = match (upload, request.attachment) {
+            (Some(bytes), _) => Some(Attachment::from_bytes(bytes, system, max_attachment_bytes)),
+            (None, Some(base64)) => Some(Attachment::from_base64(
+                &base64,
+                system,
+                max_attachment_bytes,
+            )),
+            (None, None) => None,
+        }
+        .transpose()
+        .map_err(attachment_error)?;
+        if attachment.is_none() && system.required_columns().is_some() {
+            return Err(ApiError::invalid(
+                "attachment",
+                format!("{system} tasks need a CSV attachment, one row per item"),
+            ));
+        }
+        if let Some(payload) = &request.payload
+            && !payload.is_object()
+        {
+            return Err(ApiError::invalid(
+                "payload",
+                "payload must be a JSON object",
+            ));
+        }
+        let max_attempts = request.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
+        if !(1..=MAX_MAX_ATTEMPTS).contains(&max_attempts) {
+            return Err(ApiError::invalid(
+                "max_attempts",
+                format!("max_attempts must be between 1 and {MAX_MAX_ATTEMPTS}"),
+            ));
+        }
+        Ok(TaskSpec {
+            description,
+            system,
+            attachment,
+            payload: request.payload,
+            priority: request.priority.unwrap_or(0),
+            not_before: request.not_before,
+            max_attempts,
+        })
+    }
+}
+
+fn attachment_error(err: AttachmentError) -> ApiError {
+    match err {
+        AttachmentError::TooLarge { .. } => ApiError::TooLarge {
+            field: Some("attachment".into()),
+            message: err.to_string(),
+        },
+        err => ApiError::invalid("attachment", err.to_string()),
+    }
+}
+
+/// What a user may do to a task's status through the API: cancel a task that has not ended, or
+/// send a FAILED or CANCELLED task back to WAITING (a retry). Asking for the current status
+/// changes nothing. Everything else belongs to the pipeline.
+pub fn check_user_transition(from: TaskStatus, to: TaskStatus) -> Result<(), ApiError> {
+    let allowed = from == to
+        || (to == TaskStatus::Cancelled && !from.is_final())
+        || (to == TaskStatus::Waiting
+            && matches!(from, TaskStatus::Failed | TaskStatus::Cancelled));
+    if allowed {
+        Ok(())
+    } else {
+        Err(ApiError::conflict(
+            "invalid_transition",
+            Some("status"),
+            format!(
+                "a {from} task cannot be set to {to}; the API can cancel a task that has not ended or retry a FAILED or CANCELLED one"
+            ),
+        ))
+    }
+}
+
+/// Whether a task's content may change: not while a bot holds it, and not once it completed.
+fn is_editable(status: TaskStatus) -> bool {
+    matches!(
+        status,
+        TaskStatus::Waiting | TaskStatus::Failed | TaskStatus::Cancelled
+    )
+}
+
+/// Kinds of entries in a task's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// Submitted.
+    Created,
+    /// Its content was edited.
+    Updated,
+    /// Cancelled by a user.
+    Cancelled,
+    /// Sent back to WAITING by a user.
+    Retried,
+    /// Its offer was withdrawn (the bot was deleted) and it is WAITING again.
+    OfferWithdrawn,
+}
+
+impl EventKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Created => "created",
+            EventKind::Updated => "updated",
+            EventKind::Cancelled => "cancelled",
+            EventKind::Retried => "retried",
+            EventKind::OfferWithdrawn => "offer_withdrawn",
+        }
+    }
+}
+
+/// An entry in a task's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TaskEvent {
+    /// Its sequence number (history is ordered by it).
+    pub id: i64,
+    /// The task.
+    pub task_id: Option<Uuid>,
+    /// The bot involved, if any.
+    pub bot_id: Option<Uuid>,
+    /// The attempt it belongs to.
+    pub attempt: Option<u32>,
+    /// What happened.
+    pub kind: String,
+    /// Details.
+    #[schema(value_type = Option<Object>)]
+    pub detail: Option<Value>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+impl From<task_event::Model> for TaskEvent {
+    fn from(row: task_event::Model) -> TaskEvent {
+        TaskEvent {
+            id: row.id,
+            task_id: row.task_id,
+            bot_id: row.bot_id,
+            attempt: row.attempt.and_then(|a| u32::try_from(a).ok()),
+            kind: row.kind,
+            detail: row.detail,
+            at: row.at,
+        }
+    }
+}
+
+/// Appends an entry to a task's history.
+pub async fn record_event(
+    db: &impl ConnectionTrait,
+    row: &task::Model,
+    kind: EventKind,
+    detail: Option<Value>,
+    at: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    task_event::ActiveModel {
+        task_id: Set(Some(row.id)),
+        bot_id: Set(row.bot_id),
+        attempt: Set(Some(row.attempt)),
+        kind: Set(kind.as_str().to_owned()),
+        detail: Set(detail),
+        at: Set(at),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?;
+    Ok(())
+}
+
+/// Filters for listing tasks; every given filter must match.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    /// Any of these statuses.
+    pub statuses: Vec<TaskStatus>,
+    /// Any of these systems.
+    pub systems: Vec<System>,
+    /// Held (or last held) by this bot.
+    pub bot_id: Option<Uuid>,
+}
+
+/// Stores a new WAITING task and its `created` event.
+pub async fn create_task(
+    db: &impl TransactionTrait,
+    spec: TaskSpec,
+    now: DateTime<Utc>,
+) -> Result<Task, ApiError> {
+    let rows = spec
+        .attachment
+        .as_ref()
+        .map(|a| i32::try_from(a.row_count()).unwrap_or(i32::MAX));
+    let txn = db.begin().await?;
+    let row = task::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        description: Set(spec.description),
+        system: Set(spec.system.as_str().to_owned()),
+        status: Set(TaskStatus::Waiting.as_str().to_owned()),
+        attachment: Set(spec.attachment.map(|a| a.to_base64())),
+        payload: Set(spec.payload),
+        priority: Set(spec.priority),
+        not_before: Set(spec.not_before.unwrap_or(now)),
+        attempt: Set(0),
+        max_attempts: Set(spec.max_attempts as i32),
+        bot_id: Set(None),
+        offer_expires_at: Set(None),
+        progress_done: Set(0),
+        progress_total: Set(rows),
+        result: Set(None),
+        error: Set(None),
+        created_at: Set(now),
+        started_at: Set(None),
+        finished_at: Set(None),
+        updated_at: Set(now),
+    }
+    .insert(&txn)
+    .await?;
+    record_event(&txn, &row, EventKind::Created, None, now).await?;
+    txn.commit().await?;
+    row.try_into()
+}
+
+/// One stored task row.
+pub async fn find_task(db: &impl ConnectionTrait, id: Uuid) -> Result<task::Model, ApiError> {
+    task::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or(ApiError::NotFound("task"))
+}
+
+/// One task.
+pub async fn get_task(db: &impl ConnectionTrait, id: Uuid) -> Result<Task, ApiError> {
+    find_task(db, id).await?.try_into()
+}
+
+/// A task's CSV, decoded.
+pub async fn get_attachment(db: &impl ConnectionTrait, id: Uuid) -> Result<Vec<u8>, ApiError> {
+    use base64::Engine as _;
+    let row = find_task(db, id).await?;
+    let encoded = row.attachment.ok_or(ApiError::NotFound("attachment"))?;
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| corrupt(id, "attachment"))
+}
+
+/// A page of tasks matching `filter`.
+pub async fn list_tasks(
+    db: &impl ConnectionTrait,
+    filter: &TaskFilter,
+    page: PageRequest,
+) -> Result<Page<Task>, ApiError> {
+    let mut select = task::Entity::find();
+    if !filter.statuses.is_empty() {
+        select =
+            select.filter(task::Column::Status.is_in(filter.statuses.iter().map(|s| s.as_str())));
+    }
+    if !filter.systems.is_empty() {
+        select =
+            select.filter(task::Column::System.is_in(filter.systems.iter().map(|s| s.as_str())));
+    }
+    if let Some(bot_id) = filter.bot_id {
+        select = select.filter(task::Column::BotId.eq(bot_id));
+    }
+    fetch_page(
+        db,
+        select,
+        (task::Column::CreatedAt, task::Column::Id),
+        page,
+        |row| (row.created_at, row.id),
+        Task::try_from,
+    )
+    .await
+}
+
+/// Applies a user's update: new content (only while no bot holds the task and it has not
+/// completed) and an optional status change ([`check_user_transition`]), with their events.
+pub async fn update_task(
+    db: &impl TransactionTrait,
+    id: Uuid,
+    request: impl FnOnce(&task::Model) -> Result<(TaskSpec, Option<TaskStatus>), ApiError>,
+    now: DateTime<Utc>,
+) -> Result<Task, ApiError> {
+    let txn = db.begin().await?;
+    let current = find_task(&txn, id).await?;
+    let from: TaskStatus = current.status.parse().map_err(|_| corrupt(id, "status"))?;
+    let (spec, to) = request(&current)?;
+    if let Some(to) = to {
+        check_user_transition(from, to)?;
+    }
+
+    let rows = spec
+        .attachment
+        .as_ref()
+        .map(|a| i32::try_from(a.row_count()).unwrap_or(i32::MAX));
+    let attachment = spec.attachment.map(|a| a.to_base64());
+    let not_before = spec.not_before.unwrap_or(current.created_at);
+    let max_attempts = spec.max_attempts as i32;
+    let changed: Vec<&str> = [
+        ("description", spec.description != current.description),
+        ("system", spec.system.as_str() != current.system),
+        ("attachment", attachment != current.attachment),
+        ("payload", spec.payload != current.payload),
+        ("priority", spec.priority != current.priority),
+        ("not_before", not_before != current.not_before),
+        ("max_attempts", max_attempts != current.max_attempts),
+    ]
+    .into_iter()
+    .filter_map(|(field, differs)| differs.then_some(field))
+    .collect();
+    let mut row: task::ActiveModel = current.clone().into();
+    row.description = Set(spec.description);
+    row.system = Set(spec.system.as_str().to_owned());
+    row.attachment = Set(attachment);
+    row.payload = Set(spec.payload);
+    row.priority = Set(spec.priority);
+    row.not_before = Set(not_before);
+    row.max_attempts = Set(max_attempts);
+    row.progress_total = Set(rows);
+    if !changed.is_empty() && !is_editable(from) {
+        return Err(ApiError::conflict(
+            "task_not_editable",
+            changed.first().copied(),
+            format!("a {from} task cannot be edited; only WAITING, FAILED and CANCELLED tasks can"),
+        ));
+    }
+
+    let status_event = match to {
+        Some(TaskStatus::Cancelled) if from != TaskStatus::Cancelled => {
+            row.status = Set(TaskStatus::Cancelled.as_str().to_owned());
+            row.offer_expires_at = Set(None);
+            row.finished_at = Set(Some(now));
+            Some(EventKind::Cancelled)
+        }
+        Some(TaskStatus::Waiting) if from != TaskStatus::Waiting => {
+            // A retry starts afresh: a new budget of attempts and no trace of the last outcome.
+            row.status = Set(TaskStatus::Waiting.as_str().to_owned());
+            row.attempt = Set(0);
+            row.bot_id = Set(None);
+            row.error = Set(None);
+            row.result = Set(None);
+            row.progress_done = Set(0);
+            row.started_at = Set(None);
+            row.finished_at = Set(None);
+            Some(EventKind::Retried)
+        }
+        _ => None,
+    };
+    if changed.is_empty() && status_event.is_none() {
+        txn.commit().await?;
+        return current.try_into();
+    }
+    row.updated_at = Set(now);
+    let updated = row.update(&txn).await?;
+    if !changed.is_empty() {
+        record_event(
+            &txn,
+            &updated,
+            EventKind::Updated,
+            Some(serde_json::json!({ "fields": changed })),
+            now,
+        )
+        .await?;
+    }
+    if let Some(kind) = status_event {
+        record_event(
+            &txn,
+            &updated,
+            kind,
+            Some(serde_json::json!({ "from": from })),
+            now,
+        )
+        .await?;
+    }
+    txn.commit().await?;
+    updated.try_into()
+}
+
+/// Deletes a task and its history. A task a bot holds (ASSIGNED or RUNNING) must be cancelled
+/// first.
+pub async fn delete_task(db: &impl TransactionTrait, id: Uuid) -> Result<(), ApiError> {
+    let txn = db.begin().await?;
+    let row = find_task(&txn, id).await?;
+    if row.status == TaskStatus::Assigned.as_str() || row.status == TaskStatus::Running.as_str() {
+        return Err(ApiError::conflict(
+            "task_held",
+            Some("status"),
+            format!("the task is {}; cancel it before deleting it", row.status),
+        ));
+    }
+    task::Entity::delete_by_id(id).exec(&txn).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// A task's history, oldest first.
+pub async fn list_events(db: &impl ConnectionTrait, id: Uuid) -> Result<Vec<TaskEvent>, ApiError> {
+    find_task(db, id).await?;
+    let rows = task_event::Entity::find()
+        .filter(task_event::Column::TaskId.eq(id))
+        .order_by_asc(task_event::Column::Id)
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().map(TaskEvent::from).collect())
+}
+
+/// Puts an offered (ASSIGNED) task back to WAITING, recording why.
+pub async fn requeue_offer(
+    db: &impl ConnectionTrait,
+    row: task::Model,
+    now: DateTime<Utc>,
+    why: EventKind,
+) -> Result<(), ApiError> {
+    let mut active: task::ActiveModel = row.clone().into();
+    active.status = Set(TaskStatus::Waiting.as_str().to_owned());
+    active.bot_id = Set(None);
+    active.offer_expires_at = Set(None);
+    active.updated_at = Set(now);
+    active.update(db).await?;
+    record_event(db, &row, why, None, now).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+
+    const USERS: &str = "name,email,login,profile\nAna,ana@example.com,ana,agent\n";
+
+    fn request(system: System) -> TaskRequest {
+        TaskRequest {
+            description: "  hires  ".into(),
+            system,
+            attachment: Some(base64::engine::general_purpose::STANDARD.encode(USERS)),
+            payload: None,
+            priority: None,
+            not_before: None,
+            max_attempts: None,
+            status: None,
+        }
+    }
+
+    fn field_of(result: Result<TaskSpec, ApiError>) -> Option<String> {
+        match result {
+            Err(ApiError::Invalid { field, .. } | ApiError::TooLarge { field, .. }) => field,
+            other => panic!("expected a field error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_valid_request_gets_defaults() {
+        let spec = TaskSpec::parse(request(System::Vivo360), None, 1024).expect("valid");
+        assert_eq!(spec.description, "hires");
+        assert_eq!(
+            (spec.priority, spec.max_attempts),
+            (0, DEFAULT_MAX_ATTEMPTS)
+        );
+        assert_eq!(spec.attachment.map(|a| a.row_count()), Some(1));
+    }
+
+    #[test]
+    fn an_upload_replaces_the_base64_attachment() {
+        let upload = b"name,email,login,profile\nA,a@x.io,a,agent\nB,b@x.io,b,agent\n".to_vec();
+        let spec = TaskSpec::parse(request(System::Vivo360), Some(upload), 1024).expect("valid");
+        assert_eq!(spec.attachment.map(|a| a.row_count()), Some(2));
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let r = request(System::Vivo360);
+        assert_eq!(
+            field_of(TaskSpec::parse(
+                TaskRequest {
+                    description: " ".into(),
+                    ..r.clone()
+                },
+                None,
+                1024
+            ))
+            .as_deref(),
+            Some("description")
+        );
+        assert_eq!(
+            field_of(TaskSpec::parse(
+                TaskRequest {
+                    attachment: None,
+                    ..r.clone()
+                },
+                None,
+                1024
+            ))
+            .as_deref(),
+            Some("attachment")
+        );
+        assert_eq!(
+            field_of(TaskSpec::parse(
+                TaskRequest {
+                    attachment: Some("@@".into()),
+                    ..r.clone()
+                },
+                None,
+                1024
+            ))
+            .as_deref(),
+            Some("attachment")
+        );
+        assert!(matches!(
+            TaskSpec::parse(r.clone(), None, 8),
+            Err(ApiError::TooLarge { .. })
+        ));
+        assert_eq!(
+            field_of(TaskSpec::parse(
+                TaskRequest {
+                    payload: Some(serde_json::json!([1])),
+                    ..r.clone()
+                },
+                None,
+                1024
+            ))
+            .as_deref(),
+            Some("payload")
+        );
+        assert_eq!(
+            field_of(TaskSpec::parse(
+                TaskRequest {
+                    max_attempts: Some(0),
+                    ..r
+                },
+                None,
+                1024
+            ))
+            .as_deref(),
+            Some("max_attempts")
+        );
+    }
+
+    #[test]
+    fn systems_without_a_csv_need_no_attachment() {
+        let noop = TaskRequest {
+            attachment: None,
+            payload: Some(serde_json::json!({"duration_ms": 5})),
+            ..request(System::Noop)
+        };
+        assert!(TaskSpec::parse(noop, None, 1024).is_ok());
+    }
+
+    #[test]
+    fn users_may_cancel_unfinished_tasks_and_retry_ended_ones() {
+        use TaskStatus::*;
+        for from in [Waiting, Assigned, Running] {
+            assert!(
+                check_user_transition(from, Cancelled).is_ok(),
+                "{from} → CANCELLED"
+            );
+        }
+        for from in [Failed, Cancelled] {
+            assert!(
+                check_user_transition(from, Waiting).is_ok(),
+                "{from} → WAITING"
+            );
+        }
+        for (from, to) in [
+            (Complete, Cancelled),
+            (Complete, Waiting),
+            (Waiting, Running),
+            (Running, Complete),
+            (Assigned, Waiting),
+        ] {
+            assert!(
+                check_user_transition(from, to).is_err(),
+                "{from} → {to} must be refused"
+            );
+        }
+        assert!(
+            check_user_transition(Running, Running).is_ok(),
+            "no change is no error"
+        );
+    }
+}
