@@ -1,0 +1,93 @@
+//! `callcenter-server`: the call-center queue manager, serving the JSON-lines protocol
+//! over TCP.
+//!
+//! Prints `listening on <address>` on standard output once bound, so a caller that passes
+//! `--port 0` learns the port; logs go to standard error (`RUST_LOG` filters them).
+//! Stops on Ctrl-C or SIGTERM.
+
+use std::io::IsTerminal;
+use std::net::{IpAddr, SocketAddr};
+
+use anyhow::Context;
+use callcenter::queue::{CallQueue, Operators, RingTimeout};
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// Call-center queue manager: offers incoming calls to operators, over TCP.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address to listen on; 0.0.0.0 accepts connections from other hosts and containers.
+    #[arg(long, env = "CALLCENTER_HOST", default_value = "0.0.0.0")]
+    host: IpAddr,
+    /// TCP port to listen on; 0 picks a free one.
+    #[arg(long, env = "CALLCENTER_PORT", default_value_t = 5678)]
+    port: u16,
+    /// Operators in the order calls are offered to them, comma-separated.
+    #[arg(long, env = "CALLCENTER_OPERATORS", default_value = "A,B")]
+    operators: Operators,
+    /// Seconds a call may ring before it counts as ignored; fractions allowed.
+    #[arg(long, env = "CALLCENTER_RING_TIMEOUT", default_value = "10")]
+    ring_timeout: RingTimeout,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+
+    let listener = TcpListener::bind(SocketAddr::new(args.host, args.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+    let address = listener.local_addr().context("listener has no address")?;
+    println!("listening on {address}");
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    callcenter::server::run(
+        listener,
+        CallQueue::new(&args.operators, args.ring_timeout),
+        shutdown,
+    )
+    .await;
+    Ok(())
+}
+
+/// Cancels `shutdown` on Ctrl-C or, on Unix, SIGTERM (what `docker stop` sends).
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                terminate.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}
