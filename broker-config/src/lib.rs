@@ -10,11 +10,25 @@
 //! - [`bot_name`]: [`BotName`], a bot name that is also safe as a RabbitMQ queue name.
 //! - [`attachment`]: a task's CSV attachment, decoded from base64 and checked against the columns
 //!   its system needs ([`Attachment`]).
+//! - [`topology`]: exchange and queue names, declared idempotently, printed as definitions.
+//! - [`messages`]: the versioned JSON commands and events ([`Command`], [`Event`]).
+//! - [`amqp`]: connecting with backoff, a confirming and reconnecting [`Publisher`], and a
+//!   supervised [`consume`] loop.
+//! - `testing` (feature `test-support`): a RabbitMQ vhost per test.
 
+pub mod amqp;
 pub mod attachment;
 pub mod bot_name;
+pub mod messages;
 pub mod status;
 pub mod system;
+#[cfg(feature = "test-support")]
+pub mod testing;
+pub mod topology;
+
+pub use amqp::{ConsumerSpec, Decision, Message, PublishError, Published, Publisher, consume};
+pub use messages::{Assignment, Command, CsvResult, Event, RowOutcome, RowStatus, TaskRef};
+pub use topology::Topology;
 
 pub use attachment::{Attachment, AttachmentError};
 pub use bot_name::{BotName, BotNameError};

@@ -1,0 +1,469 @@
+//! AMQP plumbing every Botline program shares: connecting with backoff, a [`Publisher`] that
+//! waits for publisher confirms and reconnects (re-declaring the topology) when the connection
+//! or channel is lost, and [`consume`], a supervised consumer that reconnects when its stream
+//! ends for any reason.
+//!
+//! lapin's own auto-recovery is left off on purpose: it does not reopen a channel closed by a
+//! channel error, nor republish what was unconfirmed, nor tell a consumer whose stream silently
+//! stopped. Here recovery is explicit and tested against a real broker: a publish is retried on a
+//! fresh channel until it is confirmed (at-least-once; receivers are idempotent), and a consumer
+//! whose stream ends reconnects and consumes again.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use lapin::Confirmation;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::topology::{DEAD_LETTER_EXCHANGE, Topology};
+
+/// The default broker: the local RabbitMQ with its default user.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// Exponential backoff between reconnection attempts.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    initial: Duration,
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    /// Starts at `initial` and doubles up to `max`.
+    pub fn new(initial: Duration, max: Duration) -> Backoff {
+        Backoff {
+            initial,
+            next: initial,
+            max,
+        }
+    }
+
+    /// The delay before the next try.
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+
+    /// Back to the initial delay, after a success.
+    pub fn reset(&mut self) {
+        self.next = self.initial;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff::new(Duration::from_millis(100), Duration::from_secs(5))
+    }
+}
+
+/// Opens a connection named `name` (the name ops see in the management UI).
+pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> {
+    let properties = ConnectionProperties::default().with_connection_name(name.into());
+    Connection::connect(url, properties).await
+}
+
+/// Connects, retrying with backoff until it works or `shutdown` fires (then `None`).
+pub async fn connect_with_retry(
+    url: &str,
+    name: &str,
+    shutdown: &CancellationToken,
+) -> Option<Connection> {
+    let mut backoff = Backoff::default();
+    loop {
+        match connect(url, name).await {
+            Ok(connection) => return Some(connection),
+            Err(err) => {
+                tracing::warn!(connection = name, error = %err, "cannot reach RabbitMQ; retrying")
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            () = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+    }
+}
+
+/// Properties of every Botline message: JSON, persistent (delivery mode 2: written to disk by a
+/// durable queue), with an id and the sending program.
+pub fn message_properties(app_id: &str) -> BasicProperties {
+    BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+        .with_message_id(uuid::Uuid::new_v4().to_string().into())
+        .with_timestamp(u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default())
+        .with_app_id(app_id.into())
+}
+
+/// What became of a confirmed publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// Stored by the broker in at least one queue.
+    Delivered,
+    /// Confirmed, but no queue is bound for it (a mandatory publish came back).
+    Unroutable,
+}
+
+/// Why a publish did not go through.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The broker could not be reached, or did not confirm, within the deadline.
+    #[error("RabbitMQ unavailable: {0}")]
+    Unavailable(String),
+    /// The program is stopping.
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+struct Link {
+    // Kept so the channel lives; dropping the connection would close it.
+    _connection: Connection,
+    channel: Channel,
+}
+
+/// Publishes with confirms on one channel, reconnecting when needed. Clones share the channel;
+/// publishes from several tasks run concurrently on it.
+#[derive(Clone)]
+pub struct Publisher {
+    inner: Arc<PublisherInner>,
+}
+
+struct PublisherInner {
+    url: String,
+    name: String,
+    topology: Topology,
+    link: Mutex<Option<Link>>,
+    shutdown: CancellationToken,
+    deadline: Duration,
+}
+
+impl Publisher {
+    /// A publisher for `url` that declares `topology` on every (re)connection and gives up on a
+    /// message after `deadline` without a confirm.
+    pub fn new(
+        url: impl Into<String>,
+        name: impl Into<String>,
+        topology: Topology,
+        deadline: Duration,
+        shutdown: CancellationToken,
+    ) -> Publisher {
+        Publisher {
+            inner: Arc::new(PublisherInner {
+                url: url.into(),
+                name: name.into(),
+                topology,
+                link: Mutex::new(None),
+                shutdown,
+                deadline,
+            }),
+        }
+    }
+
+    /// Connects now (and declares the topology), so start-up fails fast on a wrong URL.
+    pub async fn connect(&self) -> Result<(), lapin::Error> {
+        self.channel_now().await.map(|_| ())
+    }
+
+    /// Whether the publisher currently holds an open channel.
+    pub async fn is_connected(&self) -> bool {
+        self.inner
+            .link
+            .lock()
+            .await
+            .as_ref()
+            .is_some_and(|l| l.channel.status().connected())
+    }
+
+    async fn channel_now(&self) -> Result<Channel, lapin::Error> {
+        let mut link = self.inner.link.lock().await;
+        if let Some(current) = link.as_ref()
+            && current.channel.status().connected()
+        {
+            return Ok(current.channel.clone());
+        }
+        *link = None;
+        let connection = connect(&self.inner.url, &self.inner.name).await?;
+        let channel = connection.create_channel().await?;
+        self.inner.topology.declare(&channel).await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        tracing::info!(connection = %self.inner.name, "publisher connected");
+        *link = Some(Link {
+            _connection: connection,
+            channel: channel.clone(),
+        });
+        Ok(channel)
+    }
+
+    async fn forget(&self, broken: &Channel) {
+        let mut link = self.inner.link.lock().await;
+        if link.as_ref().is_some_and(|l| l.channel.id() == broken.id()) {
+            *link = None;
+        }
+    }
+
+    /// Publishes `body` and waits for the broker's confirm, retrying on a fresh connection until
+    /// confirmed or the deadline passes. A message may therefore arrive twice; never zero times
+    /// once this returns `Ok`.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        mandatory: bool,
+    ) -> Result<Published, PublishError> {
+        let give_up = Instant::now() + self.inner.deadline;
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+        loop {
+            let attempt = async {
+                let channel = self
+                    .channel_now()
+                    .await
+                    .map_err(|e| (None, e.to_string()))?;
+                let confirm = channel
+                    .basic_publish(
+                        exchange.into(),
+                        routing_key.into(),
+                        BasicPublishOptions {
+                            mandatory,
+                            ..Default::default()
+                        },
+                        body,
+                        message_properties(&self.inner.name),
+                    )
+                    .await
+                    .map_err(|e| (Some(channel.clone()), e.to_string()))?
+                    .await
+                    .map_err(|e| (Some(channel.clone()), e.to_string()))?;
+                match confirm {
+                    Confirmation::Ack(None) => Ok(Published::Delivered),
+                    Confirmation::Ack(Some(_returned)) => Ok(Published::Unroutable),
+                    Confirmation::Nack(_) => {
+                        Err((None, "the broker refused the message".to_owned()))
+                    }
+                    Confirmation::NotRequested => {
+                        Err((Some(channel), "channel lost confirm mode".into()))
+                    }
+                }
+            };
+            let failure = tokio::select! {
+                () = self.inner.shutdown.cancelled() => return Err(PublishError::ShuttingDown),
+                result = tokio::time::timeout_at(give_up, attempt) => match result {
+                    Ok(Ok(published)) => return Ok(published),
+                    Ok(Err(failure)) => failure,
+                    Err(_elapsed) => (None, "no confirm before the deadline".to_owned()),
+                },
+            };
+            let (broken, reason) = failure;
+            if let Some(channel) = broken {
+                self.forget(&channel).await;
+            }
+            if Instant::now() >= give_up {
+                return Err(PublishError::Unavailable(reason));
+            }
+            tracing::warn!(connection = %self.inner.name, exchange, routing_key, %reason, "publish not confirmed; retrying");
+            tokio::select! {
+                () = self.inner.shutdown.cancelled() => return Err(PublishError::ShuttingDown),
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+            }
+        }
+    }
+}
+
+/// A message as a consumer's handler sees it.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// The routing key it was published with.
+    pub routing_key: String,
+    /// The body.
+    pub data: Vec<u8>,
+    /// Whether the broker delivered it before (a consumer died without acking it).
+    pub redelivered: bool,
+    /// The AMQP user that published it (set by RabbitMQ when the publisher sets `user-id`).
+    pub user_id: Option<String>,
+}
+
+/// What to do with a consumed message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Handled (and committed): remove it from the queue.
+    Ack,
+    /// Never processable (malformed, unknown): send it to the dead-letter queue with the reason.
+    DeadLetter(String),
+    /// Not handled now (e.g. the database is down): leave it in the queue for later.
+    Requeue,
+}
+
+/// How to consume one queue.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    /// The broker.
+    pub url: String,
+    /// Connection name and consumer tag.
+    pub name: String,
+    /// The queue.
+    pub queue: String,
+    /// Declared on every (re)connection before consuming.
+    pub topology: Topology,
+    /// How many unacknowledged messages the broker may send ahead.
+    pub prefetch: u16,
+}
+
+/// Consumes `spec.queue` until `shutdown` fires, handing each message to `handler` in order and
+/// applying its [`Decision`]. When the connection drops, the channel closes, or the stream ends,
+/// it reconnects with backoff, re-declares the topology and consumes again; unacknowledged
+/// messages come back from the broker as redeliveries.
+pub async fn consume<H, F>(spec: ConsumerSpec, shutdown: CancellationToken, mut handler: H)
+where
+    H: FnMut(Message) -> F,
+    F: Future<Output = Decision>,
+{
+    let mut backoff = Backoff::default();
+    while let Some(connection) = connect_with_retry(&spec.url, &spec.name, &shutdown).await {
+        match consume_on(&connection, &spec, &shutdown, &mut handler, &mut backoff).await {
+            Ok(()) => {
+                let _ = connection.close(200, "shutting down".into()).await;
+                return;
+            }
+            Err(reason) => {
+                tracing::warn!(queue = %spec.queue, %reason, "consumer lost; reconnecting");
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+    }
+}
+
+async fn consume_on<H, F>(
+    connection: &Connection,
+    spec: &ConsumerSpec,
+    shutdown: &CancellationToken,
+    handler: &mut H,
+    backoff: &mut Backoff,
+) -> Result<(), String>
+where
+    H: FnMut(Message) -> F,
+    F: Future<Output = Decision>,
+{
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| e.to_string())?;
+    spec.topology
+        .declare(&channel)
+        .await
+        .map_err(|e| e.to_string())?;
+    channel
+        .basic_qos(spec.prefetch, BasicQosOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut consumer = channel
+        .basic_consume(
+            spec.queue.as_str().into(),
+            spec.name.as_str().into(),
+            BasicConsumeOptions::default(), // manual acks: no_ack is false
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(queue = %spec.queue, consumer = %spec.name, "consuming");
+    backoff.reset();
+    loop {
+        let next = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            next = consumer.next() => next,
+        };
+        let delivery = match next {
+            Some(Ok(delivery)) => delivery,
+            Some(Err(err)) => return Err(err.to_string()),
+            None => return Err("the consumer stream ended".into()),
+        };
+        let Delivery {
+            data,
+            routing_key,
+            redelivered,
+            properties,
+            acker,
+            ..
+        } = delivery;
+        let message = Message {
+            routing_key: routing_key.to_string(),
+            user_id: properties.user_id().as_ref().map(ShortString::to_string),
+            data,
+            redelivered,
+        };
+        let data = message.data.clone();
+        let routing_key = message.routing_key.clone();
+        match handler(message).await {
+            Decision::Ack => {
+                acker
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Decision::Requeue => {
+                let options = BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                };
+                acker.nack(options).await.map_err(|e| e.to_string())?;
+                // Give whatever failed (the database, usually) a moment before the redelivery.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Decision::DeadLetter(reason) => {
+                tracing::warn!(queue = %spec.queue, %routing_key, %reason, "dead-lettering a message");
+                let mut headers = FieldTable::default();
+                headers.insert(
+                    "x-botline-reason".into(),
+                    AMQPValue::LongString(reason.as_str().into()),
+                );
+                headers.insert(
+                    "x-botline-queue".into(),
+                    AMQPValue::LongString(spec.queue.as_str().into()),
+                );
+                channel
+                    .basic_publish(
+                        DEAD_LETTER_EXCHANGE.into(),
+                        routing_key.as_str().into(),
+                        BasicPublishOptions::default(),
+                        &data,
+                        message_properties(&spec.name).with_headers(headers),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                acker
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_and_resets() {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
+        let delays: Vec<u128> = (0..4).map(|_| backoff.next_delay().as_millis()).collect();
+        assert_eq!(delays, [100, 200, 350, 350]);
+        backoff.reset();
+        assert_eq!(backoff.next_delay(), Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,227 @@
+//! Test support (feature `test-support`): a RabbitMQ vhost of a test's own, made and removed
+//! through the management API, so tests never see each other's queues.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// The management API, from `BOTLINE_TEST_RABBITMQ_API` (default: the local broker's, as guest).
+pub fn management_api() -> String {
+    std::env::var("BOTLINE_TEST_RABBITMQ_API")
+        .unwrap_or_else(|_| "http://127.0.0.1:15672/api".into())
+}
+
+/// The AMQP server, from `BOTLINE_TEST_AMQP_SERVER` (default `amqp://guest:guest@127.0.0.1:5672`).
+pub fn amqp_server() -> String {
+    std::env::var("BOTLINE_TEST_AMQP_SERVER")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672".into())
+}
+
+fn credentials() -> (String, String) {
+    (
+        std::env::var("BOTLINE_TEST_RABBITMQ_USER").unwrap_or_else(|_| "guest".into()),
+        std::env::var("BOTLINE_TEST_RABBITMQ_PASSWORD").unwrap_or_else(|_| "guest".into()),
+    )
+}
+
+/// Why the management API refused.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "RabbitMQ management API: {0} (is the rabbitmq_management plugin enabled? scripts/services enables it)"
+)]
+pub struct ManagementError(String);
+
+/// A vhost for one test; dropping it deletes the vhost with everything in it.
+pub struct TestVhost {
+    name: String,
+    client: reqwest::Client,
+}
+
+impl TestVhost {
+    /// Creates a uniquely named vhost and gives the test user every permission on it.
+    pub async fn create(prefix: &str) -> Result<TestVhost, ManagementError> {
+        let name = format!("botline-test-{prefix}-{}", uuid::Uuid::new_v4().simple());
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| ManagementError(e.to_string()))?;
+        let vhost = TestVhost { name, client };
+        vhost
+            .call(
+                reqwest::Method::PUT,
+                &format!("/vhosts/{}", vhost.encoded()),
+                None,
+            )
+            .await?;
+        let (user, _) = credentials();
+        let all = serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"});
+        vhost
+            .call(
+                reqwest::Method::PUT,
+                &format!("/permissions/{}/{user}", vhost.encoded()),
+                Some(all),
+            )
+            .await?;
+        Ok(vhost)
+    }
+
+    /// The vhost's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn encoded(&self) -> String {
+        // Names are made of [a-z0-9-]: nothing to escape.
+        self.name.clone()
+    }
+
+    /// An AMQP URL for this vhost.
+    pub fn amqp_url(&self) -> String {
+        format!("{}/{}", amqp_server(), self.encoded())
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, ManagementError> {
+        let (user, password) = credentials();
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", management_api()))
+            .basic_auth(user, Some(password));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| ManagementError(e.to_string()))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| ManagementError(e.to_string()))?;
+        if !status.is_success() {
+            return Err(ManagementError(format!("{path}: {status} {text}")));
+        }
+        Ok(if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::Null)
+        })
+    }
+
+    /// The names of the client connections to this vhost, as the management API lists them.
+    pub async fn connection_names(&self) -> Result<Vec<String>, ManagementError> {
+        let connections = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/vhosts/{}/connections", self.encoded()),
+                None,
+            )
+            .await?;
+        Ok(connections
+            .as_array()
+            .map(|all| {
+                all.iter()
+                    .filter_map(|c| c["name"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Closes the client connections to this vhost from the server side, as a broker restart or a
+    /// network cut would, once at least `expected` of them are listed (the management API lists
+    /// a new connection a few seconds late). Returns how many were closed.
+    pub async fn close_connections(&self, expected: usize) -> Result<usize, ManagementError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let names = loop {
+            let names = self.connection_names().await?;
+            if names.len() >= expected || tokio::time::Instant::now() >= deadline {
+                break names;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        for name in &names {
+            let path = format!("/connections/{}", percent_encode(name));
+            // A connection may close by itself meanwhile: a 404 is fine.
+            let _ = self.call(reqwest::Method::DELETE, &path, None).await;
+        }
+        Ok(names.len())
+    }
+
+    /// How many messages wait in `queue` (ready and unacknowledged), as the management API
+    /// reports them (its figures lag by a few seconds).
+    pub async fn queue(&self, queue: &str) -> Result<Value, ManagementError> {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/queues/{}/{}", self.encoded(), percent_encode(queue)),
+            None,
+        )
+        .await
+    }
+
+    /// The names of the queues in this vhost.
+    pub async fn queue_names(&self) -> Result<Vec<String>, ManagementError> {
+        let queues = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/queues/{}", self.encoded()),
+                None,
+            )
+            .await?;
+        Ok(queues
+            .as_array()
+            .map(|all| {
+                all.iter()
+                    .filter_map(|q| q["name"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Deletes the vhost now.
+    pub async fn delete(self) -> Result<(), ManagementError> {
+        let path = format!("/vhosts/{}", self.encoded());
+        self.call(reqwest::Method::DELETE, &path, None)
+            .await
+            .map(|_| ())
+    }
+}
+
+fn percent_encode(text: &str) -> String {
+    let mut out = String::new();
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+impl Drop for TestVhost {
+    fn drop(&mut self) {
+        // Drop may run during a panic and outside async code: delete from a thread of its own.
+        let path = format!("{}/vhosts/{}", management_api(), self.encoded());
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async move {
+                let (user, password) = credentials();
+                let _ = reqwest::Client::new()
+                    .delete(path)
+                    .basic_auth(user, Some(password))
+                    .send()
+                    .await;
+            });
+            Some(())
+        })
+        .join();
+    }
+}

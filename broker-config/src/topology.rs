@@ -1,0 +1,311 @@
+//! The RabbitMQ topology of DESIGN.md, declared idempotently by whoever starts first and printed as
+//! a definitions file for the management UI.
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, ExchangeKind};
+use serde_json::{Value, json};
+
+use crate::BotName;
+
+/// Assignments and commands to bots; routing key = bot name.
+pub const TASKS_EXCHANGE: &str = "botline.tasks";
+/// Task and bot events (`task.accepted`, `bot.heartbeat`, …).
+pub const EVENTS_EXCHANGE: &str = "botline.events";
+/// The orchestrator's queue of every event.
+pub const ORCHESTRATOR_EVENTS_QUEUE: &str = "botline.orchestrator.events";
+/// Incident triggers from monitoring platforms.
+pub const MONITORING_EXCHANGE: &str = "botline.monitoring";
+/// Customer-service records for the attendance ETL.
+pub const ATTENDANCE_EXCHANGE: &str = "botline.attendance";
+/// Where rejected and undeliverable messages go.
+pub const DEAD_LETTER_EXCHANGE: &str = "botline.dlx";
+/// The queue that keeps dead letters for inspection.
+pub const DEAD_LETTER_QUEUE: &str = "botline.dead";
+/// Prefix of the per-bot queues.
+pub const BOT_QUEUE_PREFIX: &str = "botline.bot.";
+
+/// The queue a bot consumes: `botline.bot.<name>`, so ops recognise it in the management UI.
+pub fn bot_queue(name: &BotName) -> String {
+    format!("{BOT_QUEUE_PREFIX}{name}")
+}
+
+/// An exchange's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Exact routing key match.
+    Direct,
+    /// Pattern match on dotted routing keys.
+    Topic,
+    /// Every bound queue.
+    Fanout,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Direct => "direct",
+            Kind::Topic => "topic",
+            Kind::Fanout => "fanout",
+        }
+    }
+
+    fn lapin(self) -> ExchangeKind {
+        match self {
+            Kind::Direct => ExchangeKind::Direct,
+            Kind::Topic => ExchangeKind::Topic,
+            Kind::Fanout => ExchangeKind::Fanout,
+        }
+    }
+}
+
+/// A durable exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    /// Its name.
+    pub name: String,
+    /// Its type.
+    pub kind: Kind,
+}
+
+/// A durable queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queue {
+    /// Its name.
+    pub name: String,
+    /// Whether rejected messages go to [`DEAD_LETTER_EXCHANGE`].
+    pub dead_letters: bool,
+}
+
+/// A queue bound to an exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// The exchange.
+    pub exchange: String,
+    /// The queue.
+    pub queue: String,
+    /// The routing key (or pattern).
+    pub routing_key: String,
+}
+
+/// A set of exchanges, queues and bindings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Topology {
+    /// Exchanges, declared first.
+    pub exchanges: Vec<Exchange>,
+    /// Queues.
+    pub queues: Vec<Queue>,
+    /// Bindings, declared last.
+    pub bindings: Vec<Binding>,
+}
+
+fn exchange(name: &str, kind: Kind) -> Exchange {
+    Exchange {
+        name: name.to_owned(),
+        kind,
+    }
+}
+
+fn binding(exchange: &str, queue: &str, routing_key: &str) -> Binding {
+    Binding {
+        exchange: exchange.to_owned(),
+        queue: queue.to_owned(),
+        routing_key: routing_key.to_owned(),
+    }
+}
+
+impl Topology {
+    /// Everything but the per-bot queues: what the orchestrator declares.
+    pub fn core() -> Topology {
+        Topology {
+            exchanges: vec![
+                exchange(DEAD_LETTER_EXCHANGE, Kind::Fanout),
+                exchange(TASKS_EXCHANGE, Kind::Direct),
+                exchange(EVENTS_EXCHANGE, Kind::Topic),
+                exchange(MONITORING_EXCHANGE, Kind::Topic),
+                exchange(ATTENDANCE_EXCHANGE, Kind::Topic),
+            ],
+            queues: vec![
+                // The dead-letter queue itself dead-letters nowhere: nothing may loop.
+                Queue {
+                    name: DEAD_LETTER_QUEUE.to_owned(),
+                    dead_letters: false,
+                },
+                Queue {
+                    name: ORCHESTRATOR_EVENTS_QUEUE.to_owned(),
+                    dead_letters: true,
+                },
+            ],
+            bindings: vec![
+                binding(DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE, ""),
+                binding(EVENTS_EXCHANGE, ORCHESTRATOR_EVENTS_QUEUE, "#"),
+            ],
+        }
+    }
+
+    /// A bot's queue, bound to [`TASKS_EXCHANGE`] with its name, plus the exchanges it needs.
+    pub fn bot(name: &BotName) -> Topology {
+        let queue = bot_queue(name);
+        Topology {
+            exchanges: vec![
+                exchange(DEAD_LETTER_EXCHANGE, Kind::Fanout),
+                exchange(TASKS_EXCHANGE, Kind::Direct),
+                exchange(EVENTS_EXCHANGE, Kind::Topic),
+            ],
+            queues: vec![Queue {
+                name: queue.clone(),
+                dead_letters: true,
+            }],
+            bindings: vec![binding(TASKS_EXCHANGE, &queue, name.as_str())],
+        }
+    }
+
+    /// This topology and `other`'s, without repeats.
+    pub fn merge(mut self, other: Topology) -> Topology {
+        for e in other.exchanges {
+            if !self.exchanges.contains(&e) {
+                self.exchanges.push(e);
+            }
+        }
+        for q in other.queues {
+            if !self.queues.contains(&q) {
+                self.queues.push(q);
+            }
+        }
+        for b in other.bindings {
+            if !self.bindings.contains(&b) {
+                self.bindings.push(b);
+            }
+        }
+        self
+    }
+
+    /// Declares everything on `channel`. Declaring what exists with the same options is a no-op,
+    /// so every program declares what it uses at every (re)connection.
+    pub async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        for e in &self.exchanges {
+            // durable: survives a broker restart; not auto-delete: stays with no bindings.
+            let options = ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            };
+            channel
+                .exchange_declare(
+                    e.name.as_str().into(),
+                    e.kind.lapin(),
+                    options,
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        for q in &self.queues {
+            // durable (with persistent messages, survives a restart); not exclusive: several
+            // consumers (two orchestrators) may share it; not auto-delete: a bot that restarts
+            // finds its pending assignments.
+            let options = QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            };
+            channel
+                .queue_declare(q.name.as_str().into(), options, queue_arguments(q))
+                .await?;
+        }
+        for b in &self.bindings {
+            channel
+                .queue_bind(
+                    b.queue.as_str().into(),
+                    b.exchange.as_str().into(),
+                    b.routing_key.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The topology as a RabbitMQ definitions file (management UI → Overview → Import
+    /// definitions, or `rabbitmqctl import_definitions`), for the vhost `vhost`.
+    pub fn to_definitions(&self, vhost: &str) -> Value {
+        json!({
+            "vhosts": [{ "name": vhost }],
+            "exchanges": self.exchanges.iter().map(|e| json!({
+                "name": e.name, "vhost": vhost, "type": e.kind.as_str(),
+                "durable": true, "auto_delete": false, "internal": false, "arguments": {}
+            })).collect::<Vec<_>>(),
+            "queues": self.queues.iter().map(|q| json!({
+                "name": q.name, "vhost": vhost, "durable": true, "auto_delete": false,
+                "arguments": if q.dead_letters { json!({"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}) } else { json!({}) }
+            })).collect::<Vec<_>>(),
+            "bindings": self.bindings.iter().map(|b| json!({
+                "source": b.exchange, "vhost": vhost, "destination": b.queue,
+                "destination_type": "queue", "routing_key": b.routing_key, "arguments": {}
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+fn queue_arguments(queue: &Queue) -> FieldTable {
+    let mut arguments = FieldTable::default();
+    if queue.dead_letters {
+        arguments.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(DEAD_LETTER_EXCHANGE.into()),
+        );
+    }
+    arguments
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_topology_matches_the_design() {
+        let core = Topology::core();
+        let names: Vec<_> = core
+            .exchanges
+            .iter()
+            .map(|e| (e.name.as_str(), e.kind))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("botline.dlx", Kind::Fanout),
+                ("botline.tasks", Kind::Direct),
+                ("botline.events", Kind::Topic),
+                ("botline.monitoring", Kind::Topic),
+                ("botline.attendance", Kind::Topic),
+            ]
+        );
+        assert!(core.bindings.contains(&binding(
+            "botline.events",
+            "botline.orchestrator.events",
+            "#"
+        )));
+    }
+
+    #[test]
+    fn bot_queues_are_named_after_bots_and_merge_without_repeats() {
+        let name = BotName::parse("vm-7").expect("valid");
+        let bot = Topology::bot(&name);
+        assert_eq!(bot.queues[0].name, "botline.bot.vm-7");
+        assert_eq!(
+            bot.bindings[0],
+            binding("botline.tasks", "botline.bot.vm-7", "vm-7")
+        );
+        let merged = Topology::core().merge(bot);
+        assert_eq!(merged.exchanges.len(), 5, "shared exchanges appear once");
+        assert_eq!(merged.queues.len(), 3);
+        let definitions = merged.to_definitions("/");
+        assert_eq!(
+            definitions["queues"][2]["arguments"]["x-dead-letter-exchange"],
+            "botline.dlx"
+        );
+        assert_eq!(
+            definitions["queues"][0]["arguments"],
+            json!({}),
+            "the dead-letter queue does not loop"
+        );
+    }
+}
