@@ -42,11 +42,7 @@ pub struct Backoff {
 impl Backoff {
     /// Starts at `initial` and doubles up to `max`.
     pub fn new(initial: Duration, max: Duration) -> Backoff {
-        Backoff {
-            initial,
-            next: initial,
-            max,
-        }
+        Backoff { initial, next: initial, max }
     }
 
     /// The delay before the next try.
@@ -177,12 +173,7 @@ impl Publisher {
 
     /// Whether the publisher currently holds an open channel.
     pub async fn is_connected(&self) -> bool {
-        self.inner
-            .link
-            .lock()
-            .await
-            .as_ref()
-            .is_some_and(|l| l.channel.status().connected())
+        self.inner.link.lock().await.as_ref().is_some_and(|l| l.channel.status().connected())
     }
 
     async fn channel_now(&self) -> Result<Channel, lapin::Error> {
@@ -196,14 +187,9 @@ impl Publisher {
         let connection = connect(&self.inner.url, &self.inner.name).await?;
         let channel = connection.create_channel().await?;
         self.inner.topology.declare(&channel).await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
         tracing::info!(connection = %self.inner.name, "publisher connected");
-        *link = Some(Link {
-            _connection: connection,
-            channel: channel.clone(),
-        });
+        *link = Some(Link { _connection: connection, channel: channel.clone() });
         Ok(channel)
     }
 
@@ -228,18 +214,12 @@ impl Publisher {
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
         loop {
             let attempt = async {
-                let channel = self
-                    .channel_now()
-                    .await
-                    .map_err(|e| (None, e.to_string()))?;
+                let channel = self.channel_now().await.map_err(|e| (None, e.to_string()))?;
                 let confirm = channel
                     .basic_publish(
                         exchange.into(),
                         routing_key.into(),
-                        BasicPublishOptions {
-                            mandatory,
-                            ..Default::default()
-                        },
+                        BasicPublishOptions { mandatory, ..Default::default() },
                         body,
                         message_properties(&self.inner.name),
                     )
@@ -359,14 +339,8 @@ where
     H: FnMut(Message) -> F,
     F: Future<Output = Decision>,
 {
-    let channel = connection
-        .create_channel()
-        .await
-        .map_err(|e| e.to_string())?;
-    spec.topology
-        .declare(&channel)
-        .await
-        .map_err(|e| e.to_string())?;
+    let channel = connection.create_channel().await.map_err(|e| e.to_string())?;
+    spec.topology.declare(&channel).await.map_err(|e| e.to_string())?;
     channel
         .basic_qos(spec.prefetch, BasicQosOptions::default())
         .await
@@ -392,14 +366,7 @@ where
             Some(Err(err)) => return Err(err.to_string()),
             None => return Err("the consumer stream ended".into()),
         };
-        let Delivery {
-            data,
-            routing_key,
-            redelivered,
-            properties,
-            acker,
-            ..
-        } = delivery;
+        let Delivery { data, routing_key, redelivered, properties, acker, .. } = delivery;
         let message = Message {
             routing_key: routing_key.to_string(),
             user_id: properties.user_id().as_ref().map(ShortString::to_string),
@@ -410,16 +377,10 @@ where
         let routing_key = message.routing_key.clone();
         match handler(message).await {
             Decision::Ack => {
-                acker
-                    .ack(BasicAckOptions::default())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                acker.ack(BasicAckOptions::default()).await.map_err(|e| e.to_string())?;
             }
             Decision::Requeue => {
-                let options = BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                };
+                let options = BasicNackOptions { requeue: true, ..Default::default() };
                 acker.nack(options).await.map_err(|e| e.to_string())?;
                 // Give whatever failed (the database, usually) a moment before the redelivery.
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -445,10 +406,7 @@ where
                     )
                     .await
                     .map_err(|e| e.to_string())?;
-                acker
-                    .ack(BasicAckOptions::default())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                acker.ack(BasicAckOptions::default()).await.map_err(|e| e.to_string())?;
             }
         }
     }

@@ -63,17 +63,13 @@ impl Attachment {
         system: System,
         max_bytes: usize,
     ) -> Result<Attachment, AttachmentError> {
-        let compact: String = encoded
-            .chars()
-            .filter(|c| !c.is_ascii_whitespace())
-            .collect();
+        let compact: String = encoded.chars().filter(|c| !c.is_ascii_whitespace()).collect();
         // Refuse before decoding: base64 carries 3 bytes per 4 characters.
         if compact.len() / 4 * 3 > max_bytes + 2 {
             return Err(AttachmentError::TooLarge { limit: max_bytes });
         }
-        let bytes = BASE64
-            .decode(compact)
-            .map_err(|e| AttachmentError::InvalidBase64(e.to_string()))?;
+        let bytes =
+            BASE64.decode(compact).map_err(|e| AttachmentError::InvalidBase64(e.to_string()))?;
         Attachment::from_bytes(bytes, system, max_bytes)
     }
 
@@ -99,11 +95,8 @@ impl Attachment {
         if first_line.trim().is_empty() {
             return Err(AttachmentError::Empty);
         }
-        let delimiter = if !first_line.contains(',') && first_line.contains(';') {
-            b';'
-        } else {
-            b','
-        };
+        let delimiter =
+            if !first_line.contains(',') && first_line.contains(';') { b';' } else { b',' };
         let mut reader = csv::ReaderBuilder::new()
             .delimiter(delimiter)
             .has_headers(true)
@@ -115,11 +108,8 @@ impl Attachment {
             .map(|h| h.trim().to_lowercase())
             .collect();
         if let Some(required) = system.required_columns() {
-            let missing: Vec<&str> = required
-                .iter()
-                .copied()
-                .filter(|c| !headers.iter().any(|h| h == c))
-                .collect();
+            let missing: Vec<&str> =
+                required.iter().copied().filter(|c| !headers.iter().any(|h| h == c)).collect();
             if !missing.is_empty() {
                 return Err(AttachmentError::MissingColumns {
                     system,
@@ -136,11 +126,7 @@ impl Attachment {
         if rows.is_empty() {
             return Err(AttachmentError::NoRows);
         }
-        Ok(Attachment {
-            text,
-            headers,
-            rows,
-        })
+        Ok(Attachment { text, headers, rows })
     }
 
     /// The file as it was given.
@@ -226,10 +212,7 @@ mod tests {
             Attachment::from_base64(&BASE64.encode(USERS), vivo, 10),
             Err(AttachmentError::TooLarge { limit: 10 })
         );
-        assert_eq!(
-            Attachment::parse(String::new(), vivo),
-            Err(AttachmentError::Empty)
-        );
+        assert_eq!(Attachment::parse(String::new(), vivo), Err(AttachmentError::Empty));
         assert_eq!(
             Attachment::parse("name,email,login,profile\n".into(), vivo),
             Err(AttachmentError::NoRows)

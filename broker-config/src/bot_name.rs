@@ -83,22 +83,10 @@ mod tests {
     fn refuses_everything_else() {
         assert_eq!(BotName::parse(""), Err(BotNameError::Empty));
         assert_eq!(BotName::parse(&"a".repeat(65)), Err(BotNameError::TooLong));
-        assert_eq!(
-            BotName::parse("Bot"),
-            Err(BotNameError::InvalidCharacter('B'))
-        );
-        assert_eq!(
-            BotName::parse("bot 1"),
-            Err(BotNameError::InvalidCharacter(' '))
-        );
-        assert_eq!(
-            BotName::parse("-bot"),
-            Err(BotNameError::InvalidCharacter('-'))
-        );
-        assert_eq!(
-            BotName::parse("bot#1"),
-            Err(BotNameError::InvalidCharacter('#'))
-        );
+        assert_eq!(BotName::parse("Bot"), Err(BotNameError::InvalidCharacter('B')));
+        assert_eq!(BotName::parse("bot 1"), Err(BotNameError::InvalidCharacter(' ')));
+        assert_eq!(BotName::parse("-bot"), Err(BotNameError::InvalidCharacter('-')));
+        assert_eq!(BotName::parse("bot#1"), Err(BotNameError::InvalidCharacter('#')));
         assert!(serde_json::from_str::<BotName>("\"UPPER\"").is_err());
     }
 }

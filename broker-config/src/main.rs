@@ -18,13 +18,7 @@ struct Cli {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let topology = cli
-        .bots
-        .iter()
-        .fold(Topology::core(), |t, bot| t.merge(Topology::bot(bot)));
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&topology.to_definitions(&cli.vhost))?
-    );
+    let topology = cli.bots.iter().fold(Topology::core(), |t, bot| t.merge(Topology::bot(bot)));
+    println!("{}", serde_json::to_string_pretty(&topology.to_definitions(&cli.vhost))?);
     Ok(())
 }

@@ -45,11 +45,7 @@ pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
         message: &'a T,
     }
     // Serializing these plain data types cannot fail; an empty body would be dead-lettered.
-    serde_json::to_vec(&Out {
-        v: VERSION,
-        message,
-    })
-    .unwrap_or_default()
+    serde_json::to_vec(&Out { v: VERSION, message }).unwrap_or_default()
 }
 
 /// Parses a message, checking its version first.
@@ -168,12 +164,7 @@ impl CsvResult {
         }
         let rows: Vec<RowOutcome> = by_row.into_values().collect();
         let rows_ok = rows.iter().filter(|r| r.status.is_ok()).count() as u32;
-        CsvResult {
-            rows_total,
-            rows_ok,
-            rows_failed: rows.len() as u32 - rows_ok,
-            rows,
-        }
+        CsvResult { rows_total, rows_ok, rows_failed: rows.len() as u32 - rows_ok, rows }
     }
 
     /// The highest row `n` such that rows `1..=n` all have an outcome: where a resumed attempt
@@ -384,9 +375,7 @@ mod tests {
     use serde_json::json;
 
     fn at() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z")
-            .expect("time")
-            .with_timezone(&Utc)
+        DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z").expect("time").with_timezone(&Utc)
     }
 
     fn bot() -> BotName {
@@ -394,37 +383,16 @@ mod tests {
     }
 
     fn task() -> TaskRef {
-        TaskRef {
-            task_id: Uuid::nil(),
-            attempt: 2,
-        }
+        TaskRef { task_id: Uuid::nil(), attempt: 2 }
     }
 
     #[test]
     fn every_event_round_trips_with_its_routing_key_as_type() {
-        let row = RowOutcome {
-            row: 1,
-            status: RowStatus::Created,
-            message: "ok".into(),
-        };
+        let row = RowOutcome { row: 1, status: RowStatus::Created, message: "ok".into() };
         let events = vec![
-            Event::TaskAccepted {
-                task: task(),
-                bot: bot(),
-                at: at(),
-            },
-            Event::TaskRejected {
-                task: task(),
-                bot: bot(),
-                reason: "busy".into(),
-                at: at(),
-            },
-            Event::TaskProgress {
-                task: task(),
-                bot: bot(),
-                rows: vec![row.clone()],
-                at: at(),
-            },
+            Event::TaskAccepted { task: task(), bot: bot(), at: at() },
+            Event::TaskRejected { task: task(), bot: bot(), reason: "busy".into(), at: at() },
+            Event::TaskProgress { task: task(), bot: bot(), rows: vec![row.clone()], at: at() },
             Event::TaskCompleted {
                 task: task(),
                 bot: bot(),
@@ -453,20 +421,9 @@ mod tests {
                 systems: vec![System::Noop],
                 at: at(),
             },
-            Event::BotHeartbeat {
-                bot: bot(),
-                task: Some(task()),
-                at: at(),
-            },
-            Event::BotStatusChanged {
-                bot: bot(),
-                status: BotStatus::Unavailable,
-                at: at(),
-            },
-            Event::BotOffline {
-                bot: bot(),
-                at: at(),
-            },
+            Event::BotHeartbeat { bot: bot(), task: Some(task()), at: at() },
+            Event::BotStatusChanged { bot: bot(), status: BotStatus::Unavailable, at: at() },
+            Event::BotOffline { bot: bot(), at: at() },
         ];
         for event in events {
             let bytes = encode(&event);
@@ -495,22 +452,13 @@ mod tests {
             (Some("task.assign"), Some(2))
         );
         assert_eq!(decode::<Command>(&bytes).expect("decodes"), assign);
-        let cancel = Command::CancelTask {
-            task: task(),
-            reason: "cancelled".into(),
-        };
-        assert_eq!(
-            decode::<Command>(&encode(&cancel)).expect("decodes"),
-            cancel
-        );
+        let cancel = Command::CancelTask { task: task(), reason: "cancelled".into() };
+        assert_eq!(decode::<Command>(&encode(&cancel)).expect("decodes"), cancel);
     }
 
     #[test]
     fn bad_messages_are_refused_with_a_reason() {
-        assert!(matches!(
-            decode::<Event>(b"not json"),
-            Err(DecodeError::Malformed(_))
-        ));
+        assert!(matches!(decode::<Event>(b"not json"), Err(DecodeError::Malformed(_))));
         let future = json!({"v": 2, "type": "bot.offline", "bot": "b", "at": at()});
         assert!(matches!(
             decode::<Event>(&serde_json::to_vec(&future).expect("json")),
@@ -524,11 +472,7 @@ mod tests {
 
     #[test]
     fn csv_results_count_each_row_once_and_know_where_to_resume() {
-        let outcome = |row, status| RowOutcome {
-            row,
-            status,
-            message: String::new(),
-        };
+        let outcome = |row, status| RowOutcome { row, status, message: String::new() };
         let result = CsvResult::from_rows(
             5,
             [
@@ -538,19 +482,9 @@ mod tests {
                 outcome(4, RowStatus::Created),
             ],
         );
-        assert_eq!(
-            (result.rows_total, result.rows_ok, result.rows_failed),
-            (5, 2, 1)
-        );
-        assert_eq!(
-            result.rows.iter().map(|r| r.row).collect::<Vec<_>>(),
-            [1, 2, 4]
-        );
-        assert_eq!(
-            result.contiguous_done(),
-            2,
-            "row 3 is missing, so an attempt resumes at 3"
-        );
+        assert_eq!((result.rows_total, result.rows_ok, result.rows_failed), (5, 2, 1));
+        assert_eq!(result.rows.iter().map(|r| r.row).collect::<Vec<_>>(), [1, 2, 4]);
+        assert_eq!(result.contiguous_done(), 2, "row 3 is missing, so an attempt resumes at 3");
         assert_eq!(CsvResult::from_rows(0, []).contiguous_done(), 0);
     }
 }

@@ -20,11 +20,7 @@ pub struct UnknownValue {
 impl UnknownValue {
     /// An error for `value`, which is none of `expected`.
     pub fn new(field: &'static str, value: &str, expected: &[&str]) -> Self {
-        UnknownValue {
-            field,
-            value: value.to_owned(),
-            expected: expected.join(", "),
-        }
+        UnknownValue { field, value: value.to_owned(), expected: expected.join(", ") }
     }
 }
 
@@ -93,10 +89,7 @@ named_enum!(TaskStatus, "status", {
 impl TaskStatus {
     /// Whether the task has ended and will not change again by itself.
     pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            TaskStatus::Complete | TaskStatus::Failed | TaskStatus::Cancelled
-        )
+        matches!(self, TaskStatus::Complete | TaskStatus::Failed | TaskStatus::Cancelled)
     }
 }
 
@@ -144,27 +137,14 @@ mod tests {
     fn statuses_parse_case_insensitively_and_serialize_uppercase() {
         assert_eq!("running".parse::<TaskStatus>(), Ok(TaskStatus::Running));
         assert_eq!("BUSY".parse::<BotStatus>(), Ok(BotStatus::Busy));
-        assert_eq!(
-            serde_json::to_string(&TaskStatus::Cancelled).expect("json"),
-            "\"CANCELLED\""
-        );
-        assert_eq!(
-            serde_json::to_string(&Delivery::Http).expect("json"),
-            "\"http\""
-        );
+        assert_eq!(serde_json::to_string(&TaskStatus::Cancelled).expect("json"), "\"CANCELLED\"");
+        assert_eq!(serde_json::to_string(&Delivery::Http).expect("json"), "\"http\"");
         assert!("DONE".parse::<TaskStatus>().is_err());
     }
 
     #[test]
     fn only_complete_failed_and_cancelled_are_final() {
         let finals: Vec<_> = TaskStatus::ALL.iter().filter(|s| s.is_final()).collect();
-        assert_eq!(
-            finals,
-            [
-                &TaskStatus::Complete,
-                &TaskStatus::Failed,
-                &TaskStatus::Cancelled
-            ]
-        );
+        assert_eq!(finals, [&TaskStatus::Complete, &TaskStatus::Failed, &TaskStatus::Cancelled]);
     }
 }

@@ -75,10 +75,7 @@ mod tests {
         for system in System::ALL {
             let json = serde_json::to_string(&system).expect("serialize");
             assert_eq!(json, format!("\"{}\"", system.as_str()));
-            assert_eq!(
-                serde_json::from_str::<System>(&json).expect("deserialize"),
-                system
-            );
+            assert_eq!(serde_json::from_str::<System>(&json).expect("deserialize"), system);
         }
     }
 

@@ -46,13 +46,7 @@ impl TestVhost {
             .build()
             .map_err(|e| ManagementError(e.to_string()))?;
         let vhost = TestVhost { name, client };
-        vhost
-            .call(
-                reqwest::Method::PUT,
-                &format!("/vhosts/{}", vhost.encoded()),
-                None,
-            )
-            .await?;
+        vhost.call(reqwest::Method::PUT, &format!("/vhosts/{}", vhost.encoded()), None).await?;
         let (user, _) = credentials();
         let all = serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"});
         vhost
@@ -94,15 +88,9 @@ impl TestVhost {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| ManagementError(e.to_string()))?;
+        let response = request.send().await.map_err(|e| ManagementError(e.to_string()))?;
         let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| ManagementError(e.to_string()))?;
+        let text = response.text().await.map_err(|e| ManagementError(e.to_string()))?;
         if !status.is_success() {
             return Err(ManagementError(format!("{path}: {status} {text}")));
         }
@@ -116,19 +104,11 @@ impl TestVhost {
     /// The names of the client connections to this vhost, as the management API lists them.
     pub async fn connection_names(&self) -> Result<Vec<String>, ManagementError> {
         let connections = self
-            .call(
-                reqwest::Method::GET,
-                &format!("/vhosts/{}/connections", self.encoded()),
-                None,
-            )
+            .call(reqwest::Method::GET, &format!("/vhosts/{}/connections", self.encoded()), None)
             .await?;
         Ok(connections
             .as_array()
-            .map(|all| {
-                all.iter()
-                    .filter_map(|c| c["name"].as_str().map(str::to_owned))
-                    .collect()
-            })
+            .map(|all| all.iter().filter_map(|c| c["name"].as_str().map(str::to_owned)).collect())
             .unwrap_or_default())
     }
 
@@ -165,29 +145,18 @@ impl TestVhost {
 
     /// The names of the queues in this vhost.
     pub async fn queue_names(&self) -> Result<Vec<String>, ManagementError> {
-        let queues = self
-            .call(
-                reqwest::Method::GET,
-                &format!("/queues/{}", self.encoded()),
-                None,
-            )
-            .await?;
+        let queues =
+            self.call(reqwest::Method::GET, &format!("/queues/{}", self.encoded()), None).await?;
         Ok(queues
             .as_array()
-            .map(|all| {
-                all.iter()
-                    .filter_map(|q| q["name"].as_str().map(str::to_owned))
-                    .collect()
-            })
+            .map(|all| all.iter().filter_map(|q| q["name"].as_str().map(str::to_owned)).collect())
             .unwrap_or_default())
     }
 
     /// Deletes the vhost now.
     pub async fn delete(self) -> Result<(), ManagementError> {
         let path = format!("/vhosts/{}", self.encoded());
-        self.call(reqwest::Method::DELETE, &path, None)
-            .await
-            .map(|_| ())
+        self.call(reqwest::Method::DELETE, &path, None).await.map(|_| ())
     }
 }
 
@@ -208,10 +177,8 @@ impl Drop for TestVhost {
         // Drop may run during a panic and outside async code: delete from a thread of its own.
         let path = format!("{}/vhosts/{}", management_api(), self.encoded());
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             runtime.block_on(async move {
                 let (user, password) = credentials();
                 let _ = reqwest::Client::new()

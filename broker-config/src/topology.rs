@@ -100,10 +100,7 @@ pub struct Topology {
 }
 
 fn exchange(name: &str, kind: Kind) -> Exchange {
-    Exchange {
-        name: name.to_owned(),
-        kind,
-    }
+    Exchange { name: name.to_owned(), kind }
 }
 
 fn binding(exchange: &str, queue: &str, routing_key: &str) -> Binding {
@@ -127,14 +124,8 @@ impl Topology {
             ],
             queues: vec![
                 // The dead-letter queue itself dead-letters nowhere: nothing may loop.
-                Queue {
-                    name: DEAD_LETTER_QUEUE.to_owned(),
-                    dead_letters: false,
-                },
-                Queue {
-                    name: ORCHESTRATOR_EVENTS_QUEUE.to_owned(),
-                    dead_letters: true,
-                },
+                Queue { name: DEAD_LETTER_QUEUE.to_owned(), dead_letters: false },
+                Queue { name: ORCHESTRATOR_EVENTS_QUEUE.to_owned(), dead_letters: true },
             ],
             bindings: vec![
                 binding(DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE, ""),
@@ -152,10 +143,7 @@ impl Topology {
                 exchange(TASKS_EXCHANGE, Kind::Direct),
                 exchange(EVENTS_EXCHANGE, Kind::Topic),
             ],
-            queues: vec![Queue {
-                name: queue.clone(),
-                dead_letters: true,
-            }],
+            queues: vec![Queue { name: queue.clone(), dead_letters: true }],
             bindings: vec![binding(TASKS_EXCHANGE, &queue, name.as_str())],
         }
     }
@@ -185,10 +173,7 @@ impl Topology {
     pub async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
         for e in &self.exchanges {
             // durable: survives a broker restart; not auto-delete: stays with no bindings.
-            let options = ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            };
+            let options = ExchangeDeclareOptions { durable: true, ..Default::default() };
             channel
                 .exchange_declare(
                     e.name.as_str().into(),
@@ -202,13 +187,8 @@ impl Topology {
             // durable (with persistent messages, survives a restart); not exclusive: several
             // consumers (two orchestrators) may share it; not auto-delete: a bot that restarts
             // finds its pending assignments.
-            let options = QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            };
-            channel
-                .queue_declare(q.name.as_str().into(), options, queue_arguments(q))
-                .await?;
+            let options = QueueDeclareOptions { durable: true, ..Default::default() };
+            channel.queue_declare(q.name.as_str().into(), options, queue_arguments(q)).await?;
         }
         for b in &self.bindings {
             channel
@@ -263,11 +243,7 @@ mod tests {
     #[test]
     fn core_topology_matches_the_design() {
         let core = Topology::core();
-        let names: Vec<_> = core
-            .exchanges
-            .iter()
-            .map(|e| (e.name.as_str(), e.kind))
-            .collect();
+        let names: Vec<_> = core.exchanges.iter().map(|e| (e.name.as_str(), e.kind)).collect();
         assert_eq!(
             names,
             [
@@ -290,18 +266,12 @@ mod tests {
         let name = BotName::parse("vm-7").expect("valid");
         let bot = Topology::bot(&name);
         assert_eq!(bot.queues[0].name, "botline.bot.vm-7");
-        assert_eq!(
-            bot.bindings[0],
-            binding("botline.tasks", "botline.bot.vm-7", "vm-7")
-        );
+        assert_eq!(bot.bindings[0], binding("botline.tasks", "botline.bot.vm-7", "vm-7"));
         let merged = Topology::core().merge(bot);
         assert_eq!(merged.exchanges.len(), 5, "shared exchanges appear once");
         assert_eq!(merged.queues.len(), 3);
         let definitions = merged.to_definitions("/");
-        assert_eq!(
-            definitions["queues"][2]["arguments"]["x-dead-letter-exchange"],
-            "botline.dlx"
-        );
+        assert_eq!(definitions["queues"][2]["arguments"]["x-dead-letter-exchange"], "botline.dlx");
         assert_eq!(
             definitions["queues"][0]["arguments"],
             json!({}),

@@ -62,19 +62,10 @@ async fn topology_is_declared_idempotently() {
     let channel = connection.create_channel().await.unwrap();
     let full = Topology::core().merge(Topology::bot(&bot()));
     full.declare(&channel).await.unwrap();
-    full.declare(&channel)
-        .await
-        .expect("declaring again changes nothing and does not fail");
+    full.declare(&channel).await.expect("declaring again changes nothing and does not fail");
     let mut queues = vhost.queue_names().await.unwrap();
     queues.sort();
-    assert_eq!(
-        queues,
-        [
-            "botline.bot.bot-1",
-            "botline.dead",
-            "botline.orchestrator.events"
-        ]
-    );
+    assert_eq!(queues, ["botline.bot.bot-1", "botline.dead", "botline.orchestrator.events"]);
     let events = vhost.queue("botline.orchestrator.events").await.unwrap();
     assert_eq!(events["durable"], true);
     assert_eq!(events["arguments"]["x-dead-letter-exchange"], "botline.dlx");
@@ -89,18 +80,12 @@ async fn confirmed_publishes_reach_the_consumer_and_unroutable_ones_are_reported
     publisher.connect().await.unwrap();
     let mut received = spawn_consumer(&vhost, &shutdown, Decision::Ack);
     assert_eq!(
-        publisher
-            .publish(TASKS_EXCHANGE, "bot-1", b"hello", true)
-            .await
-            .unwrap(),
+        publisher.publish(TASKS_EXCHANGE, "bot-1", b"hello", true).await.unwrap(),
         Published::Delivered
     );
     assert_eq!(receive(&mut received).await, b"hello");
     assert_eq!(
-        publisher
-            .publish(TASKS_EXCHANGE, "no-such-bot", b"lost", true)
-            .await
-            .unwrap(),
+        publisher.publish(TASKS_EXCHANGE, "no-such-bot", b"lost", true).await.unwrap(),
         Published::Unroutable,
         "a mandatory publish nobody can receive comes back"
     );
@@ -116,36 +101,20 @@ async fn both_sides_recover_when_the_broker_closes_every_connection() {
     let mut received = spawn_consumer(&vhost, &shutdown, Decision::Ack);
     for i in 0..3 {
         publisher
-            .publish(
-                TASKS_EXCHANGE,
-                "bot-1",
-                format!("before-{i}").as_bytes(),
-                true,
-            )
+            .publish(TASKS_EXCHANGE, "bot-1", format!("before-{i}").as_bytes(), true)
             .await
             .unwrap();
     }
     for i in 0..3 {
-        assert_eq!(
-            receive(&mut received).await,
-            format!("before-{i}").as_bytes()
-        );
+        assert_eq!(receive(&mut received).await, format!("before-{i}").as_bytes());
     }
 
     let closed = vhost.close_connections(2).await.unwrap();
-    assert!(
-        closed >= 2,
-        "the publisher's and the consumer's connections were closed ({closed})"
-    );
+    assert!(closed >= 2, "the publisher's and the consumer's connections were closed ({closed})");
     for i in 0..3 {
         // Each publish finds its channel dead, reconnects, re-declares and is confirmed.
         publisher
-            .publish(
-                TASKS_EXCHANGE,
-                "bot-1",
-                format!("after-{i}").as_bytes(),
-                true,
-            )
+            .publish(TASKS_EXCHANGE, "bot-1", format!("after-{i}").as_bytes(), true)
             .await
             .unwrap();
     }
@@ -176,10 +145,7 @@ async fn rejected_messages_are_dead_lettered_with_their_reason() {
         &shutdown,
         Decision::DeadLetter("malformed message: expected value".into()),
     );
-    publisher
-        .publish(TASKS_EXCHANGE, "bot-1", b"{not json", true)
-        .await
-        .unwrap();
+    publisher.publish(TASKS_EXCHANGE, "bot-1", b"{not json", true).await.unwrap();
     assert_eq!(receive(&mut received).await, b"{not json");
 
     let connection = amqp::connect(&vhost.amqp_url(), "inspector").await.unwrap();

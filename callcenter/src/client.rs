@@ -293,9 +293,7 @@ mod tests {
     fn input(lines: &[&str]) -> mpsc::Receiver<String> {
         let (sender, receiver) = mpsc::channel(lines.len().max(1));
         for line in lines {
-            sender
-                .try_send((*line).to_owned())
-                .expect("channel has room for every line");
+            sender.try_send((*line).to_owned()).expect("channel has room for every line");
         }
         receiver
     }
@@ -309,9 +307,7 @@ mod tests {
     async fn local_mode_prints_messages_and_errors_in_order() {
         let mut recorder = Recorder::default();
         let lines = input(&["call 1", "", "answer B", "bogus", "answer A", "hangup 1"]);
-        run_local(queue(), lines, &mut recorder)
-            .await
-            .expect("local run succeeds");
+        run_local(queue(), lines, &mut recorder).await.expect("local run succeeds");
         assert_eq!(
             recorder.messages,
             [
@@ -340,10 +336,7 @@ mod tests {
         let (_sender, receiver) = mpsc::channel(1);
         let mut recorder = Recorder::default();
         let result = run(client_end, receiver, &mut recorder).await;
-        assert!(
-            matches!(result, Err(ClientError::ServerClosed)),
-            "{result:?}"
-        );
+        assert!(matches!(result, Err(ClientError::ServerClosed)), "{result:?}");
     }
 
     #[test]

@@ -191,10 +191,7 @@ impl Command {
         };
         let id = words.next().ok_or(ParseError::MissingId(verb))?;
         if let Some(extra) = words.next() {
-            return Err(ParseError::ExtraArgument {
-                verb,
-                extra: extra.to_owned(),
-            });
+            return Err(ParseError::ExtraArgument { verb, extra: extra.to_owned() });
         }
         let command = match verb {
             "call" => Self::Call(CallId::parse(id)?),
@@ -233,43 +230,28 @@ mod tests {
 
     #[test]
     fn bad_lines_say_what_is_wrong() {
-        let message = |line: &str| {
-            Command::parse_line(line)
-                .expect_err("line is invalid")
-                .to_string()
-        };
+        let message =
+            |line: &str| Command::parse_line(line).expect_err("line is invalid").to_string();
         assert_eq!(
             message("dial 1"),
             "unknown command \"dial\": expected call, answer, reject or hangup"
         );
         // Verbs are lower-case only, as in the JSON protocol.
         assert!(message("CALL 1").starts_with("unknown command \"CALL\""));
-        assert_eq!(
-            message("answer"),
-            "missing id: usage is \"answer <operator>\""
-        );
-        assert_eq!(
-            message("hangup"),
-            "missing id: usage is \"hangup <call id>\""
-        );
+        assert_eq!(message("answer"), "missing id: usage is \"answer <operator>\"");
+        assert_eq!(message("hangup"), "missing id: usage is \"hangup <call id>\"");
         assert_eq!(
             message("call 1 2"),
             "unexpected \"2\" after the id: usage is \"call <call id>\""
         );
-        assert_eq!(
-            message("answer A,B"),
-            "an operator id cannot contain a comma: \"A,B\""
-        );
+        assert_eq!(message("answer A,B"), "an operator id cannot contain a comma: \"A,B\"");
     }
 
     #[test]
     fn ids_are_single_bounded_words() {
         assert_eq!(CallId::parse(""), Err(IdError::Empty));
         assert!(matches!(CallId::parse("a\nb"), Err(IdError::Whitespace(_))));
-        assert!(matches!(
-            OperatorId::parse("\u{1b}[2J"),
-            Err(IdError::Whitespace(_))
-        ));
+        assert!(matches!(OperatorId::parse("\u{1b}[2J"), Err(IdError::Whitespace(_))));
         assert_eq!(CallId::parse("x".repeat(65)), Err(IdError::TooLong));
         assert!(CallId::parse("x".repeat(64)).is_ok());
         assert!(CallId::parse("1,2").is_ok()); // only operator lists use commas
@@ -281,10 +263,7 @@ mod tests {
         assert_eq!(json, r#"{"command":"call","id":"1"}"#);
         let answer: Command =
             serde_json::from_str(r#"{"command":"answer","id":"A"}"#).expect("valid request");
-        assert_eq!(
-            answer,
-            Command::Answer(OperatorId::parse("A").expect("valid operator"))
-        );
+        assert_eq!(answer, Command::Answer(OperatorId::parse("A").expect("valid operator")));
         assert!(serde_json::from_str::<Command>(r#"{"command":"call","id":""}"#).is_err());
         assert!(serde_json::from_str::<Command>(r#"{"command":"dial","id":"1"}"#).is_err());
         assert!(serde_json::from_str::<Command>(r#"{"command":"call"}"#).is_err());

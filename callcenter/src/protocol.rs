@@ -179,13 +179,7 @@ mod tests {
         input.extend(std::iter::repeat_n(b'y', MAX_LINE_BYTES + 1));
         assert_eq!(
             decode_all(&input),
-            [
-                text("before"),
-                Line::TooLong,
-                Line::NotUtf8,
-                text("after"),
-                Line::TooLong
-            ]
+            [text("before"), Line::TooLong, Line::NotUtf8, text("after"), Line::TooLong]
         );
     }
 

@@ -203,10 +203,7 @@ impl FromStr for RingTimeout {
     type Err = ConfigError;
 
     fn from_str(seconds: &str) -> Result<Self, Self::Err> {
-        let seconds: f64 = seconds
-            .trim()
-            .parse()
-            .map_err(|_| ConfigError::InvalidRingTimeout)?;
+        let seconds: f64 = seconds.trim().parse().map_err(|_| ConfigError::InvalidRingTimeout)?;
         let duration =
             Duration::try_from_secs_f64(seconds).map_err(|_| ConfigError::InvalidRingTimeout)?;
         Self::new(duration)
@@ -259,10 +256,7 @@ impl CallQueue {
             operators: operators
                 .ids()
                 .iter()
-                .map(|id| Operator {
-                    id: id.clone(),
-                    state: OperatorState::Available,
-                })
+                .map(|id| Operator { id: id.clone(), state: OperatorState::Available })
                 .collect(),
             waiting: VecDeque::new(),
             ring_timeout: ring_timeout.duration(),
@@ -271,10 +265,7 @@ impl CallQueue {
 
     /// The state of operator `id`, if there is such an operator.
     pub fn operator_state(&self, id: &OperatorId) -> Option<&OperatorState> {
-        self.operators
-            .iter()
-            .find(|operator| &operator.id == id)
-            .map(|operator| &operator.state)
+        self.operators.iter().find(|operator| &operator.id == id).map(|operator| &operator.state)
     }
 
     /// The calls waiting for an operator, oldest first.
@@ -340,18 +331,12 @@ impl CallQueue {
     fn answer(&mut self, operator: &OperatorId) -> Result<Vec<Event>, QueueError> {
         let (index, call) = self.stop_ringing(operator)?;
         self.operators[index].state = OperatorState::Busy { call: call.clone() };
-        Ok(vec![Event::Answered {
-            call,
-            operator: operator.clone(),
-        }])
+        Ok(vec![Event::Answered { call, operator: operator.clone() }])
     }
 
     fn reject(&mut self, operator: &OperatorId, now: Instant) -> Result<Vec<Event>, QueueError> {
         let (index, call) = self.stop_ringing(operator)?;
-        let rejected = Event::Rejected {
-            call: call.clone(),
-            operator: operator.clone(),
-        };
+        let rejected = Event::Rejected { call: call.clone(), operator: operator.clone() };
         Ok(vec![rejected, self.deliver_again(index, call, now)])
     }
 
@@ -360,15 +345,13 @@ impl CallQueue {
             self.waiting.remove(position);
             return Ok(vec![Event::Missed { call: call.clone() }]);
         }
-        let index = self
-            .operator_on_call(call)
-            .ok_or_else(|| QueueError::UnknownCall(call.clone()))?;
+        let index =
+            self.operator_on_call(call).ok_or_else(|| QueueError::UnknownCall(call.clone()))?;
         let operator = &mut self.operators[index];
         let ended = match operator.state {
-            OperatorState::Busy { .. } => Event::Finished {
-                call: call.clone(),
-                operator: operator.id.clone(),
-            },
+            OperatorState::Busy { .. } => {
+                Event::Finished { call: call.clone(), operator: operator.id.clone() }
+            }
             _ => Event::Missed { call: call.clone() },
         };
         operator.state = OperatorState::Available;
@@ -383,13 +366,11 @@ impl CallQueue {
 
     /// The operator for whom `call` rings or who is on it.
     fn operator_on_call(&self, call: &CallId) -> Option<usize> {
-        self.operators
-            .iter()
-            .position(|operator| match &operator.state {
-                OperatorState::Ringing { call: current, .. }
-                | OperatorState::Busy { call: current } => current == call,
-                OperatorState::Available => false,
-            })
+        self.operators.iter().position(|operator| match &operator.state {
+            OperatorState::Ringing { call: current, .. }
+            | OperatorState::Busy { call: current } => current == call,
+            OperatorState::Available => false,
+        })
     }
 
     /// The first available operator in configured order, skipping `except`.
@@ -418,14 +399,9 @@ impl CallQueue {
 
     fn ring(&mut self, index: usize, call: CallId, now: Instant) -> Event {
         let operator = &mut self.operators[index];
-        operator.state = OperatorState::Ringing {
-            call: call.clone(),
-            deadline: now + self.ring_timeout,
-        };
-        Event::Ringing {
-            call,
-            operator: operator.id.clone(),
-        }
+        operator.state =
+            OperatorState::Ringing { call: call.clone(), deadline: now + self.ring_timeout };
+        Event::Ringing { call, operator: operator.id.clone() }
     }
 
     /// Delivers a rejected or ignored call ahead of the waiting ones: to another available
@@ -478,9 +454,7 @@ mod tests {
     }
 
     fn command(line: &str) -> Command {
-        Command::parse_line(line)
-            .expect("valid command")
-            .expect("not blank")
+        Command::parse_line(line).expect("valid command").expect("not blank")
     }
 
     /// Applies `line` and returns the messages it produced.
@@ -490,10 +464,7 @@ mod tests {
     }
 
     fn lines(messages: &[&str]) -> Vec<String> {
-        messages
-            .iter()
-            .map(|message| (*message).to_owned())
-            .collect()
+        messages.iter().map(|message| (*message).to_owned()).collect()
     }
 
     fn operator(id: &str) -> OperatorId {
@@ -507,9 +478,8 @@ mod tests {
         let (mut stdout, mut stderr) = (String::new(), String::new());
         for line in SCRIPT.lines() {
             let before = queue.clone();
-            let outcome = Command::parse_line(line)
-                .map_err(|error| error.to_string())
-                .and_then(|command| {
+            let outcome =
+                Command::parse_line(line).map_err(|error| error.to_string()).and_then(|command| {
                     let command = command.expect("the script has no blank line");
                     queue.apply(command, now).map_err(|error| error.to_string())
                 });
@@ -562,10 +532,7 @@ mod tests {
         assert_eq!(waiting, ["2", "3", "4"]);
         assert_eq!(
             run(&mut queue, "hangup 1", now),
-            lines(&[
-                "Call 1 finished and operator A available",
-                "Call 2 ringing for operator A",
-            ])
+            lines(&["Call 1 finished and operator A available", "Call 2 ringing for operator A",])
         );
         assert_eq!(
             run(&mut queue, "hangup 2", now),
@@ -581,10 +548,7 @@ mod tests {
         run(&mut queue, "call 2", now);
         assert_eq!(
             run(&mut queue, "reject A", now),
-            lines(&[
-                "Call 1 rejected by operator A",
-                "Call 1 ringing for operator A"
-            ])
+            lines(&["Call 1 rejected by operator A", "Call 1 ringing for operator A"])
         );
         let waiting: Vec<&str> = queue.waiting().map(CallId::as_str).collect();
         assert_eq!(waiting, ["2"]);
@@ -607,9 +571,7 @@ mod tests {
             ("hangup 3", "unknown call 3"),
         ];
         for (line, message) in refusals {
-            let error = queue
-                .apply(command(line), now)
-                .expect_err("command is refused");
+            let error = queue.apply(command(line), now).expect_err("command is refused");
             assert_eq!(error.to_string(), message);
             assert_eq!(queue, before);
         }
@@ -633,48 +595,24 @@ mod tests {
         let start = Instant::now();
         run(&mut queue, "call 1", start);
         assert_eq!(queue.next_deadline(), Some(start + Duration::from_secs(10)));
-        assert!(
-            queue
-                .expire(start + Duration::from_millis(9_999))
-                .is_empty()
-        );
+        assert!(queue.expire(start + Duration::from_millis(9_999)).is_empty());
 
         let first_timeout = start + Duration::from_secs(10);
-        let events: Vec<String> = queue
-            .expire(first_timeout)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let events: Vec<String> =
+            queue.expire(first_timeout).iter().map(ToString::to_string).collect();
         assert_eq!(
             events,
-            lines(&[
-                "Call 1 ignored by operator A",
-                "Call 1 ringing for operator B"
-            ])
+            lines(&["Call 1 ignored by operator A", "Call 1 ringing for operator B"])
         );
-        assert_eq!(
-            queue.operator_state(&operator("A")),
-            Some(&OperatorState::Available)
-        );
+        assert_eq!(queue.operator_state(&operator("A")), Some(&OperatorState::Available));
         // The new ring gets a full timeout from the moment it starts.
-        assert_eq!(
-            queue.next_deadline(),
-            Some(first_timeout + Duration::from_secs(10))
-        );
+        assert_eq!(queue.next_deadline(), Some(first_timeout + Duration::from_secs(10)));
         assert!(queue.expire(first_timeout).is_empty());
 
         // Answered in time, the call no longer times out.
-        run(
-            &mut queue,
-            "answer B",
-            first_timeout + Duration::from_secs(5),
-        );
+        run(&mut queue, "answer B", first_timeout + Duration::from_secs(5));
         assert_eq!(queue.next_deadline(), None);
-        assert!(
-            queue
-                .expire(first_timeout + Duration::from_secs(60))
-                .is_empty()
-        );
+        assert!(queue.expire(first_timeout + Duration::from_secs(60)).is_empty());
     }
 
     #[test]
@@ -685,17 +623,11 @@ mod tests {
         run(&mut queue, "answer A", start);
         run(&mut queue, "call 2", start);
         run(&mut queue, "call 3", start);
-        let events: Vec<String> = queue
-            .expire(start + Duration::from_secs(10))
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let events: Vec<String> =
+            queue.expire(start + Duration::from_secs(10)).iter().map(ToString::to_string).collect();
         assert_eq!(
             events,
-            lines(&[
-                "Call 2 ignored by operator B",
-                "Call 2 ringing for operator B"
-            ])
+            lines(&["Call 2 ignored by operator B", "Call 2 ringing for operator B"])
         );
         let waiting: Vec<&str> = queue.waiting().map(CallId::as_str).collect();
         assert_eq!(waiting, ["3"]);
@@ -709,11 +641,8 @@ mod tests {
         run(&mut queue, "call 2", start);
         // Both rings are overdue. B's (call 2) started first, so it expires first and goes
         // to C, the only other available operator; then call 1 leaves A for B, free again.
-        let events: Vec<String> = queue
-            .expire(start + Duration::from_secs(30))
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let events: Vec<String> =
+            queue.expire(start + Duration::from_secs(30)).iter().map(ToString::to_string).collect();
         assert_eq!(
             events,
             lines(&[
@@ -727,21 +656,13 @@ mod tests {
 
     #[test]
     fn configuration_is_validated() {
-        assert_eq!(
-            "A,B"
-                .parse::<Operators>()
-                .map(|operators| operators.ids().len()),
-            Ok(2)
-        );
+        assert_eq!("A,B".parse::<Operators>().map(|operators| operators.ids().len()), Ok(2));
         assert_eq!(" A , B ".parse::<Operators>(), "A,B".parse());
         assert_eq!(
             "A,B,A".parse::<Operators>(),
             Err(ConfigError::DuplicateOperator(operator("A")))
         );
-        assert_eq!(
-            "A,".parse::<Operators>(),
-            Err(ConfigError::InvalidOperator(IdError::Empty))
-        );
+        assert_eq!("A,".parse::<Operators>(), Err(ConfigError::InvalidOperator(IdError::Empty)));
         assert_eq!(Operators::new(Vec::new()), Err(ConfigError::NoOperators));
 
         assert_eq!(
@@ -749,11 +670,7 @@ mod tests {
             Ok(Duration::from_millis(500))
         );
         for bad in ["0", "-1", "abc", "NaN", "inf", "86401"] {
-            assert_eq!(
-                bad.parse::<RingTimeout>(),
-                Err(ConfigError::InvalidRingTimeout),
-                "{bad}"
-            );
+            assert_eq!(bad.parse::<RingTimeout>(), Err(ConfigError::InvalidRingTimeout), "{bad}");
         }
     }
 }

@@ -64,13 +64,7 @@ impl QueueHandle {
         let (requests, receiver) = mpsc::channel(REQUEST_CAPACITY);
         let (unprompted, _) = broadcast::channel(BROADCAST_CAPACITY);
         let task = tokio::spawn(own_queue(queue, receiver, unprompted.clone()));
-        (
-            Self {
-                requests,
-                unprompted,
-            },
-            task,
-        )
+        (Self { requests, unprompted }, task)
     }
 
     /// Applies `command` and returns what it produced, or `None` if the queue task has
@@ -80,10 +74,7 @@ impl QueueHandle {
     /// returns, so a subscriber that drains its receiver first shows them in order.
     pub async fn submit(&self, command: Command) -> Option<Outcome> {
         let (outcome, receiver) = oneshot::channel();
-        self.requests
-            .send(Request { command, outcome })
-            .await
-            .ok()?;
+        self.requests.send(Request { command, outcome }).await.ok()?;
         receiver.await.ok()
     }
 
@@ -298,23 +289,13 @@ mod tests {
     impl TestClient {
         fn connect(queue: &QueueHandle) -> Self {
             let (client_end, server_end) = tokio::io::duplex(4096);
-            tokio::spawn(serve_connection(
-                server_end,
-                queue.clone(),
-                CancellationToken::new(),
-            ));
+            tokio::spawn(serve_connection(server_end, queue.clone(), CancellationToken::new()));
             let (reader, writer) = tokio::io::split(client_end);
-            Self {
-                lines: BufReader::new(reader).lines(),
-                writer,
-            }
+            Self { lines: BufReader::new(reader).lines(), writer }
         }
 
         async fn send(&mut self, line: &str) {
-            self.writer
-                .write_all(format!("{line}\n").as_bytes())
-                .await
-                .expect("server reads");
+            self.writer.write_all(format!("{line}\n").as_bytes()).await.expect("server reads");
         }
 
         async fn receive(&mut self, count: usize) -> Vec<String> {
@@ -366,10 +347,7 @@ mod tests {
             ]
         );
         caller.send(r#"{"command":"answer","id":"A"}"#).await;
-        assert_eq!(
-            caller.receive(1).await,
-            [r#"{"response":"Call 1 answered by operator A"}"#]
-        );
+        assert_eq!(caller.receive(1).await, [r#"{"response":"Call 1 answered by operator A"}"#]);
         // The watcher saw only what no command of its own caused.
         assert_eq!(
             watcher.receive(2).await,
@@ -390,10 +368,7 @@ mod tests {
         client.send(r#"{"command":"answer","id":"A"}"#).await;
         client.send(r#"{"command":"call","id":"7"}"#).await;
         let replies = client.receive(5).await;
-        assert!(
-            replies[0].starts_with(r#"{"error":"invalid request: "#),
-            "{replies:?}"
-        );
+        assert!(replies[0].starts_with(r#"{"error":"invalid request: "#), "{replies:?}");
         assert!(
             replies[1].starts_with(r#"{"error":"invalid request: unknown variant `dial`"#),
             "{replies:?}"

@@ -39,9 +39,7 @@ impl ServerProcess {
             .spawn()
             .unwrap();
         let mut first_line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut first_line)
-            .unwrap();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first_line).unwrap();
         let address = first_line
             .trim()
             .strip_prefix("listening on ")
@@ -109,11 +107,7 @@ fn seven_call_scenario_over_tcp_matches_local_mode_and_the_transcript() {
 #[test]
 fn the_client_fails_clearly_without_a_server() {
     // Bind and drop a listener to find a port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let output = run_client(&["--server", &format!("127.0.0.1:{port}")], "call 1\n");
     assert!(!output.status.success());
     assert!(output.stdout.is_empty());
@@ -147,17 +141,11 @@ struct RawClient {
 impl RawClient {
     async fn connect(address: &str) -> Self {
         let (reader, writer) = TcpStream::connect(address).await.unwrap().into_split();
-        Self {
-            lines: tokio::io::BufReader::new(reader).lines(),
-            writer,
-        }
+        Self { lines: tokio::io::BufReader::new(reader).lines(), writer }
     }
 
     async fn send(&mut self, line: &str) {
-        self.writer
-            .write_all(format!("{line}\n").as_bytes())
-            .await
-            .unwrap();
+        self.writer.write_all(format!("{line}\n").as_bytes()).await.unwrap();
     }
 
     async fn receive(&mut self) -> String {
@@ -208,29 +196,19 @@ async fn an_ignored_ring_reaches_the_client_binary_and_every_other_client() {
             "Call 1 ringing for operator B",
         ]
     );
-    assert_eq!(
-        watcher.receive().await,
-        r#"{"response":"Call 1 ignored by operator A"}"#
-    );
-    assert_eq!(
-        watcher.receive().await,
-        r#"{"response":"Call 1 ringing for operator B"}"#
-    );
+    assert_eq!(watcher.receive().await, r#"{"response":"Call 1 ignored by operator A"}"#);
+    assert_eq!(watcher.receive().await, r#"{"response":"Call 1 ringing for operator B"}"#);
 
     // End of input: the client half-closes, prints what is left and exits by itself.
     drop(stdin);
     let mut rest = Vec::new();
-    while let Some(line) = tokio::time::timeout(PATIENCE, stdout.next_line())
-        .await
-        .expect("output in time")
-        .unwrap()
+    while let Some(line) =
+        tokio::time::timeout(PATIENCE, stdout.next_line()).await.expect("output in time").unwrap()
     {
         rest.push(line);
     }
-    let status = tokio::time::timeout(PATIENCE, client.wait())
-        .await
-        .expect("client exits")
-        .unwrap();
+    let status =
+        tokio::time::timeout(PATIENCE, client.wait()).await.expect("client exits").unwrap();
     assert!(status.success());
     // Only more of the same ring cycle can have come meanwhile.
     for line in &rest {
@@ -251,24 +229,15 @@ async fn a_bad_line_from_one_client_disturbs_no_one() {
 
     careless.send("{\"command\":").await;
     let error = careless.receive().await;
-    assert!(
-        error.starts_with(r#"{"error":"invalid request: "#),
-        "{error}"
-    );
+    assert!(error.starts_with(r#"{"error":"invalid request: "#), "{error}");
 
     careful.send(r#"{"command":"call","id":"1"}"#).await;
     assert_eq!(careful.receive().await, r#"{"response":"Call 1 received"}"#);
-    assert_eq!(
-        careful.receive().await,
-        r#"{"response":"Call 1 ringing for operator A"}"#
-    );
+    assert_eq!(careful.receive().await, r#"{"response":"Call 1 ringing for operator A"}"#);
 
     // Both share one queue: the careless client can answer the careful one's call.
     careless.send(r#"{"command":"answer","id":"A"}"#).await;
-    assert_eq!(
-        careless.receive().await,
-        r#"{"response":"Call 1 answered by operator A"}"#
-    );
+    assert_eq!(careless.receive().await, r#"{"response":"Call 1 answered by operator A"}"#);
 
     // Shutdown closes every connection.
     shutdown.cancel();

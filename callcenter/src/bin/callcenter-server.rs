@@ -52,12 +52,8 @@ async fn main() -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    callcenter::server::run(
-        listener,
-        CallQueue::new(&args.operators, args.ring_timeout),
-        shutdown,
-    )
-    .await;
+    callcenter::server::run(listener, CallQueue::new(&args.operators, args.ring_timeout), shutdown)
+        .await;
     Ok(())
 }
 
