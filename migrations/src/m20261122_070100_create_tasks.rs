@@ -28,9 +28,15 @@ impl MigrationTrait for Migration {
                     .col(json_binary_null(Tasks::Payload))
                     .col(integer(Tasks::Priority).default(0))
                     .col(timestamp_with_time_zone(Tasks::NotBefore))
+                    // The offer number: every offer increments it, and it fences stale bots.
                     .col(integer(Tasks::Attempt).default(0))
                     .col(integer(Tasks::MaxAttempts).default(3))
+                    // Runs that failed (an error or a lost bot); max_attempts bounds these, so
+                    // rejected or ignored offers never use up a task's attempts.
+                    .col(integer(Tasks::Failures).default(0))
                     .col(uuid_null(Tasks::BotId))
+                    // The bot that last rejected or ignored the task: offered to others first.
+                    .col(uuid_null(Tasks::AvoidBotId))
                     .col(timestamp_with_time_zone_null(Tasks::OfferExpiresAt))
                     .col(integer(Tasks::ProgressDone).default(0))
                     .col(integer_null(Tasks::ProgressTotal))
@@ -50,13 +56,15 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        // The dispatcher's question: the oldest due WAITING tasks, most urgent first.
+        // The dispatcher's question, per system a free bot runs: the oldest due WAITING tasks,
+        // most urgent first. An index range scan, however many tasks wait.
         manager
             .create_index(
                 Index::create()
                     .name("ix_tasks_dispatch")
                     .table(Tasks::Table)
                     .col(Tasks::Status)
+                    .col(Tasks::System)
                     .col((Tasks::Priority, IndexOrder::Desc))
                     .col(Tasks::CreatedAt)
                     .to_owned(),
@@ -85,9 +93,7 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .drop_table(Table::drop().table(Tasks::Table).to_owned())
-            .await
+        manager.drop_table(Table::drop().table(Tasks::Table).to_owned()).await
     }
 }
 
@@ -104,7 +110,9 @@ pub enum Tasks {
     NotBefore,
     Attempt,
     MaxAttempts,
+    Failures,
     BotId,
+    AvoidBotId,
     OfferExpiresAt,
     ProgressDone,
     ProgressTotal,

@@ -27,24 +27,12 @@ async fn round_trip(db: &DatabaseConnection) {
         ("tasks", "ix_tasks_dispatch"),
         ("task_events", "ix_task_events_task"),
     ] {
-        assert!(
-            manager.has_index(table, index).await.unwrap(),
-            "{table} lacks {index}"
-        );
+        assert!(manager.has_index(table, index).await.unwrap(), "{table} lacks {index}");
     }
     Migrator::up(db, None).await.unwrap();
-    assert!(
-        Migrator::get_pending_migrations(db)
-            .await
-            .unwrap()
-            .is_empty(),
-        "up is idempotent"
-    );
+    assert!(Migrator::get_pending_migrations(db).await.unwrap().is_empty(), "up is idempotent");
     Migrator::down(db, None).await.unwrap();
-    assert!(
-        tables_present(db).await.is_empty(),
-        "down removes every table"
-    );
+    assert!(tables_present(db).await.is_empty(), "down removes every table");
     Migrator::up(db, None).await.unwrap();
     assert_eq!(tables_present(db).await, TABLES);
 }
@@ -52,9 +40,7 @@ async fn round_trip(db: &DatabaseConnection) {
 #[tokio::test]
 async fn sqlite_schema_round_trips_in_wal_mode() {
     let path = std::env::temp_dir().join(format!("botline-migrations-{}.db", std::process::id()));
-    let db = migrations::connect(&format!("sqlite://{}?mode=rwc", path.display()))
-        .await
-        .unwrap();
+    let db = migrations::connect(&format!("sqlite://{}?mode=rwc", path.display())).await.unwrap();
     round_trip(&db).await;
     let mode = db
         .query_one_raw(sea_orm_migration::sea_orm::Statement::from_string(
@@ -78,25 +64,15 @@ async fn postgres_schema_round_trips() {
     let admin_url = std::env::var("BOTLINE_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let name = format!("botline_test_migrations_{}", std::process::id());
-    let admin = migrations::connect(&admin_url)
-        .await
-        .expect("PostgreSQL must be running");
+    let admin = migrations::connect(&admin_url).await.expect("PostgreSQL must be running");
     admin
         .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .await
         .unwrap();
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
+    admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.unwrap();
     let server = admin_url.rsplit_once('/').unwrap().0;
-    let db = migrations::connect(&format!("{server}/{name}"))
-        .await
-        .unwrap();
+    let db = migrations::connect(&format!("{server}/{name}")).await.unwrap();
     round_trip(&db).await;
     db.close().await.unwrap();
-    admin
-        .execute_unprepared(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .await
-        .unwrap();
+    admin.execute_unprepared(&format!("DROP DATABASE {name} WITH (FORCE)")).await.unwrap();
 }

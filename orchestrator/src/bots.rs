@@ -127,9 +127,7 @@ impl BotPatch {
         };
         BotRequest {
             name: self.name.unwrap_or_else(|| current.name.clone()),
-            ip_address: self
-                .ip_address
-                .unwrap_or_else(|| current.ip_address.clone()),
+            ip_address: self.ip_address.unwrap_or_else(|| current.ip_address.clone()),
             systems: self.systems.unwrap_or_else(|| current.systems.clone()),
             delivery: Some(delivery),
             http_port,
@@ -170,24 +168,15 @@ impl BotSpec {
         systems.sort();
         systems.dedup();
         if systems.is_empty() {
-            return Err(ApiError::invalid(
-                "systems",
-                "a bot must run at least one system",
-            ));
+            return Err(ApiError::invalid("systems", "a bot must run at least one system"));
         }
         let delivery = request.delivery.unwrap_or_default();
         match (delivery, request.http_port) {
             (Delivery::Http, None) => {
-                return Err(ApiError::invalid(
-                    "http_port",
-                    "delivery http needs an http_port",
-                ));
+                return Err(ApiError::invalid("http_port", "delivery http needs an http_port"));
             }
             (Delivery::Http, Some(0)) => {
-                return Err(ApiError::invalid(
-                    "http_port",
-                    "http_port must be 1 to 65535",
-                ));
+                return Err(ApiError::invalid("http_port", "http_port must be 1 to 65535"));
             }
             (Delivery::Amqp, Some(_)) => {
                 return Err(ApiError::invalid(
@@ -222,19 +211,11 @@ pub struct BotFilter {
 }
 
 fn join_systems(systems: &[System]) -> String {
-    systems
-        .iter()
-        .map(|s| s.as_str())
-        .collect::<Vec<_>>()
-        .join(",")
+    systems.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
 }
 
 fn split_systems(stored: &str) -> Result<Vec<System>, broker_config::UnknownValue> {
-    stored
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(str::parse)
-        .collect()
+    stored.split(',').filter(|s| !s.is_empty()).map(str::parse).collect()
 }
 
 /// Maps a unique violation on insert or update to the field that is taken.
@@ -281,19 +262,12 @@ pub async fn create_bot(
         created_at: Set(now),
         updated_at: Set(now),
     };
-    row.insert(db)
-        .await
-        .map_err(|e| taken(e, &spec))?
-        .try_into()
+    row.insert(db).await.map_err(|e| taken(e, &spec))?.try_into()
 }
 
 /// One bot.
 pub async fn get_bot(db: &impl ConnectionTrait, id: Uuid) -> Result<Bot, ApiError> {
-    bot::Entity::find_by_id(id)
-        .one(db)
-        .await?
-        .ok_or(ApiError::NotFound("bot"))?
-        .try_into()
+    bot::Entity::find_by_id(id).one(db).await?.ok_or(ApiError::NotFound("bot"))?.try_into()
 }
 
 /// A page of bots matching `filter`.
@@ -341,10 +315,7 @@ pub async fn update_bot(
     spec: BotSpec,
     now: DateTime<Utc>,
 ) -> Result<Bot, ApiError> {
-    let row = bot::Entity::find_by_id(id)
-        .one(db)
-        .await?
-        .ok_or(ApiError::NotFound("bot"))?;
+    let row = bot::Entity::find_by_id(id).one(db).await?.ok_or(ApiError::NotFound("bot"))?;
     let mut row: bot::ActiveModel = row.into();
     row.name = Set(spec.name.to_string());
     row.ip_address = Set(spec.ip_address.to_string());
@@ -353,10 +324,7 @@ pub async fn update_bot(
     row.delivery = Set(spec.delivery.as_str().to_owned());
     row.http_port = Set(spec.http_port.map(i32::from));
     row.updated_at = Set(now);
-    row.update(db)
-        .await
-        .map_err(|e| taken(e, &spec))?
-        .try_into()
+    row.update(db).await.map_err(|e| taken(e, &spec))?.try_into()
 }
 
 /// Deletes a bot. A bot running a task cannot be deleted (cancel the task or wait for it); a task
@@ -367,10 +335,7 @@ pub async fn delete_bot(
     now: DateTime<Utc>,
 ) -> Result<(), ApiError> {
     let txn = db.begin().await?;
-    bot::Entity::find_by_id(id)
-        .one(&txn)
-        .await?
-        .ok_or(ApiError::NotFound("bot"))?;
+    bot::Entity::find_by_id(id).one(&txn).await?.ok_or(ApiError::NotFound("bot"))?;
     let held = task::Entity::find()
         .filter(task::Column::BotId.eq(id))
         .filter(
@@ -379,10 +344,7 @@ pub async fn delete_bot(
         )
         .all(&txn)
         .await?;
-    if let Some(running) = held
-        .iter()
-        .find(|t| t.status == TaskStatus::Running.as_str())
-    {
+    if let Some(running) = held.iter().find(|t| t.status == TaskStatus::Running.as_str()) {
         return Err(ApiError::conflict(
             "bot_running_task",
             None,
@@ -398,6 +360,34 @@ pub async fn delete_bot(
     bot::Entity::delete_by_id(id).exec(&txn).await?;
     txn.commit().await?;
     Ok(())
+}
+
+/// Frees a bot from `task_id`: its status becomes `status` and it holds no task. Does nothing if
+/// the bot holds another task meanwhile (a guard, not an error).
+pub async fn release_bot(
+    db: &impl ConnectionTrait,
+    bot_id: Uuid,
+    task_id: Uuid,
+    status: BotStatus,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    bot::Entity::update_many()
+        .col_expr(bot::Column::Status, Expr::value(status.as_str()))
+        .col_expr(bot::Column::CurrentTaskId, Expr::value(Option::<Uuid>::None))
+        .col_expr(bot::Column::UpdatedAt, Expr::value(now))
+        .filter(bot::Column::Id.eq(bot_id))
+        .filter(bot::Column::CurrentTaskId.eq(task_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// One bot by name.
+pub async fn find_by_name(
+    db: &impl ConnectionTrait,
+    name: &str,
+) -> Result<Option<bot::Model>, ApiError> {
+    Ok(bot::Entity::find().filter(bot::Column::Name.eq(name)).one(db).await?)
 }
 
 #[cfg(test)]
@@ -432,43 +422,23 @@ mod tests {
             other => panic!("expected Invalid, got {other:?}"),
         };
         assert_eq!(
-            field_of(BotRequest {
-                name: "Bad Name".into(),
-                ..request()
-            })
-            .as_deref(),
+            field_of(BotRequest { name: "Bad Name".into(), ..request() }).as_deref(),
             Some("name")
         );
         assert_eq!(
-            field_of(BotRequest {
-                ip_address: "10.0.0".into(),
-                ..request()
-            })
-            .as_deref(),
+            field_of(BotRequest { ip_address: "10.0.0".into(), ..request() }).as_deref(),
             Some("ip_address")
         );
         assert_eq!(
-            field_of(BotRequest {
-                systems: vec![],
-                ..request()
-            })
-            .as_deref(),
+            field_of(BotRequest { systems: vec![], ..request() }).as_deref(),
             Some("systems")
         );
         assert_eq!(
-            field_of(BotRequest {
-                delivery: Some(Delivery::Http),
-                ..request()
-            })
-            .as_deref(),
+            field_of(BotRequest { delivery: Some(Delivery::Http), ..request() }).as_deref(),
             Some("http_port")
         );
         assert_eq!(
-            field_of(BotRequest {
-                http_port: Some(9000),
-                ..request()
-            })
-            .as_deref(),
+            field_of(BotRequest { http_port: Some(9000), ..request() }).as_deref(),
             Some("http_port")
         );
     }
@@ -489,21 +459,12 @@ mod tests {
             created_at: now,
             updated_at: now,
         };
-        let renamed = BotPatch {
-            name: Some("bot-2".into()),
-            ..Default::default()
-        }
-        .apply_to(&current);
-        assert_eq!(
-            (renamed.name.as_str(), renamed.http_port),
-            ("bot-2", Some(9000))
-        );
+        let renamed =
+            BotPatch { name: Some("bot-2".into()), ..Default::default() }.apply_to(&current);
+        assert_eq!((renamed.name.as_str(), renamed.http_port), ("bot-2", Some(9000)));
         assert_eq!(renamed.status, Some(BotStatus::Busy));
-        let to_amqp = BotPatch {
-            delivery: Some(Delivery::Amqp),
-            ..Default::default()
-        }
-        .apply_to(&current);
+        let to_amqp =
+            BotPatch { delivery: Some(Delivery::Amqp), ..Default::default() }.apply_to(&current);
         assert_eq!(to_amqp.http_port, None, "switching to amqp drops the port");
     }
 }

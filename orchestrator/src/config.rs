@@ -1,6 +1,9 @@
 //! Configuration: flags, with environment variables behind them.
 
 use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::pipeline::Settings;
 
 /// The orchestrator's settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -16,15 +19,60 @@ pub struct Config {
     /// Largest CSV attachment accepted, in bytes (decoded).
     #[arg(long, env = "BOTLINE_MAX_ATTACHMENT_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub max_attachment_bytes: usize,
+
+    /// RabbitMQ: amqp://USER:PASSWORD@HOST:PORT/VHOST (the vhost URL-encoded, %2f for /).
+    #[arg(long, env = "BOTLINE_AMQP_URL", default_value = broker_config::amqp::DEFAULT_AMQP_URL)]
+    pub amqp_url: String,
+
+    /// Seconds a bot has to accept or reject an offer.
+    #[arg(long, env = "BOTLINE_OFFER_TIMEOUT", default_value = "10", value_parser = parse_seconds)]
+    pub offer_timeout: Duration,
+
+    /// Seconds between dispatcher sweeps (it also runs at once when woken).
+    #[arg(long, env = "BOTLINE_SWEEP_INTERVAL", default_value = "10", value_parser = parse_seconds)]
+    pub sweep_interval: Duration,
+
+    /// Seconds between bot heartbeats; a bot silent for 3 intervals is lost.
+    #[arg(long, env = "BOTLINE_HEARTBEAT_INTERVAL", default_value = "5", value_parser = parse_seconds)]
+    pub heartbeat_interval: Duration,
+
+    /// Seconds a task waits after its first failure; doubles with each failure (5 minutes at most).
+    #[arg(long, env = "BOTLINE_RETRY_BASE", default_value = "5", value_parser = parse_seconds)]
+    pub retry_base: Duration,
+}
+
+/// Parses a duration given in seconds (fractions allowed: `0.5`).
+pub fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 =
+        text.trim().parse().map_err(|_| format!("'{text}' is not a number of seconds"))?;
+    Duration::try_from_secs_f64(seconds)
+        .map_err(|_| format!("'{text}' is not a positive number of seconds"))
 }
 
 impl Config {
     /// The settings for a database, with every other value at its default.
     pub fn for_database(database_url: impl Into<String>) -> Config {
+        let settings = Settings::default();
         Config {
             database_url: database_url.into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_attachment_bytes: 10 * 1024 * 1024,
+            amqp_url: broker_config::amqp::DEFAULT_AMQP_URL.to_owned(),
+            offer_timeout: settings.offer_timeout,
+            sweep_interval: settings.sweep_interval,
+            heartbeat_interval: settings.heartbeat_interval,
+            retry_base: settings.retry_base,
+        }
+    }
+
+    /// The pipeline timings these settings give.
+    pub fn pipeline_settings(&self) -> Settings {
+        Settings {
+            offer_timeout: self.offer_timeout,
+            sweep_interval: self.sweep_interval,
+            heartbeat_interval: self.heartbeat_interval,
+            retry_base: self.retry_base,
+            ..Settings::default()
         }
     }
 }
@@ -48,6 +96,14 @@ mod tests {
     use super::redact;
 
     #[test]
+    fn seconds_parse_with_fractions_and_refuse_nonsense() {
+        assert_eq!(super::parse_seconds("0.5"), Ok(std::time::Duration::from_millis(500)));
+        assert_eq!(super::parse_seconds("10"), Ok(std::time::Duration::from_secs(10)));
+        assert!(super::parse_seconds("-1").is_err());
+        assert!(super::parse_seconds("soon").is_err());
+    }
+
+    #[test]
     fn passwords_never_reach_the_logs() {
         assert_eq!(
             redact("postgres://bot:s3cret@db:5432/botline"),
@@ -57,9 +113,6 @@ mod tests {
             redact("postgres://postgres@127.0.0.1/test"),
             "postgres://postgres@127.0.0.1/test"
         );
-        assert_eq!(
-            redact("sqlite://botline.db?mode=rwc"),
-            "sqlite://botline.db?mode=rwc"
-        );
+        assert_eq!(redact("sqlite://botline.db?mode=rwc"), "sqlite://botline.db?mode=rwc");
     }
 }

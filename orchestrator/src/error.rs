@@ -68,18 +68,12 @@ pub enum ApiError {
 impl ApiError {
     /// A 422 for `field`.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
-        ApiError::Invalid {
-            field: Some(field.into()),
-            message: message.into(),
-        }
+        ApiError::Invalid { field: Some(field.into()), message: message.into() }
     }
 
     /// A 400 for the path or query parameter `field`.
     pub fn invalid_parameter(field: impl Into<String>, message: impl ToString) -> ApiError {
-        ApiError::InvalidParameter {
-            field: Some(field.into()),
-            message: message.to_string(),
-        }
+        ApiError::InvalidParameter { field: Some(field.into()), message: message.to_string() }
     }
 
     /// A 409 with `code`.
@@ -88,11 +82,7 @@ impl ApiError {
         field: Option<&str>,
         message: impl Into<String>,
     ) -> ApiError {
-        ApiError::Conflict {
-            code,
-            field: field.map(str::to_owned),
-            message: message.into(),
-        }
+        ApiError::Conflict { code, field: field.map(str::to_owned), message: message.into() }
     }
 
     /// The HTTP status for this error.

@@ -6,6 +6,7 @@
 //!   runs the API on a given listener until a cancellation token fires (tests bind port 0).
 //! - [`http`]: routes and handlers, thin shells over [`bots`] and [`tasks`].
 //! - [`bots`], [`tasks`]: validated inputs, API views, and storage of each resource.
+//! - [`pipeline`]: the dispatcher, the event consumer and the sweeps (the task life).
 //! - [`pagination`]: limit/offset and cursor paging shared by the lists.
 //! - [`entity`]: sea-orm rows; [`error`]: [`ApiError`](error::ApiError), the one error type
 //!   mapped to HTTP; [`clock`]: timestamps as stored.
@@ -18,6 +19,7 @@ pub mod entity;
 pub mod error;
 pub mod http;
 pub mod pagination;
+pub mod pipeline;
 pub mod tasks;
 
 pub use app::{Orchestrator, StartError};

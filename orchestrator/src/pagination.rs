@@ -47,11 +47,7 @@ impl Cursor {
 
     /// The opaque text handed to clients.
     pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!(
-            "{}:{}",
-            self.created_at.timestamp_micros(),
-            self.id
-        ))
+        URL_SAFE_NO_PAD.encode(format!("{}:{}", self.created_at.timestamp_micros(), self.id))
     }
 
     /// Parses a cursor a client sent back.
@@ -59,10 +55,7 @@ impl Cursor {
         let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(text).ok()?).ok()?;
         let (micros, id) = raw.split_once(':')?;
         let created_at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
-        Some(Cursor {
-            created_at,
-            id: id.parse().ok()?,
-        })
+        Some(Cursor { created_at, id: id.parse().ok()? })
     }
 }
 
@@ -152,11 +145,9 @@ where
             Order::Oldest => (created.gt(cursor.created_at), id.gt(cursor.id)),
         };
         select = select.filter(
-            Condition::any().add(before_at).add(
-                Condition::all()
-                    .add(created.eq(cursor.created_at))
-                    .add(same_at_before_id),
-            ),
+            Condition::any()
+                .add(before_at)
+                .add(Condition::all().add(created.eq(cursor.created_at)).add(same_at_before_id)),
         );
     }
     let select = match page.order {
@@ -172,13 +163,7 @@ where
         _ => None,
     };
     let items = rows.into_iter().map(map).collect::<Result<_, _>>()?;
-    Ok(Page {
-        items,
-        total,
-        limit: page.limit,
-        offset: page.offset,
-        next_cursor,
-    })
+    Ok(Page { items, total, limit: page.limit, offset: page.offset, next_cursor })
 }
 
 #[cfg(test)]

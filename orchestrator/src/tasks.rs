@@ -1,7 +1,7 @@
 //! Tasks: their validated fields ([`TaskSpec`]), how the API shows them ([`Task`]), the
 //! transitions a user may ask for, their history ([`TaskEvent`]) and how they are stored.
 
-use broker_config::{Attachment, AttachmentError, System, TaskStatus};
+use broker_config::{Attachment, AttachmentError, BotStatus, System, TaskStatus};
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _,
@@ -45,8 +45,10 @@ pub struct Task {
     pub not_before: DateTime<Utc>,
     /// How many times it has been offered.
     pub attempt: u32,
-    /// Offers allowed before it fails for good.
+    /// Runs allowed to fail before it fails for good.
     pub max_attempts: u32,
+    /// Runs that failed so far (errors, lost bots); rejected or ignored offers do not count.
+    pub failures: u32,
     /// The bot holding it, if any.
     pub bot_id: Option<Uuid>,
     /// When the current offer lapses.
@@ -78,9 +80,7 @@ pub struct Progress {
 }
 
 fn corrupt(id: Uuid, what: &str) -> ApiError {
-    ApiError::Internal(sea_orm::DbErr::Type(format!(
-        "task {id}: stored {what} is invalid"
-    )))
+    ApiError::Internal(sea_orm::DbErr::Type(format!("task {id}: stored {what} is invalid")))
 }
 
 impl TryFrom<task::Model> for Task {
@@ -96,6 +96,7 @@ impl TryFrom<task::Model> for Task {
             has_attachment: row.attachment.is_some(),
             attempt: count(row.attempt)?,
             max_attempts: count(row.max_attempts)?,
+            failures: count(row.failures)?,
             progress: Progress {
                 done: count(row.progress_done)?,
                 total: row.progress_total.map(count).transpose()?,
@@ -174,15 +175,10 @@ impl TaskPatch {
     /// The full request this patch makes of the stored task.
     pub fn apply_to(self, current: &task::Model) -> Result<TaskRequest, ApiError> {
         Ok(TaskRequest {
-            description: self
-                .description
-                .unwrap_or_else(|| current.description.clone()),
+            description: self.description.unwrap_or_else(|| current.description.clone()),
             system: match self.system {
                 Some(system) => system,
-                None => current
-                    .system
-                    .parse()
-                    .map_err(|_| corrupt(current.id, "system"))?,
+                None => current.system.parse().map_err(|_| corrupt(current.id, "system"))?,
             },
             attachment: self.attachment.or_else(|| current.attachment.clone()),
             payload: self.payload.or_else(|| current.payload.clone()),
@@ -227,10 +223,7 @@ impl TaskSpec {
     ) -> Result<TaskSpec, ApiError> {
         let description = request.description.trim().to_owned();
         if description.is_empty() {
-            return Err(ApiError::invalid(
-                "description",
-                "description must not be empty",
-            ));
+            return Err(ApiError::invalid("description", "description must not be empty"));
         }
         if description.chars().count() > MAX_DESCRIPTION_CHARS {
             return Err(ApiError::invalid(
@@ -241,11 +234,9 @@ impl TaskSpec {
         let system = request.system;
         let attachment = match (upload, request.attachment) {
             (Some(bytes), _) => Some(Attachment::from_bytes(bytes, system, max_attachment_bytes)),
-            (None, Some(base64)) => Some(Attachment::from_base64(
-                &base64,
-                system,
-                max_attachment_bytes,
-            )),
+            (None, Some(base64)) => {
+                Some(Attachment::from_base64(&base64, system, max_attachment_bytes))
+            }
             (None, None) => None,
         }
         .transpose()
@@ -259,10 +250,7 @@ impl TaskSpec {
         if let Some(payload) = &request.payload
             && !payload.is_object()
         {
-            return Err(ApiError::invalid(
-                "payload",
-                "payload must be a JSON object",
-            ));
+            return Err(ApiError::invalid("payload", "payload must be a JSON object"));
         }
         let max_attempts = request.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
         if !(1..=MAX_MAX_ATTEMPTS).contains(&max_attempts) {
@@ -285,10 +273,9 @@ impl TaskSpec {
 
 fn attachment_error(err: AttachmentError) -> ApiError {
     match err {
-        AttachmentError::TooLarge { .. } => ApiError::TooLarge {
-            field: Some("attachment".into()),
-            message: err.to_string(),
-        },
+        AttachmentError::TooLarge { .. } => {
+            ApiError::TooLarge { field: Some("attachment".into()), message: err.to_string() }
+        }
         err => ApiError::invalid("attachment", err.to_string()),
     }
 }
@@ -316,10 +303,7 @@ pub fn check_user_transition(from: TaskStatus, to: TaskStatus) -> Result<(), Api
 
 /// Whether a task's content may change: not while a bot holds it, and not once it completed.
 fn is_editable(status: TaskStatus) -> bool {
-    matches!(
-        status,
-        TaskStatus::Waiting | TaskStatus::Failed | TaskStatus::Cancelled
-    )
+    matches!(status, TaskStatus::Waiting | TaskStatus::Failed | TaskStatus::Cancelled)
 }
 
 /// Kinds of entries in a task's history.
@@ -336,16 +320,50 @@ pub enum EventKind {
     Retried,
     /// Its offer was withdrawn (the bot was deleted) and it is WAITING again.
     OfferWithdrawn,
+    /// Offered to a bot (a new attempt).
+    Assigned,
+    /// The offer could not reach the bot; WAITING again.
+    OfferUndeliverable,
+    /// The bot did not answer before the offer expired; WAITING again.
+    OfferExpired,
+    /// The bot accepted: RUNNING.
+    Accepted,
+    /// The bot declined: WAITING again.
+    Rejected,
+    /// Rows done.
+    Progress,
+    /// Done.
+    Completed,
+    /// The run failed; `detail.retry_at` says when it runs again, if it does.
+    Failed,
+    /// The bot handed it back unfinished: WAITING again.
+    Released,
+    /// Its bot went silent or restarted: WAITING again (or FAILED, out of attempts).
+    BotLost,
+    /// An event about an old attempt or a task that moved on: recorded, nothing changed.
+    StaleEvent,
 }
 
 impl EventKind {
-    fn as_str(self) -> &'static str {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Created => "created",
             EventKind::Updated => "updated",
             EventKind::Cancelled => "cancelled",
             EventKind::Retried => "retried",
             EventKind::OfferWithdrawn => "offer_withdrawn",
+            EventKind::Assigned => "assigned",
+            EventKind::OfferUndeliverable => "offer_undeliverable",
+            EventKind::OfferExpired => "offer_expired",
+            EventKind::Accepted => "accepted",
+            EventKind::Rejected => "rejected",
+            EventKind::Progress => "progress",
+            EventKind::Completed => "completed",
+            EventKind::Failed => "failed",
+            EventKind::Released => "released",
+            EventKind::BotLost => "bot_lost",
+            EventKind::StaleEvent => "stale_event",
         }
     }
 }
@@ -384,7 +402,7 @@ impl From<task_event::Model> for TaskEvent {
     }
 }
 
-/// Appends an entry to a task's history.
+/// Appends an entry to a task's history, with the task's current bot and attempt.
 pub async fn record_event(
     db: &impl ConnectionTrait,
     row: &task::Model,
@@ -392,10 +410,23 @@ pub async fn record_event(
     detail: Option<Value>,
     at: DateTime<Utc>,
 ) -> Result<(), ApiError> {
+    record(db, row.id, row.bot_id, row.attempt, kind, detail, at).await
+}
+
+/// Appends an entry to a task's history.
+pub async fn record(
+    db: &impl ConnectionTrait,
+    task_id: Uuid,
+    bot_id: Option<Uuid>,
+    attempt: i32,
+    kind: EventKind,
+    detail: Option<Value>,
+    at: DateTime<Utc>,
+) -> Result<(), ApiError> {
     task_event::ActiveModel {
-        task_id: Set(Some(row.id)),
-        bot_id: Set(row.bot_id),
-        attempt: Set(Some(row.attempt)),
+        task_id: Set(Some(task_id)),
+        bot_id: Set(bot_id),
+        attempt: Set(Some(attempt)),
         kind: Set(kind.as_str().to_owned()),
         detail: Set(detail),
         at: Set(at),
@@ -423,10 +454,7 @@ pub async fn create_task(
     spec: TaskSpec,
     now: DateTime<Utc>,
 ) -> Result<Task, ApiError> {
-    let rows = spec
-        .attachment
-        .as_ref()
-        .map(|a| i32::try_from(a.row_count()).unwrap_or(i32::MAX));
+    let rows = spec.attachment.as_ref().map(|a| i32::try_from(a.row_count()).unwrap_or(i32::MAX));
     let txn = db.begin().await?;
     let row = task::ActiveModel {
         id: Set(Uuid::now_v7()),
@@ -439,7 +467,9 @@ pub async fn create_task(
         not_before: Set(spec.not_before.unwrap_or(now)),
         attempt: Set(0),
         max_attempts: Set(spec.max_attempts as i32),
+        failures: Set(0),
         bot_id: Set(None),
+        avoid_bot_id: Set(None),
         offer_expires_at: Set(None),
         progress_done: Set(0),
         progress_total: Set(rows),
@@ -459,10 +489,7 @@ pub async fn create_task(
 
 /// One stored task row.
 pub async fn find_task(db: &impl ConnectionTrait, id: Uuid) -> Result<task::Model, ApiError> {
-    task::Entity::find_by_id(id)
-        .one(db)
-        .await?
-        .ok_or(ApiError::NotFound("task"))
+    task::Entity::find_by_id(id).one(db).await?.ok_or(ApiError::NotFound("task"))
 }
 
 /// One task.
@@ -475,9 +502,7 @@ pub async fn get_attachment(db: &impl ConnectionTrait, id: Uuid) -> Result<Vec<u
     use base64::Engine as _;
     let row = find_task(db, id).await?;
     let encoded = row.attachment.ok_or(ApiError::NotFound("attachment"))?;
-    base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .map_err(|_| corrupt(id, "attachment"))
+    base64::engine::general_purpose::STANDARD.decode(encoded).map_err(|_| corrupt(id, "attachment"))
 }
 
 /// A page of tasks matching `filter`.
@@ -509,14 +534,24 @@ pub async fn list_tasks(
     .await
 }
 
+/// What a user's update did besides changing the task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UpdateEffects {
+    /// A bot was working on the cancelled task and must be told to stop: (bot, task, attempt).
+    pub stop: Option<(Uuid, broker_config::TaskRef)>,
+    /// The task became WAITING (a retry) or a bot became free: the dispatcher has work.
+    pub wake: bool,
+}
+
 /// Applies a user's update: new content (only while no bot holds the task and it has not
 /// completed) and an optional status change ([`check_user_transition`]), with their events.
+/// Cancelling a task a bot holds frees the bot in the same transaction.
 pub async fn update_task(
     db: &impl TransactionTrait,
     id: Uuid,
     request: impl FnOnce(&task::Model) -> Result<(TaskSpec, Option<TaskStatus>), ApiError>,
     now: DateTime<Utc>,
-) -> Result<Task, ApiError> {
+) -> Result<(Task, UpdateEffects), ApiError> {
     let txn = db.begin().await?;
     let current = find_task(&txn, id).await?;
     let from: TaskStatus = current.status.parse().map_err(|_| corrupt(id, "status"))?;
@@ -525,10 +560,7 @@ pub async fn update_task(
         check_user_transition(from, to)?;
     }
 
-    let rows = spec
-        .attachment
-        .as_ref()
-        .map(|a| i32::try_from(a.row_count()).unwrap_or(i32::MAX));
+    let rows = spec.attachment.as_ref().map(|a| i32::try_from(a.row_count()).unwrap_or(i32::MAX));
     let attachment = spec.attachment.map(|a| a.to_base64());
     let not_before = spec.not_before.unwrap_or(current.created_at);
     let max_attempts = spec.max_attempts as i32;
@@ -561,18 +593,29 @@ pub async fn update_task(
         ));
     }
 
+    let mut effects = UpdateEffects::default();
     let status_event = match to {
         Some(TaskStatus::Cancelled) if from != TaskStatus::Cancelled => {
             row.status = Set(TaskStatus::Cancelled.as_str().to_owned());
             row.offer_expires_at = Set(None);
             row.finished_at = Set(Some(now));
+            if let (Some(bot_id), TaskStatus::Assigned | TaskStatus::Running) =
+                (current.bot_id, from)
+            {
+                crate::bots::release_bot(&txn, bot_id, id, BotStatus::Available, now).await?;
+                let attempt = u32::try_from(current.attempt).unwrap_or_default();
+                effects.stop = Some((bot_id, broker_config::TaskRef { task_id: id, attempt }));
+                effects.wake = true;
+            }
             Some(EventKind::Cancelled)
         }
         Some(TaskStatus::Waiting) if from != TaskStatus::Waiting => {
+            effects.wake = true;
             // A retry starts afresh: a new budget of attempts and no trace of the last outcome.
             row.status = Set(TaskStatus::Waiting.as_str().to_owned());
-            row.attempt = Set(0);
+            row.failures = Set(0);
             row.bot_id = Set(None);
+            row.avoid_bot_id = Set(None);
             row.error = Set(None);
             row.result = Set(None);
             row.progress_done = Set(0);
@@ -584,7 +627,7 @@ pub async fn update_task(
     };
     if changed.is_empty() && status_event.is_none() {
         txn.commit().await?;
-        return current.try_into();
+        return Ok((current.try_into()?, effects));
     }
     row.updated_at = Set(now);
     let updated = row.update(&txn).await?;
@@ -599,17 +642,10 @@ pub async fn update_task(
         .await?;
     }
     if let Some(kind) = status_event {
-        record_event(
-            &txn,
-            &updated,
-            kind,
-            Some(serde_json::json!({ "from": from })),
-            now,
-        )
-        .await?;
+        record_event(&txn, &updated, kind, Some(serde_json::json!({ "from": from })), now).await?;
     }
     txn.commit().await?;
-    updated.try_into()
+    Ok((updated.try_into()?, effects))
 }
 
 /// Deletes a task and its history. A task a bot holds (ASSIGNED or RUNNING) must be cancelled
@@ -687,10 +723,7 @@ mod tests {
     fn a_valid_request_gets_defaults() {
         let spec = TaskSpec::parse(request(System::Vivo360), None, 1024).expect("valid");
         assert_eq!(spec.description, "hires");
-        assert_eq!(
-            (spec.priority, spec.max_attempts),
-            (0, DEFAULT_MAX_ATTEMPTS)
-        );
+        assert_eq!((spec.priority, spec.max_attempts), (0, DEFAULT_MAX_ATTEMPTS));
         assert_eq!(spec.attachment.map(|a| a.row_count()), Some(1));
     }
 
@@ -706,10 +739,7 @@ mod tests {
         let r = request(System::Vivo360);
         assert_eq!(
             field_of(TaskSpec::parse(
-                TaskRequest {
-                    description: " ".into(),
-                    ..r.clone()
-                },
+                TaskRequest { description: " ".into(), ..r.clone() },
                 None,
                 1024
             ))
@@ -717,39 +747,23 @@ mod tests {
             Some("description")
         );
         assert_eq!(
+            field_of(TaskSpec::parse(TaskRequest { attachment: None, ..r.clone() }, None, 1024))
+                .as_deref(),
+            Some("attachment")
+        );
+        assert_eq!(
             field_of(TaskSpec::parse(
-                TaskRequest {
-                    attachment: None,
-                    ..r.clone()
-                },
+                TaskRequest { attachment: Some("@@".into()), ..r.clone() },
                 None,
                 1024
             ))
             .as_deref(),
             Some("attachment")
         );
+        assert!(matches!(TaskSpec::parse(r.clone(), None, 8), Err(ApiError::TooLarge { .. })));
         assert_eq!(
             field_of(TaskSpec::parse(
-                TaskRequest {
-                    attachment: Some("@@".into()),
-                    ..r.clone()
-                },
-                None,
-                1024
-            ))
-            .as_deref(),
-            Some("attachment")
-        );
-        assert!(matches!(
-            TaskSpec::parse(r.clone(), None, 8),
-            Err(ApiError::TooLarge { .. })
-        ));
-        assert_eq!(
-            field_of(TaskSpec::parse(
-                TaskRequest {
-                    payload: Some(serde_json::json!([1])),
-                    ..r.clone()
-                },
+                TaskRequest { payload: Some(serde_json::json!([1])), ..r.clone() },
                 None,
                 1024
             ))
@@ -757,15 +771,8 @@ mod tests {
             Some("payload")
         );
         assert_eq!(
-            field_of(TaskSpec::parse(
-                TaskRequest {
-                    max_attempts: Some(0),
-                    ..r
-                },
-                None,
-                1024
-            ))
-            .as_deref(),
+            field_of(TaskSpec::parse(TaskRequest { max_attempts: Some(0), ..r }, None, 1024))
+                .as_deref(),
             Some("max_attempts")
         );
     }
@@ -784,16 +791,10 @@ mod tests {
     fn users_may_cancel_unfinished_tasks_and_retry_ended_ones() {
         use TaskStatus::*;
         for from in [Waiting, Assigned, Running] {
-            assert!(
-                check_user_transition(from, Cancelled).is_ok(),
-                "{from} → CANCELLED"
-            );
+            assert!(check_user_transition(from, Cancelled).is_ok(), "{from} → CANCELLED");
         }
         for from in [Failed, Cancelled] {
-            assert!(
-                check_user_transition(from, Waiting).is_ok(),
-                "{from} → WAITING"
-            );
+            assert!(check_user_transition(from, Waiting).is_ok(), "{from} → WAITING");
         }
         for (from, to) in [
             (Complete, Cancelled),
@@ -802,14 +803,8 @@ mod tests {
             (Running, Complete),
             (Assigned, Waiting),
         ] {
-            assert!(
-                check_user_transition(from, to).is_err(),
-                "{from} → {to} must be refused"
-            );
+            assert!(check_user_transition(from, to).is_err(), "{from} → {to} must be refused");
         }
-        assert!(
-            check_user_transition(Running, Running).is_ok(),
-            "no change is no error"
-        );
+        assert!(check_user_transition(Running, Running).is_ok(), "no change is no error");
     }
 }

@@ -24,10 +24,7 @@ async fn bot_crud_round_trip(backend: Backend) {
     let created = create(&app, bot("bot-1", "10.0.0.1")).await;
     let id = created["id"].as_str().unwrap().to_owned();
     assert_eq!(created["name"], "bot-1");
-    assert_eq!(
-        created["status"], "UNAVAILABLE",
-        "a new bot waits to come online"
-    );
+    assert_eq!(created["status"], "UNAVAILABLE", "a new bot waits to come online");
     assert_eq!(created["systems"], json!(["VIVO360", "NOOP"]));
     assert_eq!(created["delivery"], "amqp");
 
@@ -43,31 +40,14 @@ async fn bot_crud_round_trip(backend: Backend) {
         .await;
     assert_eq!(status, 200, "{replaced}");
     assert_eq!(
-        (
-            &replaced["name"],
-            &replaced["systems"],
-            &replaced["http_port"],
-            &replaced["status"]
-        ),
-        (
-            &json!("bot-1b"),
-            &json!(["CPE"]),
-            &json!(9001),
-            &json!("AVAILABLE")
-        )
+        (&replaced["name"], &replaced["systems"], &replaced["http_port"], &replaced["status"]),
+        (&json!("bot-1b"), &json!(["CPE"]), &json!(9001), &json!("AVAILABLE"))
     );
 
-    let (status, patched) = app
-        .patch(
-            &format!("/api/v1/bots/{id}"),
-            &json!({"status": "UNAVAILABLE"}),
-        )
-        .await;
+    let (status, patched) =
+        app.patch(&format!("/api/v1/bots/{id}"), &json!({"status": "UNAVAILABLE"})).await;
     assert_eq!(status, 200, "{patched}");
-    assert_eq!(
-        (&patched["status"], &patched["name"]),
-        (&json!("UNAVAILABLE"), &json!("bot-1b"))
-    );
+    assert_eq!((&patched["status"], &patched["name"]), (&json!("UNAVAILABLE"), &json!("bot-1b")));
 
     let (status, listed) = app.get("/api/v1/bots").await;
     assert_eq!(status, 200);
@@ -76,18 +56,8 @@ async fn bot_crud_round_trip(backend: Backend) {
 
     let (status, _) = app.delete(&format!("/api/v1/bots/{id}")).await;
     assert_eq!(status, 204);
-    assert_error(
-        &app.get(&format!("/api/v1/bots/{id}")).await,
-        404,
-        "not_found",
-        None,
-    );
-    assert_error(
-        &app.delete(&format!("/api/v1/bots/{id}")).await,
-        404,
-        "not_found",
-        None,
-    );
+    assert_error(&app.get(&format!("/api/v1/bots/{id}")).await, 404, "not_found", None);
+    assert_error(&app.delete(&format!("/api/v1/bots/{id}")).await, 404, "not_found", None);
 }
 
 async fn bot_list_filters_and_pages(backend: Backend) {
@@ -97,11 +67,8 @@ async fn bot_list_filters_and_pages(backend: Backend) {
         json!({"name": "a", "ip_address": "10.0.0.1", "systems": ["NOOP"], "status": "AVAILABLE"}),
     )
     .await;
-    create(
-        &app,
-        json!({"name": "b", "ip_address": "10.0.0.2", "systems": ["CPE", "NOTIFY"]}),
-    )
-    .await;
+    create(&app, json!({"name": "b", "ip_address": "10.0.0.2", "systems": ["CPE", "NOTIFY"]}))
+        .await;
     create(&app, json!({"name": "c", "ip_address": "10.0.0.3", "systems": ["VIVO360"], "delivery": "http", "http_port": 8000})).await;
 
     let names = |body: &Value| -> Vec<String> {
@@ -112,52 +79,22 @@ async fn bot_list_filters_and_pages(backend: Backend) {
             .map(|b| b["name"].as_str().unwrap().to_owned())
             .collect()
     };
-    assert_eq!(
-        names(&app.get("/api/v1/bots").await.1),
-        ["c", "b", "a"],
-        "newest first by default"
-    );
-    assert_eq!(
-        names(&app.get("/api/v1/bots?order=oldest").await.1),
-        ["a", "b", "c"]
-    );
-    assert_eq!(
-        names(&app.get("/api/v1/bots?status=available").await.1),
-        ["a"]
-    );
+    assert_eq!(names(&app.get("/api/v1/bots").await.1), ["c", "b", "a"], "newest first by default");
+    assert_eq!(names(&app.get("/api/v1/bots?order=oldest").await.1), ["a", "b", "c"]);
+    assert_eq!(names(&app.get("/api/v1/bots?status=available").await.1), ["a"]);
     assert_eq!(names(&app.get("/api/v1/bots?system=NOTIFY").await.1), ["b"]);
     // "CPE" must not match inside other names, and lists are OR-ed.
-    assert_eq!(
-        names(
-            &app.get("/api/v1/bots?system=CPE,VIVO360&order=oldest")
-                .await
-                .1
-        ),
-        ["b", "c"]
-    );
-    assert_eq!(
-        names(&app.get("/api/v1/bots?ip_address=10.0.0.3").await.1),
-        ["c"]
-    );
+    assert_eq!(names(&app.get("/api/v1/bots?system=CPE,VIVO360&order=oldest").await.1), ["b", "c"]);
+    assert_eq!(names(&app.get("/api/v1/bots?ip_address=10.0.0.3").await.1), ["c"]);
     assert_eq!(names(&app.get("/api/v1/bots?name=b").await.1), ["b"]);
 
     let (_, first) = app.get("/api/v1/bots?limit=2&order=oldest").await;
-    assert_eq!(
-        (names(&first), &first["total"]),
-        (vec!["a".to_owned(), "b".to_owned()], &json!(3))
-    );
+    assert_eq!((names(&first), &first["total"]), (vec!["a".to_owned(), "b".to_owned()], &json!(3)));
     let cursor = first["next_cursor"].as_str().unwrap();
-    let (_, second) = app
-        .get(&format!(
-            "/api/v1/bots?limit=2&order=oldest&cursor={cursor}"
-        ))
-        .await;
+    let (_, second) = app.get(&format!("/api/v1/bots?limit=2&order=oldest&cursor={cursor}")).await;
     assert_eq!(names(&second), ["c"]);
     assert!(second["next_cursor"].is_null(), "last page has no cursor");
-    assert_eq!(
-        names(&app.get("/api/v1/bots?limit=1&offset=1").await.1),
-        ["b"]
-    );
+    assert_eq!(names(&app.get("/api/v1/bots?limit=1&offset=1").await.1), ["b"]);
 
     assert_error(
         &app.get("/api/v1/bots?status=SLEEPING").await,
@@ -171,24 +108,14 @@ async fn bot_list_filters_and_pages(backend: Backend) {
         "invalid_parameter",
         Some("system"),
     );
-    assert_error(
-        &app.get("/api/v1/bots?limit=0").await,
-        400,
-        "invalid_parameter",
-        Some("limit"),
-    );
+    assert_error(&app.get("/api/v1/bots?limit=0").await, 400, "invalid_parameter", Some("limit"));
     assert_error(
         &app.get("/api/v1/bots?cursor=zzz").await,
         400,
         "invalid_parameter",
         Some("cursor"),
     );
-    assert_error(
-        &app.get("/api/v1/bots?colour=red").await,
-        400,
-        "invalid_parameter",
-        None,
-    );
+    assert_error(&app.get("/api/v1/bots?colour=red").await, 400, "invalid_parameter", None);
 }
 
 async fn bad_bot_input_changes_nothing(backend: Backend) {
@@ -233,23 +160,15 @@ async fn a_bot_running_a_task_cannot_be_deleted(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let bot = create(&app, bot("bot-1", "10.0.0.1")).await;
     let bot_id: uuid::Uuid = bot["id"].as_str().unwrap().parse().unwrap();
-    let (_, made) = app
-        .post(
-            "/api/v1/tasks",
-            &json!({"description": "wait", "system": "NOOP"}),
-        )
-        .await;
+    let (_, made) =
+        app.post("/api/v1/tasks", &json!({"description": "wait", "system": "NOOP"})).await;
     let task_id: uuid::Uuid = made["id"].as_str().unwrap().parse().unwrap();
 
     // The dispatcher is what puts a task in a bot's hands; here the test does it directly.
     let hold = |status: TaskStatus| {
         let db = app.db.clone();
         async move {
-            let row = task::Entity::find_by_id(task_id)
-                .one(&db)
-                .await
-                .unwrap()
-                .unwrap();
+            let row = task::Entity::find_by_id(task_id).one(&db).await.unwrap().unwrap();
             let mut row: task::ActiveModel = row.into();
             row.status = Set(status.as_str().to_owned());
             row.bot_id = Set(Some(bot_id));
@@ -260,27 +179,16 @@ async fn a_bot_running_a_task_cannot_be_deleted(backend: Backend) {
     hold(TaskStatus::Running).await;
     let refused = app.delete(&format!("/api/v1/bots/{bot_id}")).await;
     assert_error(&refused, 409, "bot_running_task", None);
-    assert_eq!(
-        app.get(&format!("/api/v1/bots/{bot_id}")).await.0,
-        200,
-        "the bot is still there"
-    );
+    assert_eq!(app.get(&format!("/api/v1/bots/{bot_id}")).await.0, 200, "the bot is still there");
 
     // A task merely offered goes back to WAITING when its bot is deleted.
     hold(TaskStatus::Assigned).await;
     assert_eq!(app.delete(&format!("/api/v1/bots/{bot_id}")).await.0, 204);
     let (_, task) = app.get(&format!("/api/v1/tasks/{task_id}")).await;
-    assert_eq!(
-        (&task["status"], &task["bot_id"]),
-        (&json!("WAITING"), &Value::Null)
-    );
+    assert_eq!((&task["status"], &task["bot_id"]), (&json!("WAITING"), &Value::Null));
     let (_, events) = app.get(&format!("/api/v1/tasks/{task_id}/events")).await;
-    let kinds: Vec<&str> = events
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let kinds: Vec<&str> =
+        events.as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["created", "offer_withdrawn"]);
 }
 
@@ -289,7 +197,7 @@ async fn probes_and_openapi(backend: Backend) {
     assert_eq!(app.get("/healthz").await, (200, json!({"status": "ok"})));
     assert_eq!(
         app.get("/readyz").await,
-        (200, json!({"status": "ready", "database": "ok"}))
+        (200, json!({"status": "ready", "database": "ok", "broker": "ok"}))
     );
     let (status, doc) = app.get("/api/v1/openapi.json").await;
     assert_eq!(status, 200);
@@ -308,15 +216,9 @@ async fn probes_and_openapi(backend: Backend) {
             .is_object()
     );
     assert!(doc["components"]["schemas"]["Task"]["properties"]["status"].is_object());
+    assert_error(&app.get("/api/v1/nothing-here").await, 404, "not_found", None);
     assert_error(
-        &app.get("/api/v1/nothing-here").await,
-        404,
-        "not_found",
-        None,
-    );
-    assert_error(
-        &app.send(reqwest::Method::PATCH, "/api/v1/bots", &json!({}))
-            .await,
+        &app.send(reqwest::Method::PATCH, "/api/v1/bots", &json!({})).await,
         405,
         "method_not_allowed",
         None,

@@ -43,28 +43,14 @@ async fn task_crud_round_trip(backend: Backend) {
     assert_eq!(created["has_attachment"], true);
     assert_eq!(created["progress"], json!({"done": 0, "total": 2}));
     assert_eq!(
-        (
-            &created["attempt"],
-            &created["max_attempts"],
-            &created["priority"]
-        ),
+        (&created["attempt"], &created["max_attempts"], &created["priority"]),
         (&json!(0), &json!(3), &json!(0))
     );
-    assert!(
-        created.get("attachment").is_none(),
-        "the CSV is served on its own route"
-    );
+    assert!(created.get("attachment").is_none(), "the CSV is served on its own route");
 
-    assert_eq!(
-        app.get(&format!("/api/v1/tasks/{id}")).await,
-        (200, created.clone())
-    );
-    let csv = app
-        .client
-        .get(app.url(&format!("/api/v1/tasks/{id}/attachment")))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(app.get(&format!("/api/v1/tasks/{id}")).await, (200, created.clone()));
+    let csv =
+        app.client.get(app.url(&format!("/api/v1/tasks/{id}/attachment"))).send().await.unwrap();
     assert_eq!(csv.status(), 200);
     assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
     assert_eq!(csv.text().await.unwrap(), USERS);
@@ -79,42 +65,25 @@ async fn task_crud_round_trip(backend: Backend) {
         .await;
     assert_eq!(status, 200, "{replaced}");
     assert_eq!(
-        (
-            &replaced["description"],
-            &replaced["priority"],
-            &replaced["max_attempts"]
-        ),
+        (&replaced["description"], &replaced["priority"], &replaced["max_attempts"]),
         (&json!("March hires, v2"), &json!(5), &json!(4))
     );
     assert_eq!(replaced["progress"]["total"], 3);
 
-    let (status, patched) = app
-        .patch(&format!("/api/v1/tasks/{id}"), &json!({"priority": -1}))
-        .await;
+    let (status, patched) =
+        app.patch(&format!("/api/v1/tasks/{id}"), &json!({"priority": -1})).await;
     assert_eq!(status, 200, "{patched}");
     assert_eq!(
         (&patched["priority"], &patched["description"]),
         (&json!(-1), &json!("March hires, v2"))
     );
-    let csv = app
-        .client
-        .get(app.url(&format!("/api/v1/tasks/{id}/attachment")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        csv.text().await.unwrap(),
-        three,
-        "a patch keeps the attachment"
-    );
+    let csv =
+        app.client.get(app.url(&format!("/api/v1/tasks/{id}/attachment"))).send().await.unwrap();
+    assert_eq!(csv.text().await.unwrap(), three, "a patch keeps the attachment");
 
     let (_, events) = app.get(&format!("/api/v1/tasks/{id}/events")).await;
-    let kinds: Vec<&str> = events
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let kinds: Vec<&str> =
+        events.as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["created", "updated", "updated"]);
     assert_eq!(
         events[1]["detail"]["fields"],
@@ -122,18 +91,8 @@ async fn task_crud_round_trip(backend: Backend) {
     );
 
     assert_eq!(app.delete(&format!("/api/v1/tasks/{id}")).await.0, 204);
-    assert_error(
-        &app.get(&format!("/api/v1/tasks/{id}")).await,
-        404,
-        "not_found",
-        None,
-    );
-    assert_error(
-        &app.get(&format!("/api/v1/tasks/{id}/events")).await,
-        404,
-        "not_found",
-        None,
-    );
+    assert_error(&app.get(&format!("/api/v1/tasks/{id}")).await, 404, "not_found", None);
+    assert_error(&app.get(&format!("/api/v1/tasks/{id}/events")).await, 404, "not_found", None);
 
     let noop = create(
         &app,
@@ -146,8 +105,7 @@ async fn task_crud_round_trip(backend: Backend) {
     );
     let noop_id = noop["id"].as_str().unwrap();
     assert_error(
-        &app.get(&format!("/api/v1/tasks/{noop_id}/attachment"))
-            .await,
+        &app.get(&format!("/api/v1/tasks/{noop_id}/attachment")).await,
         404,
         "not_found",
         None,
@@ -167,35 +125,17 @@ async fn csv_upload_as_multipart(backend: Backend) {
                 .mime_str("text/csv")
                 .unwrap(),
         );
-    let response = app
-        .client
-        .post(app.url("/api/v1/tasks"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let response = app.client.post(app.url("/api/v1/tasks")).multipart(form).send().await.unwrap();
     assert_eq!(response.status(), 201);
     let created: Value = response.json().await.unwrap();
     assert_eq!(
-        (
-            &created["system"],
-            &created["priority"],
-            &created["progress"]["total"]
-        ),
+        (&created["system"], &created["priority"], &created["progress"]["total"]),
         (&json!("VIVO360"), &json!(2), &json!(2))
     );
     let id = created["id"].as_str().unwrap();
-    let csv = app
-        .client
-        .get(app.url(&format!("/api/v1/tasks/{id}/attachment")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        csv.text().await.unwrap(),
-        USERS,
-        "the server stored exactly the uploaded file"
-    );
+    let csv =
+        app.client.get(app.url(&format!("/api/v1/tasks/{id}/attachment"))).send().await.unwrap();
+    assert_eq!(csv.text().await.unwrap(), USERS, "the server stored exactly the uploaded file");
 
     let bad_columns = reqwest::multipart::Form::new()
         .text("description", "uploaded")
@@ -204,13 +144,8 @@ async fn csv_upload_as_multipart(backend: Backend) {
             "file",
             reqwest::multipart::Part::bytes(b"name,mail\nAna,a@b.c\n".to_vec()).file_name("x.csv"),
         );
-    let response = app
-        .client
-        .post(app.url("/api/v1/tasks"))
-        .multipart(bad_columns)
-        .send()
-        .await
-        .unwrap();
+    let response =
+        app.client.post(app.url("/api/v1/tasks")).multipart(bad_columns).send().await.unwrap();
     let status = response.status().as_u16();
     assert_error(
         &(status, response.json().await.unwrap()),
@@ -222,20 +157,10 @@ async fn csv_upload_as_multipart(backend: Backend) {
         .text("description", "x")
         .text("system", "NOOP")
         .text("colour", "red");
-    let response = app
-        .client
-        .post(app.url("/api/v1/tasks"))
-        .multipart(unknown_part)
-        .send()
-        .await
-        .unwrap();
+    let response =
+        app.client.post(app.url("/api/v1/tasks")).multipart(unknown_part).send().await.unwrap();
     let status = response.status().as_u16();
-    assert_error(
-        &(status, response.json().await.unwrap()),
-        422,
-        "invalid_field",
-        Some("colour"),
-    );
+    assert_error(&(status, response.json().await.unwrap()), 422, "invalid_field", Some("colour"));
     assert_eq!(app.total("/api/v1/tasks").await, 1);
 }
 
@@ -280,11 +205,7 @@ async fn bad_task_input_changes_nothing(backend: Backend) {
         "no bad request changed the task"
     );
     let (_, events) = app.get(&format!("{path}/{id}/events")).await;
-    assert_eq!(
-        events.as_array().unwrap().len(),
-        1,
-        "no bad request left history: {events}"
-    );
+    assert_eq!(events.as_array().unwrap().len(), 1, "no bad request left history: {events}");
 }
 
 async fn task_list_filters_and_pages(backend: Backend) {
@@ -316,10 +237,7 @@ async fn task_list_filters_and_pages(backend: Backend) {
     walked.extend(listed(&next));
     create(&app, vivo_task("added while paging")).await;
     while let Some(cursor) = next["next_cursor"].as_str().map(str::to_owned) {
-        next = app
-            .get(&format!("/api/v1/tasks?limit=2&cursor={cursor}"))
-            .await
-            .1;
+        next = app.get(&format!("/api/v1/tasks?limit=2&cursor={cursor}")).await.1;
         walked.extend(listed(&next));
     }
     assert_eq!(walked, newest_first);
@@ -329,26 +247,15 @@ async fn task_list_filters_and_pages(backend: Backend) {
     force_status(&app, &ids[1], TaskStatus::Running).await;
     force_status(&app, &ids[2], TaskStatus::Complete).await;
     assert_eq!(
-        listed(
-            &app.get("/api/v1/tasks?status=RUNNING,COMPLETE&order=oldest")
-                .await
-                .1
-        ),
+        listed(&app.get("/api/v1/tasks?status=RUNNING,COMPLETE&order=oldest").await.1),
         [ids[1].clone(), ids[2].clone()]
     );
     assert_eq!(
-        listed(
-            &app.get("/api/v1/tasks?offset=4&limit=1&order=oldest")
-                .await
-                .1
-        ),
+        listed(&app.get("/api/v1/tasks?offset=4&limit=1&order=oldest").await.1),
         [ids[4].clone()]
     );
     let bot = app
-        .post(
-            "/api/v1/bots",
-            &json!({"name": "b1", "ip_address": "10.0.0.1", "systems": ["NOOP"]}),
-        )
+        .post("/api/v1/bots", &json!({"name": "b1", "ip_address": "10.0.0.1", "systems": ["NOOP"]}))
         .await
         .1;
     let bot_id = bot["id"].as_str().unwrap();
@@ -368,10 +275,7 @@ async fn task_list_filters_and_pages(backend: Backend) {
 
 async fn cancel_retry_and_held_tasks(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let id = create(&app, vivo_task("lifecycle")).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = create(&app, vivo_task("lifecycle")).await["id"].as_str().unwrap().to_owned();
     let path = format!("/api/v1/tasks/{id}");
 
     let (status, cancelled) = app.patch(&path, &json!({"status": "CANCELLED"})).await;
@@ -386,22 +290,15 @@ async fn cancel_retry_and_held_tasks(backend: Backend) {
     force_status(&app, &id, TaskStatus::Running).await;
     let before = app.get(&path).await.1;
     assert_error(
-        &app.patch(&path, &json!({"description": "edited while running"}))
-            .await,
+        &app.patch(&path, &json!({"description": "edited while running"})).await,
         409,
         "task_not_editable",
         Some("description"),
     );
     assert_error(&app.delete(&path).await, 409, "task_held", Some("status"));
-    assert_eq!(
-        app.get(&path).await.1,
-        before,
-        "refused edits change nothing"
-    );
+    assert_eq!(app.get(&path).await.1, before, "refused edits change nothing");
     // Asking for what it already is, with its own content, is not an edit.
-    let (status, _) = app
-        .patch(&path, &json!({"status": "RUNNING", "priority": 0}))
-        .await;
+    let (status, _) = app.patch(&path, &json!({"status": "RUNNING", "priority": 0})).await;
     assert_eq!(status, 200);
 
     force_status(&app, &id, TaskStatus::Complete).await;
@@ -419,12 +316,8 @@ async fn cancel_retry_and_held_tasks(backend: Backend) {
     );
 
     let (_, events) = app.get(&format!("{path}/events")).await;
-    let kinds: Vec<&str> = events
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let kinds: Vec<&str> =
+        events.as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["created", "cancelled", "retried"]);
 }
 

@@ -18,13 +18,7 @@ use broker_config::BotStatus;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/bots", get(list_bots).post(create_bot))
-        .route(
-            "/bots/{id}",
-            get(get_bot)
-                .put(replace_bot)
-                .patch(patch_bot)
-                .delete(delete_bot),
-        )
+        .route("/bots/{id}", get(get_bot).put(replace_bot).patch(patch_bot).delete(delete_bot))
 }
 
 /// Filters and paging for `GET /api/v1/bots`.
@@ -76,6 +70,9 @@ pub async fn create_bot(
 ) -> Result<(StatusCode, Json<Bot>), ApiError> {
     let spec = BotSpec::parse(request, BotStatus::Unavailable)?;
     let bot = bots::create_bot(&state.db, spec, now()).await?;
+    if bot.status == BotStatus::Available {
+        state.pipeline.wake();
+    }
     tracing::info!(bot_id = %bot.id, name = %bot.name, "bot registered");
     Ok((StatusCode::CREATED, Json(bot)))
 }
@@ -91,19 +88,67 @@ pub async fn get_bot(
 }
 
 /// Replaces a bot's fields (an absent status keeps the current one).
+///
+/// Bots in HTTP push mode report on this route too: a body that is a bot event
+/// (`{"v":1,"type":"bot.heartbeat","bot":…}`, also `bot.online`, `bot.status`, `bot.offline`) is
+/// applied exactly as the same event from the broker would be.
 #[utoipa::path(put, path = "/api/v1/bots/{id}", tag = "bots", params(("id" = uuid::Uuid, Path)),
     request_body = BotRequest,
     responses((status = 200, body = Bot), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn replace_bot(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    extract::Json(request): extract::Json<BotRequest>,
+    body: extract::JsonBytes,
 ) -> Result<Json<Bot>, ApiError> {
     let current = bots::get_bot(&state.db, parse_id(&id)?).await?;
+    if body.is_event() {
+        let event = body.event()?;
+        if event.bot().as_str() != current.name || event.task().is_some() {
+            return Err(ApiError::invalid("bot", "the event is not a bot event from this bot"));
+        }
+        apply_http_bot_event(&state, &current, event).await?;
+        return Ok(Json(bots::get_bot(&state.db, current.id).await?));
+    }
+    let request: BotRequest = extract::parse_json(&body.0)?;
     let spec = BotSpec::parse(request, current.status)?;
-    Ok(Json(
-        bots::update_bot(&state.db, current.id, spec, now()).await?,
-    ))
+    let bot = bots::update_bot(&state.db, current.id, spec, now()).await?;
+    if bot.status == BotStatus::Available {
+        state.pipeline.wake();
+    }
+    Ok(Json(bot))
+}
+
+/// Applies a bot event sent over HTTP. `bot.online` over HTTP keeps the bot in HTTP mode (the
+/// broker's `bot.online` registers an AMQP bot).
+async fn apply_http_bot_event(
+    state: &AppState,
+    current: &Bot,
+    event: broker_config::Event,
+) -> Result<(), ApiError> {
+    match event {
+        broker_config::Event::BotOnline { systems, ip_address, .. } => {
+            let request = BotRequest {
+                name: current.name.clone(),
+                ip_address,
+                systems,
+                delivery: Some(current.delivery),
+                http_port: current.http_port,
+                status: Some(BotStatus::Available),
+            };
+            let spec = BotSpec::parse(request, BotStatus::Available)?;
+            bots::update_bot(&state.db, current.id, spec, now()).await?;
+            let heartbeat = broker_config::Event::BotHeartbeat {
+                bot: broker_config::BotName::parse(&current.name)
+                    .map_err(|e| ApiError::invalid("bot", e.to_string()))?,
+                task: None,
+                at: now(),
+            };
+            state.pipeline.handle_event(heartbeat).await?;
+            state.pipeline.wake();
+            Ok(())
+        }
+        event => state.pipeline.handle_event(event).await,
+    }
 }
 
 /// Changes some of a bot's fields.
@@ -117,9 +162,7 @@ pub async fn patch_bot(
 ) -> Result<Json<Bot>, ApiError> {
     let current = bots::get_bot(&state.db, parse_id(&id)?).await?;
     let spec = BotSpec::parse(patch.apply_to(&current), current.status)?;
-    Ok(Json(
-        bots::update_bot(&state.db, current.id, spec, now()).await?,
-    ))
+    Ok(Json(bots::update_bot(&state.db, current.id, spec, now()).await?))
 }
 
 /// Deletes a bot; refused while it runs a task.

@@ -24,10 +24,45 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
                 "expected a JSON body with Content-Type: application/json".into(),
             ));
         }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(body_rejection)?;
+        let bytes = Bytes::from_request(req, state).await.map_err(body_rejection)?;
         parse_json(&bytes).map(Json)
+    }
+}
+
+/// A JSON body, unparsed: for handlers that choose the shape from the content (a bot's event or a
+/// user's edit on the same route).
+#[derive(Debug, Clone)]
+pub struct JsonBytes(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(req.headers().get(CONTENT_TYPE)) {
+            return Err(ApiError::UnsupportedMediaType(
+                "expected a JSON body with Content-Type: application/json".into(),
+            ));
+        }
+        Bytes::from_request(req, state).await.map(JsonBytes).map_err(body_rejection)
+    }
+}
+
+impl JsonBytes {
+    /// Whether the body is a bot event (`{"v":…,"type":"task.accepted",…}`) rather than a
+    /// resource: events carry `type`, resources never do.
+    pub fn is_event(&self) -> bool {
+        #[derive(serde::Deserialize)]
+        struct Probe {
+            #[serde(rename = "type")]
+            kind: Option<serde::de::IgnoredAny>,
+        }
+        serde_json::from_slice::<Probe>(&self.0).is_ok_and(|p| p.kind.is_some())
+    }
+
+    /// Parses the body as a bot event.
+    pub fn event(&self) -> Result<broker_config::Event, ApiError> {
+        broker_config::messages::decode(&self.0)
+            .map_err(|e| ApiError::Invalid { field: None, message: e.to_string() })
     }
 }
 
@@ -40,17 +75,12 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         if inner.is_data() {
             // serde names unknown and missing fields in the message, not the path.
             let field = if path == "." { None } else { Some(path) };
-            ApiError::Invalid {
-                field,
-                message: inner.to_string(),
-            }
+            ApiError::Invalid { field, message: inner.to_string() }
         } else {
             ApiError::MalformedBody(format!("malformed JSON: {inner}"))
         }
     })?;
-    deserializer
-        .end()
-        .map_err(|e| ApiError::MalformedBody(format!("malformed JSON: {e}")))?;
+    deserializer.end().map_err(|e| ApiError::MalformedBody(format!("malformed JSON: {e}")))?;
     Ok(value)
 }
 
@@ -58,22 +88,14 @@ fn is_json(content_type: Option<&axum::http::HeaderValue>) -> bool {
     let Some(value) = content_type.and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
     essence == "application/json" || essence.ends_with("+json")
 }
 
 /// Maps a failure to read the body: over the limit is a 413, anything else a 400.
 pub fn body_rejection(rejection: BytesRejection) -> ApiError {
     if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::TooLarge {
-            field: None,
-            message: "request body is over the size limit".into(),
-        }
+        ApiError::TooLarge { field: None, message: "request body is over the size limit".into() }
     } else {
         ApiError::MalformedBody(rejection.body_text())
     }
@@ -112,10 +134,7 @@ mod tests {
 
     #[test]
     fn broken_json_is_malformed_and_wrong_shapes_are_invalid_with_their_field() {
-        assert!(matches!(
-            parse_json::<Input>(b"{\"name\":"),
-            Err(ApiError::MalformedBody(_))
-        ));
+        assert!(matches!(parse_json::<Input>(b"{\"name\":"), Err(ApiError::MalformedBody(_))));
         assert!(matches!(
             parse_json::<Input>(br#"{"name":"a","tags":[]} trailing"#),
             Err(ApiError::MalformedBody(_))
@@ -134,12 +153,8 @@ mod tests {
 
     #[test]
     fn json_media_types() {
-        assert!(is_json(Some(&HeaderValue::from_static(
-            "application/json; charset=utf-8"
-        ))));
-        assert!(is_json(Some(&HeaderValue::from_static(
-            "application/merge-patch+json"
-        ))));
+        assert!(is_json(Some(&HeaderValue::from_static("application/json; charset=utf-8"))));
+        assert!(is_json(Some(&HeaderValue::from_static("application/merge-patch+json"))));
         assert!(!is_json(Some(&HeaderValue::from_static("text/plain"))));
         assert!(!is_json(None));
     }

@@ -1,6 +1,8 @@
 //! The REST API under `/api/v1`, plus `/healthz` and `/readyz`. Each resource module exposes its
 //! `router()`; handlers are thin: parse at the edge, call [`crate::bots`] / [`crate::tasks`].
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
@@ -24,6 +26,8 @@ pub struct AppState {
     pub db: DatabaseConnection,
     /// The largest CSV attachment accepted, decoded, in bytes.
     pub max_attachment_bytes: usize,
+    /// The dispatcher and event application.
+    pub pipeline: Arc<crate::pipeline::Pipeline>,
 }
 
 /// The whole HTTP API.
@@ -56,8 +60,7 @@ async fn method_not_allowed() -> ApiError {
 
 /// Parses a resource id from the path.
 fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
-    raw.parse()
-        .map_err(|_| ApiError::invalid_parameter("id", format!("'{raw}' is not a UUID")))
+    raw.parse().map_err(|_| ApiError::invalid_parameter("id", format!("'{raw}' is not a UUID")))
 }
 
 /// Parses a comma-separated filter (`status=WAITING,RUNNING`), names in any case.

@@ -13,7 +13,7 @@ use super::{bots, health, tasks};
         health::healthz, health::readyz,
         bots::list_bots, bots::create_bot, bots::get_bot, bots::replace_bot, bots::patch_bot, bots::delete_bot,
         tasks::list_tasks, tasks::create_task, tasks::get_task, tasks::replace_task, tasks::patch_task,
-        tasks::delete_task, tasks::get_attachment, tasks::list_task_events,
+        tasks::delete_task, tasks::get_attachment, tasks::list_task_events, tasks::cancel_task, tasks::retry_task,
     ),
     tags(
         (name = "bots", description = "The automation bots"),

@@ -7,7 +7,7 @@ use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::StatusCode;
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use broker_config::{System, TaskStatus};
 use chrono::{DateTime, Utc};
@@ -18,21 +18,19 @@ use super::{AppState, parse_id, parse_list};
 use crate::clock::now;
 use crate::error::{ApiError, ErrorBody};
 use crate::pagination::{Order, Page, PageRequest};
-use crate::tasks::{self, Task, TaskEvent, TaskFilter, TaskPatch, TaskRequest, TaskSpec};
+use crate::tasks::{
+    self, Task, TaskEvent, TaskFilter, TaskPatch, TaskRequest, TaskSpec, UpdateEffects,
+};
 
 /// The task routes.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/tasks", get(list_tasks).post(create_task))
-        .route(
-            "/tasks/{id}",
-            get(get_task)
-                .put(replace_task)
-                .patch(patch_task)
-                .delete(delete_task),
-        )
+        .route("/tasks/{id}", get(get_task).put(replace_task).patch(patch_task).delete(delete_task))
         .route("/tasks/{id}/attachment", get(get_attachment))
         .route("/tasks/{id}/events", get(list_task_events))
+        .route("/tasks/{id}/cancel", post(cancel_task))
+        .route("/tasks/{id}/retry", post(retry_task))
 }
 
 /// Filters and paging for `GET /api/v1/tasks`.
@@ -111,22 +109,14 @@ impl<S: Send + Sync> FromRequest<S> for NewTask {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_multipart = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.trim_start()
-                    .to_ascii_lowercase()
-                    .starts_with("multipart/form-data")
+        let is_multipart =
+            req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+                v.trim_start().to_ascii_lowercase().starts_with("multipart/form-data")
             });
         if !is_multipart {
             let extract::Json(request) =
                 extract::Json::<TaskRequest>::from_request(req, state).await?;
-            return Ok(NewTask {
-                request,
-                upload: None,
-            });
+            return Ok(NewTask { request, upload: None });
         }
         let multipart = Multipart::from_request(req, state)
             .await
@@ -160,10 +150,7 @@ async fn read_form(mut form: Multipart) -> Result<NewTask, ApiError> {
                 fields.insert(name, text);
             }
             other => {
-                return Err(ApiError::invalid(
-                    other,
-                    format!("unknown form field '{other}'"),
-                ));
+                return Err(ApiError::invalid(other, format!("unknown form field '{other}'")));
             }
         }
     }
@@ -195,11 +182,9 @@ async fn read_form(mut form: Multipart) -> Result<NewTask, ApiError> {
         .transpose()?;
     let not_before = take("not_before")
         .map(|v| {
-            DateTime::parse_from_rfc3339(v.trim())
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|_| {
-                    ApiError::invalid("not_before", format!("'{v}' is not an RFC 3339 time"))
-                })
+            DateTime::parse_from_rfc3339(v.trim()).map(|t| t.with_timezone(&Utc)).map_err(|_| {
+                ApiError::invalid("not_before", format!("'{v}' is not an RFC 3339 time"))
+            })
         })
         .transpose()?;
     let payload = take("payload")
@@ -231,13 +216,11 @@ pub async fn create_task(
     NewTask { request, upload }: NewTask,
 ) -> Result<(StatusCode, Json<Task>), ApiError> {
     if request.status.is_some_and(|s| s != TaskStatus::Waiting) {
-        return Err(ApiError::invalid(
-            "status",
-            "a new task is always WAITING; leave status out",
-        ));
+        return Err(ApiError::invalid("status", "a new task is always WAITING; leave status out"));
     }
     let spec = TaskSpec::parse(request, upload, state.max_attachment_bytes)?;
     let task = tasks::create_task(&state.db, spec, now()).await?;
+    state.pipeline.wake();
     tracing::info!(task_id = %task.id, system = %task.system, rows = ?task.progress.total, "task created");
     Ok((StatusCode::CREATED, Json(task)))
 }
@@ -252,7 +235,22 @@ pub async fn get_task(
     Ok(Json(tasks::get_task(&state.db, parse_id(&id)?).await?))
 }
 
+/// Carries out what an update implies: stop the bot of a cancelled task, wake the dispatcher.
+async fn follow_up(state: &AppState, effects: UpdateEffects) -> Result<(), ApiError> {
+    if let Some((bot_id, task)) = effects.stop {
+        state.pipeline.stop_bot(bot_id, task, "the task was cancelled").await?;
+    }
+    if effects.wake {
+        state.pipeline.wake();
+    }
+    Ok(())
+}
+
 /// Replaces a task's content (while WAITING, FAILED or CANCELLED); `status` may cancel or retry.
+///
+/// Bots in HTTP push mode report on this route too: a body that is a bot event
+/// (`{"v":1,"type":"task.accepted","task_id":…,"attempt":…,"bot":…}`) is applied exactly as the
+/// same event from the broker would be, fenced by attempt.
 #[utoipa::path(put, path = "/api/v1/tasks/{id}", tag = "tasks", params(("id" = uuid::Uuid, Path)),
     request_body = TaskRequest,
     responses((status = 200, body = Task), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
@@ -260,16 +258,30 @@ pub async fn get_task(
 pub async fn replace_task(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    extract::Json(request): extract::Json<TaskRequest>,
+    body: extract::JsonBytes,
 ) -> Result<Json<Task>, ApiError> {
+    let id = parse_id(&id)?;
+    if body.is_event() {
+        let event = body.event()?;
+        if event.task().map(|t| t.task_id) != Some(id) {
+            return Err(ApiError::invalid(
+                "task_id",
+                "the event is about another task (or no task)",
+            ));
+        }
+        tasks::find_task(&state.db, id).await?;
+        state.pipeline.handle_event(event).await?;
+        return Ok(Json(tasks::get_task(&state.db, id).await?));
+    }
+    let request: TaskRequest = extract::parse_json(&body.0)?;
     let limit = state.max_attachment_bytes;
     let update = |_: &_| {
         let status = request.status;
         Ok((TaskSpec::parse(request, None, limit)?, status))
     };
-    Ok(Json(
-        tasks::update_task(&state.db, parse_id(&id)?, update, now()).await?,
-    ))
+    let (task, effects) = tasks::update_task(&state.db, id, update, now()).await?;
+    follow_up(&state, effects).await?;
+    Ok(Json(task))
 }
 
 /// Changes some of a task's fields; `status` may cancel or retry.
@@ -288,9 +300,45 @@ pub async fn patch_task(
         let status = request.status;
         Ok((TaskSpec::parse(request, None, limit)?, status))
     };
-    Ok(Json(
-        tasks::update_task(&state.db, parse_id(&id)?, update, now()).await?,
-    ))
+    let (task, effects) = tasks::update_task(&state.db, parse_id(&id)?, update, now()).await?;
+    follow_up(&state, effects).await?;
+    Ok(Json(task))
+}
+
+async fn set_status(
+    state: &AppState,
+    id: &str,
+    status: TaskStatus,
+) -> Result<Json<Task>, ApiError> {
+    let limit = state.max_attachment_bytes;
+    let update = |current: &_| {
+        let mut request = TaskPatch::default().apply_to(current)?;
+        request.status = Some(status);
+        Ok((TaskSpec::parse(request, None, limit)?, Some(status)))
+    };
+    let (task, effects) = tasks::update_task(&state.db, parse_id(id)?, update, now()).await?;
+    follow_up(state, effects).await?;
+    Ok(Json(task))
+}
+
+/// Cancels a task that has not ended; a bot working on it is told to stop and freed.
+#[utoipa::path(post, path = "/api/v1/tasks/{id}/cancel", tag = "tasks", params(("id" = uuid::Uuid, Path)),
+    responses((status = 200, body = Task), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn cancel_task(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Task>, ApiError> {
+    set_status(&state, &id, TaskStatus::Cancelled).await
+}
+
+/// Sends a FAILED or CANCELLED task back to WAITING with a fresh budget of attempts.
+#[utoipa::path(post, path = "/api/v1/tasks/{id}/retry", tag = "tasks", params(("id" = uuid::Uuid, Path)),
+    responses((status = 200, body = Task), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn retry_task(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Task>, ApiError> {
+    set_status(&state, &id, TaskStatus::Waiting).await
 }
 
 /// Deletes a task and its history; refused while a bot holds it.
@@ -316,10 +364,7 @@ pub async fn get_attachment(
     Ok((
         [
             (CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
-            (
-                CONTENT_DISPOSITION,
-                format!("attachment; filename=\"task-{id}.csv\""),
-            ),
+            (CONTENT_DISPOSITION, format!("attachment; filename=\"task-{id}.csv\"")),
         ],
         csv,
     ))

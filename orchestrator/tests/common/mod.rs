@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use broker_config::testing::TestVhost;
 use orchestrator::{Config, Orchestrator};
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 use serde_json::Value;
@@ -27,6 +28,9 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     pub db: DatabaseConnection,
+    pub pipeline: std::sync::Arc<orchestrator::pipeline::Pipeline>,
+    /// The test's own RabbitMQ vhost (deleted on drop).
+    pub vhost: TestVhost,
     shutdown: CancellationToken,
     cleanup: Cleanup,
 }
@@ -42,47 +46,43 @@ impl TestApp {
     }
 
     pub async fn spawn_with(backend: Backend, tune: impl FnOnce(&mut Config)) -> TestApp {
+        // RUST_LOG=info shows the orchestrator's log under the failing test.
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
         let unique = uuid::Uuid::new_v4().simple().to_string();
         let (url, cleanup) = match backend {
             Backend::Sqlite => {
                 let path = std::env::temp_dir().join(format!("botline-test-{unique}.db"));
-                (
-                    format!("sqlite://{}?mode=rwc", path.display()),
-                    Cleanup::File(path),
-                )
+                (format!("sqlite://{}?mode=rwc", path.display()), Cleanup::File(path))
             }
             Backend::Postgres => {
                 let name = format!("botline_test_{unique}");
                 let admin = migrations::connect(&postgres_admin_url())
                     .await
                     .expect("PostgreSQL must be running for the postgres tests (see README)");
-                admin
-                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
-                    .await
-                    .unwrap();
+                admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.unwrap();
                 admin.close().await.unwrap();
                 let base = postgres_admin_url();
                 let server = base.rsplit_once('/').map(|(server, _)| server).unwrap();
                 (format!("{server}/{name}"), Cleanup::Database(name))
             }
         };
-        let mut config = Config::for_database(url);
-        tune(&mut config);
-        let app = Orchestrator::start(&config)
+        let vhost = TestVhost::create("orch")
             .await
-            .expect("orchestrator starts");
+            .expect("RabbitMQ with its management plugin must be running (scripts/services)");
+        let mut config = Config::for_database(url);
+        config.amqp_url = vhost.amqp_url();
+        tune(&mut config);
+        let app = Orchestrator::start(&config).await.expect("orchestrator starts");
         let db = app.db().clone();
+        let pipeline = app.pipeline().clone();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         tokio::spawn(app.serve(listener, shutdown.clone()));
-        TestApp {
-            addr,
-            client: reqwest::Client::new(),
-            db,
-            shutdown,
-            cleanup,
-        }
+        TestApp { addr, client: reqwest::Client::new(), db, pipeline, vhost, shutdown, cleanup }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -95,13 +95,7 @@ impl TestApp {
     }
 
     pub async fn send(&self, method: reqwest::Method, path: &str, body: &Value) -> (u16, Value) {
-        let response = self
-            .client
-            .request(method, self.url(path))
-            .json(body)
-            .send()
-            .await
-            .unwrap();
+        let response = self.client.request(method, self.url(path)).json(body).send().await.unwrap();
         read(response).await
     }
 
@@ -160,21 +154,10 @@ pub fn assert_error(response: &(u16, Value), status: u16, code: &str, field: Opt
     let (actual, body) = response;
     assert_eq!(*actual, status, "unexpected status, body: {body}");
     assert_eq!(body["error"]["code"], code, "unexpected code, body: {body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "no message: {body}"
-    );
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "no message: {body}");
     match field {
-        Some(field) => assert_eq!(
-            body["error"]["field"], field,
-            "unexpected field, body: {body}"
-        ),
-        None => assert!(
-            body["error"]["field"].is_null(),
-            "unexpected field, body: {body}"
-        ),
+        Some(field) => assert_eq!(body["error"]["field"], field, "unexpected field, body: {body}"),
+        None => assert!(body["error"]["field"].is_null(), "unexpected field, body: {body}"),
     }
 }
 
@@ -192,9 +175,8 @@ impl Drop for TestApp {
                 // WITH (FORCE) ends the test's own pooled connections too.
                 let name = name.clone();
                 let _ = std::thread::spawn(move || {
-                    let runtime = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()?;
+                    let runtime =
+                        tokio::runtime::Builder::new_current_thread().enable_all().build()?;
                     runtime.block_on(async move {
                         if let Ok(admin) = migrations::connect(&postgres_admin_url()).await {
                             let _ = admin

@@ -1,0 +1,440 @@
+//! The dispatcher: pairs due tasks with free bots in one transaction, then delivers the offers;
+//! and the sweeps for expired offers and silent bots.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use broker_config::messages::{self, Assignment, Command};
+use broker_config::topology::TASKS_EXCHANGE;
+use broker_config::{BotStatus, CsvResult, Delivery, Published, System, TaskRef, TaskStatus};
+use chrono::{DateTime, Utc};
+use futures_util::future::join_all;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _, QueryOrder as _,
+    QuerySelect as _, TransactionTrait as _,
+};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::Pipeline;
+use super::rules::{self, DueTask, FreeBot};
+use crate::bots;
+use crate::clock::now;
+use crate::entity::{bot, task};
+use crate::error::ApiError;
+use crate::tasks::{EventKind, record};
+
+/// An offer committed to the database, to deliver.
+struct Offer {
+    task: task::Model,
+    bot: bot::Model,
+}
+
+fn systems_of(row: &bot::Model) -> Vec<System> {
+    row.systems.split(',').filter_map(|s| s.parse().ok()).collect()
+}
+
+fn to_u32(n: i32) -> u32 {
+    u32::try_from(n).unwrap_or_default()
+}
+
+impl Pipeline {
+    /// Runs the dispatcher until `shutdown`: a pass whenever woken, and the sweeps plus a pass
+    /// every `sweep_interval`. A pass that filled every free bot is followed by another at once,
+    /// so a backlog drains as fast as bots free up.
+    pub async fn run_dispatcher(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut sweep = tokio::time::interval(self.settings.sweep_interval);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.wake.notified() => {}
+                _ = sweep.tick() => {
+                    if let Err(err) = self.sweep(now()).await {
+                        tracing::warn!(error = %err, "sweep failed; retrying next period");
+                    }
+                }
+            }
+            loop {
+                match self.dispatch_due_tasks(now()).await {
+                    Ok(0) => break,
+                    Ok(assigned) => tracing::debug!(assigned, "dispatch pass"),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "dispatch pass failed; retrying next period");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Both sweeps: expired offers and silent bots.
+    pub async fn sweep(&self, now: DateTime<Utc>) -> Result<(), ApiError> {
+        self.expire_offers(now).await?;
+        self.detect_lost_bots(now).await?;
+        Ok(())
+    }
+
+    /// One dispatch pass: offers the oldest due WAITING tasks (priority first) to AVAILABLE bots
+    /// that run their system, marking each task ASSIGNED (a new attempt) and its bot BUSY in one
+    /// transaction, then delivers the offers. Returns how many were made.
+    ///
+    /// Every update is guarded by the state it expects (`status = 'WAITING'`, `'AVAILABLE'`), so
+    /// two dispatchers on one database can never give one task to two bots or two tasks to one.
+    pub async fn dispatch_due_tasks(&self, now: DateTime<Utc>) -> Result<usize, ApiError> {
+        let txn = self.db.begin().await?;
+        let bot_rows = bot::Entity::find()
+            .filter(bot::Column::Status.eq(BotStatus::Available.as_str()))
+            .order_by_asc(bot::Column::UpdatedAt)
+            .order_by_asc(bot::Column::Id)
+            .all(&txn)
+            .await?;
+        if bot_rows.is_empty() {
+            txn.commit().await?;
+            return Ok(0);
+        }
+        let free: Vec<FreeBot> =
+            bot_rows.iter().map(|b| FreeBot { id: b.id, systems: systems_of(b) }).collect();
+        // At most as many tasks per system as free bots can run it: each query is a short range
+        // scan of ix_tasks_dispatch, whatever the backlog.
+        let mut capacity: BTreeMap<System, u64> = BTreeMap::new();
+        for bot in &free {
+            for system in &bot.systems {
+                *capacity.entry(*system).or_default() += 1;
+            }
+        }
+        let mut candidates = HashMap::new();
+        for (system, limit) in capacity {
+            let rows = task::Entity::find()
+                .filter(task::Column::Status.eq(TaskStatus::Waiting.as_str()))
+                .filter(task::Column::System.eq(system.as_str()))
+                .filter(task::Column::NotBefore.lte(now))
+                .order_by_desc(task::Column::Priority)
+                .order_by_asc(task::Column::CreatedAt)
+                .order_by_asc(task::Column::Id)
+                .limit(limit)
+                .all(&txn)
+                .await?;
+            for row in rows {
+                candidates.insert(row.id, row);
+            }
+        }
+        let due: Vec<DueTask> = candidates
+            .values()
+            .filter_map(|t| {
+                Some(DueTask {
+                    id: t.id,
+                    system: t.system.parse().ok()?,
+                    priority: t.priority,
+                    created_at: t.created_at,
+                    avoid_bot: t.avoid_bot_id,
+                })
+            })
+            .collect();
+        let bots_by_id: HashMap<Uuid, &bot::Model> = bot_rows.iter().map(|b| (b.id, b)).collect();
+        let mut offers = Vec::new();
+        for (task_id, bot_id) in rules::pair_tasks_with_bots(&due, &free) {
+            let (Some(task), Some(bot)) = (candidates.get(&task_id), bots_by_id.get(&bot_id))
+            else {
+                continue;
+            };
+            if let Some(offer) = self.assign(&txn, task, bot, now).await? {
+                offers.push(offer);
+            }
+        }
+        txn.commit().await?;
+        let count = offers.len();
+        join_all(offers.into_iter().map(|offer| self.deliver(offer, now))).await;
+        Ok(count)
+    }
+
+    /// Marks `task` ASSIGNED to `bot` (guarded); `None` when either moved on meanwhile.
+    async fn assign(
+        &self,
+        txn: &impl ConnectionTrait,
+        task: &task::Model,
+        bot: &bot::Model,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Offer>, ApiError> {
+        let attempt = task.attempt + 1;
+        let expires = now
+            + chrono::Duration::from_std(self.settings.offer_timeout)
+                .unwrap_or(chrono::Duration::MAX);
+        let taken = task::Entity::update_many()
+            .col_expr(task::Column::Status, Expr::value(TaskStatus::Assigned.as_str()))
+            .col_expr(task::Column::Attempt, Expr::value(attempt))
+            .col_expr(task::Column::BotId, Expr::value(Some(bot.id)))
+            .col_expr(task::Column::OfferExpiresAt, Expr::value(Some(expires)))
+            .col_expr(task::Column::UpdatedAt, Expr::value(now))
+            .filter(task::Column::Id.eq(task.id))
+            .filter(task::Column::Status.eq(TaskStatus::Waiting.as_str()))
+            .filter(task::Column::Attempt.eq(task.attempt))
+            .exec(txn)
+            .await?;
+        if taken.rows_affected != 1 {
+            return Ok(None);
+        }
+        let busy = bot::Entity::update_many()
+            .col_expr(bot::Column::Status, Expr::value(BotStatus::Busy.as_str()))
+            .col_expr(bot::Column::CurrentTaskId, Expr::value(Some(task.id)))
+            .col_expr(bot::Column::UpdatedAt, Expr::value(now))
+            .filter(bot::Column::Id.eq(bot.id))
+            .filter(bot::Column::Status.eq(BotStatus::Available.as_str()))
+            .exec(txn)
+            .await?;
+        if busy.rows_affected != 1 {
+            // The bot left or was taken meanwhile: put the task back as it was.
+            task::Entity::update_many()
+                .col_expr(task::Column::Status, Expr::value(TaskStatus::Waiting.as_str()))
+                .col_expr(task::Column::Attempt, Expr::value(task.attempt))
+                .col_expr(task::Column::BotId, Expr::value(Option::<Uuid>::None))
+                .col_expr(task::Column::OfferExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
+                .filter(task::Column::Id.eq(task.id))
+                .exec(txn)
+                .await?;
+            return Ok(None);
+        }
+        let detail = json!({ "bot": bot.name, "offer_expires_at": expires });
+        record(txn, task.id, Some(bot.id), attempt, EventKind::Assigned, Some(detail), now).await?;
+        let mut offered = task.clone();
+        offered.attempt = attempt;
+        offered.status = TaskStatus::Assigned.as_str().to_owned();
+        offered.bot_id = Some(bot.id);
+        offered.offer_expires_at = Some(expires);
+        Ok(Some(Offer { task: offered, bot: bot.clone() }))
+    }
+
+    /// Delivers a committed offer. An offer that cannot reach its bot (no queue, no HTTP answer)
+    /// goes back at once; one whose publish is merely unconfirmed waits for the expiry sweep.
+    async fn deliver(&self, offer: Offer, now: DateTime<Utc>) {
+        let Offer { task, bot } = offer;
+        let Ok(system) = task.system.parse::<System>() else {
+            return;
+        };
+        let resume_after_row = task
+            .result
+            .as_ref()
+            .and_then(|r| serde_json::from_value::<CsvResult>(r.clone()).ok())
+            .map_or(0, |r| r.contiguous_done());
+        let task_ref = TaskRef { task_id: task.id, attempt: to_u32(task.attempt) };
+        let command = Command::AssignTask(Assignment {
+            task: task_ref,
+            system,
+            description: task.description.clone(),
+            attachment: task.attachment.clone(),
+            payload: task.payload.clone(),
+            resume_after_row,
+            offer_expires_at: task.offer_expires_at.unwrap_or(now),
+        });
+        let body = messages::encode(&command);
+        let undeliverable = match bot.delivery.parse::<Delivery>() {
+            Ok(Delivery::Http) => match self.post_to_bot(&bot, body).await {
+                Ok(status) if (200..300).contains(&status) => None,
+                Ok(409) => Some("the bot says it is busy".to_owned()),
+                Ok(status) => Some(format!("the bot answered HTTP {status}")),
+                Err(reason) => Some(format!("the bot's endpoint does not answer: {reason}")),
+            },
+            _ => match self.publisher.publish(TASKS_EXCHANGE, &bot.name, &body, true).await {
+                Ok(Published::Delivered) => None,
+                Ok(Published::Unroutable) => {
+                    Some("the bot has no queue: it has never come online".to_owned())
+                }
+                Err(err) => {
+                    tracing::warn!(task_id = %task.id, bot = %bot.name, error = %err, "offer not confirmed; the expiry sweep will take it back");
+                    None
+                }
+            },
+        };
+        match undeliverable {
+            None => {
+                tracing::info!(task_id = %task.id, attempt = task.attempt, bot = %bot.name, "task offered")
+            }
+            Some(reason) => {
+                tracing::warn!(task_id = %task.id, bot = %bot.name, %reason, "offer undeliverable");
+                if let Err(err) = self
+                    .take_back(
+                        &task,
+                        &bot,
+                        EventKind::OfferUndeliverable,
+                        &reason,
+                        BotStatus::Unavailable,
+                        now,
+                    )
+                    .await
+                {
+                    tracing::warn!(task_id = %task.id, error = %err, "cannot take the offer back; the expiry sweep will");
+                }
+                self.wake();
+            }
+        }
+    }
+
+    /// Puts an ASSIGNED task back to WAITING (guarded by its attempt), avoiding `bot` next time,
+    /// and sets the bot's status.
+    async fn take_back(
+        &self,
+        task: &task::Model,
+        bot: &bot::Model,
+        why: EventKind,
+        reason: &str,
+        bot_status: BotStatus,
+        now: DateTime<Utc>,
+    ) -> Result<bool, ApiError> {
+        let txn = self.db.begin().await?;
+        let back = task::Entity::update_many()
+            .col_expr(task::Column::Status, Expr::value(TaskStatus::Waiting.as_str()))
+            .col_expr(task::Column::BotId, Expr::value(Option::<Uuid>::None))
+            .col_expr(task::Column::AvoidBotId, Expr::value(Some(bot.id)))
+            .col_expr(task::Column::OfferExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(task::Column::UpdatedAt, Expr::value(now))
+            .filter(task::Column::Id.eq(task.id))
+            .filter(task::Column::Status.eq(TaskStatus::Assigned.as_str()))
+            .filter(task::Column::Attempt.eq(task.attempt))
+            .exec(&txn)
+            .await?;
+        if back.rows_affected == 1 {
+            bots::release_bot(&txn, bot.id, task.id, bot_status, now).await?;
+            record(
+                &txn,
+                task.id,
+                Some(bot.id),
+                task.attempt,
+                why,
+                Some(json!({ "bot": bot.name, "reason": reason })),
+                now,
+            )
+            .await?;
+        }
+        txn.commit().await?;
+        Ok(back.rows_affected == 1)
+    }
+
+    /// Takes back every offer whose bot did not answer in time; the task is offered again,
+    /// to another bot first. Returns how many.
+    pub async fn expire_offers(&self, now: DateTime<Utc>) -> Result<usize, ApiError> {
+        let expired = task::Entity::find()
+            .filter(task::Column::Status.eq(TaskStatus::Assigned.as_str()))
+            .filter(task::Column::OfferExpiresAt.lt(now))
+            .all(&self.db)
+            .await?;
+        let mut count = 0;
+        for task in expired {
+            let Some(bot_id) = task.bot_id else { continue };
+            let Some(bot) = bot::Entity::find_by_id(bot_id).one(&self.db).await? else {
+                continue;
+            };
+            if self
+                .take_back(
+                    &task,
+                    &bot,
+                    EventKind::OfferExpired,
+                    "no answer before the offer expired",
+                    BotStatus::Available,
+                    now,
+                )
+                .await?
+            {
+                tracing::info!(task_id = %task.id, bot = %bot.name, "offer expired");
+                count += 1;
+            }
+        }
+        if count > 0 {
+            self.wake();
+        }
+        Ok(count)
+    }
+
+    /// Marks bots silent for too long UNAVAILABLE and puts their tasks back (a lost run counts as
+    /// a failure). Returns how many bots were lost.
+    pub async fn detect_lost_bots(&self, now: DateTime<Utc>) -> Result<usize, ApiError> {
+        let live = bot::Entity::find()
+            .filter(
+                bot::Column::Status
+                    .is_in([BotStatus::Available.as_str(), BotStatus::Busy.as_str()]),
+            )
+            .all(&self.db)
+            .await?;
+        let mut lost = 0;
+        for bot in live {
+            let last_seen = bot.last_heartbeat_at.unwrap_or(bot.updated_at);
+            if !rules::is_silent(
+                last_seen,
+                now,
+                self.settings.heartbeat_interval,
+                self.settings.missed_heartbeats,
+            ) {
+                continue;
+            }
+            let txn = self.db.begin().await?;
+            let marked = bot::Entity::update_many()
+                .col_expr(bot::Column::Status, Expr::value(BotStatus::Unavailable.as_str()))
+                .col_expr(bot::Column::CurrentTaskId, Expr::value(Option::<Uuid>::None))
+                .col_expr(bot::Column::UpdatedAt, Expr::value(now))
+                .filter(bot::Column::Id.eq(bot.id))
+                .filter(bot::Column::Status.eq(bot.status.as_str()))
+                .filter(bot::Column::UpdatedAt.eq(bot.updated_at))
+                .exec(&txn)
+                .await?;
+            if marked.rows_affected == 1 {
+                self.requeue_held_tasks(&txn, &bot, "the bot stopped sending heartbeats", now)
+                    .await?;
+                tracing::warn!(bot = %bot.name, %last_seen, "bot lost");
+                lost += 1;
+            }
+            txn.commit().await?;
+        }
+        if lost > 0 {
+            self.wake();
+        }
+        Ok(lost)
+    }
+
+    /// Puts back every task `bot` holds, after the bot was lost or restarted. A lost RUNNING task
+    /// counts as a failed run (a task that kills its bot every time must end); it is offered
+    /// again at once, resuming after the rows already reported.
+    pub(crate) async fn requeue_held_tasks(
+        &self,
+        txn: &impl ConnectionTrait,
+        bot: &bot::Model,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), ApiError> {
+        let held = task::Entity::find()
+            .filter(task::Column::BotId.eq(bot.id))
+            .filter(
+                task::Column::Status
+                    .is_in([TaskStatus::Assigned.as_str(), TaskStatus::Running.as_str()]),
+            )
+            .all(txn)
+            .await?;
+        for task in held {
+            let was_running = task.status == TaskStatus::Running.as_str();
+            let failures = task.failures + i32::from(was_running);
+            let out_of_attempts = failures >= task.max_attempts;
+            let status = if out_of_attempts { TaskStatus::Failed } else { TaskStatus::Waiting };
+            let mut update = task::Entity::update_many()
+                .col_expr(task::Column::Status, Expr::value(status.as_str()))
+                .col_expr(task::Column::Failures, Expr::value(failures))
+                .col_expr(task::Column::BotId, Expr::value(Option::<Uuid>::None))
+                .col_expr(task::Column::OfferExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
+                .col_expr(task::Column::UpdatedAt, Expr::value(now));
+            if out_of_attempts {
+                let error = format!("{reason} ({failures} of {} attempts used)", task.max_attempts);
+                update = update
+                    .col_expr(task::Column::Error, Expr::value(Some(error)))
+                    .col_expr(task::Column::FinishedAt, Expr::value(Some(now)));
+            }
+            update
+                .filter(task::Column::Id.eq(task.id))
+                .filter(task::Column::Attempt.eq(task.attempt))
+                .exec(txn)
+                .await?;
+            let detail = json!({ "bot": bot.name, "reason": reason, "status": status });
+            record(txn, task.id, Some(bot.id), task.attempt, EventKind::BotLost, Some(detail), now)
+                .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,515 @@
+//! The task life through the real broker and database, with scripted bots that speak the contract
+//! (so each rule is driven step by step): FIFO and capability routing, reject and ignore,
+//! liveness, fencing of stale attempts, retries, resume, cancel, undeliverable offers, dead
+//! letters.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use broker_config::amqp::Publisher;
+use broker_config::messages::{self, Assignment, Command, Event};
+use broker_config::topology::{self, DEAD_LETTER_QUEUE, EVENTS_EXCHANGE};
+use broker_config::{
+    BotName, ConsumerSpec, Decision, RowOutcome, RowStatus, System, TaskRef, Topology,
+};
+use chrono::Utc;
+use common::{Backend, TestApp};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Polls until the condition holds (15 s at most): the pipeline is asynchronous by nature.
+macro_rules! wait_until {
+    ($what:expr, $condition:expr) => {{
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while !$condition {
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {}", $what);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }};
+}
+
+/// Short timings so the task life plays out in a second or two.
+async fn spawn(backend: Backend) -> TestApp {
+    TestApp::spawn_with(backend, |config| {
+        config.offer_timeout = Duration::from_millis(1500);
+        config.sweep_interval = Duration::from_millis(200);
+        config.heartbeat_interval = Duration::from_secs(1);
+        config.retry_base = Duration::from_millis(100);
+    })
+    .await
+}
+
+/// A bot scripted by the test: it receives its commands and sends whatever events it is told to.
+struct ScriptedBot {
+    name: BotName,
+    publisher: Publisher,
+    commands: mpsc::UnboundedReceiver<Command>,
+    heartbeat: CancellationToken,
+    stop: CancellationToken,
+}
+
+impl ScriptedBot {
+    /// Declares its queue, consumes it, comes online and heartbeats.
+    async fn online(app: &TestApp, name: &str, systems: &[System]) -> ScriptedBot {
+        let name = BotName::parse(name).unwrap();
+        let stop = CancellationToken::new();
+        let publisher = Publisher::new(
+            app.vhost.amqp_url(),
+            format!("scripted-{name}"),
+            Topology::bot(&name),
+            Duration::from_secs(10),
+            stop.clone(),
+        );
+        publisher.connect().await.unwrap();
+        let (tx, commands) = mpsc::unbounded_channel();
+        let spec = ConsumerSpec {
+            url: app.vhost.amqp_url(),
+            name: format!("scripted-{name}-consumer"),
+            queue: topology::bot_queue(&name),
+            topology: Topology::bot(&name),
+            prefetch: 10,
+        };
+        tokio::spawn(broker_config::consume(spec, stop.clone(), move |message| {
+            let decision = match messages::decode::<Command>(&message.data) {
+                Ok(command) => {
+                    let _ = tx.send(command);
+                    Decision::Ack
+                }
+                Err(err) => Decision::DeadLetter(err.to_string()),
+            };
+            async move { decision }
+        }));
+        let bot =
+            ScriptedBot { name, publisher, commands, heartbeat: CancellationToken::new(), stop };
+        bot.send(Event::BotOnline {
+            bot: bot.name.clone(),
+            ip_address: "127.0.0.1".into(),
+            systems: systems.to_vec(),
+            at: Utc::now(),
+        })
+        .await;
+        let (publisher, name, beat) =
+            (bot.publisher.clone(), bot.name.clone(), bot.heartbeat.clone());
+        tokio::spawn(async move {
+            while !beat.is_cancelled() {
+                let event = Event::BotHeartbeat { bot: name.clone(), task: None, at: Utc::now() };
+                let _ = publisher
+                    .publish(EVENTS_EXCHANGE, event.routing_key(), &messages::encode(&event), false)
+                    .await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        // Registered and seen alive (it may already be BUSY with a waiting task).
+        let path = format!("/api/v1/bots?name={}&status=AVAILABLE,BUSY", bot.name);
+        wait_until!(format!("bot {} online", bot.name), app.get(&path).await.1["total"] == 1);
+        bot
+    }
+
+    async fn send(&self, event: Event) {
+        self.publisher
+            .publish(EVENTS_EXCHANGE, event.routing_key(), &messages::encode(&event), false)
+            .await
+            .unwrap();
+    }
+
+    async fn next(&mut self) -> Command {
+        tokio::time::timeout(Duration::from_secs(15), self.commands.recv())
+            .await
+            .expect("a command within 15 s")
+            .unwrap()
+    }
+
+    async fn next_offer(&mut self) -> Assignment {
+        match self.next().await {
+            Command::AssignTask(assignment) => assignment,
+            other => panic!("{} expected an offer, got {other:?}", self.name),
+        }
+    }
+
+    /// Asserts no command arrives for a while (used sparingly: only to show a bot is left alone).
+    async fn expect_silence(&mut self, wait: Duration) {
+        if let Ok(Some(command)) = tokio::time::timeout(wait, self.commands.recv()).await {
+            panic!("{} expected nothing, got {command:?}", self.name);
+        }
+    }
+
+    async fn accept(&self, task: TaskRef) {
+        self.send(Event::TaskAccepted { task, bot: self.name.clone(), at: Utc::now() }).await;
+    }
+
+    async fn complete(&self, task: TaskRef, rows: Vec<RowOutcome>) {
+        self.send(Event::TaskCompleted {
+            task,
+            bot: self.name.clone(),
+            rows,
+            output: Some(json!({"ok": true})),
+            at: Utc::now(),
+        })
+        .await;
+    }
+
+    /// Stops heartbeating (the bot "dies" without a word).
+    fn go_silent(&self) {
+        self.heartbeat.cancel();
+    }
+}
+
+impl Drop for ScriptedBot {
+    fn drop(&mut self) {
+        self.heartbeat.cancel();
+        self.stop.cancel();
+    }
+}
+
+async fn task_status(app: &TestApp, id: &str) -> String {
+    app.get(&format!("/api/v1/tasks/{id}")).await.1["status"].as_str().unwrap().to_owned()
+}
+
+async fn wait_status(app: &TestApp, id: &str, status: &str) -> Value {
+    wait_until!(format!("task {id} {status}"), task_status(app, id).await == status);
+    app.get(&format!("/api/v1/tasks/{id}")).await.1
+}
+
+async fn create(app: &TestApp, body: Value) -> String {
+    let (status, task) = app.post("/api/v1/tasks", &body).await;
+    assert_eq!(status, 201, "{task}");
+    task["id"].as_str().unwrap().to_owned()
+}
+
+fn noop(description: &str) -> Value {
+    json!({"description": description, "system": "NOOP"})
+}
+
+async fn history(app: &TestApp, id: &str) -> Vec<String> {
+    let (_, events) = app.get(&format!("/api/v1/tasks/{id}/events")).await;
+    events.as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_owned()).collect()
+}
+
+async fn a_task_flows_through_a_bot(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut bot = ScriptedBot::online(&app, "bot-1", &[System::Noop]).await;
+    let id = create(&app, noop("nap")).await;
+    let offer = bot.next_offer().await;
+    assert_eq!(
+        (offer.task.task_id.to_string(), offer.task.attempt, offer.system),
+        (id.clone(), 1, System::Noop)
+    );
+    let assigned = app.get(&format!("/api/v1/tasks/{id}")).await.1;
+    assert_eq!(assigned["status"], "ASSIGNED");
+    let bot_row = app.get("/api/v1/bots?name=bot-1").await.1;
+    assert_eq!(
+        (&bot_row["items"][0]["status"], &bot_row["items"][0]["current_task_id"]),
+        (&json!("BUSY"), &json!(id))
+    );
+
+    bot.accept(offer.task).await;
+    let running = wait_status(&app, &id, "RUNNING").await;
+    assert!(running["started_at"].is_string());
+    bot.complete(offer.task, vec![]).await;
+    let done = wait_status(&app, &id, "COMPLETE").await;
+    assert_eq!(done["result"], json!({"ok": true}));
+    assert!(done["finished_at"].is_string());
+    wait_until!(
+        "bot free",
+        app.get("/api/v1/bots?name=bot-1&status=AVAILABLE").await.1["total"] == 1
+    );
+    assert_eq!(history(&app, &id).await, ["created", "assigned", "accepted", "completed"]);
+
+    // A redelivered completion is applied once.
+    bot.complete(offer.task, vec![]).await;
+    bot.accept(offer.task).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(task_status(&app, &id).await, "COMPLETE");
+    let kinds = history(&app, &id).await;
+    assert_eq!(kinds.iter().filter(|k| *k == "completed").count(), 1, "{kinds:?}");
+}
+
+async fn oldest_first_by_priority_and_only_to_capable_bots(backend: Backend) {
+    let app = spawn(backend).await;
+    let n1 = create(&app, noop("n1")).await;
+    let v1 = create(&app, json!({"description": "v1", "system": "VIVO360", "attachment": base64::engine::general_purpose::STANDARD.encode("name,email,login,profile\nA,a@x.io,a,agent\n")})).await;
+    let n2 = create(&app, noop("n2")).await;
+    let urgent =
+        create(&app, json!({"description": "urgent", "system": "NOOP", "priority": 5})).await;
+    let mut noop_bot = ScriptedBot::online(&app, "noop-bot", &[System::Noop]).await;
+    let mut vivo_bot = ScriptedBot::online(&app, "vivo-bot", &[System::Vivo360]).await;
+
+    let first = noop_bot.next_offer().await;
+    assert_eq!(first.task.task_id.to_string(), urgent, "priority first");
+    let vivo = vivo_bot.next_offer().await;
+    assert_eq!(
+        vivo.task.task_id.to_string(),
+        v1,
+        "the VIVO360 task goes to the only bot that runs it"
+    );
+    noop_bot.expect_silence(Duration::from_millis(500)).await;
+    for expected in [&n1, &n2] {
+        let previous = if expected == &n1 { first.task } else { noop_bot_task(&app, &n1).await };
+        noop_bot.accept(previous).await;
+        noop_bot.complete(previous, vec![]).await;
+        let next = noop_bot.next_offer().await;
+        assert_eq!(&next.task.task_id.to_string(), expected, "then the oldest");
+    }
+}
+
+async fn noop_bot_task(app: &TestApp, id: &str) -> TaskRef {
+    let task = app.get(&format!("/api/v1/tasks/{id}")).await.1;
+    TaskRef { task_id: id.parse().unwrap(), attempt: task["attempt"].as_u64().unwrap() as u32 }
+}
+
+async fn a_rejected_or_ignored_offer_goes_to_the_next_bot(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut a = ScriptedBot::online(&app, "bot-a", &[System::Noop]).await;
+    let mut b = ScriptedBot::online(&app, "bot-b", &[System::Noop]).await;
+    let id = create(&app, noop("hot potato")).await;
+
+    // Whichever bot gets it first rejects it; the other gets attempt 2 and ignores it; once the
+    // offer expires, the first gets attempt 3.
+    let (first, second) = tokio::select! {
+        offer = a.next_offer() => { a.send(Event::TaskRejected { task: offer.task, bot: a.name.clone(), reason: "busy".into(), at: Utc::now() }).await; (&mut a, &mut b) }
+        offer = b.next_offer() => { b.send(Event::TaskRejected { task: offer.task, bot: b.name.clone(), reason: "busy".into(), at: Utc::now() }).await; (&mut b, &mut a) }
+    };
+    let offer = second.next_offer().await;
+    assert_eq!(offer.task.attempt, 2);
+    let offer = first.next_offer().await;
+    assert_eq!(offer.task.attempt, 3, "after the ignored offer expired");
+    first.accept(offer.task).await;
+    first.complete(offer.task, vec![]).await;
+    wait_status(&app, &id, "COMPLETE").await;
+    assert_eq!(
+        history(&app, &id).await,
+        [
+            "created",
+            "assigned",
+            "rejected",
+            "assigned",
+            "offer_expired",
+            "assigned",
+            "accepted",
+            "completed"
+        ]
+    );
+    let task = app.get(&format!("/api/v1/tasks/{id}")).await.1;
+    assert_eq!(
+        (&task["attempt"], &task["failures"]),
+        (&json!(3), &json!(0)),
+        "rejects and ignores use no attempts"
+    );
+}
+
+async fn a_lost_bot_s_task_resumes_elsewhere_and_its_late_events_change_nothing(backend: Backend) {
+    let app = spawn(backend).await;
+    let csv = "name,email,login,profile\nA,a@x.io,a,agent\nB,b@x.io,b,agent\nC,c@x.io,c,agent\n";
+    let mut lost = ScriptedBot::online(&app, "lost", &[System::Noop]).await;
+    let id = create(&app, json!({"description": "rows", "system": "NOOP", "attachment": base64::engine::general_purpose::STANDARD.encode(csv)})).await;
+    let offer = lost.next_offer().await;
+    assert_eq!(offer.resume_after_row, 0);
+    lost.accept(offer.task).await;
+    let row = |n, status| RowOutcome { row: n, status, message: format!("row {n}") };
+    lost.send(Event::TaskProgress {
+        task: offer.task,
+        bot: lost.name.clone(),
+        rows: vec![row(1, RowStatus::Done), row(2, RowStatus::Done)],
+        at: Utc::now(),
+    })
+    .await;
+    wait_until!(
+        "2 rows reported",
+        app.get(&format!("/api/v1/tasks/{id}")).await.1["progress"]["done"] == 2
+    );
+    lost.go_silent();
+    wait_until!(
+        "the silent bot is lost",
+        app.get("/api/v1/bots?name=lost&status=UNAVAILABLE").await.1["total"] == 1
+    );
+    assert_eq!(task_status(&app, &id).await, "WAITING");
+
+    let mut rescuer = ScriptedBot::online(&app, "rescuer", &[System::Noop]).await;
+    let again = rescuer.next_offer().await;
+    assert_eq!(
+        (again.task.attempt, again.resume_after_row),
+        (2, 2),
+        "resumes after the rows already reported"
+    );
+    rescuer.accept(again.task).await;
+    wait_status(&app, &id, "RUNNING").await;
+
+    // The lost bot wakes up and reports its old attempt: recorded, ignored, and told to stop.
+    lost.send(Event::TaskProgress {
+        task: offer.task,
+        bot: lost.name.clone(),
+        rows: vec![row(3, RowStatus::Rejected)],
+        at: Utc::now(),
+    })
+    .await;
+    match lost.next().await {
+        Command::CancelTask { task, .. } => assert_eq!(task, offer.task),
+        other => panic!("expected a cancel, got {other:?}"),
+    }
+    lost.complete(offer.task, vec![row(3, RowStatus::Rejected)]).await;
+    rescuer.complete(again.task, vec![row(3, RowStatus::Done)]).await;
+    let done = wait_status(&app, &id, "COMPLETE").await;
+    assert_eq!(done["result"]["rows_total"], 3);
+    assert_eq!(
+        done["result"]["rows_ok"], 3,
+        "the stale REJECTED for row 3 was not applied: {}",
+        done["result"]
+    );
+    assert_eq!(done["failures"], 1, "the lost run counts as a failure");
+    let kinds = history(&app, &id).await;
+    assert_eq!(kinds.iter().filter(|k| *k == "stale_event").count(), 2, "{kinds:?}");
+    assert!(kinds.contains(&"bot_lost".to_owned()));
+}
+
+async fn retryable_failures_back_off_then_fail_for_good(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut bot = ScriptedBot::online(&app, "flaky", &[System::Noop]).await;
+    let id =
+        create(&app, json!({"description": "doomed", "system": "NOOP", "max_attempts": 2})).await;
+    for attempt in 1..=2 {
+        let offer = bot.next_offer().await;
+        assert_eq!(offer.task.attempt, attempt);
+        bot.accept(offer.task).await;
+        bot.send(Event::TaskFailed {
+            task: offer.task,
+            bot: bot.name.clone(),
+            rows: vec![],
+            error: format!("portal down ({attempt})"),
+            retryable: true,
+            at: Utc::now(),
+        })
+        .await;
+    }
+    let failed = wait_status(&app, &id, "FAILED").await;
+    assert_eq!((&failed["error"], &failed["failures"]), (&json!("portal down (2)"), &json!(2)));
+    let (_, events) = app.get(&format!("/api/v1/tasks/{id}/events")).await;
+    let first_failure = events.as_array().unwrap().iter().find(|e| e["kind"] == "failed").unwrap();
+    assert!(
+        first_failure["detail"]["retry_at"].is_string(),
+        "the first failure scheduled a retry: {first_failure}"
+    );
+
+    // A fatal failure ends the task at once.
+    let fatal = create(&app, noop("bad input")).await;
+    let offer = bot.next_offer().await;
+    bot.send(Event::TaskFailed {
+        task: offer.task,
+        bot: bot.name.clone(),
+        rows: vec![],
+        error: "bad input".into(),
+        retryable: false,
+        at: Utc::now(),
+    })
+    .await;
+    assert_eq!(wait_status(&app, &fatal, "FAILED").await["failures"], 1);
+    // And the retry endpoint gives it a fresh budget.
+    let (status, retried) = app.post(&format!("/api/v1/tasks/{fatal}/retry"), &json!({})).await;
+    assert_eq!(
+        (status, &retried["status"], &retried["failures"]),
+        (200, &json!("WAITING"), &json!(0))
+    );
+    assert_eq!(bot.next_offer().await.task.task_id.to_string(), fatal);
+}
+
+async fn cancelling_a_running_task_stops_its_bot(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut bot = ScriptedBot::online(&app, "worker", &[System::Noop]).await;
+    let id = create(&app, noop("long")).await;
+    let offer = bot.next_offer().await;
+    bot.accept(offer.task).await;
+    wait_status(&app, &id, "RUNNING").await;
+    let (status, cancelled) = app.post(&format!("/api/v1/tasks/{id}/cancel"), &json!({})).await;
+    assert_eq!((status, &cancelled["status"]), (200, &json!("CANCELLED")));
+    match bot.next().await {
+        Command::CancelTask { task, .. } => assert_eq!(task, offer.task),
+        other => panic!("expected a cancel, got {other:?}"),
+    }
+    assert_eq!(app.get("/api/v1/bots?name=worker").await.1["items"][0]["status"], "AVAILABLE");
+    // Its late completion changes nothing.
+    bot.complete(offer.task, vec![]).await;
+    wait_until!(
+        "stale completion recorded",
+        history(&app, &id).await.last().map(String::as_str) == Some("stale_event")
+    );
+    assert_eq!(task_status(&app, &id).await, "CANCELLED");
+}
+
+async fn an_offer_nobody_can_receive_goes_back_at_once(backend: Backend) {
+    let app = spawn(backend).await;
+    // Registered through the API as available, but never started: it has no queue.
+    let (status, _) = app.post("/api/v1/bots", &json!({"name": "ghost", "ip_address": "10.9.9.9", "systems": ["NOOP"], "status": "AVAILABLE"})).await;
+    assert_eq!(status, 201);
+    let id = create(&app, noop("for nobody")).await;
+    wait_until!(
+        "ghost marked unavailable",
+        app.get("/api/v1/bots?name=ghost&status=UNAVAILABLE").await.1["total"] == 1
+    );
+    let task = wait_status(&app, &id, "WAITING").await;
+    assert_eq!(task["attempt"], 1);
+    assert_eq!(history(&app, &id).await, ["created", "assigned", "offer_undeliverable"]);
+    // A real bot then takes it.
+    let mut bot = ScriptedBot::online(&app, "real", &[System::Noop]).await;
+    assert_eq!(bot.next_offer().await.task.attempt, 2);
+}
+
+async fn malformed_events_are_dead_lettered_and_the_consumer_goes_on(backend: Backend) {
+    let app = spawn(backend).await;
+    let shutdown = CancellationToken::new();
+    let raw = Publisher::new(
+        app.vhost.amqp_url(),
+        "garbage",
+        Topology::core(),
+        Duration::from_secs(10),
+        shutdown.clone(),
+    );
+    raw.publish(EVENTS_EXCHANGE, "task.completed", b"{\"v\":1,\"type\":\"task.completed\"", false)
+        .await
+        .unwrap();
+    raw.publish(EVENTS_EXCHANGE, "bot.online", br#"{"v":9,"type":"bot.online"}"#, false)
+        .await
+        .unwrap();
+    let connection =
+        broker_config::amqp::connect(&app.vhost.amqp_url(), "inspector").await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let mut reasons = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while reasons.len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "dead letters did not arrive: {reasons:?}");
+        match channel
+            .basic_get(DEAD_LETTER_QUEUE.into(), lapin::options::BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            Some(message) => {
+                let headers = message.delivery.properties.headers().clone().unwrap();
+                match headers.inner().get("x-botline-reason") {
+                    Some(lapin::types::AMQPValue::LongString(text)) => {
+                        reasons.push(String::from_utf8_lossy(text.as_bytes()).into_owned())
+                    }
+                    other => panic!("no reason header: {other:?}"),
+                }
+            }
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    assert!(reasons[0].contains("malformed message"), "{reasons:?}");
+    assert!(reasons[1].contains("unsupported message version 9"), "{reasons:?}");
+    // The consumer still applies good events.
+    let _bot = ScriptedBot::online(&app, "after-garbage", &[System::Noop]).await;
+    shutdown.cancel();
+}
+
+on_every_backend!(
+    a_task_flows_through_a_bot,
+    oldest_first_by_priority_and_only_to_capable_bots,
+    a_rejected_or_ignored_offer_goes_to_the_next_bot,
+    a_lost_bot_s_task_resumes_elsewhere_and_its_late_events_change_nothing,
+    retryable_failures_back_off_then_fail_for_good,
+    cancelling_a_running_task_stops_its_bot,
+    an_offer_nobody_can_receive_goes_back_at_once,
+    malformed_events_are_dead_lettered_and_the_consumer_goes_on,
+);
