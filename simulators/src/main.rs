@@ -1,9 +1,113 @@
-//! Placeholder binary: this program arrives with the broker pipeline (issue 3).
+//! `simulators`: runs one of the stand-ins for the systems Botline's bots automate.
+//!
+//! Prints `listening on <address>` on standard output once bound, so a caller that passes
+//! port 0 learns the port; logs go to standard error (`RUST_LOG` filters them). Stops on
+//! Ctrl-C or SIGTERM, letting in-flight requests finish.
 
-fn main() {
-    eprintln!(
-        "{}: not built yet; see the README for what runs today",
-        env!("CARGO_PKG_NAME")
-    );
-    std::process::exit(2);
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use simulators::notify::{self, NotifyConfig};
+use simulators::vivo360::{self, Vivo360Config};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// Stand-ins for the systems Botline's bots automate, each with a JSON control API under
+/// /_control for failure injection and inspection.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    simulator: Simulator,
+}
+
+#[derive(Debug, Subcommand)]
+enum Simulator {
+    /// The Vivo360 user-administration portal (login, user form, field validation).
+    Vivo360 {
+        /// Address to listen on; port 0 picks a free one.
+        #[arg(long, env = "SIMULATOR_LISTEN", default_value = "127.0.0.1:8091")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        config: Vivo360Config,
+    },
+    /// The notification sink, recording what bots deliver to its webhooks.
+    Notify {
+        /// Address to listen on; port 0 picks a free one.
+        #[arg(long, env = "SIMULATOR_LISTEN", default_value = "127.0.0.1:8093")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        config: NotifyConfig,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    match cli.simulator {
+        Simulator::Vivo360 { listen, config } => {
+            vivo360::serve(bind(listen).await?, config, shutdown)
+                .await
+                .context("Vivo360 portal failed")?;
+        }
+        Simulator::Notify { listen, config } => {
+            notify::serve(bind(listen).await?, config, shutdown)
+                .await
+                .context("notification sink failed")?;
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Binds `address` and announces the address actually bound.
+async fn bind(address: SocketAddr) -> anyhow::Result<TcpListener> {
+    let listener =
+        TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
+    let bound = listener.local_addr().context("listener has no address")?;
+    println!("listening on {bound}");
+    Ok(listener)
+}
+
+/// Cancels `shutdown` on Ctrl-C or, on Unix, SIGTERM (what `docker stop` sends).
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                terminate.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
 }
