@@ -65,7 +65,7 @@ impl Attachment {
     ) -> Result<Attachment, AttachmentError> {
         let compact: String = encoded.chars().filter(|c| !c.is_ascii_whitespace()).collect();
         // Refuse before decoding: base64 carries 3 bytes per 4 characters.
-        if compact.len() / 4 * 3 > max_bytes + 2 {
+        if compact.len() / 4 * 3 > max_bytes.saturating_add(2) {
             return Err(AttachmentError::TooLarge { limit: max_bytes });
         }
         let bytes =
@@ -228,6 +228,13 @@ mod tests {
             Attachment::parse("name,email,login,profile\nAna,a@b.c\n".into(), vivo),
             Err(AttachmentError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn an_unbounded_limit_does_not_overflow() {
+        let attachment =
+            Attachment::from_base64(&BASE64.encode(USERS), System::Vivo360, usize::MAX);
+        assert_eq!(attachment.map(|a| a.row_count()), Ok(2));
     }
 
     #[test]
