@@ -1,0 +1,88 @@
+//! The automations: what a bot does for each system. Each one is
+//! `run(assignment, &mut ProgressSink, cancel) -> Outcome`: it records every row's outcome in
+//! the sink as soon as the row is done, checks `cancel` between rows (and steps), and never
+//! panics on what the network or the input can do.
+
+pub mod noop;
+pub mod vivo360;
+
+use broker_config::{Assignment, System};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ensure_supported;
+use crate::progress::ProgressSink;
+
+/// The size limit the agent gives [`broker_config::Attachment::from_base64`]: none, as the API
+/// limited the attachment when the task was created.
+pub const NO_SIZE_LIMIT: usize = usize::MAX;
+
+/// How an automation ended. Row outcomes are not here: they went through the [`ProgressSink`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Done: `task.completed`.
+    Completed {
+        /// The output, for systems without rows.
+        output: Option<Value>,
+    },
+    /// The attempt failed: `task.failed`.
+    Failed {
+        /// What went wrong.
+        error: String,
+        /// Whether another attempt may succeed.
+        retryable: bool,
+    },
+    /// Stopped by its cancellation token before the end.
+    Cancelled,
+}
+
+impl Outcome {
+    /// A failure that another attempt would meet again (bad input).
+    pub fn fatal(error: impl Into<String>) -> Outcome {
+        Outcome::Failed { error: error.into(), retryable: false }
+    }
+
+    /// A failure another attempt may not meet (a system that is down).
+    pub fn retryable(error: impl Into<String>) -> Outcome {
+        Outcome::Failed { error: error.into(), retryable: true }
+    }
+}
+
+/// Every automation of this build, with what they need (clients, settings).
+#[derive(Debug, Clone)]
+pub struct Automations {
+    /// The Vivo360 user creation.
+    pub vivo360: vivo360::Vivo360,
+}
+
+impl Automations {
+    /// Runs `assignment` with the automation of its system.
+    pub async fn run(
+        &self,
+        assignment: &Assignment,
+        sink: &mut ProgressSink,
+        cancel: &CancellationToken,
+    ) -> Outcome {
+        match assignment.system {
+            System::Noop => noop::run(assignment, sink, cancel).await,
+            System::Vivo360 => self.vivo360.run(assignment, sink, cancel).await,
+            // The agent refuses these offers; this is for a caller that did not ask.
+            System::Cpe | System::Notify => match ensure_supported(assignment.system) {
+                Ok(_) => Outcome::fatal("no automation"),
+                Err(error) => Outcome::fatal(error.to_string()),
+            },
+        }
+    }
+}
+
+/// The 0-based indexes of the rows an attempt still has to do: rows `1..=resume_after_row`
+/// (1-based) were done by an earlier attempt.
+pub fn rows_to_do(assignment: &Assignment, row_count: usize) -> std::ops::Range<usize> {
+    let skip = usize::try_from(assignment.resume_after_row).unwrap_or(usize::MAX);
+    skip.min(row_count)..row_count
+}
+
+/// The 1-based row number of the row at `index`, as reported.
+pub fn row_number(index: usize) -> u32 {
+    u32::try_from(index + 1).unwrap_or(u32::MAX)
+}

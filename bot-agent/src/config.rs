@@ -1,0 +1,184 @@
+//! The agent's configuration: command-line flags with environment variables behind them, also
+//! constructible in code ([`AgentConfig::new`]) for the orchestrator's demo mode and tests.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use broker_config::{BotName, System};
+
+use crate::error::AgentError;
+
+/// The orchestrator's API, for bots in HTTP mode.
+pub const DEFAULT_API_URL: &str = "http://127.0.0.1:8080";
+/// The Vivo360 portal (the simulator's default address).
+pub const DEFAULT_VIVO360_URL: &str = "http://127.0.0.1:8091";
+/// The Vivo360 account the bots log in with (the simulator's default account).
+pub const DEFAULT_VIVO360_CREDENTIAL: &str = "botline";
+
+/// How a bot agent runs.
+#[derive(Debug, Clone, PartialEq, clap::Parser)]
+#[command(
+    name = "bot-agent",
+    version,
+    about = "Botline bot agent: takes tasks from its RabbitMQ queue (or over HTTP with --http), \
+             runs the automations and reports what happened"
+)]
+pub struct AgentConfig {
+    /// The bot's name: lowercase letters, digits, '-', '_' and '.'; its queue is
+    /// botline.bot.<name>.
+    #[arg(long, env = "BOTLINE_BOT_NAME", value_parser = BotName::parse)]
+    pub name: BotName,
+    /// The systems this bot runs, comma separated (vivo360, noop).
+    #[arg(
+        long,
+        env = "BOTLINE_BOT_SYSTEMS",
+        value_delimiter = ',',
+        required = true,
+        value_parser = parse_supported_system
+    )]
+    pub systems: Vec<System>,
+    /// The RabbitMQ server (AMQP mode).
+    #[arg(long, env = "BOTLINE_AMQP_URL", default_value = broker_config::amqp::DEFAULT_AMQP_URL)]
+    pub amqp_url: String,
+    /// The orchestrator's API (HTTP mode).
+    #[arg(long, env = "BOTLINE_API_URL", default_value = DEFAULT_API_URL)]
+    pub api_url: String,
+    /// Receive tasks by HTTP push on this address instead of from RabbitMQ (for bots that cannot
+    /// speak AMQP); reports go to --api-url.
+    #[arg(long, env = "BOTLINE_BOT_HTTP")]
+    pub http: Option<SocketAddr>,
+    /// The address the bot announces [default: the local address that reaches the broker (or
+    /// the API in HTTP mode), else 127.0.0.1].
+    #[arg(long, env = "BOTLINE_BOT_IP")]
+    pub ip_address: Option<String>,
+    /// Milliseconds between heartbeats.
+    #[arg(long, env = "BOTLINE_HEARTBEAT_INTERVAL_MS", default_value_t = 5000)]
+    pub heartbeat_interval_ms: u64,
+    /// Least milliseconds between two progress reports of a task.
+    #[arg(long, env = "BOTLINE_PROGRESS_INTERVAL_MS", default_value_t = 250)]
+    pub progress_interval_ms: u64,
+    /// Seconds a running task may take to finish at shutdown before it is handed back.
+    #[arg(long, env = "BOTLINE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+    /// The Vivo360 portal.
+    #[arg(long, env = "BOTLINE_VIVO360_URL", default_value = DEFAULT_VIVO360_URL)]
+    pub vivo360_url: String,
+    /// The Vivo360 account's username.
+    #[arg(long, env = "BOTLINE_VIVO360_USERNAME", default_value = DEFAULT_VIVO360_CREDENTIAL)]
+    pub vivo360_username: String,
+    /// The Vivo360 account's password.
+    #[arg(long, env = "BOTLINE_VIVO360_PASSWORD", default_value = DEFAULT_VIVO360_CREDENTIAL, hide_env_values = true, hide_default_value = true)]
+    pub vivo360_password: String,
+}
+
+impl AgentConfig {
+    /// A configuration with every default, for a bot named `name` running `systems` against the
+    /// broker at `amqp_url`.
+    pub fn new(name: BotName, systems: Vec<System>, amqp_url: impl Into<String>) -> AgentConfig {
+        AgentConfig {
+            name,
+            systems,
+            amqp_url: amqp_url.into(),
+            api_url: DEFAULT_API_URL.to_owned(),
+            http: None,
+            ip_address: None,
+            heartbeat_interval_ms: 5000,
+            progress_interval_ms: 250,
+            shutdown_grace_secs: 10,
+            vivo360_url: DEFAULT_VIVO360_URL.to_owned(),
+            vivo360_username: DEFAULT_VIVO360_CREDENTIAL.to_owned(),
+            vivo360_password: DEFAULT_VIVO360_CREDENTIAL.to_owned(),
+        }
+    }
+
+    /// Checks what the flags' parsers cannot when the configuration is built in code: at least
+    /// one system, each with an automation in this build.
+    pub fn validate(&self) -> Result<(), AgentError> {
+        if self.systems.is_empty() {
+            return Err(AgentError::NoSystems);
+        }
+        for system in &self.systems {
+            ensure_supported(*system)?;
+        }
+        Ok(())
+    }
+
+    /// The time between heartbeats.
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms.max(1))
+    }
+
+    /// The least time between two progress reports.
+    pub fn progress_interval(&self) -> Duration {
+        Duration::from_millis(self.progress_interval_ms)
+    }
+
+    /// How long a running task may take to finish at shutdown.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+/// Refuses the systems whose automations this build does not have.
+pub fn ensure_supported(system: System) -> Result<System, AgentError> {
+    match system {
+        System::Vivo360 | System::Noop => Ok(system),
+        System::Cpe | System::Notify => Err(AgentError::UnsupportedSystem(system)),
+    }
+}
+
+/// `--systems` items: a known system with an automation in this build.
+fn parse_supported_system(text: &str) -> Result<System, AgentError> {
+    let system: System = text.parse().map_err(AgentError::UnknownSystem)?;
+    ensure_supported(system)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    fn parse(args: &[&str]) -> Result<AgentConfig, clap::Error> {
+        AgentConfig::try_parse_from(std::iter::once("bot-agent").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn parses_a_comma_separated_systems_list_in_any_case() {
+        let config = parse(&["--name", "vm-1", "--systems", "vivo360,NOOP"]).expect("valid");
+        assert_eq!(config.name.as_str(), "vm-1");
+        assert_eq!(config.systems, [System::Vivo360, System::Noop]);
+        assert_eq!(config.http, None);
+        assert_eq!(config.amqp_url, broker_config::amqp::DEFAULT_AMQP_URL);
+        assert_eq!(config.heartbeat_interval(), Duration::from_secs(5));
+        assert_eq!(config.validate().map_err(|e| e.to_string()), Ok(()));
+        let http = parse(&["--name", "vm-1", "--systems", "noop", "--http", "0.0.0.0:9001"])
+            .expect("valid");
+        assert_eq!(http.http.map(|a| a.port()), Some(9001));
+    }
+
+    #[test]
+    fn refuses_bad_names_unknown_and_unavailable_systems() {
+        let bad_name = parse(&["--name", "Bot 1", "--systems", "noop"]).expect_err("bad name");
+        assert!(bad_name.to_string().contains("lowercase letters"), "{bad_name}");
+        let unknown = parse(&["--name", "b", "--systems", "noop,fax"]).expect_err("fax");
+        assert!(unknown.to_string().contains("unknown system 'fax'"), "{unknown}");
+        let cpe = parse(&["--name", "b", "--systems", "cpe"]).expect_err("no CPE yet");
+        assert!(
+            cpe.to_string().contains("the CPE automation is not available in this build yet"),
+            "{cpe}"
+        );
+        assert!(parse(&["--name", "b"]).is_err(), "systems are required");
+    }
+
+    #[test]
+    fn configurations_built_in_code_are_checked_too() {
+        let name = BotName::parse("b").expect("valid");
+        let notify = AgentConfig::new(name.clone(), vec![System::Notify], "amqp://x");
+        assert_eq!(
+            notify.validate().map_err(|e| e.to_string()),
+            Err("the NOTIFY automation is not available in this build yet".to_owned())
+        );
+        let none = AgentConfig::new(name, vec![], "amqp://x");
+        assert!(matches!(none.validate(), Err(AgentError::NoSystems)));
+    }
+}

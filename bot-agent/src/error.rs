@@ -1,0 +1,35 @@
+//! Why an agent could not start or keep running.
+
+use broker_config::{System, UnknownValue};
+
+/// Why [`crate::run`] returned early. Problems while running (a broker or API that went away, a
+/// task that failed) are logged and retried, not returned.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The configuration lists no system.
+    #[error("the bot must run at least one system (--systems)")]
+    NoSystems,
+    /// A system name nobody knows.
+    #[error(transparent)]
+    UnknownSystem(UnknownValue),
+    /// A known system without an automation in this build.
+    #[error("the {0} automation is not available in this build yet")]
+    UnsupportedSystem(System),
+    /// The HTTP client could not be set up.
+    #[error("cannot set up the HTTP client: {0}")]
+    HttpClient(String),
+    /// HTTP mode could not listen on its address.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// HTTP mode's server failed.
+    #[error("HTTP server failed: {0}")]
+    Serve(std::io::Error),
+    /// HTTP mode: the orchestrator refused to register this bot.
+    #[error("the orchestrator refused to register the bot: {0}")]
+    Registration(String),
+}

@@ -1,0 +1,433 @@
+//! HTTP push mode, for bots that cannot speak AMQP: the orchestrator POSTs commands to
+//! `/tasks` (the same JSON the queue carries) and the bot reports with `PUT` on the
+//! orchestrator's API. No broker at all.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use broker_config::amqp::Backoff;
+use broker_config::messages::decode;
+use broker_config::{BotStatus, Command, Delivery};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::agent::{Agent, Claim};
+use crate::automations::Automations;
+use crate::config::AgentConfig;
+use crate::error::AgentError;
+use crate::net::local_ip_towards;
+use crate::reporter::{HttpReporter, Reporter};
+
+/// How long one request to the orchestrator's API may take.
+const API_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The answer to `POST /tasks`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskAnswer {
+    /// Whether the command was taken.
+    pub accepted: bool,
+    /// Why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl TaskAnswer {
+    fn taken() -> Response {
+        let answer = TaskAnswer { accepted: true, reason: None };
+        (StatusCode::ACCEPTED, Json(answer)).into_response()
+    }
+
+    fn refused(status: StatusCode, reason: String) -> Response {
+        let answer = TaskAnswer { accepted: false, reason: Some(reason) };
+        (status, Json(answer)).into_response()
+    }
+}
+
+/// Runs the agent in HTTP mode on `address` until `shutdown`, then shuts down gracefully.
+pub(crate) async fn run(
+    config: AgentConfig,
+    address: SocketAddr,
+    automations: Automations,
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
+    let listener =
+        TcpListener::bind(address).await.map_err(|source| AgentError::Bind { address, source })?;
+    let port = listener.local_addr().map_or(address.port(), |a| a.port());
+    let client = reqwest::Client::builder()
+        .timeout(API_TIMEOUT)
+        .build()
+        .map_err(|error| AgentError::HttpClient(error.to_string()))?;
+    let ip_address = match &config.ip_address {
+        Some(ip) => ip.clone(),
+        None => local_ip_towards(&config.api_url).await,
+    };
+    let Some(bot_id) = find_or_register(&client, &config, &ip_address, port, &shutdown).await?
+    else {
+        return Ok(());
+    };
+    let reporter = Reporter::Http(HttpReporter::new(client, &config.api_url, bot_id));
+    let agent = Arc::new(Agent::new(&config, reporter, automations));
+    tracing::info!(bot = %config.name, %bot_id, %ip_address, port, "bot online (HTTP)");
+    agent.announce_online(ip_address).await;
+    let heartbeat_stop = CancellationToken::new();
+    let heartbeats = tokio::spawn(
+        Arc::clone(&agent).heartbeats(config.heartbeat_interval(), heartbeat_stop.clone()),
+    );
+    let served = axum::serve(listener, router(Arc::clone(&agent)))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await;
+    tracing::info!("shutting down");
+    agent.shut_down(config.shutdown_grace()).await;
+    heartbeat_stop.cancel();
+    let _ = heartbeats.await;
+    agent.announce_offline().await;
+    served.map_err(AgentError::Serve)
+}
+
+/// The bot's routes.
+pub(crate) fn router(agent: Arc<Agent>) -> Router {
+    Router::new().route("/tasks", post(receive_command)).with_state(agent)
+}
+
+/// `POST /tasks`: an assignment or a cancellation.
+async fn receive_command(State(agent): State<Arc<Agent>>, body: Bytes) -> Response {
+    let command = match decode::<Command>(&body) {
+        Ok(command) => command,
+        Err(error) => return TaskAnswer::refused(StatusCode::BAD_REQUEST, error.to_string()),
+    };
+    match command {
+        Command::AssignTask(assignment) => match agent.claim(&assignment, Utc::now()) {
+            Claim::Accepted(ticket) => {
+                // Answered first; task.accepted is reported before the work starts.
+                agent.start(assignment, ticket, true);
+                TaskAnswer::taken()
+            }
+            Claim::AlreadyRunning => TaskAnswer::taken(),
+            Claim::Expired => {
+                TaskAnswer::refused(StatusCode::CONFLICT, "the offer has expired".to_owned())
+            }
+            Claim::Rejected(reason) => TaskAnswer::refused(StatusCode::CONFLICT, reason),
+        },
+        Command::CancelTask { task, reason } => {
+            agent.cancel(task, &reason);
+            TaskAnswer::taken()
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct BotList {
+    items: Vec<BotRecord>,
+}
+
+#[derive(Debug, Deserialize)]
+struct BotRecord {
+    id: Uuid,
+    name: String,
+}
+
+/// The bot's id at the orchestrator, registering it if it is not known yet. Retries while the
+/// API cannot be reached; `None` if `shutdown` came first.
+async fn find_or_register(
+    client: &reqwest::Client,
+    config: &AgentConfig,
+    ip_address: &str,
+    port: u16,
+    shutdown: &CancellationToken,
+) -> Result<Option<Uuid>, AgentError> {
+    let api = config.api_url.trim_end_matches('/');
+    let mut backoff = Backoff::default();
+    loop {
+        match try_find_or_register(client, api, config, ip_address, port).await {
+            Ok(id) => return Ok(Some(id)),
+            Err(Attempt::Refused(reason)) => return Err(AgentError::Registration(reason)),
+            Err(Attempt::Unreachable(reason)) => {
+                tracing::warn!(%api, %reason, "cannot reach the orchestrator's API; retrying");
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(None),
+            () = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+    }
+}
+
+enum Attempt {
+    Unreachable(String),
+    Refused(String),
+}
+
+async fn try_find_or_register(
+    client: &reqwest::Client,
+    api: &str,
+    config: &AgentConfig,
+    ip_address: &str,
+    port: u16,
+) -> Result<Uuid, Attempt> {
+    let unreachable = |error: reqwest::Error| Attempt::Unreachable(error.to_string());
+    // Bot names are URL-safe by construction: no escaping needed.
+    let response = client
+        .get(format!("{api}/api/v1/bots?name={}", config.name))
+        .send()
+        .await
+        .map_err(unreachable)?;
+    let status = response.status();
+    if !status.is_success() {
+        let text = response.text().await.unwrap_or_default();
+        return Err(Attempt::Unreachable(format!("{status} {text}")));
+    }
+    let list: BotList = response.json().await.map_err(unreachable)?;
+    if let Some(bot) = list.items.into_iter().find(|b| b.name == config.name.as_str()) {
+        return Ok(bot.id);
+    }
+    let registration = serde_json::json!({
+        "name": config.name,
+        "ip_address": ip_address,
+        "systems": config.systems,
+        "delivery": Delivery::Http,
+        "http_port": port,
+        "status": BotStatus::Available,
+    });
+    let response = client
+        .post(format!("{api}/api/v1/bots"))
+        .json(&registration)
+        .send()
+        .await
+        .map_err(unreachable)?;
+    let status = response.status();
+    if status.is_success() {
+        let bot: BotRecord = response.json().await.map_err(unreachable)?;
+        tracing::info!(bot_id = %bot.id, "registered with the orchestrator");
+        return Ok(bot.id);
+    }
+    let text = response.text().await.unwrap_or_default();
+    let failure = format!("{status} {}", text.trim());
+    if status.is_client_error() && status != StatusCode::CONFLICT {
+        Err(Attempt::Refused(failure))
+    } else {
+        // 409: another instance registered the name meanwhile; look again. 5xx: may pass.
+        Err(Attempt::Unreachable(failure))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::automations::vivo360::Vivo360;
+    use broker_config::messages::encode;
+    use broker_config::{Assignment, BotName, Event, System, TaskRef};
+    use tokio::sync::mpsc;
+
+    /// A stand-in for the orchestrator's API that records every PUT body.
+    async fn fake_api() -> (String, mpsc::UnboundedReceiver<Event>, CancellationToken) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let record = move |body: Bytes| {
+            let tx = tx.clone();
+            async move {
+                match decode::<Event>(&body) {
+                    Ok(event) => {
+                        let _ = tx.send(event);
+                        StatusCode::OK
+                    }
+                    Err(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                }
+            }
+        };
+        let app = Router::new()
+            .route("/api/v1/tasks/{id}", axum::routing::put(record.clone()))
+            .route("/api/v1/bots/{id}", axum::routing::put(record));
+        let stop = CancellationToken::new();
+        let url = serve(app, &stop).await;
+        (url, rx, stop)
+    }
+
+    #[tokio::test]
+    async fn http_mode_registers_itself_reports_by_put_and_goes_offline() {
+        let bot_id = Uuid::new_v4();
+        let (tx, mut events) = mpsc::unbounded_channel();
+        let (registered_tx, mut registered) = mpsc::unbounded_channel();
+        let record = move |body: Bytes| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(decode::<Event>(&body).expect("an event"));
+                StatusCode::OK
+            }
+        };
+        let register = move |Json(body): Json<serde_json::Value>| {
+            let registered_tx = registered_tx.clone();
+            async move {
+                let name = body["name"].clone();
+                let _ = registered_tx.send(body);
+                (StatusCode::CREATED, Json(serde_json::json!({"id": bot_id, "name": name})))
+            }
+        };
+        let app = Router::new()
+            .route(
+                "/api/v1/bots",
+                axum::routing::get(|| async { Json(serde_json::json!({"items": []})) })
+                    .post(register),
+            )
+            .route("/api/v1/tasks/{id}", axum::routing::put(record.clone()))
+            .route("/api/v1/bots/{id}", axum::routing::put(record));
+        let stop = CancellationToken::new();
+        let api_url = serve(app, &stop).await;
+
+        let mut config = AgentConfig::new(
+            BotName::parse("pushed").expect("name"),
+            vec![System::Noop],
+            "amqp://unused",
+        );
+        config.api_url = api_url;
+        config.http = Some("127.0.0.1:0".parse().expect("address"));
+        config.heartbeat_interval_ms = 60_000;
+        let shutdown = CancellationToken::new();
+        let agent = tokio::spawn(crate::run(config, shutdown.clone()));
+
+        let registration = tokio::time::timeout(Duration::from_secs(20), registered.recv())
+            .await
+            .expect("registered within 20 s")
+            .expect("registration");
+        assert_eq!(registration["name"], "pushed");
+        assert_eq!(registration["delivery"], "http");
+        assert_eq!(registration["status"], "AVAILABLE");
+        assert_eq!(registration["systems"], serde_json::json!(["NOOP"]));
+        assert_eq!(registration["ip_address"], "127.0.0.1");
+        let port = registration["http_port"].as_u64().expect("a port");
+        assert!(matches!(next_any(&mut events).await, Event::BotOnline { .. }));
+
+        let task = assignment(0, System::Noop);
+        let answer = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/tasks"))
+            .body(encode(&Command::AssignTask(task.clone())))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(answer.status(), StatusCode::ACCEPTED);
+        assert!(
+            matches!(next(&mut events).await, Event::TaskAccepted { task: t, .. } if t == task.task)
+        );
+        assert!(
+            matches!(next(&mut events).await, Event::TaskCompleted { task: t, .. } if t == task.task)
+        );
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(20), agent)
+            .await
+            .expect("stops within 20 s")
+            .expect("joins")
+            .expect("run returns Ok");
+        assert!(matches!(next(&mut events).await, Event::BotOffline { .. }));
+        stop.cancel();
+    }
+
+    async fn serve(app: Router, stop: &CancellationToken) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await;
+        });
+        format!("http://{address}")
+    }
+
+    fn assignment(duration_ms: u64, system: System) -> Assignment {
+        Assignment {
+            task: TaskRef { task_id: Uuid::new_v4(), attempt: 1 },
+            system,
+            description: "http".into(),
+            attachment: None,
+            payload: Some(serde_json::json!({ "duration_ms": duration_ms })),
+            resume_after_row: 0,
+            offer_expires_at: Utc::now() + chrono::TimeDelta::seconds(60),
+        }
+    }
+
+    async fn next_any(events: &mut mpsc::UnboundedReceiver<Event>) -> Event {
+        tokio::time::timeout(Duration::from_secs(20), events.recv())
+            .await
+            .expect("an event within 20 s")
+            .expect("the fake API is running")
+    }
+
+    async fn next(events: &mut mpsc::UnboundedReceiver<Event>) -> Event {
+        loop {
+            let event = next_any(events).await;
+            if !matches!(event, Event::BotHeartbeat { .. }) {
+                return event;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn post_tasks_takes_one_task_at_a_time_and_reports_by_put() {
+        let (api_url, mut events, stop) = fake_api().await;
+        let name = BotName::parse("http-bot").expect("name");
+        let config = AgentConfig::new(name.clone(), vec![System::Noop], "amqp://unused");
+        let reporter =
+            Reporter::Http(HttpReporter::new(reqwest::Client::new(), &api_url, Uuid::new_v4()));
+        let vivo360 = Vivo360::new("http://127.0.0.1:9", "u", "p").expect("client");
+        let agent = Arc::new(Agent::new(&config, reporter, Automations { vivo360 }));
+        let bot_url = serve(router(Arc::clone(&agent)), &stop).await;
+        let client = reqwest::Client::new();
+        let post = |body: Vec<u8>| {
+            client
+                .post(format!("{bot_url}/tasks"))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+        };
+
+        let bad = post(b"{\"v\":1,\"type\":\"task.explode\"}".to_vec()).await.expect("answer");
+        assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+
+        let vivo = post(encode(&Command::AssignTask(assignment(0, System::Vivo360))))
+            .await
+            .expect("answer");
+        assert_eq!(vivo.status(), StatusCode::CONFLICT);
+        let answer: TaskAnswer = vivo.json().await.expect("json");
+        assert_eq!(answer.reason.as_deref(), Some("this bot cannot run VIVO360"));
+
+        let long = assignment(60_000, System::Noop);
+        let taken = post(encode(&Command::AssignTask(long.clone()))).await.expect("answer");
+        assert_eq!(taken.status(), StatusCode::ACCEPTED);
+        let answer: TaskAnswer = taken.json().await.expect("json");
+        assert_eq!(answer, TaskAnswer { accepted: true, reason: None });
+        assert!(
+            matches!(next(&mut events).await, Event::TaskAccepted { task, .. } if task == long.task)
+        );
+
+        let second =
+            post(encode(&Command::AssignTask(assignment(0, System::Noop)))).await.expect("answer");
+        assert_eq!(second.status(), StatusCode::CONFLICT);
+        let answer: TaskAnswer = second.json().await.expect("json");
+        assert_eq!(answer.reason.as_deref(), Some("busy"));
+
+        let cancel = Command::CancelTask { task: long.task, reason: "test".into() };
+        assert_eq!(post(encode(&cancel)).await.expect("answer").status(), StatusCode::ACCEPTED);
+        let short = assignment(0, System::Noop);
+        let taken = post(encode(&Command::AssignTask(short.clone()))).await.expect("answer");
+        assert_eq!(taken.status(), StatusCode::ACCEPTED, "the cancel freed the bot");
+        assert!(
+            matches!(next(&mut events).await, Event::TaskAccepted { task, .. } if task == short.task)
+        );
+        match next(&mut events).await {
+            Event::TaskCompleted { task, output, .. } => {
+                assert_eq!(task, short.task, "nothing more about the cancelled task");
+                assert_eq!(output, Some(serde_json::json!({"slept_ms": 0})));
+            }
+            other => panic!("expected task.completed, got {other:?}"),
+        }
+
+        agent.shut_down(Duration::from_secs(1)).await;
+        stop.cancel();
+    }
+}
