@@ -7,6 +7,7 @@
 //! - [`http`]: routes and handlers, thin shells over [`bots`] and [`tasks`].
 //! - [`bots`], [`tasks`]: validated inputs, API views, and storage of each resource.
 //! - [`pipeline`]: the dispatcher, the event consumer and the sweeps (the task life).
+//! - [`demo`]: `orchestrator demo`, everything plus simulators and three bots in one process.
 //! - [`pagination`]: limit/offset and cursor paging shared by the lists.
 //! - [`entity`]: sea-orm rows; [`error`]: [`ApiError`](error::ApiError), the one error type
 //!   mapped to HTTP; [`clock`]: timestamps as stored.
@@ -15,6 +16,7 @@ pub mod app;
 pub mod bots;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod entity;
 pub mod error;
 pub mod http;

@@ -30,6 +30,15 @@ use crate::tasks::{EventKind, record};
 struct Offer {
     task: task::Model,
     bot: bot::Model,
+    resume_after_row: u32,
+}
+
+/// Where a new attempt starts: after the rows earlier attempts reported, in order.
+fn resume_point(task: &task::Model) -> u32 {
+    task.result
+        .as_ref()
+        .and_then(|r| serde_json::from_value::<CsvResult>(r.clone()).ok())
+        .map_or(0, |r| r.contiguous_done())
 }
 
 fn systems_of(row: &bot::Model) -> Vec<System> {
@@ -196,28 +205,24 @@ impl Pipeline {
                 .await?;
             return Ok(None);
         }
-        let detail = json!({ "bot": bot.name, "offer_expires_at": expires });
+        let resume_after_row = resume_point(task);
+        let detail = json!({ "bot": bot.name, "offer_expires_at": expires, "resume_after_row": resume_after_row });
         record(txn, task.id, Some(bot.id), attempt, EventKind::Assigned, Some(detail), now).await?;
         let mut offered = task.clone();
         offered.attempt = attempt;
         offered.status = TaskStatus::Assigned.as_str().to_owned();
         offered.bot_id = Some(bot.id);
         offered.offer_expires_at = Some(expires);
-        Ok(Some(Offer { task: offered, bot: bot.clone() }))
+        Ok(Some(Offer { task: offered, bot: bot.clone(), resume_after_row }))
     }
 
     /// Delivers a committed offer. An offer that cannot reach its bot (no queue, no HTTP answer)
     /// goes back at once; one whose publish is merely unconfirmed waits for the expiry sweep.
     async fn deliver(&self, offer: Offer, now: DateTime<Utc>) {
-        let Offer { task, bot } = offer;
+        let Offer { task, bot, resume_after_row } = offer;
         let Ok(system) = task.system.parse::<System>() else {
             return;
         };
-        let resume_after_row = task
-            .result
-            .as_ref()
-            .and_then(|r| serde_json::from_value::<CsvResult>(r.clone()).ok())
-            .map_or(0, |r| r.contiguous_done());
         let task_ref = TaskRef { task_id: task.id, attempt: to_u32(task.attempt) };
         let command = Command::AssignTask(Assignment {
             task: task_ref,

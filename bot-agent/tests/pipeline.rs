@@ -1,0 +1,336 @@
+//! End to end through the real broker: the orchestrator (in-process, SQLite), the Vivo360 portal
+//! stand-in, and real bot agents, in-process or as separate processes (the binary) when the test
+//! kills one with SIGKILL. Each test has a RabbitMQ vhost and a database of its own.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bot_agent::AgentConfig;
+use broker_config::testing::TestVhost;
+use broker_config::{BotName, System};
+use orchestrator::{Config, Orchestrator};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+macro_rules! wait_until {
+    ($what:expr, $condition:expr) => {{
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !$condition {
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {}", $what);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }};
+}
+
+/// The orchestrator, the portal and the bots of one test.
+struct World {
+    api: String,
+    portal: String,
+    vhost: TestVhost,
+    http: reqwest::Client,
+    stop: CancellationToken,
+    bots_stop: CancellationToken,
+    db_path: std::path::PathBuf,
+}
+
+impl World {
+    async fn start(portal_delay_ms: u64) -> World {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
+        let vhost = TestVhost::create("e2e")
+            .await
+            .expect("RabbitMQ with the management plugin (scripts/services)");
+        let db_path =
+            std::env::temp_dir().join(format!("botline-e2e-{}.db", uuid::Uuid::new_v4().simple()));
+        let mut config = Config::for_database(format!("sqlite://{}?mode=rwc", db_path.display()));
+        config.amqp_url = vhost.amqp_url();
+        config.offer_timeout = Duration::from_secs(3);
+        config.sweep_interval = Duration::from_millis(250);
+        config.heartbeat_interval = Duration::from_millis(500);
+        config.retry_base = Duration::from_millis(200);
+        let stop = CancellationToken::new();
+        let orchestrator = Orchestrator::start(&config).await.unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(orchestrator.serve(listener, stop.clone()));
+        let portal_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let portal = format!("http://{}", portal_listener.local_addr().unwrap());
+        let portal_config =
+            simulators::vivo360::Vivo360Config { delay_ms: portal_delay_ms, ..Default::default() };
+        tokio::spawn(simulators::vivo360::serve(portal_listener, portal_config, stop.clone()));
+        World {
+            api,
+            portal,
+            vhost,
+            http: reqwest::Client::new(),
+            stop,
+            bots_stop: CancellationToken::new(),
+            db_path,
+        }
+    }
+
+    fn agent_config(&self, name: &str, systems: &[System]) -> AgentConfig {
+        let mut config = AgentConfig::new(
+            BotName::parse(name).unwrap(),
+            systems.to_vec(),
+            self.vhost.amqp_url(),
+        );
+        config.vivo360_url = self.portal.clone();
+        config.api_url = self.api.clone();
+        config.ip_address = Some("127.0.0.1".into());
+        config.heartbeat_interval_ms = 200;
+        config.progress_interval_ms = 100;
+        config
+    }
+
+    /// A bot agent in this process.
+    fn spawn_bot(&self, config: AgentConfig) {
+        let stop = self.bots_stop.clone();
+        tokio::spawn(async move { bot_agent::run(config, stop).await.unwrap() });
+    }
+
+    /// A bot agent as its own process (the real binary), to be killed.
+    fn spawn_bot_process(&self, name: &str, systems: &str) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_bot-agent"))
+            .args(["--name", name, "--systems", systems])
+            .env("BOTLINE_AMQP_URL", self.vhost.amqp_url())
+            .env("BOTLINE_VIVO360_URL", &self.portal)
+            .env("BOTLINE_BOT_IP", "127.0.0.1")
+            .env("BOTLINE_HEARTBEAT_INTERVAL_MS", "200")
+            .env("BOTLINE_PROGRESS_INTERVAL_MS", "100")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the bot-agent binary starts")
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.http.get(format!("{}{path}", self.api)).send().await.unwrap().json().await.unwrap()
+    }
+
+    async fn create_task(&self, body: Value) -> String {
+        let response =
+            self.http.post(format!("{}/api/v1/tasks", self.api)).json(&body).send().await.unwrap();
+        assert_eq!(response.status(), 201);
+        response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn task(&self, id: &str) -> Value {
+        self.get(&format!("/api/v1/tasks/{id}")).await
+    }
+
+    async fn wait_status(&self, id: &str, status: &str) -> Value {
+        wait_until!(format!("task {id} {status}"), self.task(id).await["status"] == status);
+        self.task(id).await
+    }
+
+    async fn history(&self, id: &str) -> Vec<String> {
+        let events = self.get(&format!("/api/v1/tasks/{id}/events")).await;
+        events.as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_owned()).collect()
+    }
+
+    async fn portal_users(&self) -> Value {
+        self.http
+            .get(format!("{}/_control/users", self.portal))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.bots_stop.cancel();
+        self.stop.cancel();
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.db_path.display()));
+        }
+    }
+}
+
+fn users_csv(logins: &[&str]) -> String {
+    let mut csv = String::from("name,email,login,profile\n");
+    for login in logins {
+        csv.push_str(&format!("User {login},{login}@example.com,{login},agent\n"));
+    }
+    csv
+}
+
+fn encode(csv: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(csv)
+}
+
+#[tokio::test]
+async fn a_vivo360_task_creates_its_users_row_by_row() {
+    let world = World::start(0).await;
+    world.spawn_bot(world.agent_config("vivo-1", &[System::Vivo360, System::Noop]));
+    let csv = "name,email,login,profile\n\
+               Ana Souza,ana@example.com,ana.souza,agent\n\
+               Bruno Lima,bruno@example,bruno.lima,agent\n\
+               Carla Dias,carla@example.com,carla.dias,supervisor\n\
+               Ana Again,ana2@example.com,ana.souza,agent\n";
+    let id = world
+        .create_task(
+            json!({"description": "hires", "system": "VIVO360", "attachment": encode(csv)}),
+        )
+        .await;
+    let task = world.wait_status(&id, "COMPLETE").await;
+    let result = &task["result"];
+    assert_eq!(
+        (&result["rows_total"], &result["rows_ok"], &result["rows_failed"]),
+        (&json!(4), &json!(2), &json!(2))
+    );
+    let statuses: Vec<&str> =
+        result["rows"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["CREATED", "REJECTED", "CREATED", "REJECTED"]);
+    assert_eq!(result["rows"][1]["message"], "email: not a valid e-mail address");
+    assert_eq!(result["rows"][3]["message"], "Login ana.souza already exists");
+    assert_eq!(task["progress"], json!({"done": 4, "total": 4}));
+    let users = world.portal_users().await;
+    let logins: Vec<&str> =
+        users["users"].as_array().unwrap().iter().map(|u| u["login"].as_str().unwrap()).collect();
+    assert_eq!(logins, ["ana.souza", "carla.dias"]);
+    let history = world.history(&id).await;
+    assert_eq!(history.first().map(String::as_str), Some("created"));
+    assert_eq!(history.last().map(String::as_str), Some("completed"));
+}
+
+#[tokio::test]
+async fn a_portal_that_is_down_fails_the_task_retryably_then_it_completes() {
+    let world = World::start(0).await;
+    world
+        .http
+        .put(format!("{}/_control", world.portal))
+        .json(&json!({"down": true}))
+        .send()
+        .await
+        .unwrap();
+    world.spawn_bot(world.agent_config("vivo-1", &[System::Vivo360]));
+    let id = world.create_task(json!({"description": "hires", "system": "VIVO360", "attachment": encode(&users_csv(&["dora.m"])), "max_attempts": 5})).await;
+    wait_until!("a failed run", world.task(&id).await["failures"].as_u64().unwrap_or(0) >= 1);
+    let task = world.task(&id).await;
+    assert!(task["error"].as_str().unwrap().contains("unavailable"), "{task}");
+    world
+        .http
+        .put(format!("{}/_control", world.portal))
+        .json(&json!({"down": false}))
+        .send()
+        .await
+        .unwrap();
+    let done = world.wait_status(&id, "COMPLETE").await;
+    assert_eq!(done["result"]["rows_ok"], 1);
+}
+
+#[tokio::test]
+async fn noop_tasks_spread_over_several_bots_each_completed_once() {
+    let world = World::start(0).await;
+    for n in 1..=3 {
+        world.spawn_bot(world.agent_config(&format!("noop-{n}"), &[System::Noop]));
+    }
+    let mut ids = Vec::new();
+    for n in 0..12 {
+        ids.push(world.create_task(json!({"description": format!("nap {n}"), "system": "NOOP", "payload": {"duration_ms": 50}})).await);
+    }
+    let mut bots = std::collections::BTreeSet::new();
+    for id in &ids {
+        let task = world.wait_status(id, "COMPLETE").await;
+        bots.insert(task["bot_id"].as_str().map(str::to_owned));
+        let completions = world.history(id).await.iter().filter(|k| *k == "completed").count();
+        assert_eq!(completions, 1, "task {id} completed {completions} times");
+    }
+    assert!(bots.len() >= 2, "work spread over the bots: {bots:?}");
+}
+
+#[tokio::test]
+async fn a_killed_bot_s_task_resumes_on_another_and_no_row_is_done_twice() {
+    // Each portal request takes 60 ms: a row (login form, four fields, submit) takes ~400 ms.
+    let world = World::start(60).await;
+    let mut doomed = world.spawn_bot_process("doomed", "vivo360");
+    let logins = ["u.one", "u.two", "u.three", "u.four", "u.five", "u.six"];
+    let id = world.create_task(json!({"description": "six hires", "system": "VIVO360", "attachment": encode(&users_csv(&logins))})).await;
+    // Kill it right after a row was reported: mid-way through the next row's form.
+    wait_until!(
+        "two rows reported",
+        world.task(&id).await["progress"]["done"].as_u64().unwrap_or(0) >= 2
+    );
+    doomed.kill().unwrap();
+    doomed.wait().unwrap();
+    let reported = world.task(&id).await["progress"]["done"].as_u64().unwrap();
+
+    world.spawn_bot(world.agent_config("rescuer", &[System::Vivo360]));
+    let done = world.wait_status(&id, "COMPLETE").await;
+    assert_eq!(done["result"]["rows_ok"], 6, "{}", done["result"]);
+    assert!(done["attempt"].as_u64().unwrap() >= 2);
+    let history = world.history(&id).await;
+    assert!(history.contains(&"bot_lost".to_owned()), "{history:?}");
+    assert_eq!(history.iter().filter(|k| *k == "completed").count(), 1, "{history:?}");
+    let portal = world.portal_users().await;
+    assert_eq!(portal["users"].as_array().unwrap().len(), 6);
+    for login in logins {
+        assert_eq!(
+            portal["submissions"][login], 1,
+            "{login} was submitted more than once: {}",
+            portal["submissions"]
+        );
+    }
+    let events = world.get(&format!("/api/v1/tasks/{id}/events")).await;
+    let resumed =
+        events.as_array().unwrap().iter().rev().find(|e| e["kind"] == "assigned").unwrap();
+    assert_eq!(resumed["attempt"], done["attempt"]);
+    assert_eq!(
+        resumed["detail"]["resume_after_row"], reported,
+        "the last attempt resumed right after the rows the killed bot had reported"
+    );
+}
+
+#[tokio::test]
+async fn both_sides_recover_when_the_broker_drops_every_connection() {
+    let world = World::start(0).await;
+    world.spawn_bot(world.agent_config("steady", &[System::Noop]));
+    let first = world.create_task(json!({"description": "before", "system": "NOOP"})).await;
+    world.wait_status(&first, "COMPLETE").await;
+    // The orchestrator's publisher and consumer, the bot's publisher and consumer.
+    let closed = world.vhost.close_connections(4).await.unwrap();
+    assert!(closed >= 4, "closed {closed}");
+    let mut after = Vec::new();
+    for n in 0..5 {
+        after.push(
+            world.create_task(json!({"description": format!("after {n}"), "system": "NOOP"})).await,
+        );
+    }
+    for id in &after {
+        world.wait_status(id, "COMPLETE").await;
+    }
+}
+
+#[tokio::test]
+async fn a_bot_in_http_push_mode_runs_tasks_through_the_rest_api() {
+    let world = World::start(0).await;
+    // A free port for the bot's endpoint.
+    let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
+    let mut config = world.agent_config("web-bot", &[System::Noop]);
+    config.http = Some(SocketAddr::from(([127, 0, 0, 1], port)));
+    world.spawn_bot(config);
+    wait_until!(
+        "the HTTP bot registered",
+        world.get("/api/v1/bots?name=web-bot&status=AVAILABLE").await["total"] == 1
+    );
+    let bot = &world.get("/api/v1/bots?name=web-bot").await["items"][0];
+    assert_eq!((&bot["delivery"], &bot["http_port"]), (&json!("http"), &json!(port)));
+    let csv = "a,b\n1,2\n3,4\n";
+    let id = world.create_task(json!({"description": "over http", "system": "NOOP", "attachment": encode(csv), "payload": {"duration_ms": 10}})).await;
+    let done = world.wait_status(&id, "COMPLETE").await;
+    assert_eq!(done["result"]["rows_ok"], 2);
+    let history: Vec<String> =
+        world.history(&id).await.into_iter().filter(|k| k != "progress").collect();
+    assert_eq!(history, ["created", "assigned", "accepted", "completed"]);
+}

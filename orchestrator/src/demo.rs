@@ -1,0 +1,174 @@
+//! `orchestrator demo`: everything in one process so a newcomer sees tasks flow within seconds:
+//! the API, dispatcher and event consumer, the Vivo360 portal and the notification sink, three
+//! bot agents, and a few sample tasks.
+
+use std::net::SocketAddr;
+
+use base64::Engine as _;
+use bot_agent::AgentConfig;
+use broker_config::{BotName, System};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::now;
+use crate::config::Config;
+use crate::tasks::{TaskRequest, TaskSpec, create_task};
+use crate::{Orchestrator, StartError};
+
+/// The Vivo360 portal's usual port; the demo falls back to any free port.
+const PORTAL_PORT: u16 = 8091;
+/// The notification sink's usual port.
+const SINK_PORT: u16 = 8093;
+
+/// The three demo bots: two run everything this build can run, one only NOOP.
+const BOTS: [(&str, &[System]); 3] = [
+    ("bot-1", &[System::Vivo360, System::Noop]),
+    ("bot-2", &[System::Vivo360, System::Noop]),
+    ("bot-3", &[System::Noop]),
+];
+
+/// The example users file shipped in the repository.
+const EXAMPLE_USERS: &str = include_str!("../../examples/vivo360-users.csv");
+
+/// Why the demo could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The orchestrator itself could not start (database, broker).
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// A port could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A sample task was refused (a bug in the samples).
+    #[error("cannot create the sample tasks: {0}")]
+    Samples(String),
+}
+
+/// Where the demo's parts listen.
+#[derive(Debug, Clone)]
+pub struct DemoAddresses {
+    /// The API (and, later, the dashboard).
+    pub api: SocketAddr,
+    /// The Vivo360 portal stand-in.
+    pub portal: SocketAddr,
+    /// The notification sink.
+    pub sink: SocketAddr,
+}
+
+/// Binds `port` on loopback, or any free port when it is taken.
+async fn bind_loopback(port: u16) -> std::io::Result<TcpListener> {
+    match TcpListener::bind(("127.0.0.1", port)).await {
+        Ok(listener) => Ok(listener),
+        Err(_) => TcpListener::bind(("127.0.0.1", 0)).await,
+    }
+}
+
+/// Starts everything, seeds the sample tasks and calls `ready` with the addresses; runs until
+/// `shutdown`, then stops the bots first (they finish or hand back their tasks), then the rest.
+pub async fn run_demo(
+    config: Config,
+    shutdown: CancellationToken,
+    ready: impl FnOnce(&DemoAddresses),
+) -> Result<(), DemoError> {
+    let orchestrator = Orchestrator::start(&config).await?;
+    let listen = |address: SocketAddr| move |source| DemoError::Listen { address, source };
+    let api = TcpListener::bind(config.listen).await.map_err(listen(config.listen))?;
+    let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
+    let portal = bind_loopback(PORTAL_PORT).await.map_err(listen(loopback(PORTAL_PORT)))?;
+    let sink = bind_loopback(SINK_PORT).await.map_err(listen(loopback(SINK_PORT)))?;
+    let address = |l: &TcpListener, port| l.local_addr().map_err(listen(loopback(port)));
+    let addresses = DemoAddresses {
+        api: address(&api, config.listen.port())?,
+        portal: address(&portal, PORTAL_PORT)?,
+        sink: address(&sink, SINK_PORT)?,
+    };
+
+    let services = CancellationToken::new();
+    // Slow enough that tasks are seen RUNNING, row by row.
+    let portal_config = simulators::vivo360::Vivo360Config { delay_ms: 120, ..Default::default() };
+    let portal = tokio::spawn(simulators::vivo360::serve(portal, portal_config, services.clone()));
+    let sink = tokio::spawn(simulators::notify::serve(sink, Default::default(), services.clone()));
+    seed_samples(&orchestrator).await?;
+    let server = tokio::spawn(orchestrator.serve(api, services.clone()));
+
+    let bots_stop = CancellationToken::new();
+    let mut bots = Vec::new();
+    for (name, systems) in BOTS {
+        let Ok(name) = BotName::parse(name) else { continue };
+        let mut agent = AgentConfig::new(name.clone(), systems.to_vec(), config.amqp_url.clone());
+        agent.vivo360_url = format!("http://{}", addresses.portal);
+        agent.ip_address = Some("127.0.0.1".into());
+        agent.heartbeat_interval_ms =
+            u64::try_from(config.heartbeat_interval.as_millis()).unwrap_or(5000);
+        let stop = bots_stop.clone();
+        bots.push(tokio::spawn(async move {
+            if let Err(err) = bot_agent::run(agent, stop).await {
+                tracing::error!(bot = %name, error = %err, "demo bot stopped");
+            }
+        }));
+    }
+    ready(&addresses);
+
+    shutdown.cancelled().await;
+    bots_stop.cancel();
+    for bot in bots {
+        let _ = bot.await;
+    }
+    services.cancel();
+    let _ = server.await;
+    let _ = portal.await;
+    let _ = sink.await;
+    Ok(())
+}
+
+/// A few tasks that show the pipeline's range: users created row by row, rows the portal
+/// refuses, and quick NOOP tasks spread over the bots.
+async fn seed_samples(orchestrator: &Orchestrator) -> Result<(), DemoError> {
+    let base64 = |csv: &str| base64::engine::general_purpose::STANDARD.encode(csv);
+    let april = "name,email,login,profile\n\
+                 Fábio Nunes,fabio.nunes@example.com,fabio.nunes,agent\n\
+                 Gabi Torres,gabi.torres@example,gabi.torres,agent\n\
+                 Ana Souza,ana.duplicate@example.com,ana.souza,agent\n\
+                 Hugo Alves,hugo.alves@example.com,hugo.alves,manager\n";
+    let mut samples = vec![
+        ("Create the March hires in Vivo360", System::Vivo360, Some(base64(EXAMPLE_USERS)), None),
+        (
+            "Create the April hires (a bad e-mail, a login taken, an unknown profile)",
+            System::Vivo360,
+            Some(base64(april)),
+            None,
+        ),
+    ];
+    for n in 1..=4 {
+        samples.push((
+            "Warm-up NOOP task",
+            System::Noop,
+            None,
+            Some(json!({ "duration_ms": 1500 * n })),
+        ));
+    }
+    for (description, system, attachment, payload) in samples {
+        let request = TaskRequest {
+            description: description.to_owned(),
+            system,
+            attachment,
+            payload,
+            priority: None,
+            not_before: None,
+            max_attempts: None,
+            status: None,
+        };
+        let spec = TaskSpec::parse(request, None, usize::MAX)
+            .map_err(|e| DemoError::Samples(e.to_string()))?;
+        create_task(orchestrator.db(), spec, now())
+            .await
+            .map_err(|e| DemoError::Samples(e.to_string()))?;
+    }
+    Ok(())
+}
