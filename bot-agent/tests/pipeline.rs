@@ -233,20 +233,29 @@ async fn a_portal_that_is_down_fails_the_task_retryably_then_it_completes() {
 #[tokio::test]
 async fn noop_tasks_spread_over_several_bots_each_completed_once() {
     let world = World::start(0).await;
-    for n in 1..=3 {
-        world.spawn_bot(world.agent_config(&format!("noop-{n}"), &[System::Noop]));
-    }
+    // Every task waits before any bot exists, so the order of offers is the dispatcher's choice.
     let mut ids = Vec::new();
     for n in 0..12 {
         ids.push(world.create_task(json!({"description": format!("nap {n}"), "system": "NOOP", "payload": {"duration_ms": 50}})).await);
     }
+    for n in 1..=3 {
+        world.spawn_bot(world.agent_config(&format!("noop-{n}"), &[System::Noop]));
+    }
     let mut bots = std::collections::BTreeSet::new();
+    let mut first_offers = Vec::new();
     for id in &ids {
         let task = world.wait_status(id, "COMPLETE").await;
         bots.insert(task["bot_id"].as_str().map(str::to_owned));
-        let completions = world.history(id).await.iter().filter(|k| *k == "completed").count();
+        let events = world.get(&format!("/api/v1/tasks/{id}/events")).await;
+        let events = events.as_array().unwrap();
+        let completions = events.iter().filter(|e| e["kind"] == "completed").count();
         assert_eq!(completions, 1, "task {id} completed {completions} times");
+        let offered =
+            events.iter().find(|e| e["kind"] == "assigned").unwrap()["at"].as_str().unwrap();
+        first_offers.push(chrono::DateTime::parse_from_rfc3339(offered).unwrap());
     }
+    // FIFO across the bots: no task was offered before an older one.
+    assert!(first_offers.windows(2).all(|w| w[0] <= w[1]), "offers out of order: {first_offers:?}");
     assert!(bots.len() >= 2, "work spread over the bots: {bots:?}");
 }
 
