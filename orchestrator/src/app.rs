@@ -74,7 +74,12 @@ impl Orchestrator {
         tracing::info!(broker = %redact(&config.amqp_url), "broker ready");
         let pipeline = Pipeline::new(db.clone(), publisher, config.pipeline_settings());
         Ok(Orchestrator {
-            state: AppState { db, max_attachment_bytes: config.max_attachment_bytes, pipeline },
+            state: AppState {
+                db,
+                max_attachment_bytes: config.max_attachment_bytes,
+                pipeline,
+                rabbitmq_ui_url: config.rabbitmq_ui_url.clone(),
+            },
             amqp_url: config.amqp_url.clone(),
             shutdown,
         })

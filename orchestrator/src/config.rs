@@ -39,6 +39,10 @@ pub struct Config {
     /// Seconds a task waits after its first failure; doubles with each failure (5 minutes at most).
     #[arg(long, env = "BOTLINE_RETRY_BASE", default_value = "5", value_parser = parse_seconds)]
     pub retry_base: Duration,
+
+    /// The RabbitMQ management UI, linked from the dashboard for ops.
+    #[arg(long, env = "BOTLINE_RABBITMQ_UI_URL", default_value = "http://127.0.0.1:15672/")]
+    pub rabbitmq_ui_url: String,
 }
 
 /// Parses a duration given in seconds (fractions allowed: `0.5`).
@@ -62,6 +66,7 @@ impl Config {
             sweep_interval: settings.sweep_interval,
             heartbeat_interval: settings.heartbeat_interval,
             retry_base: settings.retry_base,
+            rabbitmq_ui_url: "http://127.0.0.1:15672/".to_owned(),
         }
     }
 

@@ -8,12 +8,14 @@
 //! - [`bots`], [`tasks`]: validated inputs, API views, and storage of each resource.
 //! - [`pipeline`]: the dispatcher, the event consumer and the sweeps (the task life).
 //! - [`demo`]: `orchestrator demo`, everything plus simulators and three bots in one process.
+//! - [`changes`]: notices of committed changes, streamed to the dashboard.
 //! - [`pagination`]: limit/offset and cursor paging shared by the lists.
 //! - [`entity`]: sea-orm rows; [`error`]: [`ApiError`](error::ApiError), the one error type
 //!   mapped to HTTP; [`clock`]: timestamps as stored.
 
 pub mod app;
 pub mod bots;
+pub mod changes;
 pub mod clock;
 pub mod config;
 pub mod demo;

@@ -487,6 +487,28 @@ pub async fn create_task(
     row.try_into()
 }
 
+/// How many tasks are in each status (every status present, zero included).
+pub async fn count_by_status(
+    db: &impl ConnectionTrait,
+) -> Result<std::collections::BTreeMap<String, u64>, ApiError> {
+    use sea_orm::QuerySelect as _;
+    use sea_orm::sea_query::{Expr, ExprTrait as _};
+    let rows: Vec<(String, i64)> = task::Entity::find()
+        .select_only()
+        .column(task::Column::Status)
+        .column_as(Expr::col(task::Column::Id).count(), "n")
+        .group_by(task::Column::Status)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut counts: std::collections::BTreeMap<String, u64> =
+        TaskStatus::ALL.iter().map(|s| (s.as_str().to_owned(), 0)).collect();
+    for (status, n) in rows {
+        counts.insert(status, u64::try_from(n).unwrap_or_default());
+    }
+    Ok(counts)
+}
+
 /// One stored task row.
 pub async fn find_task(db: &impl ConnectionTrait, id: Uuid) -> Result<task::Model, ApiError> {
     task::Entity::find_by_id(id).one(db).await?.ok_or(ApiError::NotFound("task"))

@@ -70,6 +70,7 @@ pub async fn create_bot(
 ) -> Result<(StatusCode, Json<Bot>), ApiError> {
     let spec = BotSpec::parse(request, BotStatus::Unavailable)?;
     let bot = bots::create_bot(&state.db, spec, now()).await?;
+    state.pipeline.changes.bot(bot.id);
     if bot.status == BotStatus::Available {
         state.pipeline.wake();
     }
@@ -112,6 +113,7 @@ pub async fn replace_bot(
     let request: BotRequest = extract::parse_json(&body.0)?;
     let spec = BotSpec::parse(request, current.status)?;
     let bot = bots::update_bot(&state.db, current.id, spec, now()).await?;
+    state.pipeline.changes.bot(bot.id);
     if bot.status == BotStatus::Available {
         state.pipeline.wake();
     }
@@ -137,6 +139,7 @@ async fn apply_http_bot_event(
             };
             let spec = BotSpec::parse(request, BotStatus::Available)?;
             bots::update_bot(&state.db, current.id, spec, now()).await?;
+            state.pipeline.changes.bot(current.id);
             let heartbeat = broker_config::Event::BotHeartbeat {
                 bot: broker_config::BotName::parse(&current.name)
                     .map_err(|e| ApiError::invalid("bot", e.to_string()))?,
@@ -174,6 +177,7 @@ pub async fn delete_bot(
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
     bots::delete_bot(&state.db, id, now()).await?;
+    state.pipeline.changes.bot(id);
     tracing::info!(bot_id = %id, "bot deleted");
     Ok(StatusCode::NO_CONTENT)
 }

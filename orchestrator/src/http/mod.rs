@@ -14,8 +14,10 @@ use uuid::Uuid;
 use crate::error::ApiError;
 
 mod bots;
+mod dashboard;
 pub mod extract;
 mod health;
+mod live;
 pub mod openapi;
 mod tasks;
 
@@ -28,6 +30,8 @@ pub struct AppState {
     pub max_attachment_bytes: usize,
     /// The dispatcher and event application.
     pub pipeline: Arc<crate::pipeline::Pipeline>,
+    /// The RabbitMQ management UI, linked from the dashboard.
+    pub rabbitmq_ui_url: String,
 }
 
 /// The whole HTTP API.
@@ -38,6 +42,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/api/v1/openapi.json", get(openapi::openapi_json))
+        .route("/api/v1/events", get(live::events))
+        .merge(dashboard::router())
         .nest("/api/v1", bots::router().merge(tasks::router()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -3,14 +3,14 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{bots, health, tasks};
+use super::{bots, health, live, tasks};
 
 /// Botline's REST API.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Botline API", description = "Submit tasks for automation bots, manage bots, follow tasks to the end."),
     paths(
-        health::healthz, health::readyz,
+        health::healthz, health::readyz, live::events, tasks::task_stats,
         bots::list_bots, bots::create_bot, bots::get_bot, bots::replace_bot, bots::patch_bot, bots::delete_bot,
         tasks::list_tasks, tasks::create_task, tasks::get_task, tasks::replace_task, tasks::patch_task,
         tasks::delete_task, tasks::get_attachment, tasks::list_task_events, tasks::cancel_task, tasks::retry_task,
@@ -19,6 +19,7 @@ use super::{bots, health, tasks};
         (name = "bots", description = "The automation bots"),
         (name = "tasks", description = "Work for the bots"),
         (name = "health", description = "Probes"),
+        (name = "live", description = "Live change notices"),
     )
 )]
 pub struct ApiDoc;

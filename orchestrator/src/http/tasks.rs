@@ -26,6 +26,7 @@ use crate::tasks::{
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/tasks", get(list_tasks).post(create_task))
+        .route("/tasks/stats", get(task_stats))
         .route("/tasks/{id}", get(get_task).put(replace_task).patch(patch_task).delete(delete_task))
         .route("/tasks/{id}/attachment", get(get_attachment))
         .route("/tasks/{id}/events", get(list_task_events))
@@ -76,6 +77,15 @@ pub async fn list_tasks(
     };
     let page = PageRequest::parse(q.limit, q.offset, q.cursor.as_deref(), q.order)?;
     Ok(Json(tasks::list_tasks(&state.db, &filter, page).await?))
+}
+
+/// How many tasks are in each status, for the dashboard's counters.
+#[utoipa::path(get, path = "/api/v1/tasks/stats", tag = "tasks",
+    responses((status = 200, description = "{\"WAITING\": 3, \"RUNNING\": 1, …}, every status present", body = std::collections::BTreeMap<String, u64>)))]
+pub async fn task_stats(
+    State(state): State<AppState>,
+) -> Result<Json<std::collections::BTreeMap<String, u64>>, ApiError> {
+    Ok(Json(tasks::count_by_status(&state.db).await?))
 }
 
 /// A multipart task submission, as documented; the handler reads the parts itself.
@@ -220,6 +230,7 @@ pub async fn create_task(
     }
     let spec = TaskSpec::parse(request, upload, state.max_attachment_bytes)?;
     let task = tasks::create_task(&state.db, spec, now()).await?;
+    state.pipeline.changes.task(task.id);
     state.pipeline.wake();
     tracing::info!(task_id = %task.id, system = %task.system, rows = ?task.progress.total, "task created");
     Ok((StatusCode::CREATED, Json(task)))
@@ -236,9 +247,11 @@ pub async fn get_task(
 }
 
 /// Carries out what an update implies: stop the bot of a cancelled task, wake the dispatcher.
-async fn follow_up(state: &AppState, effects: UpdateEffects) -> Result<(), ApiError> {
-    if let Some((bot_id, task)) = effects.stop {
-        state.pipeline.stop_bot(bot_id, task, "the task was cancelled").await?;
+async fn follow_up(state: &AppState, task: &Task, effects: UpdateEffects) -> Result<(), ApiError> {
+    state.pipeline.changes.task(task.id);
+    if let Some((bot_id, stopped)) = effects.stop {
+        state.pipeline.changes.bot(bot_id);
+        state.pipeline.stop_bot(bot_id, stopped, "the task was cancelled").await?;
     }
     if effects.wake {
         state.pipeline.wake();
@@ -280,7 +293,7 @@ pub async fn replace_task(
         Ok((TaskSpec::parse(request, None, limit)?, status))
     };
     let (task, effects) = tasks::update_task(&state.db, id, update, now()).await?;
-    follow_up(&state, effects).await?;
+    follow_up(&state, &task, effects).await?;
     Ok(Json(task))
 }
 
@@ -301,7 +314,7 @@ pub async fn patch_task(
         Ok((TaskSpec::parse(request, None, limit)?, status))
     };
     let (task, effects) = tasks::update_task(&state.db, parse_id(&id)?, update, now()).await?;
-    follow_up(&state, effects).await?;
+    follow_up(&state, &task, effects).await?;
     Ok(Json(task))
 }
 
@@ -317,7 +330,7 @@ async fn set_status(
         Ok((TaskSpec::parse(request, None, limit)?, Some(status)))
     };
     let (task, effects) = tasks::update_task(&state.db, parse_id(id)?, update, now()).await?;
-    follow_up(state, effects).await?;
+    follow_up(state, &task, effects).await?;
     Ok(Json(task))
 }
 
@@ -348,7 +361,9 @@ pub async fn delete_task(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    tasks::delete_task(&state.db, parse_id(&id)?).await?;
+    let id = parse_id(&id)?;
+    tasks::delete_task(&state.db, id).await?;
+    state.pipeline.changes.task(id);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -154,6 +154,10 @@ impl Pipeline {
             }
         }
         txn.commit().await?;
+        for offer in &offers {
+            self.changes.task(offer.task.id);
+            self.changes.bot(offer.bot.id);
+        }
         let count = offers.len();
         join_all(offers.into_iter().map(|offer| self.deliver(offer, now))).await;
         Ok(count)
@@ -313,6 +317,10 @@ impl Pipeline {
             .await?;
         }
         txn.commit().await?;
+        if back.rows_affected == 1 {
+            self.changes.task(task.id);
+            self.changes.bot(bot.id);
+        }
         Ok(back.rows_affected == 1)
     }
 
@@ -382,13 +390,19 @@ impl Pipeline {
                 .filter(bot::Column::UpdatedAt.eq(bot.updated_at))
                 .exec(&txn)
                 .await?;
+            let mut requeued = Vec::new();
             if marked.rows_affected == 1 {
-                self.requeue_held_tasks(&txn, &bot, "the bot stopped sending heartbeats", now)
+                requeued = self
+                    .requeue_held_tasks(&txn, &bot, "the bot stopped sending heartbeats", now)
                     .await?;
                 tracing::warn!(bot = %bot.name, %last_seen, "bot lost");
                 lost += 1;
             }
             txn.commit().await?;
+            if marked.rows_affected == 1 {
+                self.changes.bot(bot.id);
+                requeued.into_iter().for_each(|id| self.changes.task(id));
+            }
         }
         if lost > 0 {
             self.wake();
@@ -405,7 +419,7 @@ impl Pipeline {
         bot: &bot::Model,
         reason: &str,
         now: DateTime<Utc>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Vec<Uuid>, ApiError> {
         let held = task::Entity::find()
             .filter(task::Column::BotId.eq(bot.id))
             .filter(
@@ -414,6 +428,7 @@ impl Pipeline {
             )
             .all(txn)
             .await?;
+        let mut requeued = Vec::new();
         for task in held {
             let was_running = task.status == TaskStatus::Running.as_str();
             let failures = task.failures + i32::from(was_running);
@@ -439,7 +454,8 @@ impl Pipeline {
             let detail = json!({ "bot": bot.name, "reason": reason, "status": status });
             record(txn, task.id, Some(bot.id), task.attempt, EventKind::BotLost, Some(detail), now)
                 .await?;
+            requeued.push(task.id);
         }
-        Ok(())
+        Ok(requeued)
     }
 }

@@ -224,6 +224,7 @@ impl Pipeline {
                 )
                 .await?;
                 txn.commit().await?;
+                self.changes.task(task.id);
                 tracing::info!(task_id = %task.id, bot = %bot.name, attempt = task_ref.attempt, current = task.attempt, "stale event recorded");
                 if cancel_sender {
                     applied.commands.push((
@@ -308,6 +309,10 @@ impl Pipeline {
             applied.wake = true;
         }
         txn.commit().await?;
+        self.changes.task(task.id);
+        if bot_after.is_some() {
+            self.changes.bot(bot.id);
+        }
         tracing::info!(task_id = %task.id, bot = %bot.name, attempt = task_ref.attempt, event = kind.as_str(), status = %updated.status, "task event applied");
         Ok(applied)
     }
@@ -336,10 +341,12 @@ impl Pipeline {
         systems.dedup();
         let systems = systems.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",");
         let txn = self.db.begin().await?;
-        match bots::find_by_name(&txn, name.as_str()).await? {
+        let (bot_id, requeued) = match bots::find_by_name(&txn, name.as_str()).await? {
             Some(existing) => {
                 // It restarted: whatever it held is lost.
-                self.requeue_held_tasks(&txn, &existing, "the bot restarted", now).await?;
+                let requeued =
+                    self.requeue_held_tasks(&txn, &existing, "the bot restarted", now).await?;
+                let bot_id = existing.id;
                 let mut row: bot::ActiveModel = existing.into();
                 row.ip_address = Set(ip.to_string());
                 row.systems = Set(systems);
@@ -350,10 +357,12 @@ impl Pipeline {
                 row.last_heartbeat_at = Set(Some(now));
                 row.updated_at = Set(now);
                 row.update(&txn).await?;
+                (bot_id, requeued)
             }
             None => {
+                let bot_id = Uuid::now_v7();
                 bot::ActiveModel {
-                    id: Set(Uuid::now_v7()),
+                    id: Set(bot_id),
                     name: Set(name.to_string()),
                     ip_address: Set(ip.to_string()),
                     status: Set(BotStatus::Available.as_str().to_owned()),
@@ -367,9 +376,12 @@ impl Pipeline {
                 }
                 .insert(&txn)
                 .await?;
+                (bot_id, Vec::new())
             }
-        }
+        };
         txn.commit().await?;
+        self.changes.bot(bot_id);
+        requeued.into_iter().for_each(|id| self.changes.task(id));
         tracing::info!(bot = %name, %ip, "bot online");
         Ok(Applied { wake: true, commands: Vec::new() })
     }
@@ -414,6 +426,7 @@ impl Pipeline {
             tracing::info!(bot = %name, "bot is back");
         }
         update.exec(&self.db).await?;
+        self.changes.bot(bot.id);
         if let (Some(task), None) = (working_on, holds) {
             // It works on an attempt that is no longer its own (it was presumed lost).
             applied.commands.push((
@@ -441,6 +454,7 @@ impl Pipeline {
             .filter(bot::Column::Id.eq(bot.id))
             .exec(&self.db)
             .await?;
+        self.changes.bot(bot.id);
         Ok(Applied { wake: status == BotStatus::Available, commands: Vec::new() })
     }
 
@@ -449,7 +463,8 @@ impl Pipeline {
         let Some(bot) = bots::find_by_name(&txn, name.as_str()).await? else {
             return Ok(Applied::default());
         };
-        self.requeue_held_tasks(&txn, &bot, "the bot went offline holding it", now).await?;
+        let requeued =
+            self.requeue_held_tasks(&txn, &bot, "the bot went offline holding it", now).await?;
         bot::Entity::update_many()
             .col_expr(bot::Column::Status, Expr::value(BotStatus::Unavailable.as_str()))
             .col_expr(bot::Column::CurrentTaskId, Expr::value(Option::<Uuid>::None))
@@ -458,6 +473,8 @@ impl Pipeline {
             .exec(&txn)
             .await?;
         txn.commit().await?;
+        self.changes.bot(bot.id);
+        requeued.into_iter().for_each(|id| self.changes.task(id));
         tracing::info!(bot = %name, "bot offline");
         Ok(Applied { wake: true, commands: Vec::new() })
     }

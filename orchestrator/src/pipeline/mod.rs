@@ -18,6 +18,7 @@ use sea_orm::{DatabaseConnection, EntityTrait as _};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use crate::changes::Changes;
 use crate::entity::bot;
 use crate::error::ApiError;
 
@@ -64,6 +65,8 @@ pub struct Pipeline {
     pub(crate) publisher: Publisher,
     pub(crate) http: reqwest::Client,
     pub(crate) settings: Settings,
+    /// Notices of committed changes, for live views.
+    pub changes: Changes,
     wake: Notify,
 }
 
@@ -74,7 +77,14 @@ impl Pipeline {
             .timeout(Duration::from_secs(5))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        Arc::new(Pipeline { db, publisher, http, settings, wake: Notify::new() })
+        Arc::new(Pipeline {
+            db,
+            publisher,
+            http,
+            settings,
+            changes: Changes::default(),
+            wake: Notify::new(),
+        })
     }
 
     /// Asks the dispatcher to run now (a task was created, a bot became free or came online).

@@ -1,0 +1,513 @@
+// Botline dashboard: plain JavaScript over the public REST API and the /api/v1/events stream.
+// No framework and nothing fetched from the internet. Views re-fetch what they show when the
+// server announces a change (debounced), so the page is always the server's truth.
+"use strict";
+
+const STATUSES = ["WAITING", "ASSIGNED", "RUNNING", "COMPLETE", "FAILED", "CANCELLED"];
+const FINAL = new Set(["COMPLETE", "FAILED", "CANCELLED"]);
+// The columns each system's CSV needs (the server checks them too; this is the early warning).
+const REQUIRED_COLUMNS = { VIVO360: ["name", "email", "login", "profile"] };
+const PAGE_SIZE = 20;
+
+const state = {
+  filters: { status: "", system: "", bot_id: "" },
+  offset: 0,
+  total: 0,
+  bots: new Map(),      // id -> bot, for names and the bot filter
+  taskId: null,         // the task open in the detail view
+  csvFile: null,
+};
+
+const $ = (selector, root = document) => root.querySelector(selector);
+
+// ---------- API ----------
+
+class ApiError extends Error {
+  constructor(status, body) {
+    const error = (body && body.error) || {};
+    super(error.message || `HTTP ${status}`);
+    this.status = status;
+    this.code = error.code || "http_error";
+    this.field = error.field ?? null;
+  }
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, options);
+  if (response.status === 204) return null;
+  const text = await response.text();
+  let body = null;
+  try { body = text ? JSON.parse(text) : null; } catch { body = null; }
+  if (!response.ok) throw new ApiError(response.status, body);
+  return body;
+}
+
+const sendJson = (method, path, value) =>
+  api(path, { method, headers: { "content-type": "application/json" }, body: JSON.stringify(value) });
+
+// ---------- small helpers ----------
+
+function el(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attributes)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+const badge = (status) => el("span", { class: `badge ${status}` }, status);
+
+function ago(iso) {
+  if (!iso) return "never";
+  const seconds = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  if (seconds < 60) return `${seconds} s ago`;
+  if (seconds < 3600) return `${Math.round(seconds / 60)} min ago`;
+  return new Date(iso).toLocaleString();
+}
+
+const when = (iso) => (iso ? new Date(iso).toLocaleString() : "—");
+const shortId = (id) => (id ? id.slice(-8) : "");
+const botName = (id) => (id && state.bots.get(id) ? state.bots.get(id).name : shortId(id));
+
+function notify(message, bad = false) {
+  const notice = $("#notice");
+  notice.textContent = message;
+  notice.className = bad ? "notice bad" : "notice";
+  notice.hidden = !message;
+}
+
+function showErrors(form, error) {
+  for (const p of form.querySelectorAll("[data-error-for]")) p.textContent = "";
+  for (const input of form.querySelectorAll("[aria-invalid]")) input.removeAttribute("aria-invalid");
+  if (!error) return;
+  const field = error.field ? String(error.field).replace(/\[\d+\]$/, "") : "";
+  const target = form.querySelector(`[data-error-for="${CSS.escape(field)}"]`) || form.querySelector('[data-error-for=""]');
+  target.textContent = error.message;
+  const input = field && form.querySelector(`[name="${CSS.escape(field)}"]`);
+  if (input) { input.setAttribute("aria-invalid", "true"); input.focus(); }
+}
+
+// ---------- CSV (preview, column check, retry of failed rows) ----------
+
+function parseCsv(text) {
+  text = text.replace(/^\uFEFF/, "");
+  const firstLine = text.split(/\r?\n/, 1)[0] || "";
+  const delimiter = !firstLine.includes(",") && firstLine.includes(";") ? ";" : ",";
+  const rows = [];
+  let row = [], field = "", quoted = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (quoted) {
+      if (c === '"' && text[i + 1] === '"') { field += '"'; i++; }
+      else if (c === '"') quoted = false;
+      else field += c;
+    } else if (c === '"') quoted = true;
+    else if (c === delimiter) { row.push(field); field = ""; }
+    else if (c === "\n" || c === "\r") {
+      if (c === "\r" && text[i + 1] === "\n") i++;
+      row.push(field); field = "";
+      if (row.length > 1 || row[0] !== "") rows.push(row);
+      row = [];
+    } else field += c;
+  }
+  if (field !== "" || row.length) { row.push(field); rows.push(row); }
+  return { delimiter, header: rows[0] || [], rows: rows.slice(1) };
+}
+
+function toCsv(header, rows, delimiter = ",") {
+  const quote = (value) => (/[",;\r\n]/.test(value) ? `"${value.replace(/"/g, '""')}"` : value);
+  return [header, ...rows].map((r) => r.map(quote).join(delimiter)).join("\n") + "\n";
+}
+
+function checkColumns(system, header) {
+  const required = REQUIRED_COLUMNS[system];
+  if (!required) return { ok: true, text: `${system} takes no CSV columns in particular` };
+  const have = header.map((h) => h.trim().toLowerCase());
+  const missing = required.filter((c) => !have.includes(c));
+  return missing.length
+    ? { ok: false, text: `Missing column(s) ${missing.join(", ")} (needs ${required.join(", ")})` }
+    : { ok: true, text: `Columns OK: ${required.join(", ")}` };
+}
+
+function renderPreview() {
+  const preview = $("#csv-preview");
+  const hint = $("#columns-hint");
+  preview.replaceChildren();
+  hint.textContent = "";
+  hint.className = "hint";
+  const system = $("#task-system").value;
+  if (!state.csvFile) {
+    hint.textContent = REQUIRED_COLUMNS[system] ? `Needs the columns ${REQUIRED_COLUMNS[system].join(", ")}` : "";
+    return;
+  }
+  const { header, rows } = state.csvFile.parsed;
+  const check = checkColumns(system, header);
+  hint.textContent = `${state.csvFile.name}: ${rows.length} row(s). ${check.text}`;
+  hint.className = check.ok ? "hint ok" : "hint bad";
+  const table = el("table", {},
+    el("caption", { class: "sr-only" }, "First rows of the file"),
+    el("thead", {}, el("tr", {}, header.map((h) => el("th", { scope: "col" }, h)))),
+    el("tbody", {}, rows.slice(0, 5).map((r) => el("tr", {}, r.map((v) => el("td", {}, v))))));
+  preview.append(table);
+  if (rows.length > 5) preview.append(el("p", { class: "hint" }, `…and ${rows.length - 5} more`));
+}
+
+async function useFile(file) {
+  if (!file) { state.csvFile = null; renderPreview(); return; }
+  const text = await file.text();
+  state.csvFile = { name: file.name, file, parsed: parseCsv(text) };
+  renderPreview();
+}
+
+// ---------- lists ----------
+
+function taskQuery() {
+  const params = new URLSearchParams({ limit: PAGE_SIZE, offset: state.offset, order: "newest" });
+  for (const [key, value] of Object.entries(state.filters)) if (value) params.set(key, value);
+  return params.toString();
+}
+
+async function refreshCounters() {
+  const stats = await api("/api/v1/tasks/stats");
+  const nav = $("#counters");
+  nav.replaceChildren(...STATUSES.map((status) =>
+    el("button", {
+      type: "button", class: "counter", "data-status": status,
+      "aria-pressed": String(state.filters.status === status),
+      onclick: () => setFilter("status", state.filters.status === status ? "" : status),
+    }, status, el("b", {}, stats[status] ?? 0))));
+}
+
+async function refreshTasks() {
+  const page = await api(`/api/v1/tasks?${taskQuery()}`);
+  state.total = page.total;
+  const body = $("#tasks-body");
+  if (!page.items.length) {
+    body.replaceChildren(el("tr", {}, el("td", { colspan: 7, class: "muted" }, "No tasks.")));
+  } else {
+    body.replaceChildren(...page.items.map((task) => el("tr", { "data-task-id": task.id, "data-status": task.status },
+      el("td", {}, el("a", { href: `#/tasks/${task.id}` }, task.description)),
+      el("td", {}, task.system),
+      el("td", {}, badge(task.status)),
+      el("td", {}, progressOf(task)),
+      el("td", {}, botName(task.bot_id) || "—"),
+      el("td", { class: "num" }, task.attempt),
+      el("td", {}, when(task.created_at)))));
+  }
+  const last = Math.min(state.offset + PAGE_SIZE, state.total);
+  $("#page-info").textContent = state.total ? `${state.offset + 1}–${last} of ${state.total}` : "";
+  $("#prev-page").disabled = state.offset === 0;
+  $("#next-page").disabled = last >= state.total;
+}
+
+function progressOf(task) {
+  const { done, total } = task.progress;
+  if (total === null || total === undefined) return task.status === "COMPLETE" ? "done" : "—";
+  return el("span", { class: "bar" },
+    el("progress", { max: total || 1, value: done, "aria-label": `${done} of ${total} rows` }),
+    el("span", { class: "num" }, `${done}/${total}`));
+}
+
+async function refreshBots() {
+  const page = await api("/api/v1/bots?limit=500&order=oldest");
+  state.bots = new Map(page.items.map((bot) => [bot.id, bot]));
+  const body = $("#bots-body");
+  body.replaceChildren(...(page.items.length ? page.items.map((bot) => el("tr", { "data-bot": bot.name },
+    el("td", {}, bot.name, bot.delivery === "http" ? el("span", { class: "muted" }, ` (http :${bot.http_port})`) : null),
+    el("td", {}, badge(bot.status)),
+    el("td", {}, bot.systems.join(", ")),
+    el("td", {}, bot.ip_address),
+    el("td", { title: bot.last_heartbeat_at || "" }, ago(bot.last_heartbeat_at)),
+    el("td", {}, bot.current_task_id ? el("a", { href: `#/tasks/${bot.current_task_id}` }, shortId(bot.current_task_id)) : "—"),
+    el("td", {},
+      el("button", { type: "button", onclick: () => openBotForm(bot), "aria-label": `Edit ${bot.name}` }, "Edit"), " ",
+      el("button", { type: "button", class: "danger", onclick: () => deleteBot(bot), "aria-label": `Delete ${bot.name}` }, "Delete"))))
+    : [el("tr", {}, el("td", { colspan: 7, class: "muted" }, "No bots yet: start one, or register it here."))]));
+  const select = $("#filter-bot");
+  const chosen = state.filters.bot_id;
+  select.replaceChildren(el("option", { value: "" }, "any"),
+    ...page.items.map((bot) => el("option", { value: bot.id, selected: bot.id === chosen }, bot.name)));
+}
+
+function setFilter(name, value) {
+  state.filters[name] = value;
+  state.offset = 0;
+  const select = $(`#filter-${name === "bot_id" ? "bot" : name}`);
+  if (select) select.value = value;
+  refreshHome().catch(reportFailure);
+}
+
+// ---------- bots: register, edit, delete ----------
+
+function openBotForm(bot) {
+  const form = $("#bot-form");
+  form.reset();
+  showErrors(form, null);
+  form.hidden = false;
+  $("#bot-form-title").textContent = bot ? `Edit ${bot.name}` : "Register a bot";
+  form.elements.id.value = bot ? bot.id : "";
+  if (bot) {
+    form.elements.name.value = bot.name;
+    form.elements.ip_address.value = bot.ip_address;
+    for (const box of form.querySelectorAll('[name="systems"]')) box.checked = bot.systems.includes(box.value);
+    form.elements.delivery.value = bot.delivery;
+    form.elements.http_port.value = bot.http_port ?? "";
+  }
+  form.elements.name.focus();
+}
+
+async function saveBot(event) {
+  event.preventDefault();
+  const form = event.target;
+  const body = {
+    name: form.elements.name.value.trim(),
+    ip_address: form.elements.ip_address.value.trim(),
+    systems: [...form.querySelectorAll('[name="systems"]:checked')].map((b) => b.value),
+    delivery: form.elements.delivery.value,
+  };
+  if (body.delivery === "http" || form.elements.http_port.value) body.http_port = Number(form.elements.http_port.value) || null;
+  const id = form.elements.id.value;
+  try {
+    await (id ? sendJson("PATCH", `/api/v1/bots/${id}`, body) : sendJson("POST", "/api/v1/bots", body));
+    form.hidden = true;
+    notify(id ? `Bot ${body.name} saved.` : `Bot ${body.name} registered.`);
+    await refreshBots();
+  } catch (error) {
+    if (!(error instanceof ApiError)) throw error;
+    showErrors(form, error);
+  }
+}
+
+async function deleteBot(bot) {
+  if (!confirm(`Delete bot ${bot.name}?`)) return;
+  try {
+    await api(`/api/v1/bots/${bot.id}`, { method: "DELETE" });
+    notify(`Bot ${bot.name} deleted.`);
+  } catch (error) {
+    if (!(error instanceof ApiError)) throw error;
+    notify(error.message, true);
+  }
+  await refreshBots();
+}
+
+// ---------- tasks: submit ----------
+
+async function submitTask(event) {
+  event.preventDefault();
+  const form = event.target;
+  showErrors(form, null);
+  const data = new FormData();
+  data.set("description", form.elements.description.value);
+  data.set("system", form.elements.system.value);
+  data.set("priority", form.elements.priority.value || "0");
+  if (form.elements.payload.value.trim()) data.set("payload", form.elements.payload.value.trim());
+  if (state.csvFile) data.set("attachment", state.csvFile.file, state.csvFile.name);
+  const button = $("#task-submit");
+  button.disabled = true;
+  try {
+    const task = await api("/api/v1/tasks", { method: "POST", body: data });
+    form.reset();
+    state.csvFile = null;
+    renderPreview();
+    notify(`Task submitted: ${task.description}`);
+    await refreshHome();
+  } catch (error) {
+    if (!(error instanceof ApiError)) throw error;
+    showErrors(form, error);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// ---------- task detail ----------
+
+async function showTask(id) {
+  const [task, events] = await Promise.all([api(`/api/v1/tasks/${id}`), api(`/api/v1/tasks/${id}/events`)]);
+  if (state.taskId !== id) return; // navigated away meanwhile
+  $("#task-title").textContent = task.description;
+  const rows = (task.result && Array.isArray(task.result.rows)) ? task.result.rows : [];
+  const failedRows = rows.filter((r) => r.status === "REJECTED" || r.status === "FAILED");
+  const detail = $("#task-detail");
+  detail.replaceChildren(
+    el("dl", { class: "fields" },
+      el("dt", {}, "Status"), el("dd", { id: "task-status" }, badge(task.status)),
+      el("dt", {}, "Progress"), el("dd", {}, progressOf(task)),
+      el("dt", {}, "System"), el("dd", {}, task.system),
+      el("dt", {}, "Bot"), el("dd", {}, botName(task.bot_id) || "—"),
+      el("dt", {}, "Attempt"), el("dd", {}, `${task.attempt} (failed runs: ${task.failures} of ${task.max_attempts})`),
+      el("dt", {}, "Priority"), el("dd", {}, task.priority),
+      el("dt", {}, "Created"), el("dd", {}, when(task.created_at)),
+      el("dt", {}, "Started"), el("dd", {}, when(task.started_at)),
+      el("dt", {}, "Finished"), el("dd", {}, when(task.finished_at)),
+      task.error ? [el("dt", {}, "Error"), el("dd", { class: "error" }, task.error)] : null,
+      task.payload ? [el("dt", {}, "Payload"), el("dd", {}, el("code", {}, JSON.stringify(task.payload)))] : null,
+      task.result && !rows.length ? [el("dt", {}, "Result"), el("dd", {}, el("code", {}, JSON.stringify(task.result)))] : null,
+      el("dt", {}, "Id"), el("dd", {}, el("code", {}, task.id))),
+    el("div", { class: "detail-actions" },
+      task.has_attachment ? el("a", { href: `/api/v1/tasks/${task.id}/attachment`, download: `task-${task.id}.csv` }, "Download CSV") : null,
+      el("button", { type: "button", id: "cancel-task", disabled: FINAL.has(task.status), onclick: () => act(task, "cancel") }, "Cancel"),
+      el("button", { type: "button", id: "retry-task", disabled: !["FAILED", "CANCELLED"].includes(task.status), onclick: () => act(task, "retry") }, "Retry"),
+      el("button", { type: "button", id: "retry-failed-rows", disabled: !(task.has_attachment && failedRows.length), onclick: () => retryFailedRows(task, failedRows) },
+        `Retry failed rows only (${failedRows.length})`)),
+    el("div", { class: "detail-grid" },
+      el("section", { "aria-labelledby": "timeline-title" },
+        el("h3", { id: "timeline-title" }, "Timeline"),
+        el("ol", { class: "timeline", id: "timeline" }, events.map((event) => el("li", {
+            class: ["failed", "bot_lost", "offer_expired", "rejected", "stale_event", "offer_undeliverable"].includes(event.kind) ? "bad" : (event.kind === "completed" ? "good" : ""),
+          },
+          el("strong", {}, event.kind.replace(/_/g, " ")),
+          event.attempt ? ` · attempt ${event.attempt}` : "",
+          event.bot_id ? ` · ${botName(event.bot_id)}` : "",
+          el("div", { class: "when" }, when(event.at), describe(event)))))),
+      el("section", { "aria-labelledby": "rows-title" },
+        el("h3", { id: "rows-title" }, `Rows (${rows.length}${task.progress.total ? ` of ${task.progress.total}` : ""})`),
+        rows.length
+          ? el("div", { class: "table-wrap" }, el("table", { id: "rows-table" },
+              el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Row"), el("th", { scope: "col" }, "Outcome"), el("th", { scope: "col" }, "Message"))),
+              el("tbody", {}, rows.map((r) => el("tr", { class: (r.status === "REJECTED" || r.status === "FAILED") ? "failed" : "", "data-row": r.row },
+                el("td", { class: "num" }, r.row), el("td", {}, badge(r.status)), el("td", {}, r.message))))))
+          : el("p", { class: "muted" }, "No row outcomes yet."))));
+}
+
+function describe(event) {
+  const detail = event.detail || {};
+  const parts = [];
+  if (detail.reason) parts.push(detail.reason);
+  if (detail.error) parts.push(detail.error);
+  if (detail.rows) parts.push(`${detail.rows} row(s)`);
+  if (detail.resume_after_row) parts.push(`resumes after row ${detail.resume_after_row}`);
+  if (detail.retry_at) parts.push(`retry at ${when(detail.retry_at)}`);
+  return parts.length ? ` — ${parts.join("; ")}` : "";
+}
+
+async function act(task, action) {
+  try {
+    await api(`/api/v1/tasks/${task.id}/${action}`, { method: "POST" });
+    notify(action === "cancel" ? "Task cancelled." : "Task sent back to WAITING.");
+  } catch (error) {
+    if (!(error instanceof ApiError)) throw error;
+    notify(error.message, true);
+  }
+  await showTask(task.id);
+}
+
+async function retryFailedRows(task, failedRows) {
+  const response = await fetch(`/api/v1/tasks/${task.id}/attachment`);
+  if (!response.ok) { notify("The attachment could not be read.", true); return; }
+  const { header, rows, delimiter } = parseCsv(await response.text());
+  const wanted = new Set(failedRows.map((r) => r.row));
+  const subset = rows.filter((_, index) => wanted.has(index + 1));
+  const data = new FormData();
+  data.set("description", `Retry of failed rows: ${task.description}`.slice(0, 2000));
+  data.set("system", task.system);
+  data.set("attachment", new Blob([toCsv(header, subset, delimiter)], { type: "text/csv" }), "failed-rows.csv");
+  try {
+    const created = await api("/api/v1/tasks", { method: "POST", body: data });
+    notify(`New task with ${subset.length} row(s) submitted.`);
+    location.hash = `#/tasks/${created.id}`;
+  } catch (error) {
+    if (!(error instanceof ApiError)) throw error;
+    notify(error.message, true);
+  }
+}
+
+// ---------- routing and live updates ----------
+
+async function refreshHome() {
+  await Promise.all([refreshCounters(), refreshBots()]);
+  await refreshTasks();
+}
+
+function reportFailure(error) {
+  console.warn("refresh failed", error);
+  notify(`Could not reach the server: ${error.message}`, true);
+}
+
+async function route() {
+  const match = location.hash.match(/^#\/tasks\/([0-9a-f-]{36})$/);
+  state.taskId = match ? match[1] : null;
+  $("#view-home").hidden = Boolean(match);
+  $("#view-task").hidden = !match;
+  try {
+    if (match) {
+      if (!state.bots.size) await refreshBots();
+      await showTask(match[1]);
+    } else {
+      await refreshHome();
+    }
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 404) notify("That task does not exist (any more).", true);
+    else reportFailure(error);
+  }
+}
+
+let pending = null;
+let changedTasks = new Set();
+function scheduleRefresh(change) {
+  if (change && change.type === "task") changedTasks.add(change.id);
+  if (pending) return;
+  // Coalesce bursts (a busy pipeline sends many notices) into one refresh every 300 ms.
+  pending = setTimeout(() => {
+    pending = null;
+    const touched = changedTasks;
+    changedTasks = new Set();
+    if (state.taskId) {
+      if (!touched.size || touched.has(state.taskId)) showTask(state.taskId).catch(reportFailure);
+    } else {
+      refreshHome().catch(reportFailure);
+    }
+  }, 300);
+}
+
+function connectLive() {
+  const live = $("#live");
+  const source = new EventSource("/api/v1/events");
+  source.addEventListener("open", () => { live.textContent = "live"; live.className = "live on"; });
+  // EventSource reconnects by itself; "hello" arrives on every (re)connection: resync then.
+  source.addEventListener("hello", () => scheduleRefresh(null));
+  source.addEventListener("resync", () => scheduleRefresh(null));
+  source.addEventListener("change", (event) => {
+    try { scheduleRefresh(JSON.parse(event.data)); } catch { scheduleRefresh(null); }
+  });
+  source.addEventListener("error", () => { live.textContent = "reconnecting…"; live.className = "live"; });
+}
+
+function wireUp() {
+  $("#task-form").addEventListener("submit", (e) => submitTask(e).catch(reportFailure));
+  $("#task-system").addEventListener("change", renderPreview);
+  $("#task-file").addEventListener("change", (e) => useFile(e.target.files[0]).catch(reportFailure));
+  const drop = $("#drop-zone");
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    const file = e.dataTransfer.files[0];
+    if (!file) return;
+    const transfer = new DataTransfer();
+    transfer.items.add(file);
+    $("#task-file").files = transfer.files;
+    useFile(file).catch(reportFailure);
+  });
+  $("#filters").addEventListener("change", (e) => setFilter(e.target.name, e.target.value));
+  $("#prev-page").addEventListener("click", () => { state.offset = Math.max(0, state.offset - PAGE_SIZE); refreshTasks().catch(reportFailure); });
+  $("#next-page").addEventListener("click", () => { state.offset += PAGE_SIZE; refreshTasks().catch(reportFailure); });
+  $("#add-bot").addEventListener("click", () => openBotForm(null));
+  $("#bot-cancel").addEventListener("click", () => { $("#bot-form").hidden = true; });
+  $("#bot-form").addEventListener("submit", (e) => saveBot(e).catch(reportFailure));
+  window.addEventListener("hashchange", () => route());
+  // Heartbeat ages drift while nothing changes: redraw them now and then.
+  setInterval(() => { if (!state.taskId) refreshBots().catch(() => {}); }, 15000);
+  renderPreview();
+  route();
+  connectLive();
+}
+
+document.addEventListener("DOMContentLoaded", wireUp);

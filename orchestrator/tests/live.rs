@@ -1,0 +1,47 @@
+//! `/api/v1/events` streams committed changes as server-sent events.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Backend, TestApp};
+use serde_json::json;
+
+/// Reads the stream until `wanted` appears in it (10 s at most); returns everything read.
+async fn read_until(response: &mut reqwest::Response, wanted: &str) -> String {
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !seen.contains(wanted) {
+        let chunk = tokio::time::timeout_at(deadline, response.chunk()).await;
+        match chunk {
+            Ok(Ok(Some(bytes))) => seen.push_str(&String::from_utf8_lossy(&bytes)),
+            other => panic!("stream ended or stalled before {wanted:?} ({other:?}); read: {seen}"),
+        }
+    }
+    seen
+}
+
+async fn changes_are_streamed_as_they_are_committed(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut stream = app.client.get(app.url("/api/v1/events")).send().await.unwrap();
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    read_until(&mut stream, "event: hello").await;
+
+    let (_, bot) = app
+        .post("/api/v1/bots", &json!({"name": "b1", "ip_address": "10.0.0.1", "systems": ["NOOP"]}))
+        .await;
+    let bot_id = bot["id"].as_str().unwrap();
+    read_until(&mut stream, &format!(r#"data: {{"type":"bot","id":"{bot_id}"}}"#)).await;
+
+    let (_, task) = app.post("/api/v1/tasks", &json!({"description": "x", "system": "NOOP"})).await;
+    let task_id = task["id"].as_str().unwrap();
+    let seen =
+        read_until(&mut stream, &format!(r#"data: {{"type":"task","id":"{task_id}"}}"#)).await;
+    assert!(seen.contains("event: change"), "{seen}");
+
+    app.post(&format!("/api/v1/tasks/{task_id}/cancel"), &json!({})).await;
+    read_until(&mut stream, &format!(r#"{{"type":"task","id":"{task_id}"}}"#)).await;
+}
+
+on_every_backend!(changes_are_streamed_as_they_are_committed);
