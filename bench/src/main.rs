@@ -1,0 +1,186 @@
+//! `bench`: Botline's speed as measured facts. Prints a table and writes JSON.
+//!
+//! Build the release binaries first: `cargo build --release --workspace --bins`, then
+//! `target/release/bench all`. `bench smoke` (what CI runs, in debug) only checks the benchmark
+//! still works: its figures mean nothing.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use broker_config::testing::TestVhost;
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+mod botline;
+mod ceiling;
+mod stats;
+
+use botline::Database;
+
+/// Botline's benchmarks.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Where to write the results as JSON.
+    #[arg(long, default_value = "target/bench/results.json")]
+    json: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The broker's own confirmed round trip (the ceiling).
+    Ceiling {
+        /// Round trips in flight at once (comma separated runs).
+        #[arg(long, value_delimiter = ',', default_value = "1,8")]
+        pipelines: Vec<usize>,
+        /// Round trips per run.
+        #[arg(long, default_value_t = 5000)]
+        round_trips: usize,
+    },
+    /// Botline end to end: bot agent processes running NOOP tasks created through the API.
+    Botline {
+        /// Databases (comma separated).
+        #[arg(long, value_delimiter = ',', default_value = "sqlite")]
+        database: Vec<Database>,
+        /// Bot agent processes (comma separated runs).
+        #[arg(long, value_delimiter = ',', default_value = "4")]
+        bots: Vec<usize>,
+        /// Tasks per run (comma separated runs).
+        #[arg(long, value_delimiter = ',', default_value = "1000")]
+        tasks: Vec<usize>,
+        /// Concurrent API clients creating tasks.
+        #[arg(long, default_value_t = 16)]
+        senders: usize,
+        /// A fixed creation rate (tasks/s) instead of as fast as the API accepts.
+        #[arg(long)]
+        rate: Option<f64>,
+    },
+    /// The ceiling with 1 and 8 pipelines, then Botline on SQLite and PostgreSQL with 1, 4 and 16
+    /// bots, and Botline at half its best throughput (the steady-load latency).
+    All {
+        /// Tasks per Botline run.
+        #[arg(long, default_value_t = 2000)]
+        tasks: usize,
+    },
+    /// A tiny run of each part, to check the benchmark works (CI); the figures mean nothing.
+    Smoke,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn ceilings(
+    pipelines: &[usize],
+    round_trips: usize,
+) -> anyhow::Result<Vec<ceiling::Ceiling>> {
+    let mut results = Vec::new();
+    for &n in pipelines {
+        let vhost = TestVhost::create("ceiling").await?;
+        let result = ceiling::measure(&vhost.amqp_url(), n, round_trips).await?;
+        println!(
+            "ceiling   pipelines={:<3} {:>8.0} round trips/s   p50 {:>6.2} ms   p99 {:>6.2} ms",
+            n, result.per_second, result.latency.p50_ms, result.latency.p99_ms
+        );
+        vhost.delete().await?;
+        results.push(result);
+    }
+    Ok(results)
+}
+
+fn print_run(run: &botline::Run) {
+    println!(
+        "botline   {:<8} bots={:<3} tasks={:<6} created {:>6.0}/s  completed {:>6.0}/s   accepted p50 {:>7.1} p95 {:>7.1} p99 {:>7.1} ms   complete p50 {:>7.1} p99 {:>7.1} ms   rss {:>5.0} MiB",
+        format!("{:?}", run.database).to_lowercase(),
+        run.bots,
+        run.tasks,
+        run.created_per_second,
+        run.completed_per_second,
+        run.to_accepted.p50_ms,
+        run.to_accepted.p95_ms,
+        run.to_accepted.p99_ms,
+        run.to_complete.p50_ms,
+        run.to_complete.p99_ms,
+        run.orchestrator_peak_rss_mib
+    );
+}
+
+async fn botline_runs(
+    databases: &[Database],
+    bots: &[usize],
+    tasks: &[usize],
+    senders: usize,
+    rate: Option<f64>,
+) -> anyhow::Result<Vec<botline::Run>> {
+    let mut runs = Vec::new();
+    for &database in databases {
+        for &b in bots {
+            for &t in tasks {
+                let run = botline::run(database, b, t, senders, rate).await?;
+                print_run(&run);
+                runs.push(run);
+            }
+        }
+    }
+    Ok(runs)
+}
+
+fn write(path: &PathBuf, value: &serde_json::Value) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, serde_json::to_vec_pretty(value)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("results written to {}", path.display());
+    Ok(())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let machine = json!({
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "at": chrono::Utc::now(),
+    });
+    let results = match cli.command {
+        Command::Ceiling { pipelines, round_trips } => {
+            json!({ "ceiling": ceilings(&pipelines, round_trips).await? })
+        }
+        Command::Botline { database, bots, tasks, senders, rate } => {
+            json!({ "botline": botline_runs(&database, &bots, &tasks, senders, rate).await? })
+        }
+        Command::All { tasks } => {
+            let ceiling = ceilings(&[1, 8], 5000).await?;
+            let runs = botline_runs(
+                &[Database::Sqlite, Database::Postgres],
+                &[1, 4, 16],
+                &[tasks],
+                16,
+                None,
+            )
+            .await?;
+            let best = runs.iter().map(|r| r.completed_per_second).fold(0.0, f64::max);
+            let steady =
+                botline_runs(&[Database::Sqlite], &[16], &[tasks], 16, Some(best / 2.0)).await?;
+            let ceiling8 =
+                ceiling.iter().find(|c| c.pipelines == 8).map_or(f64::NAN, |c| c.per_second);
+            println!("botline best / ceiling (8 pipelines): {:.2}", best / ceiling8);
+            json!({ "ceiling": ceiling, "botline": runs, "steady_half_load": steady, "best_over_ceiling": best / ceiling8 })
+        }
+        Command::Smoke => {
+            let ceiling = ceilings(&[2], 200).await?;
+            let runs = botline_runs(&[Database::Sqlite], &[2], &[30], 4, None).await?;
+            anyhow::ensure!(runs[0].to_complete.count == 30, "not every smoke task completed");
+            json!({ "ceiling": ceiling, "botline": runs })
+        }
+    };
+    write(&cli.json, &json!({ "machine": machine, "results": results }))
+}
