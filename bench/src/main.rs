@@ -13,6 +13,7 @@ use serde_json::json;
 
 mod botline;
 mod ceiling;
+mod celery;
 mod stats;
 
 use botline::Database;
@@ -56,6 +57,19 @@ enum Command {
         /// A fixed creation rate (tasks/s) instead of as fast as the API accepts.
         #[arg(long)]
         rate: Option<f64>,
+    },
+    /// The same no-op workload through Celery on the same RabbitMQ (with and without a result
+    /// backend).
+    Celery {
+        /// Worker processes.
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        /// Tasks.
+        #[arg(long, default_value_t = 2000)]
+        tasks: usize,
+        /// Sender processes.
+        #[arg(long, default_value_t = 4)]
+        senders: usize,
     },
     /// The ceiling with 1 and 8 pipelines, then Botline on SQLite and PostgreSQL with 1, 4 and 16
     /// bots, and Botline at half its best throughput (the steady-load latency).
@@ -134,6 +148,28 @@ async fn botline_runs(
     Ok(runs)
 }
 
+async fn celery_runs(
+    workers: usize,
+    tasks: usize,
+    senders: usize,
+) -> anyhow::Result<Vec<celery::Run>> {
+    let mut runs = Vec::new();
+    for rpc in [false, true] {
+        let run = celery::run(workers, tasks, senders, rpc).await?;
+        println!(
+            "celery    backend={:<4} workers={:<3} tasks={:<6} {:>6.0} tasks/s   enqueue->start p50 {:>7.1} p99 {:>7.1} ms",
+            run.backend,
+            run.workers,
+            run.tasks,
+            run.per_second,
+            run.enqueue_to_start.p50_ms,
+            run.enqueue_to_start.p99_ms
+        );
+        runs.push(run);
+    }
+    Ok(runs)
+}
+
 fn write(path: &PathBuf, value: &serde_json::Value) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -157,6 +193,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Botline { database, bots, tasks, senders, rate } => {
             json!({ "botline": botline_runs(&database, &bots, &tasks, senders, rate).await? })
         }
+        Command::Celery { workers, tasks, senders } => {
+            json!({ "celery": celery_runs(workers, tasks, senders).await? })
+        }
         Command::All { tasks } => {
             let ceiling = ceilings(&[1, 8], 5000).await?;
             let runs = botline_runs(
@@ -172,8 +211,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 botline_runs(&[Database::Sqlite], &[16], &[tasks], 16, Some(best / 2.0)).await?;
             let ceiling8 =
                 ceiling.iter().find(|c| c.pipelines == 8).map_or(f64::NAN, |c| c.per_second);
-            println!("botline best / ceiling (8 pipelines): {:.2}", best / ceiling8);
-            json!({ "ceiling": ceiling, "botline": runs, "steady_half_load": steady, "best_over_ceiling": best / ceiling8 })
+            let celery = celery_runs(4, tasks, 4).await?;
+            let botline4 = runs
+                .iter()
+                .filter(|r| r.bots == 4 && r.database == Database::Sqlite)
+                .map(|r| r.completed_per_second)
+                .fold(0.0, f64::max);
+            let ratios = json!({
+                "botline_best_over_ceiling_8": best / ceiling8,
+                "botline_4_over_celery_none": botline4 / celery[0].per_second,
+                "botline_4_over_celery_rpc": botline4 / celery[1].per_second,
+            });
+            println!("ratios    {ratios}");
+            json!({ "ceiling": ceiling, "botline": runs, "steady_half_load": steady, "celery": celery, "ratios": ratios })
         }
         Command::Smoke => {
             let ceiling = ceilings(&[2], 200).await?;
