@@ -1,0 +1,72 @@
+//! The attendance ETL: customer-service records published to `botline.attendance` are extracted
+//! from `botline.attendance.etl` in batches, validated and normalized ([`record`]), loaded in one
+//! transaction per batch ([`load`]) and acknowledged after the commit. Bad records go to the
+//! dead-letter queue with every reason; the [`report`] answers the service team's questions;
+//! [`produce`] publishes synthetic records for demos and tests.
+
+use std::time::Duration;
+
+use broker_config::amqp::{ConsumerSpec, consume_batches};
+use broker_config::topology::ATTENDANCE_ETL_QUEUE;
+use broker_config::{Message, Topology};
+use chrono_tz::Tz;
+use migrations::{Migrator, MigratorTrait as _};
+use sea_orm::DatabaseConnection;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::StartError;
+use crate::config::{Config, redact};
+
+pub mod load;
+pub mod produce;
+pub mod record;
+pub mod report;
+
+/// The most records loaded in one transaction.
+pub const MAX_BATCH: usize = 500;
+/// How long a batch waits to fill after its first record: the latency a lone record pays.
+pub const MAX_WAIT: Duration = Duration::from_millis(50);
+/// Records the broker may send ahead: two batches, so the next fills while one is loaded.
+const PREFETCH: u16 = 1000;
+
+/// Consumes `botline.attendance.etl` until `shutdown` fires, loading each batch of records into
+/// `db` (dates read in `tz`). Reconnects to the broker when it is lost.
+pub async fn run_etl(
+    db: DatabaseConnection,
+    amqp_url: String,
+    tz: Tz,
+    shutdown: CancellationToken,
+) {
+    let spec = ConsumerSpec {
+        url: amqp_url,
+        name: "orchestrator-etl".into(),
+        queue: ATTENDANCE_ETL_QUEUE.into(),
+        topology: Topology::core(),
+        prefetch: PREFETCH,
+    };
+    consume_batches(spec, MAX_BATCH, MAX_WAIT, shutdown, move |messages: Vec<Message>| {
+        let db = db.clone();
+        async move { load::load_batch(&db, tz, &messages).await }
+    })
+    .await;
+}
+
+/// `orchestrator etl`: only the ETL, without the API or the pipeline. Opens and migrates the
+/// database, checks the broker answers, then consumes until `shutdown` fires.
+pub async fn run_standalone(
+    config: &Config,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
+    let db = migrations::connect(&config.database_url)
+        .await
+        .map_err(|source| StartError::Database { url: redact(&config.database_url), source })?;
+    Migrator::up(&db, None).await.map_err(StartError::Migrations)?;
+    // Fail fast with one clear line on a wrong URL; the consumer reconnects by itself later on.
+    let connection = broker_config::amqp::connect(&config.amqp_url, "orchestrator-etl-check")
+        .await
+        .map_err(|e| StartError::Broker { url: redact(&config.amqp_url), reason: e.to_string() })?;
+    let _ = connection.close(200, "checked".into()).await;
+    tracing::info!(timezone = %config.timezone, "attendance ETL running");
+    run_etl(db, config.amqp_url.clone(), config.timezone, shutdown).await;
+    Ok(())
+}
