@@ -1,0 +1,552 @@
+//! Incidents through the real API, database and broker: the classic scenario step by step (the
+//! timer's clock injected), unclassified reports, both input shapes, reports from the broker,
+//! bad input that counts nothing, exact counting under concurrency, resolution, actions' CRUD
+//! and validation, and pipeline failures fed to the engine.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use broker_config::Topology;
+use broker_config::amqp::Publisher;
+use broker_config::topology::{DEAD_LETTER_QUEUE, MONITORING_EXCHANGE};
+use chrono::{DateTime, Utc};
+use common::{Backend, TestApp, assert_error};
+use orchestrator::entity::task;
+use orchestrator::incidents::{CheckSummary, Source};
+use sea_orm::{ActiveModelTrait as _, EntityTrait as _, Set};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+/// Polls until the condition holds (15 s at most): the broker is asynchronous by nature.
+macro_rules! wait_until {
+    ($what:expr, $condition:expr) => {{
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while !$condition {
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {}", $what);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }};
+}
+
+/// An orchestrator whose own timer stays out of the way (the tests call the check with their
+/// clock) and whose incidents never go quiet unless a test says so.
+async fn spawn(backend: Backend) -> TestApp {
+    TestApp::spawn_with(backend, |config| {
+        config.incident_check_interval = Duration::from_secs(3600);
+        config.incident_quiet_period = Duration::from_secs(4 * 3600);
+    })
+    .await
+}
+
+fn classic_action() -> Value {
+    json!({
+        "name": "Login unavailable",
+        "code": "LOGIN_UNAVAILABLE",
+        "triggers": [{"service": "login", "status": "503"}, {"servico": "login", "retorno": "404"}],
+        "customers_group": "All app users",
+        "external": {
+            "min_occurrences": 5,
+            "channel": "Push",
+            "message": "Our app is unavailable, we will let you know when it is back"
+        },
+        "levels": [
+            {"volume": 10, "minutes": 5, "who": "Analyst N1"},
+            {"volume": 50, "minutes": 20, "who": "Analyst N2"},
+            {"minutes": 60, "who": "Coordination"}
+        ]
+    })
+}
+
+async fn create_action(app: &TestApp, body: &Value) -> Value {
+    let (status, action) = app.post("/api/v1/actions", body).await;
+    assert_eq!(status, 201, "{action}");
+    action
+}
+
+async fn report(app: &TestApp, service: &str, code: &str) -> Value {
+    let body = json!({"triggers": [{"service": service, "status": code}]});
+    let (status, answer) = app.post("/api/v1/incidents/triggers", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    answer["results"][0].clone()
+}
+
+/// `(kind, recipient)` of each communication sent.
+fn sent(communications: &Value) -> Vec<(String, String)> {
+    communications
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["kind"].as_str().unwrap().into(), c["recipient"].as_str().unwrap().into()))
+        .collect()
+}
+
+fn pair(kind: &str, recipient: &str) -> (String, String) {
+    (kind.to_owned(), recipient.to_owned())
+}
+
+async fn incident(app: &TestApp, id: &str) -> Value {
+    let (status, body) = app.get(&format!("/api/v1/incidents/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+fn time(value: &Value) -> DateTime<Utc> {
+    value.as_str().unwrap().parse().unwrap()
+}
+
+async fn classic_scenario_step_by_step(backend: Backend) {
+    let app = spawn(backend).await;
+    let action = create_action(&app, &classic_action()).await;
+    assert_eq!(
+        action["triggers"],
+        json!([{"service": "login", "status": "404"}, {"service": "login", "status": "503"}])
+    );
+
+    let first = report(&app, "login", "503").await;
+    assert_eq!(first["result"], "opened", "{first}");
+    assert_eq!(first["action"]["code"], "LOGIN_UNAVAILABLE");
+    let id = first["incident_id"].as_str().unwrap().to_owned();
+    for n in 2..=4 {
+        let answer = report(&app, "login", if n % 2 == 0 { "404" } else { "503" }).await;
+        assert_eq!(
+            (answer["result"].as_str(), answer["occurrences"].as_u64()),
+            (Some("counted"), Some(n))
+        );
+        assert_eq!(answer["communications"], json!([]), "report {n} sends nothing");
+    }
+    let fifth = report(&app, "login", "503").await;
+    assert_eq!(sent(&fifth["communications"]), [pair("external", "All app users")], "5th: push");
+    assert_eq!(fifth["communications"][0]["channel"], "Push");
+    for n in 6..=9 {
+        let answer = report(&app, "login", "503").await;
+        assert_eq!(answer["communications"], json!([]), "report {n}: the push went once");
+    }
+    let tenth = report(&app, "login", "503").await;
+    assert_eq!(sent(&tenth["communications"]), [pair("internal", "Analyst N1")], "10th: N1");
+    assert_eq!(tenth["communications"][0]["channel"], "internal");
+
+    // No more reports: the clock moves, the check runs.
+    let opened_at = time(&incident(&app, &id).await["opened_at"]);
+    let minutes = |m: i64| opened_at + chrono::Duration::minutes(m);
+    let incidents = &app.pipeline.incidents;
+    assert_eq!(incidents.check_incidents(minutes(19)).await.unwrap(), CheckSummary::default());
+    let n2 = incidents.check_incidents(minutes(21)).await.unwrap();
+    assert_eq!(n2, CheckSummary { communications: 1, resolved: 0 }, "20 minutes: N2");
+    assert_eq!(incidents.check_incidents(minutes(22)).await.unwrap(), CheckSummary::default());
+    let coordination = incidents.check_incidents(minutes(61)).await.unwrap();
+    assert_eq!(coordination.communications, 1, "60 minutes: Coordination");
+    assert_eq!(incidents.check_incidents(minutes(90)).await.unwrap(), CheckSummary::default());
+
+    let detail = incident(&app, &id).await;
+    assert_eq!(detail["status"], "OPEN");
+    assert_eq!(detail["occurrences"], 10);
+    assert_eq!(detail["levels_notified"], json!([0, 1, 2]));
+    assert!(detail["external_sent_at"].is_string());
+    assert_eq!(
+        sent(&detail["communications"]),
+        [
+            pair("external", "All app users"),
+            pair("internal", "Analyst N1"),
+            pair("internal", "Analyst N2"),
+            pair("internal", "Coordination"),
+        ]
+    );
+    // Each communication is a NOTIFY task carrying what the bot delivers.
+    for communication in detail["communications"].as_array().unwrap() {
+        let (status, task) =
+            app.get(&format!("/api/v1/tasks/{}", communication["task_id"].as_str().unwrap())).await;
+        assert_eq!(status, 200);
+        assert_eq!(task["system"], "NOTIFY");
+        assert_eq!(task["payload"]["communication_id"], communication["id"]);
+        assert_eq!(task["payload"]["incident_id"], json!(id));
+        assert_eq!(task["payload"]["to"], communication["recipient"]);
+        assert_eq!(task["payload"]["message"], communication["message"]);
+    }
+    assert_eq!(app.total("/api/v1/tasks?system=NOTIFY").await, 4);
+
+    // Resolved on request: customers, who were told, hear it is back; once.
+    let (status, resolved) = app.post(&format!("/api/v1/incidents/{id}/resolve"), &json!({})).await;
+    assert_eq!(status, 200, "{resolved}");
+    assert_eq!(resolved["status"], "RESOLVED");
+    // (Listed by time sent: the checks above ran on a clock an hour ahead of this one.)
+    let restored: Vec<&Value> = resolved["communications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["kind"] == "restored")
+        .collect();
+    assert_eq!(restored.len(), 1, "{resolved}");
+    assert_eq!(restored[0]["channel"], "Push");
+    assert_eq!(restored[0]["recipient"], "All app users");
+    let again = app.post(&format!("/api/v1/incidents/{id}/resolve"), &json!({})).await;
+    assert_error(&again, 409, "incident_resolved", Some("status"));
+    assert_eq!(app.total("/api/v1/tasks?system=NOTIFY").await, 5);
+    assert_eq!(app.total("/api/v1/incidents?status=OPEN").await, 0);
+
+    // The next report opens a new incident.
+    let next = report(&app, "login", "404").await;
+    assert_eq!(next["result"], "opened");
+    assert_ne!(next["incident_id"], json!(id));
+    assert_eq!(app.total("/api/v1/incidents").await, 2);
+}
+
+async fn quiet_incidents_resolve_by_themselves(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |config| {
+        config.incident_check_interval = Duration::from_secs(3600);
+        config.incident_quiet_period = Duration::from_secs(30 * 60);
+    })
+    .await;
+    create_action(&app, &classic_action()).await;
+    let mut id = String::new();
+    for _ in 0..5 {
+        id = report(&app, "login", "503").await["incident_id"].as_str().unwrap().to_owned();
+    }
+    let last = time(&incident(&app, &id).await["last_occurrence_at"]);
+    let incidents = &app.pipeline.incidents;
+    // At 29 minutes without a report: still OPEN; N1 (5 minutes) and N2 (20) are due.
+    let early = incidents.check_incidents(last + chrono::Duration::minutes(29)).await.unwrap();
+    assert_eq!(early, CheckSummary { communications: 2, resolved: 0 });
+    // Checked late (at 2 hours): it went quiet at 30 minutes, so Coordination (60) is not due;
+    // it is resolved and customers hear the service is back.
+    let late = incidents.check_incidents(last + chrono::Duration::minutes(120)).await.unwrap();
+    assert_eq!(late, CheckSummary { communications: 1, resolved: 1 });
+    let detail = incident(&app, &id).await;
+    assert_eq!(detail["status"], "RESOLVED");
+    assert_eq!(
+        sent(&detail["communications"]),
+        [
+            pair("external", "All app users"),
+            pair("internal", "Analyst N1"),
+            pair("internal", "Analyst N2"),
+            pair("restored", "All app users"),
+        ]
+    );
+    assert_eq!(
+        incidents.check_incidents(last + chrono::Duration::minutes(500)).await.unwrap(),
+        CheckSummary::default()
+    );
+}
+
+async fn unclassified_reports_ask_for_an_action(backend: Backend) {
+    let app = spawn(backend).await;
+    create_action(&app, &classic_action()).await;
+    let answer = report(&app, "payments", "500").await;
+    assert_eq!(answer["result"], "unclassified");
+    assert!(answer["message"].as_str().unwrap().contains("register a new action"), "{answer}");
+    assert!(answer["incident_id"].is_null());
+    let (status, page) = app.get("/api/v1/incidents/unclassified").await;
+    assert_eq!(status, 200);
+    assert_eq!(page["total"], 1);
+    assert_eq!(page["items"][0]["service"], "payments");
+    assert_eq!(page["items"][0]["status"], "500");
+    assert_eq!(page["items"][0]["source"], "api");
+    assert_eq!(app.total("/api/v1/incidents").await, 0);
+}
+
+async fn both_input_shapes_count_alike(backend: Backend) {
+    let app = spawn(backend).await;
+    create_action(&app, &classic_action()).await;
+    let original = json!({"gatilhos": [{"servico": "login", "retorno": "503"}, {"servico": "Login", "retorno": 404}]});
+    let (status, answer) = app.post("/api/v1/incidents/triggers", &original).await;
+    assert_eq!(status, 200, "{answer}");
+    let results = answer["results"].as_array().unwrap();
+    assert_eq!(
+        (results[0]["result"].as_str(), results[1]["result"].as_str()),
+        (Some("opened"), Some("counted"))
+    );
+    assert_eq!(results[1]["service"], "login");
+    assert_eq!(results[1]["status"], "404");
+    let english = json!({"triggers": [{"service": "login", "status": "503"}, {"service": "search", "status": "503"}]});
+    let (status, answer) = app.post("/api/v1/incidents/triggers", &english).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["results"][0]["occurrences"], 3);
+    assert_eq!(answer["results"][1]["result"], "unclassified");
+    assert_eq!(app.total("/api/v1/incidents").await, 1);
+}
+
+async fn bad_input_is_refused_and_counts_nothing(backend: Backend) {
+    let app = spawn(backend).await;
+    create_action(&app, &classic_action()).await;
+    let path = "/api/v1/incidents/triggers";
+    for body in [
+        json!({"triggers": []}),
+        json!({"gatilhos": []}),
+        json!({}),
+        json!([{"service": "login", "status": "503"}]),
+        json!({"triggers": [{"service": "login", "status": "503"}, {"service": "login"}]}),
+        json!({"gatilhos": [{"servico": "login", "retorno": "503"}, {"retorno": "503"}]}),
+        json!({"triggers": [{"service": "login", "status": "503"}, {"service": " ", "status": "503"}]}),
+        json!({"triggers": [{"service": "login", "status": "503"}, {"service": "login", "status": null}]}),
+    ] {
+        let response = app.post(path, &body).await;
+        assert_error(&response, 400, "malformed_body", None);
+    }
+    let broken = app.post_raw(path, "application/json", b"{\"triggers\":[".to_vec()).await;
+    assert_error(&broken, 400, "malformed_body", None);
+    let text = app.post_raw(path, "text/plain", b"login 503".to_vec()).await;
+    assert_error(&text, 415, "unsupported_media_type", None);
+    assert_eq!(app.total("/api/v1/incidents").await, 0, "nothing was counted");
+    assert_eq!(app.total("/api/v1/incidents/unclassified").await, 0);
+}
+
+async fn concurrent_reports_are_counted_exactly(backend: Backend) {
+    let app = spawn(backend).await;
+    create_action(&app, &classic_action()).await;
+    let url = app.url("/api/v1/incidents/triggers");
+    let posts = (0..100).map(|n| {
+        let client = app.client.clone();
+        let url = url.clone();
+        let code = if n % 2 == 0 { "503" } else { "404" };
+        tokio::spawn(async move {
+            let body = json!({"triggers": [{"service": "login", "status": code}]});
+            client.post(url).json(&body).send().await.unwrap().status().as_u16()
+        })
+    });
+    for post in futures_util::future::join_all(posts).await {
+        assert_eq!(post.unwrap(), 200);
+    }
+    let (status, page) = app.get("/api/v1/incidents").await;
+    assert_eq!(status, 200);
+    assert_eq!(page["total"], 1, "one incident: {page}");
+    assert_eq!(page["items"][0]["occurrences"], 100);
+    let detail = incident(&app, page["items"][0]["id"].as_str().unwrap()).await;
+    // Sorted: concurrent requests take their time before they take the lock, so the order of
+    // sending is not the order of the times.
+    let mut communications = sent(&detail["communications"]);
+    communications.sort();
+    assert_eq!(
+        communications,
+        [
+            pair("external", "All app users"),
+            pair("internal", "Analyst N1"),
+            pair("internal", "Analyst N2"),
+        ],
+        "each communication once"
+    );
+    assert_eq!(app.total("/api/v1/tasks?system=NOTIFY").await, 3);
+}
+
+async fn reports_arrive_from_the_broker(backend: Backend) {
+    let app = spawn(backend).await;
+    create_action(&app, &classic_action()).await;
+    let shutdown = CancellationToken::new();
+    let monitoring = Publisher::new(
+        app.vhost.amqp_url(),
+        "monitoring-platform",
+        Topology::core(),
+        Duration::from_secs(10),
+        shutdown.clone(),
+    );
+    for body in [
+        br#"{"servico":"login","retorno":"503"}"#.as_slice(),
+        br#"{"service":"login","status":404}"#,
+        br#"{"service":"checkout","status":"500"}"#,
+        b"login is down",
+        br#"{"servico":"login"}"#,
+    ] {
+        monitoring.publish(MONITORING_EXCHANGE, "login.down", body, true).await.unwrap();
+    }
+    wait_until!("two occurrences and one unclassified", {
+        let (_, page) = app.get("/api/v1/incidents").await;
+        page["items"][0]["occurrences"] == 2
+            && app.total("/api/v1/incidents/unclassified").await == 1
+    });
+    let (_, page) = app.get("/api/v1/incidents/unclassified").await;
+    assert_eq!(page["items"][0]["source"], "broker");
+    let connection =
+        broker_config::amqp::connect(&app.vhost.amqp_url(), "inspector").await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let mut reasons = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while reasons.len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "dead letters did not arrive: {reasons:?}");
+        match channel
+            .basic_get(DEAD_LETTER_QUEUE.into(), lapin::options::BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            Some(message) => {
+                let headers = message.delivery.properties.headers().clone().unwrap();
+                match headers.inner().get("x-botline-reason") {
+                    Some(lapin::types::AMQPValue::LongString(text)) => {
+                        reasons.push(String::from_utf8_lossy(text.as_bytes()).into_owned())
+                    }
+                    other => panic!("no reason header: {other:?}"),
+                }
+            }
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    assert!(reasons[0].contains("expected"), "{reasons:?}");
+    assert!(reasons[1].contains("report.status"), "{reasons:?}");
+    shutdown.cancel();
+}
+
+async fn actions_are_validated_and_managed(backend: Backend) {
+    let app = spawn(backend).await;
+    // The original gave N2 a volume of 5, below N1's 10: refused.
+    let mut original = classic_action();
+    original["levels"][1]["volume"] = json!(5);
+    let refused = app.post("/api/v1/actions", &original).await;
+    assert_error(&refused, 422, "invalid_field", Some("levels[1].volume"));
+    let mut no_threshold = classic_action();
+    no_threshold["levels"][2] = json!({"who": "Coordination"});
+    assert_error(
+        &app.post("/api/v1/actions", &no_threshold).await,
+        422,
+        "invalid_field",
+        Some("levels[2]"),
+    );
+    let mut no_triggers = classic_action();
+    no_triggers["triggers"] = json!([]);
+    assert_error(
+        &app.post("/api/v1/actions", &no_triggers).await,
+        422,
+        "invalid_field",
+        Some("triggers"),
+    );
+    let mut bad_trigger = classic_action();
+    bad_trigger["triggers"][1] = json!({"service": "login"});
+    assert_error(
+        &app.post("/api/v1/actions", &bad_trigger).await,
+        422,
+        "invalid_field",
+        Some("triggers[1].status"),
+    );
+    let mut bad_channel = classic_action();
+    bad_channel["external"]["channel"] = json!("push/../x");
+    assert_error(
+        &app.post("/api/v1/actions", &bad_channel).await,
+        422,
+        "invalid_field",
+        Some("external.channel"),
+    );
+    assert_eq!(app.get("/api/v1/actions").await.1, json!([]), "nothing stored");
+
+    let action = create_action(&app, &classic_action()).await;
+    let id = action["id"].as_str().unwrap();
+    let mut same_trigger = classic_action();
+    same_trigger["name"] = json!("Another");
+    same_trigger["code"] = json!("ANOTHER");
+    same_trigger["triggers"] = json!([{"service": "LOGIN", "status": "503"}]);
+    assert_error(
+        &app.post("/api/v1/actions", &same_trigger).await,
+        409,
+        "trigger_taken",
+        Some("triggers[0]"),
+    );
+    assert_error(
+        &app.post("/api/v1/actions", &classic_action()).await,
+        409,
+        "action_taken",
+        Some("name"),
+    );
+
+    let mut changed = classic_action();
+    changed["triggers"] = json!([{"service": "login", "status": "500"}]);
+    changed["external"] = Value::Null;
+    let (status, replaced) = app.put(&format!("/api/v1/actions/{id}"), &changed).await;
+    assert_eq!(status, 200, "{replaced}");
+    assert_eq!(replaced["triggers"], json!([{"service": "login", "status": "500"}]));
+    assert!(replaced["external"].is_null());
+    assert_eq!(
+        report(&app, "login", "503").await["result"],
+        "unclassified",
+        "503 is no longer its"
+    );
+    let opened = report(&app, "login", "500").await;
+    assert_eq!(opened["result"], "opened");
+    let (status, listed) = app.get("/api/v1/actions").await;
+    assert_eq!((status, listed.as_array().unwrap().len()), (200, 1));
+
+    assert_error(&app.delete(&format!("/api/v1/actions/{id}")).await, 409, "incident_open", None);
+    let incident_id = opened["incident_id"].as_str().unwrap();
+    let (status, resolved) =
+        app.post(&format!("/api/v1/incidents/{incident_id}/resolve"), &json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        resolved["communications"],
+        json!([]),
+        "no customers were told: no restored message"
+    );
+    let (status, _) = app.delete(&format!("/api/v1/actions/{id}")).await;
+    assert_eq!(status, 204);
+    assert_error(&app.get(&format!("/api/v1/actions/{id}")).await, 404, "not_found", None);
+    assert_eq!(app.total("/api/v1/incidents").await, 0, "its incidents went with it");
+    assert_error(&app.get("/api/v1/incidents/nope").await, 400, "invalid_parameter", Some("id"));
+    assert_error(
+        &app.get("/api/v1/incidents?status=CLOSED").await,
+        400,
+        "invalid_parameter",
+        Some("status"),
+    );
+}
+
+async fn failed_tasks_feed_incidents_but_notify_tasks_do_not(backend: Backend) {
+    let app = spawn(backend).await;
+    let action = json!({
+        "name": "Bots failing", "code": "BOTS_FAILING", "customers_group": "nobody outside",
+        "triggers": [{"service": "noop", "status": "FAILED"}, {"service": "notify", "status": "FAILED"}],
+        "levels": [{"volume": 2, "who": "Bot team"}]
+    });
+    create_action(&app, &action).await;
+    let mut failed = Vec::new();
+    for system in ["NOOP", "NOOP", "NOTIFY"] {
+        let body = json!({"description": "will fail", "system": system, "payload": {}});
+        let (status, task) = app.post("/api/v1/tasks", &body).await;
+        assert_eq!(status, 201, "{task}");
+        let id: uuid::Uuid = task["id"].as_str().unwrap().parse().unwrap();
+        // As the pipeline leaves a task that failed for good.
+        let row = task::Entity::find_by_id(id).one(&app.db).await.unwrap().unwrap();
+        let mut row: task::ActiveModel = row.into();
+        row.status = Set("FAILED".into());
+        row.error = Set(Some(format!("{system} told to fail")));
+        row.update(&app.db).await.unwrap();
+        failed.push(id);
+    }
+    app.pipeline.incidents.report_failed_tasks(&failed, Utc::now()).await;
+    let (_, page) = app.get("/api/v1/incidents").await;
+    assert_eq!(page["total"], 1);
+    assert_eq!(page["items"][0]["occurrences"], 2, "the NOTIFY task did not count");
+    let detail = incident(&app, page["items"][0]["id"].as_str().unwrap()).await;
+    assert_eq!(sent(&detail["communications"]), [pair("internal", "Bot team")]);
+    // A report from the pipeline that matches nothing is kept as unclassified too.
+    let direct =
+        orchestrator::incidents::report::Trigger::of_failed_task("CPE", Some("TIMEOUT after 14 s"));
+    let outcome =
+        app.pipeline.incidents.report_one(&direct, Source::Pipeline, Utc::now()).await.unwrap();
+    assert_eq!(outcome.trigger.to_string(), "cpe/TIMEOUT");
+    let (_, unclassified) = app.get("/api/v1/incidents/unclassified").await;
+    assert_eq!(unclassified["items"][0]["source"], "pipeline");
+}
+
+async fn the_openapi_document_lists_the_incident_routes(backend: Backend) {
+    let app = spawn(backend).await;
+    let (status, document) = app.get("/api/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    for path in [
+        "/api/v1/actions",
+        "/api/v1/actions/{id}",
+        "/api/v1/incidents",
+        "/api/v1/incidents/{id}",
+        "/api/v1/incidents/{id}/resolve",
+        "/api/v1/incidents/triggers",
+    ] {
+        assert!(document["paths"][path].is_object(), "{path} missing");
+    }
+}
+
+on_every_backend!(
+    classic_scenario_step_by_step,
+    quiet_incidents_resolve_by_themselves,
+    unclassified_reports_ask_for_an_action,
+    both_input_shapes_count_alike,
+    bad_input_is_refused_and_counts_nothing,
+    concurrent_reports_are_counted_exactly,
+    reports_arrive_from_the_broker,
+    actions_are_validated_and_managed,
+    failed_tasks_feed_incidents_but_notify_tasks_do_not,
+    the_openapi_document_lists_the_incident_routes,
+);
