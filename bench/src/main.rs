@@ -14,6 +14,7 @@ use serde_json::json;
 mod botline;
 mod ceiling;
 mod celery;
+mod growth;
 mod stats;
 
 use botline::Database;
@@ -70,6 +71,15 @@ enum Command {
         /// Sender processes.
         #[arg(long, default_value_t = 4)]
         senders: usize,
+    },
+    /// One dispatch pass's time and the memory with many bots and waiting tasks.
+    Growth {
+        /// Registered bots (comma separated runs).
+        #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+        bots: Vec<usize>,
+        /// Waiting tasks (comma separated runs).
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
+        waiting: Vec<usize>,
     },
     /// The ceiling with 1 and 8 pipelines, then Botline on SQLite and PostgreSQL with 1, 4 and 16
     /// bots, and Botline at half its best throughput (the steady-load latency).
@@ -148,6 +158,21 @@ async fn botline_runs(
     Ok(runs)
 }
 
+async fn growth_points(bots: &[usize], waiting: &[usize]) -> anyhow::Result<Vec<growth::Point>> {
+    let mut points = Vec::new();
+    for &b in bots {
+        for &w in waiting {
+            let point = growth::measure(b, w, 3).await?;
+            println!(
+                "growth    bots={:<5} waiting={:<7} pass {:>8.2} ms   {:>7.1} µs per task offered   rss {:>5.0} MiB",
+                point.bots, point.waiting, point.pass_ms, point.per_task_us, point.rss_mib
+            );
+            points.push(point);
+        }
+    }
+    Ok(points)
+}
+
 async fn celery_runs(
     workers: usize,
     tasks: usize,
@@ -196,6 +221,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Celery { workers, tasks, senders } => {
             json!({ "celery": celery_runs(workers, tasks, senders).await? })
         }
+        Command::Growth { bots, waiting } => {
+            json!({ "growth": growth_points(&bots, &waiting).await? })
+        }
         Command::All { tasks } => {
             let ceiling = ceilings(&[1, 8], 5000).await?;
             let runs = botline_runs(
@@ -212,6 +240,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let ceiling8 =
                 ceiling.iter().find(|c| c.pipelines == 8).map_or(f64::NAN, |c| c.per_second);
             let celery = celery_runs(4, tasks, 4).await?;
+            let growth = growth_points(&[10, 100, 1000], &[1000, 10_000, 100_000]).await?;
             let botline4 = runs
                 .iter()
                 .filter(|r| r.bots == 4 && r.database == Database::Sqlite)
@@ -223,13 +252,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "botline_4_over_celery_rpc": botline4 / celery[1].per_second,
             });
             println!("ratios    {ratios}");
-            json!({ "ceiling": ceiling, "botline": runs, "steady_half_load": steady, "celery": celery, "ratios": ratios })
+            json!({ "ceiling": ceiling, "botline": runs, "steady_half_load": steady, "celery": celery, "growth": growth, "ratios": ratios })
         }
         Command::Smoke => {
             let ceiling = ceilings(&[2], 200).await?;
             let runs = botline_runs(&[Database::Sqlite], &[2], &[30], 4, None).await?;
             anyhow::ensure!(runs[0].to_complete.count == 30, "not every smoke task completed");
-            json!({ "ceiling": ceiling, "botline": runs })
+            let growth = growth_points(&[5], &[50]).await?;
+            json!({ "ceiling": ceiling, "botline": runs, "growth": growth })
         }
     };
     write(&cli.json, &json!({ "machine": machine, "results": results }))

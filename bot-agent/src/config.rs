@@ -2,6 +2,7 @@
 //! constructible in code ([`AgentConfig::new`]) for the orchestrator's demo mode and tests.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use broker_config::{BotName, System};
@@ -12,6 +13,10 @@ use crate::error::AgentError;
 pub const DEFAULT_API_URL: &str = "http://127.0.0.1:8080";
 /// The Vivo360 portal (the simulator's default address).
 pub const DEFAULT_VIVO360_URL: &str = "http://127.0.0.1:8091";
+/// The equipment config service (the simulator's default address, over HTTPS).
+pub const DEFAULT_EQUIPMENT_URL: &str = "https://127.0.0.1:8092";
+/// The webhooks NOTIFY delivers to (the notification sink's default address).
+pub const DEFAULT_NOTIFY_URL: &str = "http://127.0.0.1:8093";
 /// The Vivo360 account the bots log in with (the simulator's default account).
 pub const DEFAULT_VIVO360_CREDENTIAL: &str = "botline";
 
@@ -28,7 +33,7 @@ pub struct AgentConfig {
     /// botline.bot.<name>.
     #[arg(long, env = "BOTLINE_BOT_NAME", value_parser = BotName::parse)]
     pub name: BotName,
-    /// The systems this bot runs, comma separated (vivo360, noop).
+    /// The systems this bot runs, comma separated (vivo360, cpe, noop).
     #[arg(
         long,
         env = "BOTLINE_BOT_SYSTEMS",
@@ -69,6 +74,20 @@ pub struct AgentConfig {
     /// The Vivo360 account's password.
     #[arg(long, env = "BOTLINE_VIVO360_PASSWORD", default_value = DEFAULT_VIVO360_CREDENTIAL, hide_env_values = true, hide_default_value = true)]
     pub vivo360_password: String,
+    /// The equipment config service (CPE activations).
+    #[arg(long, env = "BOTLINE_EQUIPMENT_URL", default_value = DEFAULT_EQUIPMENT_URL)]
+    pub equipment_url: String,
+    /// A PEM file of the certificates to trust for the equipment config service (its CA, or
+    /// its self-signed certificate) [default: the system's root certificates].
+    #[arg(long, env = "BOTLINE_EQUIPMENT_CA", conflicts_with = "equipment_insecure")]
+    pub equipment_ca: Option<PathBuf>,
+    /// Accept any certificate from the equipment config service: only for the self-signed
+    /// simulator of a test or a demo.
+    #[arg(long, env = "BOTLINE_EQUIPMENT_INSECURE")]
+    pub equipment_insecure: bool,
+    /// Where NOTIFY delivers communications: POST {notify-url}/webhooks/{channel}.
+    #[arg(long, env = "BOTLINE_NOTIFY_URL", default_value = DEFAULT_NOTIFY_URL)]
+    pub notify_url: String,
 }
 
 impl AgentConfig {
@@ -88,17 +107,27 @@ impl AgentConfig {
             vivo360_url: DEFAULT_VIVO360_URL.to_owned(),
             vivo360_username: DEFAULT_VIVO360_CREDENTIAL.to_owned(),
             vivo360_password: DEFAULT_VIVO360_CREDENTIAL.to_owned(),
+            equipment_url: DEFAULT_EQUIPMENT_URL.to_owned(),
+            equipment_ca: None,
+            equipment_insecure: false,
+            notify_url: DEFAULT_NOTIFY_URL.to_owned(),
         }
     }
 
     /// Checks what the flags' parsers cannot when the configuration is built in code: at least
-    /// one system, each with an automation in this build.
+    /// one system, each with an automation in this build, and one way to trust the equipment
+    /// service.
     pub fn validate(&self) -> Result<(), AgentError> {
         if self.systems.is_empty() {
             return Err(AgentError::NoSystems);
         }
         for system in &self.systems {
             ensure_supported(*system)?;
+        }
+        if self.equipment_insecure && self.equipment_ca.is_some() {
+            return Err(AgentError::Equipment(
+                "--equipment-ca and --equipment-insecure exclude each other".to_owned(),
+            ));
         }
         Ok(())
     }
@@ -122,8 +151,7 @@ impl AgentConfig {
 /// Refuses the systems whose automations this build does not have.
 pub fn ensure_supported(system: System) -> Result<System, AgentError> {
     match system {
-        System::Vivo360 | System::Noop => Ok(system),
-        System::Cpe | System::Notify => Err(AgentError::UnsupportedSystem(system)),
+        System::Vivo360 | System::Cpe | System::Notify | System::Noop => Ok(system),
     }
 }
 
@@ -162,11 +190,9 @@ mod tests {
         assert!(bad_name.to_string().contains("lowercase letters"), "{bad_name}");
         let unknown = parse(&["--name", "b", "--systems", "noop,fax"]).expect_err("fax");
         assert!(unknown.to_string().contains("unknown system 'fax'"), "{unknown}");
-        let cpe = parse(&["--name", "b", "--systems", "cpe"]).expect_err("no CPE yet");
-        assert!(
-            cpe.to_string().contains("the CPE automation is not available in this build yet"),
-            "{cpe}"
-        );
+        let notify = parse(&["--name", "b", "--systems", "notify"]).expect("NOTIFY runs");
+        assert_eq!(notify.systems, [System::Notify]);
+        assert_eq!(notify.notify_url, DEFAULT_NOTIFY_URL);
         assert!(parse(&["--name", "b"]).is_err(), "systems are required");
     }
 
@@ -174,11 +200,28 @@ mod tests {
     fn configurations_built_in_code_are_checked_too() {
         let name = BotName::parse("b").expect("valid");
         let notify = AgentConfig::new(name.clone(), vec![System::Notify], "amqp://x");
-        assert_eq!(
-            notify.validate().map_err(|e| e.to_string()),
-            Err("the NOTIFY automation is not available in this build yet".to_owned())
-        );
-        let none = AgentConfig::new(name, vec![], "amqp://x");
+        assert_eq!(notify.validate().map_err(|e| e.to_string()), Ok(()));
+        let none = AgentConfig::new(name.clone(), vec![], "amqp://x");
         assert!(matches!(none.validate(), Err(AgentError::NoSystems)));
+        let mut both = AgentConfig::new(name, vec![System::Cpe], "amqp://x");
+        both.equipment_insecure = true;
+        both.equipment_ca = Some("ca.pem".into());
+        assert!(matches!(both.validate(), Err(AgentError::Equipment(_))));
+    }
+
+    #[test]
+    fn the_equipment_service_is_https_by_default_with_a_ca_or_insecure() {
+        let config = parse(&["--name", "b", "--systems", "cpe,noop"]).expect("valid");
+        assert_eq!(config.systems, [System::Cpe, System::Noop]);
+        assert_eq!(config.equipment_url, DEFAULT_EQUIPMENT_URL);
+        assert_eq!((config.equipment_ca, config.equipment_insecure), (None, false));
+        let ca = parse(&["--name", "b", "--systems", "cpe", "--equipment-ca", "/etc/ca.pem"])
+            .expect("valid");
+        assert_eq!(ca.equipment_ca, Some(PathBuf::from("/etc/ca.pem")));
+        let insecure =
+            parse(&["--name", "b", "--systems", "cpe", "--equipment-insecure"]).expect("valid");
+        assert!(insecure.equipment_insecure);
+        let both = ["--equipment-ca", "/etc/ca.pem", "--equipment-insecure"];
+        assert!(parse(&[&["--name", "b", "--systems", "cpe"][..], &both[..]].concat()).is_err());
     }
 }

@@ -15,6 +15,9 @@ pub enum AgentError {
     /// A known system without an automation in this build.
     #[error("the {0} automation is not available in this build yet")]
     UnsupportedSystem(System),
+    /// The equipment config service's client could not be set up (a bad URL or CA file).
+    #[error("cannot set up the equipment service client: {0}")]
+    Equipment(String),
     /// The HTTP client could not be set up.
     #[error("cannot set up the HTTP client: {0}")]
     HttpClient(String),

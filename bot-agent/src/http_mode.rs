@@ -375,7 +375,9 @@ mod tests {
         let reporter =
             Reporter::Http(HttpReporter::new(reqwest::Client::new(), &api_url, Uuid::new_v4()));
         let vivo360 = Vivo360::new("http://127.0.0.1:9", "u", "p").expect("client");
-        let agent = Arc::new(Agent::new(&config, reporter, Automations { vivo360 }));
+        let notify = crate::automations::notify::Notify::new("http://127.0.0.1:9").expect("client");
+        let automations = Automations { vivo360, cpe: None, notify };
+        let agent = Arc::new(Agent::new(&config, reporter, automations));
         let bot_url = serve(router(Arc::clone(&agent)), &stop).await;
         let client = reqwest::Client::new();
         let post = |body: Vec<u8>| {

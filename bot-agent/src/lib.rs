@@ -11,8 +11,10 @@
 //! - [`reporter`]: where events go ([`Reporter`]: the broker or the orchestrator's API).
 //! - [`progress`]: the [`ProgressSink`] automations record rows in, and the [`Throttle`] (pure)
 //!   that batches them into `task.progress` events.
-//! - [`automations`]: one module per system (NOOP, VIVO360), each
+//! - [`automations`]: one module per system (NOOP, VIVO360, CPE, NOTIFY), each
 //!   `run(assignment, &mut ProgressSink, cancel) -> Outcome`.
+//! - [`https`]: the small HTTP/HTTPS client (hyper, rustls with ring) the CPE automation calls
+//!   the equipment config service with.
 //! - [`net`]: finding the address the bot announces.
 //! - `src/main.rs`: the thin binary (logging, signals).
 
@@ -22,6 +24,7 @@ pub mod automations;
 pub mod config;
 pub mod error;
 mod http_mode;
+pub mod https;
 pub mod net;
 pub mod progress;
 pub mod reporter;
@@ -37,7 +40,11 @@ pub use reporter::Reporter;
 use tokio_util::sync::CancellationToken;
 
 use automations::Automations;
+use automations::cpe::Cpe;
+use automations::notify::Notify;
 use automations::vivo360::Vivo360;
+use broker_config::System;
+use https::HttpsClient;
 
 /// Runs a bot agent until `shutdown` is cancelled, then shuts down gracefully: stops taking
 /// tasks, lets a running task finish for up to the grace period (else hands it back with
@@ -47,9 +54,31 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let vivo360 =
         Vivo360::new(&config.vivo360_url, &config.vivo360_username, &config.vivo360_password)
             .map_err(|error| AgentError::HttpClient(error.to_string()))?;
-    let automations = Automations { vivo360 };
+    let cpe = if config.systems.contains(&System::Cpe) { Some(equipment(&config)?) } else { None };
+    let notify = Notify::new(&config.notify_url)
+        .map_err(|error| AgentError::HttpClient(error.to_string()))?;
+    let automations = Automations { vivo360, cpe, notify };
     match config.http {
         Some(address) => http_mode::run(config, address, automations, shutdown).await,
         None => amqp_mode::run(config, automations, shutdown).await,
     }
+}
+
+/// The CPE automation as the configuration says: the service's URL, and how to trust it.
+fn equipment(config: &AgentConfig) -> Result<Cpe, AgentError> {
+    let setup = |error: https::TlsSetupError| AgentError::Equipment(error.to_string());
+    let client = match (&config.equipment_ca, config.equipment_insecure) {
+        (Some(ca), _) => HttpsClient::with_ca_file(ca).map_err(setup)?,
+        (None, true) => {
+            tracing::warn!(
+                url = %config.equipment_url,
+                "--equipment-insecure: any certificate is accepted from the equipment service; \
+                 use it only with the self-signed simulator"
+            );
+            HttpsClient::insecure().map_err(setup)?
+        }
+        (None, false) => HttpsClient::with_system_roots().map_err(setup)?,
+    };
+    Cpe::new(&config.equipment_url, client)
+        .map_err(|error| AgentError::Equipment(error.to_string()))
 }

@@ -273,6 +273,8 @@ pub struct Message {
     pub redelivered: bool,
     /// The AMQP user that published it (set by RabbitMQ when the publisher sets `user-id`).
     pub user_id: Option<String>,
+    /// The publisher's id for it (`message-id`), where it set one.
+    pub message_id: Option<String>,
 }
 
 /// What to do with a consumed message.
@@ -370,6 +372,7 @@ where
         let message = Message {
             routing_key: routing_key.to_string(),
             user_id: properties.user_id().as_ref().map(ShortString::to_string),
+            message_id: properties.message_id().as_ref().map(ShortString::to_string),
             data,
             redelivered,
         };
@@ -410,6 +413,197 @@ where
             }
         }
     }
+}
+
+/// Consumes `spec.queue` in batches until `shutdown` fires: waits for a message, gathers up to
+/// `max_batch` of them (waiting at most `max_wait` after the first), hands them to `handler` in
+/// delivery order, and applies the [`Decision`] it returns for each, by position (a missing
+/// decision counts as [`Decision::Requeue`]). Settled messages are acknowledged with one
+/// `multiple` ack per run; dead letters are published with publisher confirms and acknowledged
+/// only once confirmed, so a message is never lost between the two. `spec.prefetch` should be at
+/// least `max_batch`, or batches never fill. Reconnects like [`consume`]; a batch being gathered
+/// when the connection drops or `shutdown` fires is left unacknowledged and comes back.
+pub async fn consume_batches<H, F>(
+    spec: ConsumerSpec,
+    max_batch: usize,
+    max_wait: Duration,
+    shutdown: CancellationToken,
+    mut handler: H,
+) where
+    H: FnMut(Vec<Message>) -> F,
+    F: Future<Output = Vec<Decision>>,
+{
+    let batching = Batching { max_batch: max_batch.max(1), max_wait };
+    let mut backoff = Backoff::default();
+    while let Some(connection) = connect_with_retry(&spec.url, &spec.name, &shutdown).await {
+        let consumed =
+            consume_batches_on(&connection, &spec, batching, &shutdown, &mut handler, &mut backoff)
+                .await;
+        match consumed {
+            Ok(()) => {
+                let _ = connection.close(200, "shutting down".into()).await;
+                return;
+            }
+            Err(reason) => {
+                tracing::warn!(queue = %spec.queue, %reason, "batch consumer lost; reconnecting");
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Batching {
+    max_batch: usize,
+    max_wait: Duration,
+}
+
+async fn consume_batches_on<H, F>(
+    connection: &Connection,
+    spec: &ConsumerSpec,
+    batching: Batching,
+    shutdown: &CancellationToken,
+    handler: &mut H,
+    backoff: &mut Backoff,
+) -> Result<(), String>
+where
+    H: FnMut(Vec<Message>) -> F,
+    F: Future<Output = Vec<Decision>>,
+{
+    let channel = connection.create_channel().await.map_err(|e| e.to_string())?;
+    spec.topology.declare(&channel).await.map_err(|e| e.to_string())?;
+    // Confirms for the dead letters this channel publishes: acked only once the broker has them.
+    channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| e.to_string())?;
+    channel
+        .basic_qos(spec.prefetch, BasicQosOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut consumer = channel
+        .basic_consume(
+            spec.queue.as_str().into(),
+            spec.name.as_str().into(),
+            BasicConsumeOptions::default(), // manual acks: no_ack is false
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(queue = %spec.queue, consumer = %spec.name, max_batch = batching.max_batch, "consuming in batches");
+    backoff.reset();
+    loop {
+        let first = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            next = consumer.next() => next,
+        };
+        let mut batch = vec![batch_item(first)?];
+        let deadline = Instant::now() + batching.max_wait;
+        while batch.len() < batching.max_batch {
+            let next = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep_until(deadline) => break,
+                next = consumer.next() => next,
+            };
+            batch.push(batch_item(next)?);
+        }
+        let (messages, ackers): (Vec<Message>, Vec<lapin::Acker>) = batch.into_iter().unzip();
+        let mut decisions = handler(messages.clone()).await;
+        decisions.resize(messages.len(), Decision::Requeue);
+        let settled = publish_dead_letters(&channel, spec, &messages, &decisions).await?;
+        // One `multiple` ack for each run of settled messages; a requeued one ends the run.
+        let mut pending_ack = None;
+        let mut requeued = false;
+        for (acker, settled) in ackers.iter().zip(settled) {
+            if settled {
+                pending_ack = Some(acker);
+                continue;
+            }
+            if let Some(last) = pending_ack.take() {
+                last.ack(BasicAckOptions { multiple: true }).await.map_err(|e| e.to_string())?;
+            }
+            let options = BasicNackOptions { requeue: true, ..Default::default() };
+            acker.nack(options).await.map_err(|e| e.to_string())?;
+            requeued = true;
+        }
+        if let Some(last) = pending_ack {
+            last.ack(BasicAckOptions { multiple: true }).await.map_err(|e| e.to_string())?;
+        }
+        if requeued {
+            // Give whatever failed (the database, usually) a moment before the redelivery.
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    }
+}
+
+fn batch_item(
+    next: Option<Result<Delivery, lapin::Error>>,
+) -> Result<(Message, lapin::Acker), String> {
+    let delivery = match next {
+        Some(Ok(delivery)) => delivery,
+        Some(Err(err)) => return Err(err.to_string()),
+        None => return Err("the consumer stream ended".into()),
+    };
+    let Delivery { data, routing_key, redelivered, properties, acker, .. } = delivery;
+    let message = Message {
+        routing_key: routing_key.to_string(),
+        user_id: properties.user_id().as_ref().map(ShortString::to_string),
+        message_id: properties.message_id().as_ref().map(ShortString::to_string),
+        data,
+        redelivered,
+    };
+    Ok((message, acker))
+}
+
+/// Publishes the dead letters among `decisions` (all at once, then waits for their confirms) and
+/// says, per message, whether it is settled (to ack) or to requeue.
+async fn publish_dead_letters(
+    channel: &Channel,
+    spec: &ConsumerSpec,
+    messages: &[Message],
+    decisions: &[Decision],
+) -> Result<Vec<bool>, String> {
+    let mut confirms = Vec::new();
+    for (index, (message, decision)) in messages.iter().zip(decisions).enumerate() {
+        let Decision::DeadLetter(reason) = decision else { continue };
+        tracing::warn!(queue = %spec.queue, routing_key = %message.routing_key, %reason, "dead-lettering a message");
+        let mut headers = FieldTable::default();
+        headers.insert("x-botline-reason".into(), AMQPValue::LongString(reason.as_str().into()));
+        headers.insert("x-botline-queue".into(), AMQPValue::LongString(spec.queue.as_str().into()));
+        let mut properties = message_properties(&spec.name).with_headers(headers);
+        if let Some(id) = &message.message_id {
+            // Keep the publisher's id, so a dead letter can be traced back to its record.
+            properties = properties.with_message_id(id.as_str().into());
+        }
+        let confirm = channel
+            .basic_publish(
+                DEAD_LETTER_EXCHANGE.into(),
+                message.routing_key.as_str().into(),
+                BasicPublishOptions::default(),
+                &message.data,
+                properties,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        confirms.push((index, confirm));
+    }
+    let mut settled: Vec<bool> = decisions.iter().map(|d| *d == Decision::Ack).collect();
+    for (index, confirm) in confirms {
+        match confirm.await.map_err(|e| e.to_string())? {
+            Confirmation::Ack(_) => {
+                if let Some(settled) = settled.get_mut(index) {
+                    *settled = true;
+                }
+            }
+            Confirmation::Nack(_) | Confirmation::NotRequested => {
+                tracing::warn!(queue = %spec.queue, "the broker refused a dead letter; requeueing the message");
+            }
+        }
+    }
+    Ok(settled)
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@
 //! - [`status`]: task and bot statuses and how a bot receives work ([`TaskStatus`], [`BotStatus`],
 //!   [`Delivery`]).
 //! - [`bot_name`]: [`BotName`], a bot name that is also safe as a RabbitMQ queue name.
+//! - [`cpe`]: equipment activation: [`EquipmentId`], the request, a CPE task's payload and the
+//!   `{"code","message"}` answers.
 //! - [`attachment`]: a task's CSV attachment, decoded from base64 and checked against the columns
 //!   its system needs ([`Attachment`]).
 //! - [`topology`]: exchange and queue names, declared idempotently, printed as definitions.
@@ -19,6 +21,7 @@
 pub mod amqp;
 pub mod attachment;
 pub mod bot_name;
+pub mod cpe;
 pub mod messages;
 pub mod status;
 pub mod system;
@@ -32,5 +35,6 @@ pub use topology::Topology;
 
 pub use attachment::{Attachment, AttachmentError};
 pub use bot_name::{BotName, BotNameError};
+pub use cpe::{CpeAnswer, CpeParameters, CpePayload, CpeRequest, EquipmentId, EquipmentIdError};
 pub use status::{BotStatus, Delivery, TaskStatus, UnknownValue};
 pub use system::System;

@@ -16,8 +16,13 @@ pub const EVENTS_EXCHANGE: &str = "botline.events";
 pub const ORCHESTRATOR_EVENTS_QUEUE: &str = "botline.orchestrator.events";
 /// Incident triggers from monitoring platforms.
 pub const MONITORING_EXCHANGE: &str = "botline.monitoring";
+/// The orchestrator's queue of monitoring reports: everything published to
+/// [`MONITORING_EXCHANGE`] (`#`), one report per message, counted by the incident engine.
+pub const MONITORING_INCIDENTS_QUEUE: &str = "botline.monitoring.incidents";
 /// Customer-service records for the attendance ETL.
 pub const ATTENDANCE_EXCHANGE: &str = "botline.attendance";
+/// The attendance ETL's queue: every record published to [`ATTENDANCE_EXCHANGE`] (`#`).
+pub const ATTENDANCE_ETL_QUEUE: &str = "botline.attendance.etl";
 /// Where rejected and undeliverable messages go.
 pub const DEAD_LETTER_EXCHANGE: &str = "botline.dlx";
 /// The queue that keeps dead letters for inspection.
@@ -126,10 +131,14 @@ impl Topology {
                 // The dead-letter queue itself dead-letters nowhere: nothing may loop.
                 Queue { name: DEAD_LETTER_QUEUE.to_owned(), dead_letters: false },
                 Queue { name: ORCHESTRATOR_EVENTS_QUEUE.to_owned(), dead_letters: true },
+                Queue { name: MONITORING_INCIDENTS_QUEUE.to_owned(), dead_letters: true },
+                Queue { name: ATTENDANCE_ETL_QUEUE.to_owned(), dead_letters: true },
             ],
             bindings: vec![
                 binding(DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE, ""),
                 binding(EVENTS_EXCHANGE, ORCHESTRATOR_EVENTS_QUEUE, "#"),
+                binding(MONITORING_EXCHANGE, MONITORING_INCIDENTS_QUEUE, "#"),
+                binding(ATTENDANCE_EXCHANGE, ATTENDANCE_ETL_QUEUE, "#"),
             ],
         }
     }
@@ -259,6 +268,16 @@ mod tests {
             "botline.orchestrator.events",
             "#"
         )));
+        assert!(core.bindings.contains(&binding(
+            "botline.monitoring",
+            "botline.monitoring.incidents",
+            "#"
+        )));
+        assert!(core.bindings.contains(&binding(
+            "botline.attendance",
+            "botline.attendance.etl",
+            "#"
+        )));
     }
 
     #[test]
@@ -269,7 +288,7 @@ mod tests {
         assert_eq!(bot.bindings[0], binding("botline.tasks", "botline.bot.vm-7", "vm-7"));
         let merged = Topology::core().merge(bot);
         assert_eq!(merged.exchanges.len(), 5, "shared exchanges appear once");
-        assert_eq!(merged.queues.len(), 3);
+        assert_eq!(merged.queues.len(), 5);
         let definitions = merged.to_definitions("/");
         assert_eq!(definitions["queues"][2]["arguments"]["x-dead-letter-exchange"], "botline.dlx");
         assert_eq!(

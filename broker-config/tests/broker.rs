@@ -65,7 +65,16 @@ async fn topology_is_declared_idempotently() {
     full.declare(&channel).await.expect("declaring again changes nothing and does not fail");
     let mut queues = vhost.queue_names().await.unwrap();
     queues.sort();
-    assert_eq!(queues, ["botline.bot.bot-1", "botline.dead", "botline.orchestrator.events"]);
+    assert_eq!(
+        queues,
+        [
+            "botline.attendance.etl",
+            "botline.bot.bot-1",
+            "botline.dead",
+            "botline.monitoring.incidents",
+            "botline.orchestrator.events"
+        ]
+    );
     let events = vhost.queue("botline.orchestrator.events").await.unwrap();
     assert_eq!(events["durable"], true);
     assert_eq!(events["arguments"]["x-dead-letter-exchange"], "botline.dlx");

@@ -15,6 +15,8 @@ use sea_orm_migration::sea_orm::{ConnectOptions, Database, DatabaseConnection, D
 mod m20261122_070000_create_bots;
 mod m20261122_070100_create_tasks;
 mod m20261122_070200_create_task_events;
+mod m20261122_090000_create_attendances;
+mod m20261122_100000_create_incidents;
 
 /// The default database: a SQLite file in the working directory, created when missing.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://botline.db?mode=rwc";
@@ -29,6 +31,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_070000_create_bots::Migration),
             Box::new(m20261122_070100_create_tasks::Migration),
             Box::new(m20261122_070200_create_task_events::Migration),
+            Box::new(m20261122_090000_create_attendances::Migration),
+            Box::new(m20261122_100000_create_incidents::Migration),
         ]
     }
 }

@@ -5,7 +5,18 @@ use migrations::{Migrator, MigratorTrait as _};
 use sea_orm_migration::SchemaManager;
 use sea_orm_migration::sea_orm::{ConnectionTrait as _, DatabaseConnection};
 
-const TABLES: [&str; 3] = ["bots", "tasks", "task_events"];
+const TABLES: [&str; 10] = [
+    "bots",
+    "tasks",
+    "task_events",
+    "attendances",
+    "attendance_services",
+    "actions",
+    "action_triggers",
+    "incidents",
+    "communications",
+    "unclassified_reports",
+];
 
 async fn tables_present(db: &DatabaseConnection) -> Vec<&'static str> {
     let manager = SchemaManager::new(db);
@@ -26,6 +37,9 @@ async fn round_trip(db: &DatabaseConnection) {
         ("bots", "ux_bots_endpoint"),
         ("tasks", "ix_tasks_dispatch"),
         ("task_events", "ix_task_events_task"),
+        ("attendances", "ix_attendances_day_channel"),
+        ("incidents", "ux_incidents_open"),
+        ("communications", "ix_communications_incident"),
     ] {
         assert!(manager.has_index(table, index).await.unwrap(), "{table} lacks {index}");
     }

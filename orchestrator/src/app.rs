@@ -31,6 +31,16 @@ pub enum StartError {
     /// The schema cannot be brought up to date.
     #[error("cannot apply the database migrations: {0}")]
     Migrations(DbErr),
+    /// The HTTPS certificate or key cannot be used.
+    #[error("cannot serve HTTPS with {cert} and {key}: {reason}")]
+    Tls {
+        /// The certificate file.
+        cert: String,
+        /// The key file.
+        key: String,
+        /// Why.
+        reason: String,
+    },
     /// RabbitMQ cannot be reached.
     #[error(
         "cannot reach RabbitMQ at {url}: {reason}. Start one (`rabbitmq-server -detached`, or `scripts/services`) or point BOTLINE_AMQP_URL at yours"
@@ -47,13 +57,30 @@ pub enum StartError {
 pub struct Orchestrator {
     state: AppState,
     amqp_url: String,
+    /// The time zone of the attendance records' dates.
+    timezone: chrono_tz::Tz,
     shutdown: CancellationToken,
+    /// The HTTPS configuration, when the API is served over HTTPS.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Orchestrator {
     /// Opens the database, applies pending migrations, connects to RabbitMQ and declares the
     /// topology. Nothing runs until [`Orchestrator::serve`].
     pub async fn start(config: &Config) -> Result<Orchestrator, StartError> {
+        // Checked first: a bad certificate should not wait for the database and the broker.
+        let tls = match config.tls_files() {
+            Some((cert, key)) => Some(
+                simulators::tls::TlsMaterial::from_files(cert, key)
+                    .and_then(|material| material.server_config())
+                    .map_err(|error| StartError::Tls {
+                        cert: cert.display().to_string(),
+                        key: key.display().to_string(),
+                        reason: error.to_string(),
+                    })?,
+            ),
+            None => None,
+        };
         let db = migrations::connect(&config.database_url)
             .await
             .map_err(|source| StartError::Database { url: redact(&config.database_url), source })?;
@@ -81,7 +108,9 @@ impl Orchestrator {
                 rabbitmq_ui_url: config.rabbitmq_ui_url.clone(),
             },
             amqp_url: config.amqp_url.clone(),
+            timezone: config.timezone,
             shutdown,
+            tls,
         })
     }
 
@@ -100,25 +129,44 @@ impl Orchestrator {
         http::router(self.state.clone())
     }
 
-    /// Serves the API on `listener` and runs the dispatcher and the event consumer until
-    /// `shutdown` fires; then finishes in-flight requests and stops the loops.
+    /// Serves the API on `listener` (over HTTPS when the configuration gave a certificate) and
+    /// runs the dispatcher, the event consumer and the attendance ETL until `shutdown` fires; then finishes
+    /// in-flight requests and stops the loops.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
-        tracing::info!(address = %listener.local_addr()?, "API listening");
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        tracing::info!(address = %listener.local_addr()?, scheme, "API listening");
         let pipeline = self.state.pipeline.clone();
         let dispatcher = tokio::spawn(pipeline.clone().run_dispatcher(shutdown.clone()));
         let consumer = tokio::spawn(
             pipeline.clone().run_event_consumer(self.amqp_url.clone(), shutdown.clone()),
         );
+        let incidents =
+            tokio::spawn(pipeline.incidents.clone().run(self.amqp_url.clone(), shutdown.clone()));
+        let etl = tokio::spawn(crate::etl::run_etl(
+            self.state.db.clone(),
+            self.amqp_url.clone(),
+            self.timezone,
+            shutdown.clone(),
+        ));
         pipeline.wake();
-        let served = axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await;
+        let served = match self.tls.clone() {
+            Some(tls) => {
+                simulators::tls::serve(listener, self.router(), tls, shutdown.clone()).await
+            }
+            None => {
+                axum::serve(listener, self.router())
+                    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                    .await
+            }
+        };
         let _ = dispatcher.await;
         let _ = consumer.await;
+        let _ = incidents.await;
+        let _ = etl.await;
         self.shutdown.cancel();
         served
     }

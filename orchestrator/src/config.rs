@@ -1,6 +1,7 @@
 //! Configuration: flags, with environment variables behind them.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::pipeline::Settings;
@@ -43,6 +44,34 @@ pub struct Config {
     /// The RabbitMQ management UI, linked from the dashboard for ops.
     #[arg(long, env = "BOTLINE_RABBITMQ_UI_URL", default_value = "http://127.0.0.1:15672/")]
     pub rabbitmq_ui_url: String,
+
+    /// Serve the API over HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "BOTLINE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "BOTLINE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// The time zone of the attendance platform's local dates (an IANA name).
+    #[arg(long, env = "BOTLINE_TIMEZONE", default_value = "America/Sao_Paulo", value_parser = parse_timezone)]
+    pub timezone: chrono_tz::Tz,
+
+    /// Seconds between incident checks: escalation by minutes ongoing, and resolution of quiet
+    /// incidents.
+    #[arg(long, env = "BOTLINE_INCIDENT_CHECK_INTERVAL", default_value = "30", value_parser = parse_seconds)]
+    pub incident_check_interval: Duration,
+
+    /// Seconds without a report after which an OPEN incident is resolved (30 minutes).
+    #[arg(long, env = "BOTLINE_INCIDENT_QUIET_PERIOD", default_value = "1800", value_parser = parse_seconds)]
+    pub incident_quiet_period: Duration,
+}
+
+/// Parses an IANA time zone name (`America/Sao_Paulo`, `UTC`).
+pub fn parse_timezone(text: &str) -> Result<chrono_tz::Tz, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("'{text}' is not a time zone name like America/Sao_Paulo or UTC"))
 }
 
 /// Parses a duration given in seconds (fractions allowed: `0.5`).
@@ -67,7 +96,17 @@ impl Config {
             heartbeat_interval: settings.heartbeat_interval,
             retry_base: settings.retry_base,
             rabbitmq_ui_url: "http://127.0.0.1:15672/".to_owned(),
+            tls_cert: None,
+            tls_key: None,
+            timezone: chrono_tz::America::Sao_Paulo,
+            incident_check_interval: settings.incidents.check_interval,
+            incident_quiet_period: settings.incidents.quiet_period,
         }
+    }
+
+    /// The certificate and key files to serve HTTPS with, when both are given.
+    pub fn tls_files(&self) -> Option<(&Path, &Path)> {
+        Some((self.tls_cert.as_deref()?, self.tls_key.as_deref()?))
     }
 
     /// The pipeline timings these settings give.
@@ -77,6 +116,10 @@ impl Config {
             sweep_interval: self.sweep_interval,
             heartbeat_interval: self.heartbeat_interval,
             retry_base: self.retry_base,
+            incidents: crate::incidents::IncidentSettings {
+                check_interval: self.incident_check_interval,
+                quiet_period: self.incident_quiet_period,
+            },
             ..Settings::default()
         }
     }

@@ -1,12 +1,12 @@
 //! `orchestrator demo`: everything in one process so a newcomer sees tasks flow within seconds:
-//! the API, dispatcher and event consumer, the Vivo360 portal and the notification sink, three
-//! bot agents, and a few sample tasks.
+//! the API, dispatcher and event consumer, the Vivo360 portal, the equipment config service
+//! (HTTPS, self-signed) and the notification sink, three bot agents, and a few sample tasks.
 
 use std::net::SocketAddr;
 
 use base64::Engine as _;
 use bot_agent::AgentConfig;
-use broker_config::{BotName, System};
+use broker_config::{BotName, CpePayload, CpeRequest, EquipmentId, System};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -18,13 +18,18 @@ use crate::{Orchestrator, StartError};
 
 /// The Vivo360 portal's usual port; the demo falls back to any free port.
 const PORTAL_PORT: u16 = 8091;
+/// The equipment config service's usual port.
+const EQUIPMENT_PORT: u16 = 8092;
+/// How long the demo's equipment takes to configure: long enough to see an activation RUNNING,
+/// far shorter than a real device's minute.
+const EQUIPMENT_DELAY_MS: u64 = 3000;
 /// The notification sink's usual port.
 const SINK_PORT: u16 = 8093;
 
 /// The three demo bots: two run everything this build can run, one only NOOP.
 const BOTS: [(&str, &[System]); 3] = [
-    ("bot-1", &[System::Vivo360, System::Noop]),
-    ("bot-2", &[System::Vivo360, System::Noop]),
+    ("bot-1", &[System::Vivo360, System::Cpe, System::Notify, System::Noop]),
+    ("bot-2", &[System::Vivo360, System::Cpe, System::Notify, System::Noop]),
     ("bot-3", &[System::Noop]),
 ];
 
@@ -45,6 +50,9 @@ pub enum DemoError {
         /// Why.
         source: std::io::Error,
     },
+    /// The equipment service's self-signed certificate could not be made.
+    #[error("cannot set up the equipment service's HTTPS: {0}")]
+    Tls(#[from] simulators::tls::TlsError),
     /// A sample task was refused (a bug in the samples).
     #[error("cannot create the sample tasks: {0}")]
     Samples(String),
@@ -57,6 +65,8 @@ pub struct DemoAddresses {
     pub api: SocketAddr,
     /// The Vivo360 portal stand-in.
     pub portal: SocketAddr,
+    /// The equipment config service (HTTPS, self-signed).
+    pub equipment: SocketAddr,
     /// The notification sink.
     pub sink: SocketAddr,
 }
@@ -81,11 +91,14 @@ pub async fn run_demo(
     let api = TcpListener::bind(config.listen).await.map_err(listen(config.listen))?;
     let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
     let portal = bind_loopback(PORTAL_PORT).await.map_err(listen(loopback(PORTAL_PORT)))?;
+    let equipment =
+        bind_loopback(EQUIPMENT_PORT).await.map_err(listen(loopback(EQUIPMENT_PORT)))?;
     let sink = bind_loopback(SINK_PORT).await.map_err(listen(loopback(SINK_PORT)))?;
     let address = |l: &TcpListener, port| l.local_addr().map_err(listen(loopback(port)));
     let addresses = DemoAddresses {
         api: address(&api, config.listen.port())?,
         portal: address(&portal, PORTAL_PORT)?,
+        equipment: address(&equipment, EQUIPMENT_PORT)?,
         sink: address(&sink, SINK_PORT)?,
     };
 
@@ -93,8 +106,22 @@ pub async fn run_demo(
     // Slow enough that tasks are seen RUNNING, row by row.
     let portal_config = simulators::vivo360::Vivo360Config { delay_ms: 120, ..Default::default() };
     let portal = tokio::spawn(simulators::vivo360::serve(portal, portal_config, services.clone()));
+    let equipment_config = simulators::equipment::EquipmentConfig {
+        delay_ms: EQUIPMENT_DELAY_MS,
+        ..Default::default()
+    };
+    let equipment = tokio::spawn(simulators::equipment::serve_tls(
+        equipment,
+        equipment_config,
+        simulators::tls::TlsMaterial::self_signed()?,
+        services.clone(),
+    ));
     let sink = tokio::spawn(simulators::notify::serve(sink, Default::default(), services.clone()));
     seed_samples(&orchestrator).await?;
+    // The classic incident action (login 503/404), unless one with its code exists.
+    crate::incidents::sample::ensure_sample_action(orchestrator.db(), now())
+        .await
+        .map_err(|e| DemoError::Samples(e.to_string()))?;
     let server = tokio::spawn(orchestrator.serve(api, services.clone()));
 
     let bots_stop = CancellationToken::new();
@@ -103,6 +130,10 @@ pub async fn run_demo(
         let Ok(name) = BotName::parse(name) else { continue };
         let mut agent = AgentConfig::new(name.clone(), systems.to_vec(), config.amqp_url.clone());
         agent.vivo360_url = format!("http://{}", addresses.portal);
+        agent.equipment_url = format!("https://{}", addresses.equipment);
+        // The demo's equipment service has a certificate it made itself at start.
+        agent.equipment_insecure = true;
+        agent.notify_url = format!("http://{}", addresses.sink);
         agent.ip_address = Some("127.0.0.1".into());
         agent.heartbeat_interval_ms =
             u64::try_from(config.heartbeat_interval.as_millis()).unwrap_or(5000);
@@ -123,6 +154,7 @@ pub async fn run_demo(
     services.cancel();
     let _ = server.await;
     let _ = portal.await;
+    let _ = equipment.await;
     let _ = sink.await;
     Ok(())
 }
@@ -153,6 +185,7 @@ async fn seed_samples(orchestrator: &Orchestrator) -> Result<(), DemoError> {
             Some(json!({ "duration_ms": 1500 * n })),
         ));
     }
+    samples.push(("Activate CPE DEMO000001", System::Cpe, None, Some(sample_activation()?)));
     for (description, system, attachment, payload) in samples {
         let request = TaskRequest {
             description: description.to_owned(),
@@ -171,4 +204,16 @@ async fn seed_samples(orchestrator: &Orchestrator) -> Result<(), DemoError> {
             .map_err(|e| DemoError::Samples(e.to_string()))?;
     }
     Ok(())
+}
+
+/// The payload of a sample equipment activation, as `POST /api/v1/equipment/cpe/{id}` stores it.
+fn sample_activation() -> Result<serde_json::Value, DemoError> {
+    let samples = |error: String| DemoError::Samples(error);
+    let id = EquipmentId::parse("DEMO000001").map_err(|e| samples(e.to_string()))?;
+    let request: CpeRequest = serde_json::from_value(json!({
+        "timeoutInSeconds": 14,
+        "parameters": {"username": "admin", "password": "admin", "vlan": 534, "interfaces": [1, 2, 3, 4]}
+    }))
+    .map_err(|e| samples(e.to_string()))?;
+    Ok(CpePayload::new(id, request).to_value())
 }

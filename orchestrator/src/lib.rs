@@ -7,6 +7,10 @@
 //! - [`http`]: routes and handlers, thin shells over [`bots`] and [`tasks`].
 //! - [`bots`], [`tasks`]: validated inputs, API views, and storage of each resource.
 //! - [`pipeline`]: the dispatcher, the event consumer and the sweeps (the task life).
+//! - [`incidents`]: monitoring reports counted into incidents, escalated and communicated as
+//!   NOTIFY tasks; actions (the rules), the timer and the `botline.monitoring` consumer.
+//! - [`etl`]: the attendance ETL (records from `botline.attendance` into the database), its
+//!   synthetic producer and its reports.
 //! - [`demo`]: `orchestrator demo`, everything plus simulators and three bots in one process.
 //! - [`changes`]: notices of committed changes, streamed to the dashboard.
 //! - [`pagination`]: limit/offset and cursor paging shared by the lists.
@@ -21,7 +25,9 @@ pub mod config;
 pub mod demo;
 pub mod entity;
 pub mod error;
+pub mod etl;
 pub mod http;
+pub mod incidents;
 pub mod pagination;
 pub mod pipeline;
 pub mod tasks;

@@ -4,6 +4,7 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use orchestrator::demo::{DemoAddresses, run_demo};
+use orchestrator::etl::{self, produce::ProduceOptions, produce::produce};
 use orchestrator::{Config, Orchestrator};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +26,39 @@ enum Command {
     /// Run everything in one process: the orchestrator, the Vivo360 portal and notification sink
     /// stand-ins, three bot agents and a few sample tasks, against the local RabbitMQ.
     Demo,
+    /// Run only the attendance ETL (no API); `etl produce` publishes synthetic records.
+    Etl {
+        #[command(subcommand)]
+        action: Option<EtlAction>,
+    },
+}
+
+#[derive(Subcommand)]
+enum EtlAction {
+    /// Publish realistic synthetic attendance records (some broken on purpose) to
+    /// botline.attendance, as fast as the broker confirms them.
+    Produce {
+        /// How many records.
+        #[arg(long, default_value_t = 1000)]
+        count: u64,
+        /// The share of broken records, 0 to 1 (spread evenly).
+        #[arg(long, default_value_t = 0.0, value_parser = parse_ratio)]
+        bad_ratio: f64,
+        /// The generator's seed, to publish the same records again (random by default).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Concurrent publishers.
+        #[arg(long, default_value_t = 4)]
+        publishers: usize,
+    },
+}
+
+fn parse_ratio(text: &str) -> Result<f64, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|r| (0.0..=1.0).contains(r))
+        .ok_or_else(|| format!("'{text}' is not a ratio between 0 and 1"))
 }
 
 #[tokio::main]
@@ -58,6 +92,23 @@ async fn run(Cli { config, command }: Cli) -> anyhow::Result<()> {
             orchestrator.serve(listener, shutdown).await?;
         }
         Command::Demo => run_demo(config, shutdown, print_banner).await?,
+        Command::Etl { action: None } => etl::run_standalone(&config, shutdown).await?,
+        Command::Etl {
+            action: Some(EtlAction::Produce { count, bad_ratio, seed, publishers }),
+        } => {
+            let seed = seed.unwrap_or_else(rand::random);
+            let options =
+                ProduceOptions { count, bad_ratio, seed, publishers, timezone: config.timezone };
+            let report = produce(&config.amqp_url, &options, shutdown).await?;
+            println!(
+                "published {} attendance records ({} good, {} bad) in {:.2} s: {:.0} records/s (--seed {seed})",
+                report.good + report.bad,
+                report.good,
+                report.bad,
+                report.elapsed.as_secs_f64(),
+                report.rate()
+            );
+        }
     }
     tracing::info!("stopped");
     Ok(())
@@ -67,13 +118,16 @@ fn print_banner(at: &DemoAddresses) {
     println!(
         "\nBotline demo running. Ctrl-C stops it.\n\
          \n  API             http://{api}/api/v1/tasks   (OpenAPI: http://{api}/api/v1/openapi.json)\
-         \n  bots            http://{api}/api/v1/bots    (bot-1, bot-2: VIVO360+NOOP; bot-3: NOOP)\
+         \n  bots            http://{api}/api/v1/bots    (bot-1, bot-2: VIVO360+CPE+NOOP; bot-3: NOOP)\
          \n  Vivo360 portal  http://{portal}/_control/users   (users the bots created)\
+         \n  equipment       https://{equipment}/_control/requests   (CPE configurations; self-signed: curl -k)\
+         \n  CPE activation  curl -s http://{api}/api/v1/equipment/cpe/CPE000042 -d '{{\"timeoutInSeconds\":14,\"parameters\":{{\"vlan\":534}}}}'\
          \n  RabbitMQ UI     http://127.0.0.1:15672   (guest/guest: queues botline.bot.*, exchanges botline.*)\
          \n\nSample tasks were submitted; watch them go WAITING -> ASSIGNED -> RUNNING -> COMPLETE:\
          \n  curl -s 'http://{api}/api/v1/tasks?order=oldest' | python3 -m json.tool\n",
         api = at.api,
-        portal = at.portal
+        portal = at.portal,
+        equipment = at.equipment
     );
 }
 

@@ -8,10 +8,14 @@
 //!   (field validation into types), `portal` (the state machine: sessions, form tokens, drafts,
 //!   users; randomness and `now` come in as arguments) and `pages` (HTML). The module itself is
 //!   the HTTP shell.
+//! - [`equipment`]: the equipment config service ("service A") that configures a CPE
+//!   synchronously, as slowly as a real device, with failure injection; over HTTP or HTTPS.
 //! - [`notify`]: the notification sink that records the incident communications bots deliver
 //!   to webhooks, honouring `Idempotency-Key`.
 //! - `control`: what the simulators share: the `down` / `delay_ms` failure injection in front
 //!   of their public routes and the JSON error shape of their control APIs.
+//! - [`tls`]: HTTPS serving shared by the simulators and the orchestrator: PEM material, a
+//!   self-signed certificate made at start, a rustls (ring) server configuration.
 //! - `src/main.rs`: the thin `simulators` binary, one subcommand per stand-in.
 //!
 //! Every simulator exposes a `…Config` (with `Default`), a `router(state)` and
@@ -20,5 +24,7 @@
 //! under `/_control` that failure injection never touches.
 
 mod control;
+pub mod equipment;
 pub mod notify;
+pub mod tls;
 pub mod vivo360;

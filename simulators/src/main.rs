@@ -6,10 +6,13 @@
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use simulators::equipment::{self, EquipmentConfig};
 use simulators::notify::{self, NotifyConfig};
+use simulators::tls::TlsMaterial;
 use simulators::vivo360::{self, Vivo360Config};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +36,28 @@ enum Simulator {
         listen: SocketAddr,
         #[command(flatten)]
         config: Vivo360Config,
+    },
+    /// The equipment config service ("service A"): configures a CPE, as slowly as a real device.
+    Equipment {
+        /// Address to listen on; port 0 picks a free one.
+        #[arg(long, env = "SIMULATOR_LISTEN", default_value = "127.0.0.1:8092")]
+        listen: SocketAddr,
+        /// Serve HTTPS, with a self-signed certificate for localhost and 127.0.0.1 made at start
+        /// unless --cert and --key are given.
+        #[arg(long)]
+        tls: bool,
+        /// The certificate chain (PEM) to serve HTTPS with; implies --tls.
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        /// The certificate's private key (PEM).
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
+        /// Write the self-signed certificate made at start to this file, for the bots to trust
+        /// (bot-agent --equipment-ca FILE).
+        #[arg(long, conflicts_with = "cert")]
+        save_cert: Option<PathBuf>,
+        #[command(flatten)]
+        config: EquipmentConfig,
     },
     /// The notification sink, recording what bots deliver to its webhooks.
     Notify {
@@ -61,6 +86,28 @@ async fn main() -> anyhow::Result<()> {
             vivo360::serve(bind(listen).await?, config, shutdown)
                 .await
                 .context("Vivo360 portal failed")?;
+        }
+        Simulator::Equipment { listen, tls, cert, key, save_cert, config } => {
+            let listener = bind(listen).await?;
+            let material = match (cert, key) {
+                (Some(cert), Some(key)) => Some(TlsMaterial::from_files(&cert, &key)?),
+                _ if tls || save_cert.is_some() => {
+                    let material = TlsMaterial::self_signed()?;
+                    if let Some(path) = save_cert {
+                        std::fs::write(&path, &material.cert_pem).with_context(|| {
+                            format!("cannot write the certificate to {}", path.display())
+                        })?;
+                        tracing::info!(path = %path.display(), "self-signed certificate saved");
+                    }
+                    Some(material)
+                }
+                _ => None,
+            };
+            let served = match material {
+                Some(material) => equipment::serve_tls(listener, config, material, shutdown).await,
+                None => equipment::serve(listener, config, shutdown).await,
+            };
+            served.context("equipment config service failed")?;
         }
         Simulator::Notify { listen, config } => {
             notify::serve(bind(listen).await?, config, shutdown)

@@ -89,7 +89,7 @@ impl Default for Vivo360Config {
 }
 
 /// Parses `--fail-rate`, so a bad value is refused with the flag's name before anything starts.
-fn parse_fail_rate(text: &str) -> Result<f64, String> {
+pub(crate) fn parse_fail_rate(text: &str) -> Result<f64, String> {
     let rate: f64 = text.parse().map_err(|error| format!("{error}"))?;
     if !(0.0..=1.0).contains(&rate) {
         return Err(InvalidSetting::FailRate(rate).to_string());

@@ -3,14 +3,15 @@
 //! the sink as soon as the row is done, checks `cancel` between rows (and steps), and never
 //! panics on what the network or the input can do.
 
+pub mod cpe;
 pub mod noop;
+pub mod notify;
 pub mod vivo360;
 
 use broker_config::{Assignment, System};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ensure_supported;
 use crate::progress::ProgressSink;
 
 /// The size limit the agent gives [`broker_config::Attachment::from_base64`]: none, as the API
@@ -53,6 +54,10 @@ impl Outcome {
 pub struct Automations {
     /// The Vivo360 user creation.
     pub vivo360: vivo360::Vivo360,
+    /// The equipment activation, for a bot that runs CPE.
+    pub cpe: Option<cpe::Cpe>,
+    /// The delivery of incident communications to webhooks.
+    pub notify: notify::Notify,
 }
 
 impl Automations {
@@ -66,11 +71,13 @@ impl Automations {
         match assignment.system {
             System::Noop => noop::run(assignment, sink, cancel).await,
             System::Vivo360 => self.vivo360.run(assignment, sink, cancel).await,
-            // The agent refuses these offers; this is for a caller that did not ask.
-            System::Cpe | System::Notify => match ensure_supported(assignment.system) {
-                Ok(_) => Outcome::fatal("no automation"),
-                Err(error) => Outcome::fatal(error.to_string()),
+            System::Cpe => match &self.cpe {
+                Some(cpe) => cpe.run(assignment, cancel).await,
+                // The agent refuses offers for systems it does not run; this is for a caller
+                // that did not ask.
+                None => Outcome::fatal("this bot does not run CPE"),
             },
+            System::Notify => self.notify.run(assignment, cancel).await,
         }
     }
 }

@@ -119,10 +119,13 @@ impl Harness {
         event
     }
 
-    /// The next event that is not a heartbeat.
+    /// The next event that is not a heartbeat (heartbeats alone never satisfy the wait).
     pub async fn next(&mut self) -> Event {
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let event = self.next_any().await;
+            let event = tokio::time::timeout_at(deadline, self.next_any())
+                .await
+                .expect("an event other than a heartbeat within the wait");
             if !matches!(event, Event::BotHeartbeat { .. }) {
                 return event;
             }
@@ -132,7 +135,13 @@ impl Harness {
     /// Events up to and including the first that ends `task` (completed, failed, released).
     pub async fn until_final(&mut self, task: TaskRef) -> Vec<Event> {
         let mut events = Vec::new();
+        let deadline = tokio::time::Instant::now() + WAIT * 3;
         loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "task {task:?} did not end within {:?}; events: {events:?}",
+                WAIT * 3
+            );
             let event = self.next().await;
             let done = event.task() == Some(task) && is_final(&event);
             events.push(event);

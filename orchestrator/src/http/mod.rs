@@ -15,10 +15,13 @@ use crate::error::ApiError;
 
 mod bots;
 mod dashboard;
+mod equipment;
 pub mod extract;
 mod health;
+mod incidents;
 mod live;
 pub mod openapi;
+mod reports;
 mod tasks;
 
 /// What every handler can reach.
@@ -44,7 +47,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/openapi.json", get(openapi::openapi_json))
         .route("/api/v1/events", get(live::events))
         .merge(dashboard::router())
-        .nest("/api/v1", bots::router().merge(tasks::router()))
+        .merge(reports::pages())
+        .nest(
+            "/api/v1",
+            bots::router()
+                .merge(tasks::router())
+                .merge(equipment::router())
+                .merge(incidents::router())
+                .merge(reports::router()),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

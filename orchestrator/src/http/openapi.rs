@@ -3,7 +3,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{bots, health, live, tasks};
+use super::{bots, equipment, health, incidents, live, reports, tasks};
 
 /// Botline's REST API.
 #[derive(OpenApi)]
@@ -14,10 +14,18 @@ use super::{bots, health, live, tasks};
         bots::list_bots, bots::create_bot, bots::get_bot, bots::replace_bot, bots::patch_bot, bots::delete_bot,
         tasks::list_tasks, tasks::create_task, tasks::get_task, tasks::replace_task, tasks::patch_task,
         tasks::delete_task, tasks::get_attachment, tasks::list_task_events, tasks::cancel_task, tasks::retry_task,
+        equipment::create_activation, equipment::activation_status,
+        incidents::list_actions, incidents::create_action, incidents::get_action, incidents::replace_action,
+        incidents::delete_action, incidents::report_triggers, incidents::list_incidents, incidents::get_incident,
+        incidents::resolve_incident, incidents::list_unclassified,
+        reports::attendance_report,
     ),
     tags(
         (name = "bots", description = "The automation bots"),
         (name = "tasks", description = "Work for the bots"),
+        (name = "equipment", description = "Equipment (CPE) activation, asynchronous"),
+        (name = "incidents", description = "Monitoring reports, incidents, escalation and the actions that rule them"),
+        (name = "reports", description = "Reports over the attendances the ETL loaded"),
         (name = "health", description = "Probes"),
         (name = "live", description = "Live change notices"),
     )

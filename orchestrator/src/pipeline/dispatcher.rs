@@ -399,6 +399,8 @@ impl Pipeline {
                 lost += 1;
             }
             txn.commit().await?;
+            // Tasks that ran out of attempts with the bot feed the incident engine.
+            self.incidents.report_failed_tasks(&requeued, now).await;
             if marked.rows_affected == 1 {
                 self.changes.bot(bot.id);
                 requeued.into_iter().for_each(|id| self.changes.task(id));

@@ -314,6 +314,11 @@ impl Pipeline {
             self.changes.bot(bot.id);
         }
         tracing::info!(task_id = %task.id, bot = %bot.name, attempt = task_ref.attempt, event = kind.as_str(), status = %updated.status, "task event applied");
+        if verdict == Verdict::Fail {
+            // A task that failed for good is a report to the incident engine (never an error
+            // here: the event is applied whatever becomes of the report).
+            self.incidents.report_failed_tasks(&[task.id], now).await;
+        }
         Ok(applied)
     }
 
@@ -380,6 +385,7 @@ impl Pipeline {
             }
         };
         txn.commit().await?;
+        self.incidents.report_failed_tasks(&requeued, now).await;
         self.changes.bot(bot_id);
         requeued.into_iter().for_each(|id| self.changes.task(id));
         tracing::info!(bot = %name, %ip, "bot online");
@@ -473,6 +479,7 @@ impl Pipeline {
             .exec(&txn)
             .await?;
         txn.commit().await?;
+        self.incidents.report_failed_tasks(&requeued, now).await;
         self.changes.bot(bot.id);
         requeued.into_iter().for_each(|id| self.changes.task(id));
         tracing::info!(bot = %name, "bot offline");

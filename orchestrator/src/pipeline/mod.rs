@@ -21,6 +21,7 @@ use uuid::Uuid;
 use crate::changes::Changes;
 use crate::entity::bot;
 use crate::error::ApiError;
+use crate::incidents::{IncidentSettings, Incidents};
 
 pub mod dispatcher;
 pub mod events;
@@ -43,6 +44,8 @@ pub struct Settings {
     pub retry_cap: Duration,
     /// Events the broker may send ahead of their acks.
     pub events_prefetch: u16,
+    /// The incident engine's timer and quiet period.
+    pub incidents: IncidentSettings,
 }
 
 impl Default for Settings {
@@ -55,6 +58,7 @@ impl Default for Settings {
             retry_base: Duration::from_secs(5),
             retry_cap: Duration::from_secs(300),
             events_prefetch: 64,
+            incidents: IncidentSettings::default(),
         }
     }
 }
@@ -67,7 +71,9 @@ pub struct Pipeline {
     pub(crate) settings: Settings,
     /// Notices of committed changes, for live views.
     pub changes: Changes,
-    wake: Notify,
+    /// The incident engine (its communications are tasks of this pipeline).
+    pub incidents: Incidents,
+    wake: Arc<Notify>,
 }
 
 impl Pipeline {
@@ -77,14 +83,11 @@ impl Pipeline {
             .timeout(Duration::from_secs(5))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        Arc::new(Pipeline {
-            db,
-            publisher,
-            http,
-            settings,
-            changes: Changes::default(),
-            wake: Notify::new(),
-        })
+        let changes = Changes::default();
+        let wake = Arc::new(Notify::new());
+        let incidents =
+            Incidents::new(db.clone(), changes.clone(), wake.clone(), settings.incidents.clone());
+        Arc::new(Pipeline { db, publisher, http, settings, changes, incidents, wake })
     }
 
     /// Asks the dispatcher to run now (a task was created, a bot became free or came online).
