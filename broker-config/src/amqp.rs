@@ -341,21 +341,7 @@ where
     H: FnMut(Message) -> F,
     F: Future<Output = Decision>,
 {
-    let channel = connection.create_channel().await.map_err(|e| e.to_string())?;
-    spec.topology.declare(&channel).await.map_err(|e| e.to_string())?;
-    channel
-        .basic_qos(spec.prefetch, BasicQosOptions::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut consumer = channel
-        .basic_consume(
-            spec.queue.as_str().into(),
-            spec.name.as_str().into(),
-            BasicConsumeOptions::default(), // manual acks: no_ack is false
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+    let (channel, mut consumer) = open_consumer(connection, spec).await?;
     tracing::info!(queue = %spec.queue, consumer = %spec.name, "consuming");
     backoff.reset();
     loop {
@@ -376,8 +362,7 @@ where
             data,
             redelivered,
         };
-        let data = message.data.clone();
-        let routing_key = message.routing_key.clone();
+        let kept = message.clone();
         match handler(message).await {
             Decision::Ack => {
                 acker.ack(BasicAckOptions::default()).await.map_err(|e| e.to_string())?;
@@ -389,27 +374,16 @@ where
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Decision::DeadLetter(reason) => {
-                tracing::warn!(queue = %spec.queue, %routing_key, %reason, "dead-lettering a message");
-                let mut headers = FieldTable::default();
-                headers.insert(
-                    "x-botline-reason".into(),
-                    AMQPValue::LongString(reason.as_str().into()),
-                );
-                headers.insert(
-                    "x-botline-queue".into(),
-                    AMQPValue::LongString(spec.queue.as_str().into()),
-                );
-                channel
-                    .basic_publish(
-                        DEAD_LETTER_EXCHANGE.into(),
-                        routing_key.as_str().into(),
-                        BasicPublishOptions::default(),
-                        &data,
-                        message_properties(&spec.name).with_headers(headers),
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
-                acker.ack(BasicAckOptions::default()).await.map_err(|e| e.to_string())?;
+                let decision = [Decision::DeadLetter(reason)];
+                let settled =
+                    publish_dead_letters(&channel, spec, std::slice::from_ref(&kept), &decision)
+                        .await?;
+                if settled.first().copied().unwrap_or(false) {
+                    acker.ack(BasicAckOptions::default()).await.map_err(|e| e.to_string())?;
+                } else {
+                    let options = BasicNackOptions { requeue: true, ..Default::default() };
+                    acker.nack(options).await.map_err(|e| e.to_string())?;
+                }
             }
         }
     }
@@ -473,23 +447,7 @@ where
     H: FnMut(Vec<Message>) -> F,
     F: Future<Output = Vec<Decision>>,
 {
-    let channel = connection.create_channel().await.map_err(|e| e.to_string())?;
-    spec.topology.declare(&channel).await.map_err(|e| e.to_string())?;
-    // Confirms for the dead letters this channel publishes: acked only once the broker has them.
-    channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| e.to_string())?;
-    channel
-        .basic_qos(spec.prefetch, BasicQosOptions::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut consumer = channel
-        .basic_consume(
-            spec.queue.as_str().into(),
-            spec.name.as_str().into(),
-            BasicConsumeOptions::default(), // manual acks: no_ack is false
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+    let (channel, mut consumer) = open_consumer(connection, spec).await?;
     tracing::info!(queue = %spec.queue, consumer = %spec.name, max_batch = batching.max_batch, "consuming in batches");
     backoff.reset();
     loop {
@@ -556,6 +514,32 @@ fn batch_item(
         redelivered,
     };
     Ok((message, acker))
+}
+
+/// Opens a channel for consuming `spec.queue`: the topology declared, publisher confirms on (for
+/// the dead letters it publishes: a message is acked only once its dead letter is confirmed), the
+/// prefetch set, and the consumer started with manual acks.
+async fn open_consumer(
+    connection: &Connection,
+    spec: &ConsumerSpec,
+) -> Result<(Channel, lapin::Consumer), String> {
+    let channel = connection.create_channel().await.map_err(|e| e.to_string())?;
+    spec.topology.declare(&channel).await.map_err(|e| e.to_string())?;
+    channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| e.to_string())?;
+    channel
+        .basic_qos(spec.prefetch, BasicQosOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let consumer = channel
+        .basic_consume(
+            spec.queue.as_str().into(),
+            spec.name.as_str().into(),
+            BasicConsumeOptions::default(), // manual acks: no_ack is false
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((channel, consumer))
 }
 
 /// Publishes the dead letters among `decisions` (all at once, then waits for their confirms) and
