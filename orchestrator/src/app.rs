@@ -130,8 +130,9 @@ impl Orchestrator {
     }
 
     /// Serves the API on `listener` (over HTTPS when the configuration gave a certificate) and
-    /// runs the dispatcher, the event consumer and the attendance ETL until `shutdown` fires; then finishes
-    /// in-flight requests and stops the loops.
+    /// runs the dispatcher, the event consumer, the incident engine (monitoring reports and its
+    /// timer) and the attendance ETL until `shutdown` fires; then finishes in-flight requests and
+    /// stops the loops.
     pub async fn serve(
         self,
         listener: TcpListener,
