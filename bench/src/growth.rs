@@ -118,7 +118,17 @@ pub async fn measure(bots: usize, waiting: usize, passes: usize) -> anyhow::Resu
             "a pass offered {offered} tasks, expected {}",
             bots.min(waiting)
         );
-        // Free the bots again for the next pass (their offers stay ASSIGNED).
+        // Back to the same state for the next pass: the offered tasks WAITING, the bots free.
+        task::Entity::update_many()
+            .col_expr(task::Column::Status, Expr::value("WAITING"))
+            .col_expr(task::Column::BotId, Expr::value(Option::<Uuid>::None))
+            .col_expr(
+                task::Column::OfferExpiresAt,
+                Expr::value(Option::<chrono::DateTime<Utc>>::None),
+            )
+            .filter(task::Column::Status.eq("ASSIGNED"))
+            .exec(&db)
+            .await?;
         bot::Entity::update_many()
             .col_expr(bot::Column::Status, Expr::value("AVAILABLE"))
             .col_expr(bot::Column::CurrentTaskId, Expr::value(Option::<Uuid>::None))
