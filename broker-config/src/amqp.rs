@@ -349,19 +349,7 @@ where
             () = shutdown.cancelled() => return Ok(()),
             next = consumer.next() => next,
         };
-        let delivery = match next {
-            Some(Ok(delivery)) => delivery,
-            Some(Err(err)) => return Err(err.to_string()),
-            None => return Err("the consumer stream ended".into()),
-        };
-        let Delivery { data, routing_key, redelivered, properties, acker, .. } = delivery;
-        let message = Message {
-            routing_key: routing_key.to_string(),
-            user_id: properties.user_id().as_ref().map(ShortString::to_string),
-            message_id: properties.message_id().as_ref().map(ShortString::to_string),
-            data,
-            redelivered,
-        };
+        let (message, acker) = split_delivery(next)?;
         let kept = message.clone();
         match handler(message).await {
             Decision::Ack => {
@@ -455,7 +443,7 @@ where
             () = shutdown.cancelled() => return Ok(()),
             next = consumer.next() => next,
         };
-        let mut batch = vec![batch_item(first)?];
+        let mut batch = vec![split_delivery(first)?];
         let deadline = Instant::now() + batching.max_wait;
         while batch.len() < batching.max_batch {
             let next = tokio::select! {
@@ -463,7 +451,7 @@ where
                 () = tokio::time::sleep_until(deadline) => break,
                 next = consumer.next() => next,
             };
-            batch.push(batch_item(next)?);
+            batch.push(split_delivery(next)?);
         }
         let (messages, ackers): (Vec<Message>, Vec<lapin::Acker>) = batch.into_iter().unzip();
         let mut decisions = handler(messages.clone()).await;
@@ -497,7 +485,9 @@ where
     }
 }
 
-fn batch_item(
+/// The message and its acker from the consumer stream's next item; an error or the end of the
+/// stream is the connection's loss.
+fn split_delivery(
     next: Option<Result<Delivery, lapin::Error>>,
 ) -> Result<(Message, lapin::Acker), String> {
     let delivery = match next {
