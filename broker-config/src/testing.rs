@@ -160,6 +160,65 @@ impl TestVhost {
     }
 }
 
+/// A message taken from `botline.dead`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The body, as it was.
+    pub data: Vec<u8>,
+    /// The publisher's message id, when it set one.
+    pub message_id: Option<String>,
+    /// Why it was dead-lettered (the `x-botline-reason` header).
+    pub reason: Option<String>,
+    /// The queue it was consumed from (the `x-botline-queue` header).
+    pub queue: Option<String>,
+}
+
+fn header(headers: Option<&lapin::types::FieldTable>, name: &str) -> Option<String> {
+    match headers?.inner().get(name)? {
+        lapin::types::AMQPValue::LongString(text) => {
+            Some(String::from_utf8_lossy(text.as_bytes()).into_owned())
+        }
+        _ => None,
+    }
+}
+
+impl TestVhost {
+    /// Takes `n` messages from `botline.dead`, in the order they arrive, waiting 30 s at most.
+    pub async fn dead_letters(&self, n: usize) -> Result<Vec<DeadLetter>, ManagementError> {
+        let failed = |e: lapin::Error| ManagementError(format!("reading botline.dead: {e}"));
+        let connection =
+            crate::amqp::connect(&self.amqp_url(), "test-dead-letters").await.map_err(failed)?;
+        let channel = connection.create_channel().await.map_err(failed)?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut found = Vec::new();
+        while found.len() < n {
+            if tokio::time::Instant::now() > deadline {
+                return Err(ManagementError(format!(
+                    "only {} of {n} dead letters arrived: {found:?}",
+                    found.len()
+                )));
+            }
+            let options = lapin::options::BasicGetOptions { no_ack: true };
+            let queue = crate::topology::DEAD_LETTER_QUEUE;
+            let Some(message) = channel.basic_get(queue.into(), options).await.map_err(failed)?
+            else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let properties = &message.delivery.properties;
+            let headers = properties.headers().as_ref();
+            found.push(DeadLetter {
+                message_id: properties.message_id().as_ref().map(|id| id.to_string()),
+                reason: header(headers, "x-botline-reason"),
+                queue: header(headers, "x-botline-queue"),
+                data: message.delivery.data.clone(),
+            });
+        }
+        let _ = connection.close(200, "done".into()).await;
+        Ok(found)
+    }
+}
+
 fn percent_encode(text: &str) -> String {
     let mut out = String::new();
     for byte in text.bytes() {

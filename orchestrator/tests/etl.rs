@@ -9,11 +9,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use broker_config::amqp;
-use broker_config::topology::{ATTENDANCE_ETL_QUEUE, ATTENDANCE_EXCHANGE, DEAD_LETTER_QUEUE};
+use broker_config::topology::{ATTENDANCE_ETL_QUEUE, ATTENDANCE_EXCHANGE};
 use chrono::{NaiveDate, TimeZone as _, Utc};
 use common::{Backend, TestApp, assert_error};
-use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::AMQPValue;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Confirmation};
 use orchestrator::entity::{attendance, attendance_service};
 use orchestrator::etl::produce::{ProduceOptions, produce};
@@ -97,33 +96,13 @@ async fn rows(app: &TestApp) -> u64 {
 
 /// Takes `n` dead letters from `botline.dead`: message id (or body) → reason.
 async fn dead_letters(app: &TestApp, n: usize) -> HashMap<String, String> {
-    let connection = amqp::connect(&app.vhost.amqp_url(), "test-inspector").await.unwrap();
-    let channel = connection.create_channel().await.unwrap();
     let mut found = HashMap::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while found.len() < n {
-        assert!(Instant::now() < deadline, "only {} of {n} dead letters: {found:?}", found.len());
-        let options = BasicGetOptions { no_ack: true };
-        let Some(message) = channel.basic_get(DEAD_LETTER_QUEUE.into(), options).await.unwrap()
-        else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let properties = &message.delivery.properties;
-        let headers = properties.headers().clone().unwrap();
-        assert_eq!(
-            headers.inner().get("x-botline-queue"),
-            Some(&AMQPValue::LongString(ATTENDANCE_ETL_QUEUE.into()))
-        );
-        let reason = match headers.inner().get("x-botline-reason") {
-            Some(AMQPValue::LongString(reason)) => reason.to_string(),
-            other => panic!("no reason: {other:?}"),
-        };
-        let id = properties.message_id().as_ref().map(|id| id.to_string());
-        let id = id.unwrap_or_else(|| String::from_utf8_lossy(&message.delivery.data).into_owned());
-        found.insert(id, reason);
+    for dead in app.vhost.dead_letters(n).await.unwrap() {
+        assert_eq!(dead.queue.as_deref(), Some(ATTENDANCE_ETL_QUEUE));
+        let id =
+            dead.message_id.unwrap_or_else(|| String::from_utf8_lossy(&dead.data).into_owned());
+        found.insert(id, dead.reason.expect("every dead letter says why"));
     }
-    let _ = connection.close(200, "done".into()).await;
     found
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use broker_config::Topology;
 use broker_config::amqp::Publisher;
-use broker_config::topology::{DEAD_LETTER_QUEUE, MONITORING_EXCHANGE};
+use broker_config::topology::MONITORING_EXCHANGE;
 use chrono::{DateTime, Utc};
 use common::{Backend, TestApp, assert_error};
 use orchestrator::entity::task;
@@ -355,30 +355,14 @@ async fn reports_arrive_from_the_broker(backend: Backend) {
     });
     let (_, page) = app.get("/api/v1/incidents/unclassified").await;
     assert_eq!(page["items"][0]["source"], "broker");
-    let connection =
-        broker_config::amqp::connect(&app.vhost.amqp_url(), "inspector").await.unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    let mut reasons = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while reasons.len() < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "dead letters did not arrive: {reasons:?}");
-        match channel
-            .basic_get(DEAD_LETTER_QUEUE.into(), lapin::options::BasicGetOptions { no_ack: true })
-            .await
-            .unwrap()
-        {
-            Some(message) => {
-                let headers = message.delivery.properties.headers().clone().unwrap();
-                match headers.inner().get("x-botline-reason") {
-                    Some(lapin::types::AMQPValue::LongString(text)) => {
-                        reasons.push(String::from_utf8_lossy(text.as_bytes()).into_owned())
-                    }
-                    other => panic!("no reason header: {other:?}"),
-                }
-            }
-            None => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
+    let reasons: Vec<String> = app
+        .vhost
+        .dead_letters(2)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|dead| dead.reason.expect("every dead letter says why"))
+        .collect();
     assert!(reasons[0].contains("expected"), "{reasons:?}");
     assert!(reasons[1].contains("report.status"), "{reasons:?}");
     shutdown.cancel();

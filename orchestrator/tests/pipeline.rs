@@ -11,7 +11,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use broker_config::amqp::Publisher;
 use broker_config::messages::{self, Assignment, Command, Event};
-use broker_config::topology::{self, DEAD_LETTER_QUEUE, EVENTS_EXCHANGE};
+use broker_config::topology::{self, EVENTS_EXCHANGE};
 use broker_config::{
     BotName, ConsumerSpec, Decision, RowOutcome, RowStatus, System, TaskRef, Topology,
 };
@@ -472,30 +472,14 @@ async fn malformed_events_are_dead_lettered_and_the_consumer_goes_on(backend: Ba
     raw.publish(EVENTS_EXCHANGE, "bot.online", br#"{"v":9,"type":"bot.online"}"#, false)
         .await
         .unwrap();
-    let connection =
-        broker_config::amqp::connect(&app.vhost.amqp_url(), "inspector").await.unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    let mut reasons = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while reasons.len() < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "dead letters did not arrive: {reasons:?}");
-        match channel
-            .basic_get(DEAD_LETTER_QUEUE.into(), lapin::options::BasicGetOptions { no_ack: true })
-            .await
-            .unwrap()
-        {
-            Some(message) => {
-                let headers = message.delivery.properties.headers().clone().unwrap();
-                match headers.inner().get("x-botline-reason") {
-                    Some(lapin::types::AMQPValue::LongString(text)) => {
-                        reasons.push(String::from_utf8_lossy(text.as_bytes()).into_owned())
-                    }
-                    other => panic!("no reason header: {other:?}"),
-                }
-            }
-            None => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
+    let reasons: Vec<String> = app
+        .vhost
+        .dead_letters(2)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|dead| dead.reason.expect("every dead letter says why"))
+        .collect();
     assert!(reasons[0].contains("malformed message"), "{reasons:?}");
     assert!(reasons[1].contains("unsupported message version 9"), "{reasons:?}");
     // The consumer still applies good events.
