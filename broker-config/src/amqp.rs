@@ -13,7 +13,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
+use futures_util::{FutureExt as _, StreamExt as _};
 use lapin::Confirmation;
 use lapin::message::Delivery;
 use lapin::options::{
@@ -378,8 +378,9 @@ where
 }
 
 /// Consumes `spec.queue` in batches until `shutdown` fires: waits for a message, gathers up to
-/// `max_batch` of them (waiting at most `max_wait` after the first), hands them to `handler` in
-/// delivery order, and applies the [`Decision`] it returns for each, by position (a missing
+/// `max_batch` of them (those already delivered at once, then waiting at most `max_wait` after
+/// the first; with `Duration::ZERO` a batch is what has arrived, never waited for), hands them to
+/// `handler` in delivery order, and applies the [`Decision`] it returns for each, by position (a missing
 /// decision counts as [`Decision::Requeue`]). Settled messages are acknowledged with one
 /// `multiple` ack per run; dead letters are published with publisher confirms and acknowledged
 /// only once confirmed, so a message is never lost between the two. `spec.prefetch` should be at
@@ -446,10 +447,15 @@ where
         let mut batch = vec![split_delivery(first)?];
         let deadline = Instant::now() + batching.max_wait;
         while batch.len() < batching.max_batch {
-            let next = tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                () = tokio::time::sleep_until(deadline) => break,
-                next = consumer.next() => next,
+            // What has already arrived joins at once; then wait for more until the deadline.
+            let next = match consumer.next().now_or_never() {
+                Some(next) => next,
+                None if Instant::now() >= deadline => break,
+                None => tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    () = tokio::time::sleep_until(deadline) => break,
+                    next = consumer.next() => next,
+                },
             };
             batch.push(split_delivery(next)?);
         }

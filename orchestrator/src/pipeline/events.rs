@@ -1,9 +1,11 @@
-//! Applying what bots report: [`Pipeline::apply_event`] (one transaction per event, fenced by
-//! attempt, idempotent) and the consumer of `botline.orchestrator.events` that acks each event
-//! only after its transaction committed.
+//! Applying what bots report: [`Pipeline::handle_events`] applies a batch of events in one
+//! transaction (in order, each fenced by attempt and idempotent) and the consumer of
+//! `botline.orchestrator.events` hands it whatever the broker has delivered, acking the batch only
+//! after its commit.
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use broker_config::messages::{self, Command, Event};
 use broker_config::topology::ORCHESTRATOR_EVENTS_QUEUE;
@@ -14,8 +16,8 @@ use broker_config::{
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _, Set,
-    TransactionTrait as _,
+    ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _,
+    QuerySelect as _, Set, TransactionTrait as _,
 };
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -29,13 +31,18 @@ use crate::entity::{bot, task};
 use crate::error::ApiError;
 use crate::tasks::{EventKind, record};
 
-/// What applying an event did, beyond the database.
+/// What applied events leave to do once their transaction has committed.
 #[derive(Debug, Default)]
-pub struct Applied {
+pub struct Effects {
     /// A bot became free or a task WAITING: the dispatcher has work.
     pub wake: bool,
-    /// Commands to send once committed (telling a stale bot to stop).
+    /// Commands to send (telling a stale bot to stop).
     pub commands: Vec<(bot::Model, Command)>,
+    /// Tasks and bots that changed, for live views.
+    tasks: Vec<Uuid>,
+    bots: Vec<Uuid>,
+    /// Tasks that may have failed for good, for the incident engine.
+    failed: Vec<Uuid>,
 }
 
 fn to_u32(n: i32) -> u32 {
@@ -43,9 +50,11 @@ fn to_u32(n: i32) -> u32 {
 }
 
 impl Pipeline {
-    /// Consumes `botline.orchestrator.events` until `shutdown`, applying each event and acking it
-    /// after its commit. Malformed events are dead-lettered with the reason; events that fail on
-    /// the database (it is down) stay in the queue and come back.
+    /// Consumes `botline.orchestrator.events` until `shutdown`. Whatever the broker has delivered
+    /// (up to the prefetch) is applied as one batch in one transaction and acked after its
+    /// commit; under load that is one commit for many events, idle it is one event at once (the
+    /// batch never waits for more). Malformed events are dead-lettered with the reason; events
+    /// that fail on the database (it is down) stay in the queue and come back.
     pub async fn run_event_consumer(
         self: Arc<Self>,
         amqp_url: String,
@@ -58,141 +67,193 @@ impl Pipeline {
             topology: Topology::core(),
             prefetch: self.settings.events_prefetch,
         };
+        let max_batch = usize::from(self.settings.events_prefetch);
         let pipeline = self.clone();
-        broker_config::consume(spec, shutdown, move |message| {
+        broker_config::amqp::consume_batches(spec, max_batch, Duration::ZERO, shutdown, move |batch| {
             let pipeline = pipeline.clone();
             async move {
-                let event = match messages::decode::<Event>(&message.data) {
-                    Ok(event) => event,
-                    Err(err) => return Decision::DeadLetter(err.to_string()),
-                };
-                match pipeline.handle_event(event).await {
-                    Ok(()) => Decision::Ack,
-                    Err(ApiError::Invalid { message, .. }) => Decision::DeadLetter(message),
-                    Err(err) => {
-                        tracing::warn!(error = %err, routing_key = %message.routing_key, "event not applied; it stays queued");
-                        Decision::Requeue
+                let mut decisions = vec![Decision::Ack; batch.len()];
+                let mut events = Vec::with_capacity(batch.len());
+                for (index, message) in batch.iter().enumerate() {
+                    match messages::decode::<Event>(&message.data) {
+                        Ok(event) => events.push((index, event)),
+                        Err(err) => decisions[index] = Decision::DeadLetter(err.to_string()),
                     }
                 }
+                let (indexes, events): (Vec<usize>, Vec<Event>) = events.into_iter().unzip();
+                let results = pipeline.handle_events(&events).await;
+                for (index, result) in indexes.into_iter().zip(results) {
+                    decisions[index] = match result {
+                        Ok(()) => Decision::Ack,
+                        Err(ApiError::Invalid { message, .. }) => Decision::DeadLetter(message),
+                        Err(err) => {
+                            let routing_key = &batch[index].routing_key;
+                            tracing::warn!(error = %err, %routing_key, "event not applied; it stays queued");
+                            Decision::Requeue
+                        }
+                    };
+                }
+                decisions
             }
         })
         .await;
     }
 
-    /// Applies an event and carries out its effects (wake the dispatcher, send commands).
+    /// Applies one event in its own transaction and carries out its effects.
     pub async fn handle_event(&self, event: Event) -> Result<(), ApiError> {
-        let applied = self.apply_event(&event, now()).await?;
-        for (bot, command) in &applied.commands {
+        self.handle_events(std::slice::from_ref(&event)).await.pop().unwrap_or(Ok(()))
+    }
+
+    /// Applies `events` in order in one transaction, then carries out their effects (notices,
+    /// incident reports, commands, waking the dispatcher). One result per event: an invalid event
+    /// is refused alone (before it wrote anything). If the transaction fails, the events are
+    /// applied again one per transaction, so one event's trouble does not hold back the others.
+    pub async fn handle_events(&self, events: &[Event]) -> Vec<Result<(), ApiError>> {
+        let now = now();
+        match self.apply_events(events, now).await {
+            Ok((results, effects)) => {
+                self.carry_out(effects, now).await;
+                results
+            }
+            Err(err) if events.len() <= 1 => vec![Err(err)],
+            Err(err) => {
+                tracing::warn!(error = %err, events = events.len(), "a batch of events failed; applying them one by one");
+                let mut results = Vec::with_capacity(events.len());
+                for event in events {
+                    let result = match self.apply_events(std::slice::from_ref(event), now).await {
+                        Ok((mut result, effects)) => {
+                            self.carry_out(effects, now).await;
+                            result.pop().unwrap_or(Ok(()))
+                        }
+                        Err(err) => Err(err),
+                    };
+                    results.push(result);
+                }
+                results
+            }
+        }
+    }
+
+    /// Applies `events` in one transaction; `Err` when it did not commit.
+    async fn apply_events(
+        &self,
+        events: &[Event],
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<Result<(), ApiError>>, Effects), ApiError> {
+        let txn = self.db.begin().await?;
+        let mut effects = Effects::default();
+        let mut results = Vec::with_capacity(events.len());
+        for event in events {
+            match self.apply_event(&txn, event, now, &mut effects).await {
+                Ok(()) => results.push(Ok(())),
+                // Refused before writing anything: the others stand.
+                Err(err @ ApiError::Invalid { .. }) => results.push(Err(err)),
+                Err(err) => return Err(err),
+            }
+        }
+        txn.commit().await?;
+        Ok((results, effects))
+    }
+
+    async fn carry_out(&self, effects: Effects, now: DateTime<Utc>) {
+        let Effects { wake, commands, tasks, bots, failed } = effects;
+        if !failed.is_empty() {
+            // Never an error here: the events are applied whatever becomes of the report.
+            self.incidents.report_failed_tasks(&failed, now).await;
+        }
+        tasks.into_iter().for_each(|id| self.changes.task(id));
+        bots.into_iter().for_each(|id| self.changes.bot(id));
+        for (bot, command) in &commands {
             self.send_command(bot, command).await;
         }
-        if applied.wake {
+        if wake {
             self.wake();
         }
-        Ok(())
     }
 
-    /// Applies one event in one transaction. Task events are fenced by attempt
-    /// ([`rules::judge`]): a stale one is recorded in the history and changes nothing; a repeated
-    /// one changes nothing. Bot events register bots and keep their liveness.
-    pub async fn apply_event(
+    /// Applies one event within `txn`. Task events are fenced by attempt ([`rules::judge`]): a
+    /// stale one is recorded in the history and changes nothing; a repeated one changes nothing.
+    /// Bot events register bots and keep their liveness. An [`ApiError::Invalid`] is only ever
+    /// returned before anything was written.
+    async fn apply_event(
         &self,
+        txn: &impl ConnectionTrait,
         event: &Event,
         now: DateTime<Utc>,
-    ) -> Result<Applied, ApiError> {
-        match event {
+        fx: &mut Effects,
+    ) -> Result<(), ApiError> {
+        let event = match event {
             Event::BotOnline { bot, ip_address, systems, .. } => {
-                self.bot_online(bot, ip_address, systems, now).await
+                return self.bot_online(txn, bot, ip_address, systems, now, fx).await;
             }
-            Event::BotHeartbeat { bot, task, .. } => self.bot_heartbeat(bot, *task, now).await,
-            Event::BotStatusChanged { bot, status, .. } => self.bot_status(bot, *status, now).await,
-            Event::BotOffline { bot, .. } => self.bot_offline(bot, now).await,
+            Event::BotHeartbeat { bot, task, .. } => {
+                return self.bot_heartbeat(txn, bot, *task, now, fx).await;
+            }
+            Event::BotStatusChanged { bot, status, .. } => {
+                return self.bot_status(txn, bot, *status, now, fx).await;
+            }
+            Event::BotOffline { bot, .. } => return self.bot_offline(txn, bot, now, fx).await,
             Event::TaskAccepted { task, bot, .. } => {
-                self.task_event(bot, *task, Report::Accepted, &[], None, now, json!({})).await
+                TaskEvent::new(bot, *task, Report::Accepted, &[], None, json!({}))
             }
             Event::TaskRejected { task, bot, reason, .. } => {
-                self.task_event(
-                    bot,
-                    *task,
-                    Report::Rejected,
-                    &[],
-                    None,
-                    now,
-                    json!({ "reason": reason }),
-                )
-                .await
+                TaskEvent::new(bot, *task, Report::Rejected, &[], None, json!({ "reason": reason }))
             }
-            Event::TaskProgress { task, bot, rows, .. } => {
-                self.task_event(
-                    bot,
-                    *task,
-                    Report::Progress,
-                    rows,
-                    None,
-                    now,
-                    json!({ "rows": rows.len() }),
-                )
-                .await
-            }
-            Event::TaskCompleted { task, bot, rows, output, .. } => {
-                self.task_event(
-                    bot,
-                    *task,
-                    Report::Completed,
-                    rows,
-                    output.clone(),
-                    now,
-                    json!({ "rows": rows.len() }),
-                )
-                .await
-            }
-            Event::TaskFailed { task, bot, rows, error, retryable, .. } => {
-                let report = Report::Failed { retryable: *retryable };
-                self.task_event(
-                    bot,
-                    *task,
-                    report,
-                    rows,
-                    Some(json!(error)),
-                    now,
-                    json!({ "error": error, "retryable": retryable }),
-                )
-                .await
-            }
-            Event::TaskReleased { task, bot, rows, reason, .. } => {
-                self.task_event(
-                    bot,
-                    *task,
-                    Report::Released,
-                    rows,
-                    None,
-                    now,
-                    json!({ "reason": reason }),
-                )
-                .await
-            }
-        }
+            Event::TaskProgress { task, bot, rows, .. } => TaskEvent::new(
+                bot,
+                *task,
+                Report::Progress,
+                rows,
+                None,
+                json!({ "rows": rows.len() }),
+            ),
+            Event::TaskCompleted { task, bot, rows, output, .. } => TaskEvent::new(
+                bot,
+                *task,
+                Report::Completed,
+                rows,
+                output.clone(),
+                json!({ "rows": rows.len() }),
+            ),
+            Event::TaskFailed { task, bot, rows, error, retryable, .. } => TaskEvent::new(
+                bot,
+                *task,
+                Report::Failed { retryable: *retryable },
+                rows,
+                Some(json!(error)),
+                json!({ "error": error, "retryable": retryable }),
+            ),
+            Event::TaskReleased { task, bot, rows, reason, .. } => TaskEvent::new(
+                bot,
+                *task,
+                Report::Released,
+                rows,
+                None,
+                json!({ "reason": reason }),
+            ),
+        };
+        self.task_event(txn, event, now, fx).await
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn task_event(
         &self,
-        bot_name: &BotName,
-        task_ref: TaskRef,
-        report: Report,
-        rows: &[RowOutcome],
-        extra: Option<Value>,
+        txn: &impl ConnectionTrait,
+        event: TaskEvent<'_>,
         now: DateTime<Utc>,
-        detail: Value,
-    ) -> Result<Applied, ApiError> {
-        let mut applied = Applied::default();
-        let txn = self.db.begin().await?;
-        let Some(bot) = bots::find_by_name(&txn, bot_name.as_str()).await? else {
+        fx: &mut Effects,
+    ) -> Result<(), ApiError> {
+        let TaskEvent { bot: bot_name, task: task_ref, report, rows, extra, detail } = event;
+        let Some(bot) = bots::find_by_name(txn, bot_name.as_str()).await? else {
             tracing::warn!(bot = %bot_name, task_id = %task_ref.task_id, "event from an unknown bot ignored");
-            return Ok(applied);
+            return Ok(());
         };
-        let Some(task) = task::Entity::find_by_id(task_ref.task_id).one(&txn).await? else {
+        // FOR UPDATE on PostgreSQL: orchestrators sharing a database apply one task's events one
+        // after the other (SQLite has a single writer anyway).
+        let Some(task) =
+            task::Entity::find_by_id(task_ref.task_id).lock_exclusive().one(txn).await?
+        else {
             tracing::warn!(bot = %bot_name, task_id = %task_ref.task_id, "event about an unknown task ignored");
-            return Ok(applied);
+            return Ok(());
         };
         let status: TaskStatus = task
             .status
@@ -210,11 +271,11 @@ impl Pipeline {
         let mut row: task::ActiveModel = task.clone().into();
         row.updated_at = Set(now);
         let (kind, bot_after) = match verdict {
-            Verdict::Duplicate => return Ok(applied),
+            Verdict::Duplicate => return Ok(()),
             Verdict::Stale { cancel_sender } => {
                 let stale = json!({ "report": format!("{report:?}"), "attempt": task_ref.attempt, "current_attempt": task.attempt, "status": task.status });
                 record(
-                    &txn,
+                    txn,
                     task.id,
                     Some(bot.id),
                     attempt,
@@ -223,11 +284,10 @@ impl Pipeline {
                     now,
                 )
                 .await?;
-                txn.commit().await?;
-                self.changes.task(task.id);
+                fx.tasks.push(task.id);
                 tracing::info!(task_id = %task.id, bot = %bot.name, attempt = task_ref.attempt, current = task.attempt, "stale event recorded");
                 if cancel_sender {
-                    applied.commands.push((
+                    fx.commands.push((
                         bot,
                         Command::CancelTask {
                             task: task_ref,
@@ -235,7 +295,7 @@ impl Pipeline {
                         },
                     ));
                 }
-                return Ok(applied);
+                return Ok(());
             }
             Verdict::Start => {
                 row.status = Set(TaskStatus::Running.as_str().to_owned());
@@ -298,37 +358,35 @@ impl Pipeline {
                 (EventKind::Released, Some(BotStatus::Unavailable))
             }
         };
-        let updated = row.update(&txn).await?;
+        let updated = row.update(txn).await?;
         let mut detail = detail;
         if verdict == Verdict::RetryLater {
             detail["retry_at"] = json!(updated.not_before);
         }
-        record(&txn, task.id, Some(bot.id), attempt, kind, Some(detail), now).await?;
+        record(txn, task.id, Some(bot.id), attempt, kind, Some(detail), now).await?;
+        fx.tasks.push(task.id);
         if let Some(status) = bot_after {
-            bots::release_bot(&txn, bot.id, task.id, status, now).await?;
-            applied.wake = true;
+            bots::release_bot(txn, bot.id, task.id, status, now).await?;
+            fx.bots.push(bot.id);
+            fx.wake = true;
         }
-        txn.commit().await?;
-        self.changes.task(task.id);
-        if bot_after.is_some() {
-            self.changes.bot(bot.id);
+        if verdict == Verdict::Fail {
+            // A task that failed for good is a report to the incident engine.
+            fx.failed.push(task.id);
         }
         tracing::info!(task_id = %task.id, bot = %bot.name, attempt = task_ref.attempt, event = kind.as_str(), status = %updated.status, "task event applied");
-        if verdict == Verdict::Fail {
-            // A task that failed for good is a report to the incident engine (never an error
-            // here: the event is applied whatever becomes of the report).
-            self.incidents.report_failed_tasks(&[task.id], now).await;
-        }
-        Ok(applied)
+        Ok(())
     }
 
     async fn bot_online(
         &self,
+        txn: &impl ConnectionTrait,
         name: &BotName,
         ip_address: &str,
         systems: &[broker_config::System],
         now: DateTime<Utc>,
-    ) -> Result<Applied, ApiError> {
+        fx: &mut Effects,
+    ) -> Result<(), ApiError> {
         let ip: IpAddr = ip_address.parse().map_err(|_| {
             ApiError::invalid(
                 "ip_address",
@@ -345,12 +403,13 @@ impl Pipeline {
         systems.sort();
         systems.dedup();
         let systems = systems.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",");
-        let txn = self.db.begin().await?;
-        let (bot_id, requeued) = match bots::find_by_name(&txn, name.as_str()).await? {
+        let bot_id = match bots::find_by_name(txn, name.as_str()).await? {
             Some(existing) => {
                 // It restarted: whatever it held is lost.
                 let requeued =
-                    self.requeue_held_tasks(&txn, &existing, "the bot restarted", now).await?;
+                    self.requeue_held_tasks(txn, &existing, "the bot restarted", now).await?;
+                fx.tasks.extend(&requeued);
+                fx.failed.extend(requeued);
                 let bot_id = existing.id;
                 let mut row: bot::ActiveModel = existing.into();
                 row.ip_address = Set(ip.to_string());
@@ -361,8 +420,8 @@ impl Pipeline {
                 row.current_task_id = Set(None);
                 row.last_heartbeat_at = Set(Some(now));
                 row.updated_at = Set(now);
-                row.update(&txn).await?;
-                (bot_id, requeued)
+                row.update(txn).await?;
+                bot_id
             }
             None => {
                 let bot_id = Uuid::now_v7();
@@ -379,29 +438,28 @@ impl Pipeline {
                     created_at: Set(now),
                     updated_at: Set(now),
                 }
-                .insert(&txn)
+                .insert(txn)
                 .await?;
-                (bot_id, Vec::new())
+                bot_id
             }
         };
-        txn.commit().await?;
-        self.incidents.report_failed_tasks(&requeued, now).await;
-        self.changes.bot(bot_id);
-        requeued.into_iter().for_each(|id| self.changes.task(id));
+        fx.bots.push(bot_id);
+        fx.wake = true;
         tracing::info!(bot = %name, %ip, "bot online");
-        Ok(Applied { wake: true, commands: Vec::new() })
+        Ok(())
     }
 
     async fn bot_heartbeat(
         &self,
+        txn: &impl ConnectionTrait,
         name: &BotName,
         working_on: Option<TaskRef>,
         now: DateTime<Utc>,
-    ) -> Result<Applied, ApiError> {
-        let mut applied = Applied::default();
-        let Some(bot) = bots::find_by_name(&self.db, name.as_str()).await? else {
+        fx: &mut Effects,
+    ) -> Result<(), ApiError> {
+        let Some(bot) = bots::find_by_name(txn, name.as_str()).await? else {
             tracing::warn!(bot = %name, "heartbeat from an unknown bot ignored (it registers with bot.online)");
-            return Ok(applied);
+            return Ok(());
         };
         let holds = match working_on {
             None => None,
@@ -413,7 +471,7 @@ impl Pipeline {
                         task::Column::Status
                             .is_in([TaskStatus::Assigned.as_str(), TaskStatus::Running.as_str()]),
                     )
-                    .one(&self.db)
+                    .one(txn)
                     .await?
             }
         };
@@ -428,29 +486,31 @@ impl Pipeline {
             update = update
                 .col_expr(bot::Column::Status, Expr::value(BotStatus::Available.as_str()))
                 .col_expr(bot::Column::UpdatedAt, Expr::value(now));
-            applied.wake = true;
+            fx.wake = true;
             tracing::info!(bot = %name, "bot is back");
         }
-        update.exec(&self.db).await?;
-        self.changes.bot(bot.id);
+        update.exec(txn).await?;
+        fx.bots.push(bot.id);
         if let (Some(task), None) = (working_on, holds) {
             // It works on an attempt that is no longer its own (it was presumed lost).
-            applied.commands.push((
+            fx.commands.push((
                 bot,
                 Command::CancelTask { task, reason: "this attempt is no longer current".into() },
             ));
         }
-        Ok(applied)
+        Ok(())
     }
 
     async fn bot_status(
         &self,
+        txn: &impl ConnectionTrait,
         name: &BotName,
         reported: BotStatus,
         now: DateTime<Utc>,
-    ) -> Result<Applied, ApiError> {
-        let Some(bot) = bots::find_by_name(&self.db, name.as_str()).await? else {
-            return Ok(Applied::default());
+        fx: &mut Effects,
+    ) -> Result<(), ApiError> {
+        let Some(bot) = bots::find_by_name(txn, name.as_str()).await? else {
+            return Ok(());
         };
         let status = rules::bot_status_after_report(reported, bot.current_task_id.is_some());
         bot::Entity::update_many()
@@ -458,32 +518,61 @@ impl Pipeline {
             .col_expr(bot::Column::LastHeartbeatAt, Expr::value(Some(now)))
             .col_expr(bot::Column::UpdatedAt, Expr::value(now))
             .filter(bot::Column::Id.eq(bot.id))
-            .exec(&self.db)
+            .exec(txn)
             .await?;
-        self.changes.bot(bot.id);
-        Ok(Applied { wake: status == BotStatus::Available, commands: Vec::new() })
+        fx.bots.push(bot.id);
+        fx.wake |= status == BotStatus::Available;
+        Ok(())
     }
 
-    async fn bot_offline(&self, name: &BotName, now: DateTime<Utc>) -> Result<Applied, ApiError> {
-        let txn = self.db.begin().await?;
-        let Some(bot) = bots::find_by_name(&txn, name.as_str()).await? else {
-            return Ok(Applied::default());
+    async fn bot_offline(
+        &self,
+        txn: &impl ConnectionTrait,
+        name: &BotName,
+        now: DateTime<Utc>,
+        fx: &mut Effects,
+    ) -> Result<(), ApiError> {
+        let Some(bot) = bots::find_by_name(txn, name.as_str()).await? else {
+            return Ok(());
         };
         let requeued =
-            self.requeue_held_tasks(&txn, &bot, "the bot went offline holding it", now).await?;
+            self.requeue_held_tasks(txn, &bot, "the bot went offline holding it", now).await?;
         bot::Entity::update_many()
             .col_expr(bot::Column::Status, Expr::value(BotStatus::Unavailable.as_str()))
             .col_expr(bot::Column::CurrentTaskId, Expr::value(Option::<Uuid>::None))
             .col_expr(bot::Column::UpdatedAt, Expr::value(now))
             .filter(bot::Column::Id.eq(bot.id))
-            .exec(&txn)
+            .exec(txn)
             .await?;
-        txn.commit().await?;
-        self.incidents.report_failed_tasks(&requeued, now).await;
-        self.changes.bot(bot.id);
-        requeued.into_iter().for_each(|id| self.changes.task(id));
+        fx.tasks.extend(&requeued);
+        fx.failed.extend(requeued);
+        fx.bots.push(bot.id);
+        fx.wake = true;
         tracing::info!(bot = %name, "bot offline");
-        Ok(Applied { wake: true, commands: Vec::new() })
+        Ok(())
+    }
+}
+
+/// A task event's parts, whatever its type.
+struct TaskEvent<'a> {
+    bot: &'a BotName,
+    task: TaskRef,
+    report: Report,
+    rows: &'a [RowOutcome],
+    extra: Option<Value>,
+    detail: Value,
+}
+
+impl<'a> TaskEvent<'a> {
+    fn new(
+        bot: &'a BotName,
+        task: TaskRef,
+        report: Report,
+        rows: &'a [RowOutcome],
+        extra: Option<Value>,
+        detail: Value,
+    ) -> TaskEvent<'a> {
+        TaskEvent { bot, task, report, rows, extra, detail }
     }
 }
 

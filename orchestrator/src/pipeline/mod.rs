@@ -4,7 +4,7 @@
 //! - [`rules`]: the decisions, pure and unit-tested (pairing, fencing, backoff, liveness).
 //! - [`dispatcher`]: one dispatch pass ([`Pipeline::dispatch_due_tasks`]), the sweeps and the
 //!   loop that runs them when woken and on a period.
-//! - [`events`]: [`Pipeline::apply_event`], shared by the AMQP consumer and the REST API (bots in
+//! - [`events`]: [`Pipeline::handle_events`], shared by the AMQP consumer and the REST API (bots in
 //!   HTTP push mode report through it), and the consumer loop.
 
 use std::sync::Arc;
