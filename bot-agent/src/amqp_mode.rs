@@ -31,19 +31,23 @@ pub(crate) async fn run(
 ) -> Result<(), AgentError> {
     let name = config.name.clone();
     let connection_name = format!("bot-agent {name}");
+    // A least-privilege broker user may not declare: its queue comes from the definitions, and
+    // the agent only checks that it exists.
+    let topology =
+        if config.no_declare { Topology::bot(&name).passive() } else { Topology::bot(&name) };
     // The publisher outlives `shutdown`: task.released and bot.offline go out after it.
     let publisher_stop = CancellationToken::new();
     let publisher = Publisher::new(
         config.amqp_url.clone(),
         connection_name.clone(),
-        Topology::bot(&name),
+        topology.clone(),
         PUBLISH_DEADLINE,
         publisher_stop.clone(),
     );
-    // Declares the bot's queue before the bot says it is online, so no offer is lost.
+    // Declares (or checks) the bot's queue before the bot says it is online, so no offer is lost.
     let mut backoff = Backoff::default();
     while let Err(error) = publisher.connect().await {
-        tracing::warn!(%error, "cannot reach RabbitMQ; retrying");
+        tracing::warn!(%error, "cannot connect to RabbitMQ or declare the bot's queue; retrying");
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             () = tokio::time::sleep(backoff.next_delay()) => {}
@@ -65,7 +69,7 @@ pub(crate) async fn run(
         url: config.amqp_url.clone(),
         name: connection_name,
         queue: bot_queue(&name),
-        topology: Topology::bot(&name),
+        topology,
         // One offer at a time: the bot runs one task, and a second offer should wait in the
         // queue (or go to another bot) rather than sit unacknowledged here.
         prefetch: 1,

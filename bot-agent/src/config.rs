@@ -45,9 +45,21 @@ pub struct AgentConfig {
     /// The RabbitMQ server (AMQP mode).
     #[arg(long, env = "BOTLINE_AMQP_URL", default_value = broker_config::amqp::DEFAULT_AMQP_URL)]
     pub amqp_url: String,
+    /// Declare nothing on RabbitMQ, only check (passively) that the bot's queue and the exchanges
+    /// exist: for a broker user that may not configure, like those of `broker-config users`,
+    /// whose definitions create the queue.
+    #[arg(long, env = "BOTLINE_BOT_NO_DECLARE")]
+    pub no_declare: bool,
     /// The orchestrator's API (HTTP mode).
     #[arg(long, env = "BOTLINE_API_URL", default_value = DEFAULT_API_URL)]
     pub api_url: String,
+    /// The bearer token sent on every call to the orchestrator's API (HTTP mode): the token the
+    /// orchestrator was given for this bot (--bot-token NAME=TOKEN).
+    #[arg(long, env = "BOTLINE_API_TOKEN", hide_env_values = true, value_parser = api_token, conflicts_with = "api_token_file")]
+    pub api_token: Option<ApiToken>,
+    /// A file holding the API token (keeps it out of `ps` and of the environment).
+    #[arg(long, env = "BOTLINE_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
     /// Receive tasks by HTTP push on this address instead of from RabbitMQ (for bots that cannot
     /// speak AMQP); reports go to --api-url.
     #[arg(long, env = "BOTLINE_BOT_HTTP")]
@@ -98,7 +110,10 @@ impl AgentConfig {
             name,
             systems,
             amqp_url: amqp_url.into(),
+            no_declare: false,
             api_url: DEFAULT_API_URL.to_owned(),
+            api_token: None,
+            api_token_file: None,
             http: None,
             ip_address: None,
             heartbeat_interval_ms: 5000,
@@ -148,6 +163,42 @@ impl AgentConfig {
     }
 }
 
+/// A bearer token for the orchestrator's API. `Debug` prints `***`, so configurations can be
+/// logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiToken(String);
+
+impl ApiToken {
+    /// Wraps `token` (surrounding whitespace removed).
+    pub fn new(token: &str) -> ApiToken {
+        ApiToken(token.trim().to_owned())
+    }
+
+    /// The `Authorization` header carrying it, marked sensitive (kept out of debug output);
+    /// `None` when the token has characters a header cannot carry.
+    pub fn header(&self) -> Option<reqwest::header::HeaderValue> {
+        if self.0.is_empty() || !self.0.bytes().all(|b| b.is_ascii_graphic()) {
+            return None;
+        }
+        let mut value =
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", self.0)).ok()?;
+        value.set_sensitive(true);
+        Some(value)
+    }
+}
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// clap's parser for the token: never fails, so clap never echoes it in an error; it is checked
+/// when the agent starts.
+fn api_token(text: &str) -> Result<ApiToken, std::convert::Infallible> {
+    Ok(ApiToken::new(text))
+}
+
 /// Refuses the systems whose automations this build does not have.
 pub fn ensure_supported(system: System) -> Result<System, AgentError> {
     match system {
@@ -177,6 +228,9 @@ mod tests {
         assert_eq!(config.systems, [System::Vivo360, System::Noop]);
         assert_eq!(config.http, None);
         assert_eq!(config.amqp_url, broker_config::amqp::DEFAULT_AMQP_URL);
+        assert!(!config.no_declare, "bots declare their queue by default");
+        let passive = parse(&["--name", "vm-1", "--systems", "noop", "--no-declare"]);
+        assert!(passive.expect("valid").no_declare);
         assert_eq!(config.heartbeat_interval(), Duration::from_secs(5));
         assert_eq!(config.validate().map_err(|e| e.to_string()), Ok(()));
         let http = parse(&["--name", "vm-1", "--systems", "noop", "--http", "0.0.0.0:9001"])
@@ -194,6 +248,25 @@ mod tests {
         assert_eq!(notify.systems, [System::Notify]);
         assert_eq!(notify.notify_url, DEFAULT_NOTIFY_URL);
         assert!(parse(&["--name", "b"]).is_err(), "systems are required");
+    }
+
+    #[test]
+    fn the_api_token_comes_from_a_flag_or_a_file_and_is_never_shown() {
+        let token = "bot-token-0123456789";
+        let config =
+            parse(&["--name", "b", "--systems", "noop", "--api-token", token]).expect("valid");
+        assert_eq!(config.api_token, Some(ApiToken::new(token)));
+        let header = config.api_token.as_ref().and_then(ApiToken::header).expect("a header");
+        assert_eq!(header.to_str().ok(), Some("Bearer bot-token-0123456789"));
+        assert!(header.is_sensitive());
+        assert!(!format!("{config:?}").contains(token), "the token stays out of Debug");
+        assert_eq!(ApiToken::new("two words").header(), None);
+        assert_eq!(ApiToken::new("").header(), None);
+        let file = parse(&["--name", "b", "--systems", "noop", "--api-token-file", "/run/t"])
+            .expect("valid");
+        assert_eq!(file.api_token_file, Some(PathBuf::from("/run/t")));
+        let both = ["--api-token", token, "--api-token-file", "/run/t"];
+        assert!(parse(&[&["--name", "b", "--systems", "noop"][..], &both[..]].concat()).is_err());
     }
 
     #[test]

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::agent::{Agent, Claim};
 use crate::automations::Automations;
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, ApiToken};
 use crate::error::AgentError;
 use crate::net::local_ip_towards;
 use crate::reporter::{HttpReporter, Reporter};
@@ -63,10 +63,7 @@ pub(crate) async fn run(
     let listener =
         TcpListener::bind(address).await.map_err(|source| AgentError::Bind { address, source })?;
     let port = listener.local_addr().map_or(address.port(), |a| a.port());
-    let client = reqwest::Client::builder()
-        .timeout(API_TIMEOUT)
-        .build()
-        .map_err(|error| AgentError::HttpClient(error.to_string()))?;
+    let client = api_client(&config)?;
     let ip_address = match &config.ip_address {
         Some(ip) => ip.clone(),
         None => local_ip_towards(&config.api_url).await,
@@ -92,6 +89,36 @@ pub(crate) async fn run(
     let _ = heartbeats.await;
     agent.announce_offline().await;
     served.map_err(AgentError::Serve)
+}
+
+/// The client for the orchestrator's API: every call carries the bot's token, when it has one.
+fn api_client(config: &AgentConfig) -> Result<reqwest::Client, AgentError> {
+    let token = match (&config.api_token, &config.api_token_file) {
+        (Some(token), _) => Some(token.clone()),
+        (None, Some(path)) => {
+            Some(ApiToken::new(&std::fs::read_to_string(path).map_err(|error| {
+                AgentError::HttpClient(format!(
+                    "cannot read the API token from {}: {error}",
+                    path.display()
+                ))
+            })?))
+        }
+        (None, None) => None,
+    };
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        let header = token.header().ok_or_else(|| {
+            AgentError::HttpClient(
+                "the API token may only hold visible ASCII characters (no spaces)".to_owned(),
+            )
+        })?;
+        headers.insert(reqwest::header::AUTHORIZATION, header);
+    }
+    reqwest::Client::builder()
+        .timeout(API_TIMEOUT)
+        .default_headers(headers)
+        .build()
+        .map_err(|error| AgentError::HttpClient(error.to_string()))
 }
 
 /// The bot's routes.
@@ -182,6 +209,14 @@ async fn try_find_or_register(
         .await
         .map_err(unreachable)?;
     let status = response.status();
+    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        // Waiting will not make a wrong or missing token right.
+        let text = response.text().await.unwrap_or_default();
+        return Err(Attempt::Refused(format!(
+            "{status} {}: give the bot the token the orchestrator has for it (--api-token)",
+            text.trim()
+        )));
+    }
     if !status.is_success() {
         let text = response.text().await.unwrap_or_default();
         return Err(Attempt::Unreachable(format!("{status} {text}")));
@@ -326,6 +361,56 @@ mod tests {
             .expect("joins")
             .expect("run returns Ok");
         assert!(matches!(next(&mut events).await, Event::BotOffline { .. }));
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn every_call_carries_the_token_and_a_refused_token_stops_the_agent() {
+        let (seen_tx, mut seen) = mpsc::unbounded_channel();
+        let refuse = move |headers: axum::http::HeaderMap| {
+            let seen_tx = seen_tx.clone();
+            async move {
+                let _ = seen_tx.send(headers.get("authorization").cloned());
+                (
+                    StatusCode::UNAUTHORIZED,
+                    Json(
+                        serde_json::json!({"error": {"code": "unauthorized", "message": "the token is not valid"}}),
+                    ),
+                )
+            }
+        };
+        let stop = CancellationToken::new();
+        let api_url =
+            serve(Router::new().route("/api/v1/bots", axum::routing::get(refuse)), &stop).await;
+        let mut config = AgentConfig::new(
+            BotName::parse("tokened").expect("name"),
+            vec![System::Noop],
+            "amqp://unused",
+        );
+        config.api_url = api_url;
+        config.api_token = Some(ApiToken::new("bot-token-0123456789"));
+        config.http = Some("127.0.0.1:0".parse().expect("address"));
+        let result = tokio::time::timeout(
+            Duration::from_secs(20),
+            crate::run(config.clone(), CancellationToken::new()),
+        )
+        .await
+        .expect("gives up at once, no retrying");
+        match result {
+            Err(AgentError::Registration(reason)) => {
+                assert!(reason.contains("401") && reason.contains("--api-token"), "{reason}")
+            }
+            other => panic!("expected a refused registration, got {other:?}"),
+        }
+        let sent = seen.recv().await.expect("a call").expect("with a header");
+        assert_eq!(sent.to_str().ok(), Some("Bearer bot-token-0123456789"));
+
+        config.api_token = Some(ApiToken::new("two words"));
+        let bad = crate::run(config, CancellationToken::new()).await;
+        assert!(
+            matches!(bad, Err(AgentError::HttpClient(ref m)) if m.contains("visible ASCII")),
+            "{bad:?}"
+        );
         stop.cancel();
     }
 

@@ -138,6 +138,9 @@ pub struct Publisher {
 struct PublisherInner {
     url: String,
     name: String,
+    /// The `user-id` of every message: the URL's user, which RabbitMQ checks is the connection's,
+    /// so consumers know who published ([`crate::access::check_sender`]).
+    user_id: Option<String>,
     topology: Topology,
     link: Mutex<Option<Link>>,
     shutdown: CancellationToken,
@@ -146,7 +149,8 @@ struct PublisherInner {
 
 impl Publisher {
     /// A publisher for `url` that declares `topology` on every (re)connection and gives up on a
-    /// message after `deadline` without a confirm.
+    /// message after `deadline` without a confirm. Its messages carry the URL's user as their
+    /// `user-id` (see [`crate::access::url_user`]).
     pub fn new(
         url: impl Into<String>,
         name: impl Into<String>,
@@ -154,9 +158,11 @@ impl Publisher {
         deadline: Duration,
         shutdown: CancellationToken,
     ) -> Publisher {
+        let url = url.into();
         Publisher {
             inner: Arc::new(PublisherInner {
-                url: url.into(),
+                user_id: crate::access::url_user(&url),
+                url,
                 name: name.into(),
                 topology,
                 link: Mutex::new(None),
@@ -212,6 +218,10 @@ impl Publisher {
     ) -> Result<Published, PublishError> {
         let give_up = Instant::now() + self.inner.deadline;
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+        let mut properties = message_properties(&self.inner.name);
+        if let Some(user) = &self.inner.user_id {
+            properties = properties.with_user_id(user.as_str().into());
+        }
         loop {
             let attempt = async {
                 let channel = self.channel_now().await.map_err(|e| (None, e.to_string()))?;
@@ -221,7 +231,7 @@ impl Publisher {
                         routing_key.into(),
                         BasicPublishOptions { mandatory, ..Default::default() },
                         body,
-                        message_properties(&self.inner.name),
+                        properties.clone(),
                     )
                     .await
                     .map_err(|e| (Some(channel.clone()), e.to_string()))?

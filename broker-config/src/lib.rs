@@ -16,8 +16,11 @@
 //! - [`messages`]: the versioned JSON commands and events ([`Command`], [`Event`]).
 //! - [`amqp`]: connecting with backoff, a confirming and reconnecting [`Publisher`], and a
 //!   supervised [`consume`] loop.
+//! - [`access`]: broker least privilege: each program's RabbitMQ user and permissions, the
+//!   definitions that create them, and the check of an event's sender ([`access::check_sender`]).
 //! - `testing` (feature `test-support`): a RabbitMQ vhost per test.
 
+pub mod access;
 pub mod amqp;
 pub mod attachment;
 pub mod bot_name;

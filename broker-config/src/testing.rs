@@ -31,10 +31,12 @@ fn credentials() -> (String, String) {
 )]
 pub struct ManagementError(String);
 
-/// A vhost for one test; dropping it deletes the vhost with everything in it.
+/// A vhost for one test; dropping it deletes the vhost with everything in it, and the users the
+/// test made through it (users are not per vhost in RabbitMQ: name them uniquely).
 pub struct TestVhost {
     name: String,
     client: reqwest::Client,
+    users: std::sync::Mutex<Vec<String>>,
 }
 
 impl TestVhost {
@@ -45,7 +47,7 @@ impl TestVhost {
             .timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| ManagementError(e.to_string()))?;
-        let vhost = TestVhost { name, client };
+        let vhost = TestVhost { name, client, users: std::sync::Mutex::default() };
         vhost.call(reqwest::Method::PUT, &format!("/vhosts/{}", vhost.encoded()), None).await?;
         let (user, _) = credentials();
         let all = serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"});
@@ -72,6 +74,63 @@ impl TestVhost {
     /// An AMQP URL for this vhost.
     pub fn amqp_url(&self) -> String {
         format!("{}/{}", amqp_server(), self.encoded())
+    }
+
+    /// An AMQP URL for this vhost, logging in as `user` with `password` (both percent-encoded).
+    pub fn amqp_url_as(&self, user: &str, password: &str) -> String {
+        let server = amqp_server();
+        let (scheme, rest) = server.split_once("://").unwrap_or(("amqp", server.as_str()));
+        let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+        let (user, password) = (percent_encode(user), percent_encode(password));
+        format!("{scheme}://{user}:{password}@{host}/{}", self.encoded())
+    }
+
+    fn remember_user(&self, user: &str) {
+        if let Ok(mut users) = self.users.lock()
+            && !users.iter().any(|known| known == user)
+        {
+            users.push(user.to_owned());
+        }
+    }
+
+    /// Creates the user `user` with `password` and `permissions` on this vhost (no tags: no
+    /// management access). Deleted with the vhost.
+    pub async fn create_user(
+        &self,
+        user: &str,
+        password: &str,
+        permissions: &crate::access::Permissions,
+    ) -> Result<(), ManagementError> {
+        self.remember_user(user);
+        let body = serde_json::json!({"password": password, "tags": ""});
+        self.call(reqwest::Method::PUT, &format!("/users/{}", percent_encode(user)), Some(body))
+            .await?;
+        let body = serde_json::json!({
+            "configure": permissions.configure,
+            "write": permissions.write,
+            "read": permissions.read,
+        });
+        let path = format!("/permissions/{}/{}", self.encoded(), percent_encode(user));
+        self.call(reqwest::Method::PUT, &path, Some(body)).await.map(|_| ())
+    }
+
+    /// Loads a definitions file (as `rabbitmqctl import_definitions` would), through the
+    /// management API's `POST /api/definitions`. The users it defines are deleted with the vhost.
+    pub async fn import_definitions(&self, definitions: &Value) -> Result<(), ManagementError> {
+        for user in definitions["users"].as_array().into_iter().flatten() {
+            if let Some(name) = user["name"].as_str() {
+                self.remember_user(name);
+            }
+        }
+        self.call(reqwest::Method::POST, "/definitions", Some(definitions.clone()))
+            .await
+            .map(|_| ())
+    }
+
+    /// The paths of the users this test made, for deletion.
+    fn user_paths(&self) -> Vec<String> {
+        let users = self.users.lock().map(|users| users.clone()).unwrap_or_default();
+        users.iter().map(|user| format!("/users/{}", percent_encode(user))).collect()
     }
 
     async fn call(
@@ -153,8 +212,14 @@ impl TestVhost {
             .unwrap_or_default())
     }
 
-    /// Deletes the vhost now.
+    /// Deletes the vhost now, and the users the test made.
     pub async fn delete(self) -> Result<(), ManagementError> {
+        for path in self.user_paths() {
+            self.call(reqwest::Method::DELETE, &path, None).await?;
+        }
+        if let Ok(mut users) = self.users.lock() {
+            users.clear();
+        }
         let path = format!("/vhosts/{}", self.encoded());
         self.call(reqwest::Method::DELETE, &path, None).await.map(|_| ())
     }
@@ -234,17 +299,22 @@ fn percent_encode(text: &str) -> String {
 impl Drop for TestVhost {
     fn drop(&mut self) {
         // Drop may run during a panic and outside async code: delete from a thread of its own.
-        let path = format!("{}/vhosts/{}", management_api(), self.encoded());
+        let api = management_api();
+        let mut paths = self.user_paths();
+        paths.push(format!("/vhosts/{}", self.encoded()));
         let _ = std::thread::spawn(move || {
             let runtime =
                 tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             runtime.block_on(async move {
                 let (user, password) = credentials();
-                let _ = reqwest::Client::new()
-                    .delete(path)
-                    .basic_auth(user, Some(password))
-                    .send()
-                    .await;
+                let client = reqwest::Client::new();
+                for path in paths {
+                    let _ = client
+                        .delete(format!("{api}{path}"))
+                        .basic_auth(&user, Some(&password))
+                        .send()
+                        .await;
+                }
             });
             Some(())
         })

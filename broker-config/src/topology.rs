@@ -102,6 +102,9 @@ pub struct Topology {
     pub queues: Vec<Queue>,
     /// Bindings, declared last.
     pub bindings: Vec<Binding>,
+    /// Only check that the exchanges and queues exist, declaring nothing (see
+    /// [`Topology::passive`]).
+    pub passive: bool,
 }
 
 fn exchange(name: &str, kind: Kind) -> Exchange {
@@ -140,6 +143,7 @@ impl Topology {
                 binding(MONITORING_EXCHANGE, MONITORING_INCIDENTS_QUEUE, "#"),
                 binding(ATTENDANCE_EXCHANGE, ATTENDANCE_ETL_QUEUE, "#"),
             ],
+            passive: false,
         }
     }
 
@@ -154,10 +158,21 @@ impl Topology {
             ],
             queues: vec![Queue { name: queue.clone(), dead_letters: true }],
             bindings: vec![binding(TASKS_EXCHANGE, &queue, name.as_str())],
+            passive: false,
         }
     }
 
-    /// This topology and `other`'s, without repeats.
+    /// The same topology, only checked: [`Topology::declare`] then declares the exchanges and
+    /// queues passively (an error if one is missing) and leaves the bindings alone. Passive
+    /// declares need no permission, so this is how a program whose broker user may not configure
+    /// anything (a bot's user from `broker-config users`) checks that what it uses exists; the
+    /// topology itself comes from the definitions.
+    pub fn passive(mut self) -> Topology {
+        self.passive = true;
+        self
+    }
+
+    /// This topology and `other`'s, without repeats; passive if this one is.
     pub fn merge(mut self, other: Topology) -> Topology {
         for e in other.exchanges {
             if !self.exchanges.contains(&e) {
@@ -178,11 +193,15 @@ impl Topology {
     }
 
     /// Declares everything on `channel`. Declaring what exists with the same options is a no-op,
-    /// so every program declares what it uses at every (re)connection.
+    /// so every program declares what it uses at every (re)connection. A [passive](Self::passive)
+    /// topology is only checked: a missing exchange or queue is a `NOT_FOUND` error (which closes
+    /// the channel), and the bindings are not touched (binding needs write and read permissions,
+    /// and cannot be checked passively).
     pub async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        let passive = self.passive;
         for e in &self.exchanges {
             // durable: survives a broker restart; not auto-delete: stays with no bindings.
-            let options = ExchangeDeclareOptions { durable: true, ..Default::default() };
+            let options = ExchangeDeclareOptions { durable: true, passive, ..Default::default() };
             channel
                 .exchange_declare(
                     e.name.as_str().into(),
@@ -196,8 +215,11 @@ impl Topology {
             // durable (with persistent messages, survives a restart); not exclusive: several
             // consumers (two orchestrators) may share it; not auto-delete: a bot that restarts
             // finds its pending assignments.
-            let options = QueueDeclareOptions { durable: true, ..Default::default() };
+            let options = QueueDeclareOptions { durable: true, passive, ..Default::default() };
             channel.queue_declare(q.name.as_str().into(), options, queue_arguments(q)).await?;
+        }
+        if passive {
+            return Ok(());
         }
         for b in &self.bindings {
             channel
@@ -278,6 +300,16 @@ mod tests {
             "botline.attendance.etl",
             "#"
         )));
+    }
+
+    #[test]
+    fn a_passive_topology_describes_the_same_objects_and_merging_keeps_the_mode() {
+        let name = BotName::parse("vm-7").expect("valid");
+        let passive = Topology::bot(&name).passive();
+        assert!(passive.passive && !Topology::bot(&name).passive);
+        assert!(passive.clone().merge(Topology::core()).passive);
+        assert!(!Topology::core().merge(passive.clone()).passive);
+        assert_eq!(passive.to_definitions("/"), Topology::bot(&name).to_definitions("/"));
     }
 
     #[test]

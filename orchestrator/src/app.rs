@@ -1,5 +1,7 @@
 //! Starting and stopping the orchestrator.
 
+use std::io::ErrorKind;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, redact};
+use crate::http::auth::{Access, AccessError};
 use crate::http::{self, AppState};
 use crate::pipeline::Pipeline;
 
@@ -20,6 +23,9 @@ const PUBLISH_DEADLINE: Duration = Duration::from_secs(30);
 /// Why the orchestrator could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The API's tokens cannot be used, or none is given for an address others can reach.
+    #[error(transparent)]
+    Access(#[from] AccessError),
     /// The database cannot be opened.
     #[error("cannot open the database {url}: {source}")]
     Database {
@@ -68,7 +74,9 @@ impl Orchestrator {
     /// Opens the database, applies pending migrations, connects to RabbitMQ and declares the
     /// topology. Nothing runs until [`Orchestrator::serve`].
     pub async fn start(config: &Config) -> Result<Orchestrator, StartError> {
-        // Checked first: a bad certificate should not wait for the database and the broker.
+        // Checked first: bad tokens or a certificate should not wait for the database and broker.
+        let access = Arc::new(Access::from_config(&config.auth)?);
+        access.check_listen(config.listen)?;
         let tls = match config.tls_files() {
             Some((cert, key)) => Some(
                 simulators::tls::TlsMaterial::from_files(cert, key)
@@ -106,6 +114,7 @@ impl Orchestrator {
                 max_attachment_bytes: config.max_attachment_bytes,
                 pipeline,
                 rabbitmq_ui_url: config.rabbitmq_ui_url.clone(),
+                access,
             },
             amqp_url: config.amqp_url.clone(),
             timezone: config.timezone,
@@ -139,7 +148,13 @@ impl Orchestrator {
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        tracing::info!(address = %listener.local_addr()?, scheme, "API listening");
+        let address = listener.local_addr()?;
+        // Whatever listener the caller bound: never open to the network without a token.
+        if let Err(refused) = self.state.access.check_listen(address) {
+            self.shutdown.cancel();
+            return Err(std::io::Error::new(ErrorKind::PermissionDenied, refused));
+        }
+        tracing::info!(%address, scheme, auth = %self.state.access.summary(), "API listening");
         let pipeline = self.state.pipeline.clone();
         let dispatcher = tokio::spawn(pipeline.clone().run_dispatcher(shutdown.clone()));
         let consumer = tokio::spawn(
@@ -159,7 +174,9 @@ impl Orchestrator {
                 simulators::tls::serve(listener, self.router(), tls, shutdown.clone()).await
             }
             None => {
-                axum::serve(listener, self.router())
+                // The peer's address lets the API refuse clients that are not on this machine.
+                let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
+                axum::serve(listener, app)
                     .with_graceful_shutdown(shutdown.clone().cancelled_owned())
                     .await
             }

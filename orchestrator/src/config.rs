@@ -25,6 +25,12 @@ pub struct Config {
     #[arg(long, env = "BOTLINE_AMQP_URL", default_value = broker_config::amqp::DEFAULT_AMQP_URL)]
     pub amqp_url: String,
 
+    /// Which bot events to accept by their AMQP user-id: open (any; development, everything as
+    /// guest) or strict (only from the user of the bot they name, bot-<name>, as `broker-config
+    /// users` defines them; others are dead-lettered with the reason).
+    #[arg(long, env = "BOTLINE_EVENT_SENDERS", value_enum, default_value_t = broker_config::access::SenderPolicy::Open)]
+    pub event_senders: broker_config::access::SenderPolicy,
+
     /// Seconds a bot has to accept or reject an offer.
     #[arg(long, env = "BOTLINE_OFFER_TIMEOUT", default_value = "10", value_parser = parse_seconds)]
     pub offer_timeout: Duration,
@@ -65,6 +71,10 @@ pub struct Config {
     /// Seconds without a report after which an OPEN incident is resolved (30 minutes).
     #[arg(long, env = "BOTLINE_INCIDENT_QUIET_PERIOD", default_value = "1800", value_parser = parse_seconds)]
     pub incident_quiet_period: Duration,
+
+    /// The API's bearer tokens (none: loopback clients only).
+    #[command(flatten)]
+    pub auth: crate::http::auth::AuthConfig,
 }
 
 /// Parses an IANA time zone name (`America/Sao_Paulo`, `UTC`).
@@ -91,6 +101,7 @@ impl Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_attachment_bytes: 10 * 1024 * 1024,
             amqp_url: broker_config::amqp::DEFAULT_AMQP_URL.to_owned(),
+            event_senders: broker_config::access::SenderPolicy::Open,
             offer_timeout: settings.offer_timeout,
             sweep_interval: settings.sweep_interval,
             heartbeat_interval: settings.heartbeat_interval,
@@ -101,6 +112,7 @@ impl Config {
             timezone: chrono_tz::America::Sao_Paulo,
             incident_check_interval: settings.incidents.check_interval,
             incident_quiet_period: settings.incidents.quiet_period,
+            auth: Default::default(),
         }
     }
 
@@ -116,6 +128,7 @@ impl Config {
             sweep_interval: self.sweep_interval,
             heartbeat_interval: self.heartbeat_interval,
             retry_base: self.retry_base,
+            event_senders: self.event_senders,
             incidents: crate::incidents::IncidentSettings {
                 check_interval: self.incident_check_interval,
                 quiet_period: self.incident_quiet_period,

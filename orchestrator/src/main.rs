@@ -26,6 +26,14 @@ enum Command {
     /// Run everything in one process: the orchestrator, the Vivo360 portal and notification sink
     /// stand-ins, three bot agents and a few sample tasks, against the local RabbitMQ.
     Demo,
+    /// Exit 0 when the orchestrator answers /readyz (its database and broker are up), 1 otherwise:
+    /// for container health checks (the image has no shell or curl).
+    Healthcheck {
+        /// What to GET (default: /readyz on the configured listen port, over loopback when it
+        /// listens on every address).
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Run only the attendance ETL (no API); `etl produce` publishes synthetic records.
     Etl {
         #[command(subcommand)]
@@ -92,6 +100,21 @@ async fn run(Cli { config, command }: Cli) -> anyhow::Result<()> {
             orchestrator.serve(listener, shutdown).await?;
         }
         Command::Demo => run_demo(config, shutdown, print_banner).await?,
+        Command::Healthcheck { url } => {
+            // The client here speaks plain HTTP only (HTTPS is checked from outside: curl -k).
+            anyhow::ensure!(
+                url.is_some() || config.tls_cert.is_none(),
+                "healthcheck speaks plain HTTP; this orchestrator serves HTTPS"
+            );
+            let url = url.unwrap_or_else(|| readyz_url(&config));
+            let client = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(3))
+                .build()
+                .context("cannot make an HTTP client")?;
+            let response = client.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+            anyhow::ensure!(response.status().is_success(), "GET {url}: {}", response.status());
+            return Ok(());
+        }
         Command::Etl { action: None } => etl::run_standalone(&config, shutdown).await?,
         Command::Etl {
             action: Some(EtlAction::Produce { count, bad_ratio, seed, publishers }),
@@ -112,6 +135,15 @@ async fn run(Cli { config, command }: Cli) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `/readyz` on the port the orchestrator listens on, over loopback when it listens everywhere.
+fn readyz_url(config: &Config) -> String {
+    let mut address = config.listen;
+    if address.ip().is_unspecified() {
+        address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    format!("http://{address}/readyz")
 }
 
 fn print_banner(at: &DemoAddresses) {

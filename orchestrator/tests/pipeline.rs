@@ -9,6 +9,7 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine as _;
+use broker_config::access::{SenderPolicy, bot_permissions, bot_user};
 use broker_config::amqp::Publisher;
 use broker_config::messages::{self, Assignment, Command, Event};
 use broker_config::topology::{self, EVENTS_EXCHANGE};
@@ -487,6 +488,63 @@ async fn malformed_events_are_dead_lettered_and_the_consumer_goes_on(backend: Ba
     shutdown.cancel();
 }
 
+async fn under_the_strict_sender_policy_a_bot_speaks_only_for_itself(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |config| {
+        config.event_senders = SenderPolicy::Strict;
+    })
+    .await;
+    // Broker users are global: unique names per test.
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let mallory = BotName::parse(&format!("mallory-{suffix}")).unwrap();
+    let alice = BotName::parse(&format!("alice-{suffix}")).unwrap();
+    let password = "mallory-password";
+    app.vhost.create_user(&bot_user(&mallory), password, &bot_permissions(&mallory)).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let as_mallory = Publisher::new(
+        app.vhost.amqp_url_as(&bot_user(&mallory), password),
+        "mallory",
+        Topology::core().passive(),
+        Duration::from_secs(10),
+        shutdown.clone(),
+    );
+    let online = |bot: &BotName| {
+        messages::encode(&Event::BotOnline {
+            bot: bot.clone(),
+            ip_address: "127.0.0.1".into(),
+            systems: vec![System::Noop],
+            at: Utc::now(),
+        })
+    };
+    // In alice's name: refused. In its own: applied.
+    as_mallory.publish(EVENTS_EXCHANGE, "bot.online", &online(&alice), false).await.unwrap();
+    as_mallory.publish(EVENTS_EXCHANGE, "bot.online", &online(&mallory), false).await.unwrap();
+    // guest (the test's own user) is no bot at all.
+    let as_guest = Publisher::new(
+        app.vhost.amqp_url(),
+        "guest",
+        Topology::core(),
+        Duration::from_secs(10),
+        shutdown.clone(),
+    );
+    as_guest.publish(EVENTS_EXCHANGE, "bot.online", &online(&alice), false).await.unwrap();
+    let reasons: Vec<String> = app
+        .vhost
+        .dead_letters(2)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|dead| dead.reason.expect("every dead letter says why"))
+        .collect();
+    let expected = bot_user(&alice);
+    assert!(reasons.iter().all(|r| r.contains(&expected)), "{reasons:?}");
+    assert!(reasons[0].contains(&bot_user(&mallory)), "{reasons:?}");
+    assert!(reasons[1].contains("guest"), "{reasons:?}");
+    let path = format!("/api/v1/bots?name={mallory}");
+    wait_until!("mallory online", app.get(&path).await.1["total"] == 1);
+    assert_eq!(app.get(&format!("/api/v1/bots?name={alice}")).await.1["total"], 0);
+    shutdown.cancel();
+}
+
 on_every_backend!(
     a_task_flows_through_a_bot,
     oldest_first_by_priority_and_only_to_capable_bots,
@@ -496,4 +554,5 @@ on_every_backend!(
     cancelling_a_running_task_stops_its_bot,
     an_offer_nobody_can_receive_goes_back_at_once,
     malformed_events_are_dead_lettered_and_the_consumer_goes_on,
+    under_the_strict_sender_policy_a_bot_speaks_only_for_itself,
 );

@@ -67,6 +67,12 @@ enum Simulator {
         #[command(flatten)]
         config: NotifyConfig,
     },
+    /// Exit 0 when something accepts TCP connections at ADDRESS within 2 s, 1 otherwise: for
+    /// container health checks (the image has no shell; the equipment service speaks HTTPS).
+    Healthcheck {
+        /// The simulator's address, e.g. 127.0.0.1:8091.
+        address: SocketAddr,
+    },
 }
 
 #[tokio::main]
@@ -82,6 +88,13 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     match cli.simulator {
+        Simulator::Healthcheck { address } => {
+            let connect = tokio::net::TcpStream::connect(address);
+            tokio::time::timeout(std::time::Duration::from_secs(2), connect)
+                .await
+                .with_context(|| format!("{address} did not answer within 2 s"))?
+                .with_context(|| format!("cannot connect to {address}"))?;
+        }
         Simulator::Vivo360 { listen, config } => {
             vivo360::serve(bind(listen).await?, config, shutdown)
                 .await

@@ -138,7 +138,7 @@ pub async fn serve(
     axum_server::Server::<std::net::SocketAddr>::from_listener(listener)
         .acceptor(acceptor)
         .handle(handle)
-        .serve(router.into_make_service())
+        .serve(router.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .await
 }
 

@@ -32,8 +32,65 @@ class ApiError extends Error {
   }
 }
 
+// ---------- the API token ----------
+// An orchestrator with tokens answers 401 without one: the page then asks for a token (once for
+// all the requests that were refused together), keeps it for this tab in sessionStorage and sends
+// it as "Authorization: Bearer". Without tokens (on loopback) nothing is asked.
+
+const TOKEN_KEY = "botline.token";
+let tokenPrompt = null; // the question being asked, shared by every request waiting for it
+
+function storedToken() {
+  try { return sessionStorage.getItem(TOKEN_KEY); } catch { return null; }
+}
+
+function withToken(options) {
+  const token = storedToken();
+  if (!token) return options;
+  const headers = new Headers(options.headers || {});
+  headers.set("authorization", `Bearer ${token}`);
+  return { ...options, headers };
+}
+
+// Resolves once there is a token other than `refused` to try.
+function askToken(refused) {
+  if (tokenPrompt) return tokenPrompt;
+  const current = storedToken();
+  if (current && current !== refused) return Promise.resolve();
+  try { sessionStorage.removeItem(TOKEN_KEY); } catch { /* private mode */ }
+  const dialog = $("#token-dialog");
+  const form = $("#token-form");
+  $("#token-error").textContent = refused ? "That token was refused; enter another." : "";
+  tokenPrompt = new Promise((done) => {
+    form.onsubmit = (event) => {
+      event.preventDefault();
+      const token = form.elements.token.value.trim();
+      if (!token) return;
+      try { sessionStorage.setItem(TOKEN_KEY, token); } catch { /* kept for this request only */ }
+      form.reset();
+      dialog.close();
+      $("#forget-token").hidden = false;
+      tokenPrompt = null;
+      done();
+    };
+  });
+  dialog.showModal();
+  form.elements.token.focus();
+  return tokenPrompt;
+}
+
+// fetch() with the token; a 401 asks for one and tries again.
+async function authorizedFetch(path, options = {}) {
+  for (;;) {
+    const sent = storedToken();
+    const response = await fetch(path, withToken(options));
+    if (response.status !== 401) return response;
+    await askToken(sent);
+  }
+}
+
 async function api(path, options = {}) {
-  const response = await fetch(path, options);
+  const response = await authorizedFetch(path, options);
   if (response.status === 204) return null;
   const text = await response.text();
   let body = null;
@@ -351,7 +408,7 @@ async function showTask(id) {
       task.result && !rows.length ? [el("dt", {}, "Result"), el("dd", {}, el("code", {}, JSON.stringify(task.result)))] : null,
       el("dt", {}, "Id"), el("dd", {}, el("code", {}, task.id))),
     el("div", { class: "detail-actions" },
-      task.has_attachment ? el("a", { href: `/api/v1/tasks/${task.id}/attachment`, download: `task-${task.id}.csv` }, "Download CSV") : null,
+      task.has_attachment ? el("a", { href: `/api/v1/tasks/${task.id}/attachment`, download: `task-${task.id}.csv`, onclick: downloadWithToken }, "Download CSV") : null,
       el("button", { type: "button", id: "cancel-task", disabled: FINAL.has(task.status), onclick: () => act(task, "cancel") }, "Cancel"),
       el("button", { type: "button", id: "retry-task", disabled: !["FAILED", "CANCELLED"].includes(task.status), onclick: () => act(task, "retry") }, "Retry"),
       el("button", { type: "button", id: "retry-failed-rows", disabled: !(task.has_attachment && failedRows.length), onclick: () => retryFailedRows(task, failedRows) },
@@ -398,8 +455,23 @@ async function act(task, action) {
   await showTask(task.id);
 }
 
+// A link cannot send a header: with a token, the file is fetched, then saved from memory.
+async function downloadWithToken(event) {
+  if (!storedToken()) return;
+  event.preventDefault();
+  const link = event.currentTarget;
+  const response = await authorizedFetch(link.getAttribute("href"));
+  if (!response.ok) { notify("The attachment could not be read.", true); return; }
+  const url = URL.createObjectURL(await response.blob());
+  const save = el("a", { href: url, download: link.getAttribute("download") });
+  document.body.append(save);
+  save.click();
+  save.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
 async function retryFailedRows(task, failedRows) {
-  const response = await fetch(`/api/v1/tasks/${task.id}/attachment`);
+  const response = await authorizedFetch(`/api/v1/tasks/${task.id}/attachment`);
   if (!response.ok) { notify("The attachment could not be read.", true); return; }
   const { header, rows, delimiter } = parseCsv(await response.text());
   const wanted = new Set(failedRows.map((r) => r.row));
@@ -466,17 +538,63 @@ function scheduleRefresh(change) {
   }, 300);
 }
 
-function connectLive() {
+// The change stream is read with fetch rather than EventSource, which cannot send the token
+// header; the token never goes into a URL (where logs and the browser's history would keep it).
+// Reconnects by itself, waiting longer after each failure (up to 10 s).
+async function connectLive() {
   const live = $("#live");
-  const source = new EventSource("/api/v1/events");
-  source.addEventListener("open", () => { live.textContent = "live"; live.className = "live on"; });
-  // EventSource reconnects by itself; "hello" arrives on every (re)connection: resync then.
-  source.addEventListener("hello", () => scheduleRefresh(null));
-  source.addEventListener("resync", () => scheduleRefresh(null));
-  source.addEventListener("change", (event) => {
-    try { scheduleRefresh(JSON.parse(event.data)); } catch { scheduleRefresh(null); }
-  });
-  source.addEventListener("error", () => { live.textContent = "reconnecting…"; live.className = "live"; });
+  let delay = 1000;
+  for (;;) {
+    try {
+      const response = await authorizedFetch("/api/v1/events", { headers: { accept: "text/event-stream" }, cache: "no-store" });
+      if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
+      live.textContent = "live";
+      live.className = "live on";
+      delay = 1000;
+      await readEvents(response.body, onLiveEvent);
+    } catch (error) {
+      console.warn("live updates interrupted", error);
+    }
+    live.textContent = "reconnecting…";
+    live.className = "live";
+    await new Promise((resume) => setTimeout(resume, delay));
+    delay = Math.min(delay * 2, 10000);
+  }
+}
+
+// "hello" arrives on every (re)connection, "resync" after missed notices: reload then.
+function onLiveEvent(type, data) {
+  if (type === "hello" || type === "resync") scheduleRefresh(null);
+  else if (type === "change") {
+    try { scheduleRefresh(JSON.parse(data)); } catch { scheduleRefresh(null); }
+  }
+}
+
+// Reads server-sent events (the server ends lines with \n) until the stream ends.
+async function readEvents(body, onEvent) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let type = "message";
+      const data = [];
+      for (const line of block.split("\n")) {
+        if (!line || line.startsWith(":")) continue; // ":" starts a keep-alive comment
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        const text = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+        if (field === "event") type = text;
+        else if (field === "data") data.push(text);
+      }
+      if (data.length) onEvent(type, data.join("\n"));
+    }
+  }
 }
 
 function wireUp() {
@@ -502,6 +620,13 @@ function wireUp() {
   $("#add-bot").addEventListener("click", () => openBotForm(null));
   $("#bot-cancel").addEventListener("click", () => { $("#bot-form").hidden = true; });
   $("#bot-form").addEventListener("submit", (e) => saveBot(e).catch(reportFailure));
+  // The token question cannot be dismissed: without a token there is nothing to show.
+  $("#token-dialog").addEventListener("cancel", (e) => e.preventDefault());
+  $("#forget-token").hidden = !storedToken();
+  $("#forget-token").addEventListener("click", () => {
+    try { sessionStorage.removeItem(TOKEN_KEY); } catch { /* nothing kept */ }
+    location.reload();
+  });
   window.addEventListener("hashchange", () => route());
   // Heartbeat ages drift while nothing changes: redraw them now and then.
   setInterval(() => { if (!state.taskId) refreshBots().catch(() => {}); }, 15000);

@@ -1,5 +1,6 @@
 //! The REST API under `/api/v1`, plus `/healthz` and `/readyz`. Each resource module exposes its
 //! `router()`; handlers are thin: parse at the edge, call [`crate::bots`] / [`crate::tasks`].
+//! [`auth`] checks every request's bearer token before it reaches a handler.
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 
+pub mod auth;
 mod bots;
 mod dashboard;
 mod equipment;
@@ -35,12 +37,13 @@ pub struct AppState {
     pub pipeline: Arc<crate::pipeline::Pipeline>,
     /// The RabbitMQ management UI, linked from the dashboard.
     pub rabbitmq_ui_url: String,
+    /// The API's tokens, and whom each stands for.
+    pub access: Arc<auth::Access>,
 }
 
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
-    // Room for the largest attachment in base64 (4 characters per 3 bytes) plus the other fields.
-    let body_limit = state.max_attachment_bytes.div_ceil(3) * 4 + 64 * 1024;
+    let body_limit = body_limit(state.max_attachment_bytes);
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -58,6 +61,8 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Inside the trace layer, so refusals are logged with their request.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::guard))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(
             TraceLayer::new_for_http()
@@ -65,6 +70,12 @@ pub fn router(state: AppState) -> Router {
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
         .with_state(state)
+}
+
+/// The largest request body: room for the largest attachment in base64 (4 characters per 3
+/// bytes) plus the other fields.
+fn body_limit(max_attachment_bytes: usize) -> usize {
+    max_attachment_bytes.div_ceil(3) * 4 + 64 * 1024
 }
 
 async fn not_found() -> ApiError {

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use broker_config::access::check_sender;
 use broker_config::messages::{self, Command, Event};
 use broker_config::topology::ORCHESTRATOR_EVENTS_QUEUE;
 use broker_config::{
@@ -53,8 +54,10 @@ impl Pipeline {
     /// Consumes `botline.orchestrator.events` until `shutdown`. Whatever the broker has delivered
     /// (up to the prefetch) is applied as one batch in one transaction and acked after its
     /// commit; under load that is one commit for many events, idle it is one event at once (the
-    /// batch never waits for more). Malformed events are dead-lettered with the reason; events
-    /// that fail on the database (it is down) stay in the queue and come back.
+    /// batch never waits for more). Malformed events, and events a bot published in another
+    /// bot's name (under the strict sender policy, `--event-senders strict`), are dead-lettered
+    /// with the reason; events that fail on the database (it is down) stay in the queue and come
+    /// back.
     pub async fn run_event_consumer(
         self: Arc<Self>,
         amqp_url: String,
@@ -68,6 +71,7 @@ impl Pipeline {
             prefetch: self.settings.events_prefetch,
         };
         let max_batch = usize::from(self.settings.events_prefetch);
+        let senders = self.settings.event_senders;
         let pipeline = self.clone();
         broker_config::amqp::consume_batches(spec, max_batch, Duration::ZERO, shutdown, move |batch| {
             let pipeline = pipeline.clone();
@@ -75,9 +79,17 @@ impl Pipeline {
                 let mut decisions = vec![Decision::Ack; batch.len()];
                 let mut events = Vec::with_capacity(batch.len());
                 for (index, message) in batch.iter().enumerate() {
-                    match messages::decode::<Event>(&message.data) {
+                    let event = messages::decode::<Event>(&message.data).map_err(|e| e.to_string());
+                    // Under the strict policy a bot speaks only for itself (RabbitMQ vouches for
+                    // the user-id).
+                    let checked = event.and_then(|event| {
+                        check_sender(message.user_id.as_deref(), event.bot(), senders)
+                            .map(|()| event)
+                            .map_err(|refused| refused.to_string())
+                    });
+                    match checked {
                         Ok(event) => events.push((index, event)),
-                        Err(err) => decisions[index] = Decision::DeadLetter(err.to_string()),
+                        Err(reason) => decisions[index] = Decision::DeadLetter(reason),
                     }
                 }
                 let (indexes, events): (Vec<usize>, Vec<Event>) = events.into_iter().unzip();

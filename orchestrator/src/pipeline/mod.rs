@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use broker_config::access::SenderPolicy;
 use broker_config::amqp::Publisher;
 use broker_config::messages::{self, Command};
 use broker_config::topology::TASKS_EXCHANGE;
@@ -46,6 +47,8 @@ pub struct Settings {
     pub events_prefetch: u16,
     /// The incident engine's timer and quiet period.
     pub incidents: IncidentSettings,
+    /// Whose events are accepted (by the AMQP user that published them).
+    pub event_senders: SenderPolicy,
 }
 
 impl Default for Settings {
@@ -59,6 +62,7 @@ impl Default for Settings {
             retry_cap: Duration::from_secs(300),
             events_prefetch: 64,
             incidents: IncidentSettings::default(),
+            event_senders: SenderPolicy::Open,
         }
     }
 }
