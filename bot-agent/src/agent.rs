@@ -2,6 +2,7 @@
 //! the one task a bot runs at a time, running it with progress reporting, cancelling it,
 //! heartbeats and the graceful shutdown that hands an unfinished task back.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -19,6 +20,13 @@ use crate::reporter::Reporter;
 
 /// Why a task is handed back at shutdown.
 pub const RELEASE_REASON: &str = "bot shutting down";
+/// Why an offer a previous run of the bot left unacknowledged is refused (see [`judge`]).
+pub const LEFT_BEHIND_REASON: &str =
+    "redelivered from a previous run of this bot, which died holding it: not run again";
+/// How many offers a run of the bot remembers, to tell the redeliveries of its own offers (a
+/// requeue, a reconnection) from those a previous run left behind. One offer is handled at a
+/// time, so a redelivery follows its first delivery closely: a few suffice.
+const REMEMBERED_OFFERS: usize = 64;
 /// Tries of a final event (completed, failed, released) before giving up on it.
 const FINAL_REPORT_ATTEMPTS: u32 = 3;
 /// How long a cancelled task may take to stop at shutdown before the agent stops anyway.
@@ -38,19 +46,25 @@ pub enum Verdict {
 }
 
 /// Decides on `assignment` at `now`, for a bot running `running` (if anything) that can run
-/// `systems` and is `closing` (shutting down) or not.
+/// `systems` and is `closing` (shutting down) or not. `left_behind` says the broker redelivered
+/// an offer this run of the bot never had: a previous run died holding it, maybe because of it
+/// (a poison task), and the orchestrator has taken it back when this run came online. Running it
+/// could only crash this run too, uncounted (the orchestrator counts a lost run only for the
+/// attempt it holds), so it is refused ([`LEFT_BEHIND_REASON`]); the refusal is a stale event.
 pub fn judge(
     assignment: &Assignment,
     now: DateTime<Utc>,
     running: Option<TaskRef>,
     closing: bool,
     systems: &[System],
+    left_behind: bool,
 ) -> Verdict {
     if now > assignment.offer_expires_at {
         return Verdict::Expired;
     }
     match running {
         Some(task) if task == assignment.task => return Verdict::AlreadyRunning,
+        _ if left_behind => return Verdict::Reject(LEFT_BEHIND_REASON.to_owned()),
         Some(_) => return Verdict::Reject("busy".to_owned()),
         None => {}
     }
@@ -76,6 +90,22 @@ struct Running {
 struct Slot {
     running: Option<Running>,
     closing: bool,
+    /// The last offers this run had, newest last.
+    offers: VecDeque<TaskRef>,
+}
+
+impl Slot {
+    /// Remembers the offer `task`; whether this run had it before.
+    fn remember(&mut self, task: TaskRef) -> bool {
+        if self.offers.contains(&task) {
+            return true;
+        }
+        if self.offers.len() == REMEMBERED_OFFERS {
+            self.offers.pop_front();
+        }
+        self.offers.push_back(task);
+        false
+    }
 }
 
 /// An accepted offer's hold on the bot, handed to [`Agent::start`].
@@ -135,9 +165,22 @@ impl Agent {
     /// Decides on an offer and, when it is taken, holds the bot for it at once, so a second
     /// offer arriving meanwhile finds the bot busy.
     pub(crate) fn claim(&self, assignment: &Assignment, now: DateTime<Utc>) -> Claim {
+        self.claim_delivery(assignment, now, false)
+    }
+
+    /// [`Agent::claim`] for an offer the broker delivered, `redelivered` or not: a redelivered
+    /// offer this run never had is refused (see [`judge`]).
+    pub(crate) fn claim_delivery(
+        &self,
+        assignment: &Assignment,
+        now: DateTime<Utc>,
+        redelivered: bool,
+    ) -> Claim {
         let mut slot = self.slot();
+        let had_it = slot.remember(assignment.task);
+        let left_behind = redelivered && !had_it;
         let running = slot.running.as_ref().map(|r| r.task);
-        match judge(assignment, now, running, slot.closing, &self.systems) {
+        match judge(assignment, now, running, slot.closing, &self.systems, left_behind) {
             Verdict::Expired => Claim::Expired,
             Verdict::AlreadyRunning => Claim::AlreadyRunning,
             Verdict::Reject(reason) => Claim::Rejected(reason),
@@ -245,8 +288,11 @@ impl Agent {
         }
         tracing::info!(?outcome, "task ended");
         let event = final_event(&self.name, task, outcome, unreported);
-        self.report_final(&event).await;
+        // Free before reporting: the orchestrator offers the next task as soon as it has applied
+        // this report, and that offer can arrive before the broker's confirm of the report does;
+        // a bot still holding the slot then would turn it down as "busy".
         self.unclaim(task);
+        self.report_final(&event).await;
         self.heartbeat().await;
     }
 
@@ -382,24 +428,55 @@ mod tests {
         let systems = [System::Noop];
         let fresh = offer(System::Noop, 1, TimeDelta::seconds(10), now);
         let other = TaskRef { task_id: uuid::Uuid::new_v4(), attempt: 1 };
-        assert_eq!(judge(&fresh, now, None, false, &systems), Verdict::Accept);
+        assert_eq!(judge(&fresh, now, None, false, &systems, false), Verdict::Accept);
         assert_eq!(
-            judge(&fresh, now, None, false, &[System::Vivo360]),
+            judge(&fresh, now, None, false, &[System::Vivo360], false),
             Verdict::Reject("this bot cannot run NOOP".into())
         );
         assert_eq!(
-            judge(&fresh, now, Some(other), false, &systems),
+            judge(&fresh, now, Some(other), false, &systems, false),
             Verdict::Reject("busy".into())
         );
-        assert_eq!(judge(&fresh, now, Some(fresh.task), false, &systems), Verdict::AlreadyRunning);
         assert_eq!(
-            judge(&fresh, now, None, true, &systems),
+            judge(&fresh, now, Some(fresh.task), false, &systems, false),
+            Verdict::AlreadyRunning
+        );
+        assert_eq!(
+            judge(&fresh, now, None, true, &systems, false),
             Verdict::Reject(RELEASE_REASON.into())
         );
         let lapsed = offer(System::Noop, 1, TimeDelta::seconds(-1), now);
-        assert_eq!(judge(&lapsed, now, Some(other), false, &systems), Verdict::Expired);
+        assert_eq!(judge(&lapsed, now, Some(other), false, &systems, false), Verdict::Expired);
         let exactly_now = offer(System::Noop, 1, TimeDelta::zero(), now);
-        assert_eq!(judge(&exactly_now, now, None, false, &systems), Verdict::Accept);
+        assert_eq!(judge(&exactly_now, now, None, false, &systems, false), Verdict::Accept);
+    }
+
+    #[test]
+    fn an_offer_a_previous_run_left_behind_is_refused_unless_expired() {
+        let now = Utc::now();
+        let systems = [System::Noop];
+        let fresh = offer(System::Noop, 2, TimeDelta::seconds(10), now);
+        let left_behind = Verdict::Reject(LEFT_BEHIND_REASON.into());
+        assert_eq!(judge(&fresh, now, None, false, &systems, true), left_behind);
+        let other = TaskRef { task_id: uuid::Uuid::new_v4(), attempt: 1 };
+        assert_eq!(judge(&fresh, now, Some(other), false, &systems, true), left_behind);
+        let lapsed = offer(System::Noop, 2, TimeDelta::seconds(-1), now);
+        assert_eq!(judge(&lapsed, now, None, false, &systems, true), Verdict::Expired);
+    }
+
+    #[test]
+    fn a_run_tells_its_own_redeliveries_from_offers_left_behind() {
+        let mut slot = Slot::default();
+        let first = TaskRef { task_id: uuid::Uuid::new_v4(), attempt: 1 };
+        assert!(!slot.remember(first), "never had it");
+        assert!(slot.remember(first), "its own offer, redelivered (a requeue, a reconnection)");
+        let next = TaskRef { attempt: 2, ..first };
+        assert!(!slot.remember(next), "another attempt is another offer");
+        for n in 0..REMEMBERED_OFFERS {
+            slot.remember(TaskRef { task_id: uuid::Uuid::new_v4(), attempt: 1 + n as u32 });
+        }
+        assert_eq!(slot.offers.len(), REMEMBERED_OFFERS, "bounded");
+        assert!(!slot.remember(first), "forgotten after {REMEMBERED_OFFERS} others");
     }
 
     #[test]

@@ -99,7 +99,7 @@ async fn on_delivery(agent: &Arc<Agent>, message: Message) -> Decision {
     match command {
         Command::AssignTask(assignment) => {
             let task = assignment.task;
-            match agent.claim(&assignment, Utc::now()) {
+            match agent.claim_delivery(&assignment, Utc::now(), message.redelivered) {
                 Claim::Expired => {
                     tracing::info!(task_id = %task.task_id, attempt = task.attempt, "offer expired; ignored");
                     Decision::Ack

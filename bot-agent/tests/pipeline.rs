@@ -3,159 +3,16 @@
 //! kills one with SIGKILL. Each test has a RabbitMQ vhost and a database of its own.
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
+mod common;
+
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use base64::Engine as _;
-use bot_agent::AgentConfig;
-use broker_config::testing::TestVhost;
-use broker_config::{BotName, System};
-use orchestrator::{Config, Orchestrator};
-use serde_json::{Value, json};
+use broker_config::System;
+use common::world::World;
+use serde_json::json;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-
-macro_rules! wait_until {
-    ($what:expr, $condition:expr) => {{
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while !$condition {
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {}", $what);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }};
-}
-
-/// The orchestrator, the portal and the bots of one test.
-struct World {
-    api: String,
-    portal: String,
-    vhost: TestVhost,
-    http: reqwest::Client,
-    stop: CancellationToken,
-    bots_stop: CancellationToken,
-    db_path: std::path::PathBuf,
-}
-
-impl World {
-    async fn start(portal_delay_ms: u64) -> World {
-        let _ = tracing_subscriber::fmt()
-            .with_test_writer()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .try_init();
-        let vhost = TestVhost::create("e2e")
-            .await
-            .expect("RabbitMQ with the management plugin (scripts/services)");
-        let db_path =
-            std::env::temp_dir().join(format!("botline-e2e-{}.db", uuid::Uuid::new_v4().simple()));
-        let mut config = Config::for_database(format!("sqlite://{}?mode=rwc", db_path.display()));
-        config.amqp_url = vhost.amqp_url();
-        config.offer_timeout = Duration::from_secs(3);
-        config.sweep_interval = Duration::from_millis(250);
-        config.heartbeat_interval = Duration::from_millis(500);
-        config.retry_base = Duration::from_millis(200);
-        let stop = CancellationToken::new();
-        let orchestrator = Orchestrator::start(&config).await.unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let api = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(orchestrator.serve(listener, stop.clone()));
-        let portal_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let portal = format!("http://{}", portal_listener.local_addr().unwrap());
-        let portal_config =
-            simulators::vivo360::Vivo360Config { delay_ms: portal_delay_ms, ..Default::default() };
-        tokio::spawn(simulators::vivo360::serve(portal_listener, portal_config, stop.clone()));
-        World {
-            api,
-            portal,
-            vhost,
-            http: reqwest::Client::new(),
-            stop,
-            bots_stop: CancellationToken::new(),
-            db_path,
-        }
-    }
-
-    fn agent_config(&self, name: &str, systems: &[System]) -> AgentConfig {
-        let mut config = AgentConfig::new(
-            BotName::parse(name).unwrap(),
-            systems.to_vec(),
-            self.vhost.amqp_url(),
-        );
-        config.vivo360_url = self.portal.clone();
-        config.api_url = self.api.clone();
-        config.ip_address = Some("127.0.0.1".into());
-        config.heartbeat_interval_ms = 200;
-        config.progress_interval_ms = 100;
-        config
-    }
-
-    /// A bot agent in this process.
-    fn spawn_bot(&self, config: AgentConfig) {
-        let stop = self.bots_stop.clone();
-        tokio::spawn(async move { bot_agent::run(config, stop).await.unwrap() });
-    }
-
-    /// A bot agent as its own process (the real binary), to be killed.
-    fn spawn_bot_process(&self, name: &str, systems: &str) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_bot-agent"))
-            .args(["--name", name, "--systems", systems])
-            .env("BOTLINE_AMQP_URL", self.vhost.amqp_url())
-            .env("BOTLINE_VIVO360_URL", &self.portal)
-            .env("BOTLINE_BOT_IP", "127.0.0.1")
-            .env("BOTLINE_HEARTBEAT_INTERVAL_MS", "200")
-            .env("BOTLINE_PROGRESS_INTERVAL_MS", "100")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the bot-agent binary starts")
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        self.http.get(format!("{}{path}", self.api)).send().await.unwrap().json().await.unwrap()
-    }
-
-    async fn create_task(&self, body: Value) -> String {
-        let response =
-            self.http.post(format!("{}/api/v1/tasks", self.api)).json(&body).send().await.unwrap();
-        assert_eq!(response.status(), 201);
-        response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
-    }
-
-    async fn task(&self, id: &str) -> Value {
-        self.get(&format!("/api/v1/tasks/{id}")).await
-    }
-
-    async fn wait_status(&self, id: &str, status: &str) -> Value {
-        wait_until!(format!("task {id} {status}"), self.task(id).await["status"] == status);
-        self.task(id).await
-    }
-
-    async fn history(&self, id: &str) -> Vec<String> {
-        let events = self.get(&format!("/api/v1/tasks/{id}/events")).await;
-        events.as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_owned()).collect()
-    }
-
-    async fn portal_users(&self) -> Value {
-        self.http
-            .get(format!("{}/_control/users", self.portal))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        self.bots_stop.cancel();
-        self.stop.cancel();
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.db_path.display()));
-        }
-    }
-}
 
 fn users_csv(logins: &[&str]) -> String {
     let mut csv = String::from("name,email,login,profile\n");

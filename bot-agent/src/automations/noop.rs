@@ -1,8 +1,18 @@
 //! NOOP: does nothing for a configurable time, for tests and benchmarks.
 //!
-//! Payload (optional JSON object): `{"duration_ms": 0, "fail": "retryable" | "fatal"}`. With a
-//! CSV attachment it sleeps `duration_ms` per row and records each row DONE; without one it
-//! sleeps once and outputs `{"slept_ms": N}`. With `fail` it fails at the end, as told.
+//! Payload (optional JSON object): `{"duration_ms": 0, "fail": "retryable" | "fatal" | "crash"}`.
+//! With a CSV attachment it sleeps `duration_ms` per row and records each row DONE; without one
+//! it sleeps once and outputs `{"slept_ms": N}`. With `fail` it fails at the end, as told.
+//!
+//! `"fail": "crash"` is a fault-injection aid: at the end the bot process aborts
+//! (`std::process::abort()`, as a segfault or an out-of-memory kill would end it), after it has
+//! accepted the task and done its rows (those not reported yet die with it). Every run of such
+//! a task kills its bot, so it is the "poison assignment" of the chaos tests
+//! (`bot-agent/tests/chaos.rs`): the orchestrator must end it FAILED after `max_attempts` runs
+//! while the other tasks keep flowing. The whole agent stops, not just the task, so the mode is
+//! off unless the process runs with `BOTLINE_FAULT_INJECTION=1` (the chaos tests set it on the
+//! bot processes they start): elsewhere, e.g. the bots `orchestrator demo` runs inside its own
+//! process, such a task fails (not retryable) instead of taking the process down.
 
 use std::time::Duration;
 
@@ -14,6 +24,18 @@ use tokio_util::sync::CancellationToken;
 use super::{NO_SIZE_LIMIT, Outcome, row_number, rows_to_do};
 use crate::progress::ProgressSink;
 
+/// The environment variable that lets `"fail": "crash"` abort the process (value `1`).
+pub const FAULT_INJECTION: &str = "BOTLINE_FAULT_INJECTION";
+
+/// The error of a task told to crash a bot whose fault injection is off.
+pub const CRASH_REFUSED: &str =
+    "NOOP told to crash, but fault injection is off here (BOTLINE_FAULT_INJECTION=1 turns it on)";
+
+/// Whether `"fail": "crash"` may abort the process, given [`FAULT_INJECTION`]'s value.
+pub fn crash_allowed(value: Option<&str>) -> bool {
+    value == Some("1")
+}
+
 /// How a NOOP task ends when told to fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -22,6 +44,8 @@ pub enum FailMode {
     Retryable,
     /// `task.failed` with `retryable: false`.
     Fatal,
+    /// No report at all: the bot process aborts (fault injection; see the module docs).
+    Crash,
 }
 
 /// A NOOP task's payload.
@@ -88,12 +112,23 @@ pub async fn run(
         }
     };
     match payload.fail {
+        Some(FailMode::Crash) if crash_allowed(std::env::var(FAULT_INJECTION).ok().as_deref()) => {
+            crash(assignment)
+        }
+        Some(FailMode::Crash) => Outcome::fatal(CRASH_REFUSED),
         Some(mode) => Outcome::Failed {
             error: "NOOP told to fail".to_owned(),
             retryable: mode == FailMode::Retryable,
         },
         None => Outcome::Completed { output },
     }
+}
+
+/// Ends the whole process at once, as a crash would: no unwinding, no final event, no ack for
+/// anything in flight. The orchestrator learns of it from the bot's silence or its restart.
+fn crash(assignment: &Assignment) -> ! {
+    tracing::error!(task_id = %assignment.task.task_id, attempt = assignment.task.attempt, "NOOP told to crash: aborting the bot process");
+    std::process::abort()
 }
 
 /// Sleeps for `duration` unless cancelled first; whether it slept.
@@ -124,6 +159,13 @@ mod tests {
             NoopPayload::parse(Some(&json!({"fail": "fatal"}))).map(|p| p.fail),
             Ok(Some(FailMode::Fatal))
         );
+        assert_eq!(
+            NoopPayload::parse(Some(&json!({"duration_ms": 0, "fail": "crash"}))),
+            Ok(NoopPayload { duration_ms: 0, fail: Some(FailMode::Crash) })
+        );
+        // Only the lowercase word: a typo must not turn a task into a poison one, or back.
+        assert!(NoopPayload::parse(Some(&json!({"fail": "Crash"}))).is_err());
+        assert!(NoopPayload::parse(Some(&json!({"fail": "abort"}))).is_err());
         let bad = NoopPayload::parse(Some(&json!({"fail": "sometimes"}))).expect_err("bad");
         assert!(bad.starts_with("bad NOOP payload"), "{bad}");
         assert!(NoopPayload::parse(Some(&json!({"duration_ms": -1}))).is_err());
@@ -162,6 +204,24 @@ mod tests {
                 (4, RowStatus::Done, "row 4 done".to_owned())
             ]
         );
+    }
+
+    #[test]
+    fn crashing_needs_fault_injection_turned_on() {
+        assert!(crash_allowed(Some("1")));
+        assert!(!crash_allowed(None));
+        assert!(!crash_allowed(Some("0")));
+        assert!(!crash_allowed(Some("yes")));
+    }
+
+    #[tokio::test]
+    async fn a_crash_without_fault_injection_is_a_fatal_failure() {
+        // The unit tests never set BOTLINE_FAULT_INJECTION (or this would abort them all).
+        assert_eq!(std::env::var(FAULT_INJECTION).ok(), None);
+        let (mut sink, _rows) = ProgressSink::channel();
+        let task = assignment(None, json!({"fail": "crash"}), 0);
+        let outcome = run(&task, &mut sink, &CancellationToken::new()).await;
+        assert_eq!(outcome, Outcome::fatal(CRASH_REFUSED));
     }
 
     #[tokio::test]

@@ -1,6 +1,11 @@
 //! A RabbitMQ vhost per test, the agent running in-process, and the test playing the
-//! orchestrator: it declares the core topology, publishes commands and reads the events.
+//! orchestrator: it declares the core topology, publishes commands and reads the events
+//! ([`Harness`]). [`world::World`] runs the real orchestrator instead, with bots in-process or as
+//! processes (pipeline and chaos tests).
 #![allow(dead_code, clippy::unwrap_used)]
+
+#[macro_use]
+pub mod world;
 
 use std::time::Duration;
 
