@@ -26,6 +26,7 @@ pub mod demo;
 pub mod entity;
 pub mod error;
 pub mod etl;
+pub mod failpoint;
 pub mod http;
 pub mod incidents;
 pub mod pagination;

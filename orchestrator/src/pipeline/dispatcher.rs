@@ -154,6 +154,7 @@ impl Pipeline {
             }
         }
         txn.commit().await?;
+        crate::failpoint::hit("dispatch.after_commit");
         for offer in &offers {
             self.changes.task(offer.task.id);
             self.changes.bot(offer.bot.id);
