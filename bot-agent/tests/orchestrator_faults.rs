@@ -12,9 +12,8 @@
 //! BOTLINE_CHAOS_ORCHESTRATOR_KILLS=20 cargo nextest run -p bot-agent --test orchestrator_faults --no-capture
 //! ```
 //!
-//! Two tests are ignored: they show bugs found here (a restarted orchestrator takes back tasks
-//! whose bots' heartbeats wait unread in the queue; a redelivered `bot.online` is taken for a
-//! restart). Once fixed, they run with
+//! One test is ignored: it shows a bug found here (a redelivered `bot.online` is taken for a
+//! restart). Once fixed, it runs with
 //! `cargo nextest run -p bot-agent --test orchestrator_faults --run-ignored only`.
 //!
 //! Faults of the shared services (RabbitMQ restarted, PostgreSQL stopped) are in
@@ -276,7 +275,6 @@ async fn two_orchestrators_on_one_database_never_assign_a_task_twice_even_when_o
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug (issue 10): a restarted orchestrator's first sweep takes back running tasks whose bots' heartbeats still wait in the queue; run it with --run-ignored once fixed"]
 async fn an_orchestrator_down_longer_than_a_bot_s_heartbeat_window_takes_back_no_running_task() {
     // A bot is lost after 3 s of silence; the orchestrator stays down 6 s while the bot, alive
     // and running its task, heartbeats into the queue.

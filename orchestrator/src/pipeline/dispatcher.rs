@@ -12,7 +12,7 @@ use futures_util::future::join_all;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _, QueryOrder as _,
-    QuerySelect as _, TransactionTrait as _,
+    QuerySelect as _,
 };
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -62,7 +62,7 @@ impl Pipeline {
                 () = self.wake.notified() => {}
                 _ = sweep.tick() => {
                     if let Err(err) = self.sweep(now()).await {
-                        tracing::warn!(error = %err, "sweep failed; retrying next period");
+                        tracing::warn!(error = ?err, "sweep failed; retrying next period");
                     }
                 }
             }
@@ -71,7 +71,7 @@ impl Pipeline {
                     Ok(0) => break,
                     Ok(assigned) => tracing::debug!(assigned, "dispatch pass"),
                     Err(err) => {
-                        tracing::warn!(error = %err, "dispatch pass failed; retrying next period");
+                        tracing::warn!(error = ?err, "dispatch pass failed; retrying next period");
                         break;
                     }
                 }
@@ -93,7 +93,7 @@ impl Pipeline {
     /// Every update is guarded by the state it expects (`status = 'WAITING'`, `'AVAILABLE'`), so
     /// two dispatchers on one database can never give one task to two bots or two tasks to one.
     pub async fn dispatch_due_tasks(&self, now: DateTime<Utc>) -> Result<usize, ApiError> {
-        let txn = self.db.begin().await?;
+        let txn = self.begin().await?;
         let bot_rows = bot::Entity::find()
             .filter(bot::Column::Status.eq(BotStatus::Available.as_str()))
             .order_by_asc(bot::Column::UpdatedAt)
@@ -292,7 +292,7 @@ impl Pipeline {
         bot_status: BotStatus,
         now: DateTime<Utc>,
     ) -> Result<bool, ApiError> {
-        let txn = self.db.begin().await?;
+        let txn = self.begin().await?;
         let back = task::Entity::update_many()
             .col_expr(task::Column::Status, Expr::value(TaskStatus::Waiting.as_str()))
             .col_expr(task::Column::BotId, Expr::value(Option::<Uuid>::None))
@@ -328,6 +328,12 @@ impl Pipeline {
     /// Takes back every offer whose bot did not answer in time; the task is offered again,
     /// to another bot first. Returns how many.
     pub async fn expire_offers(&self, now: DateTime<Utc>) -> Result<usize, ApiError> {
+        // Right after a start, an answer to an old offer may still be queued: read it first.
+        let timeout = chrono::Duration::from_std(self.settings.offer_timeout)
+            .unwrap_or(chrono::Duration::MAX);
+        if self.started.checked_add_signed(timeout).is_none_or(|settled| now < settled) {
+            return Ok(0);
+        }
         let expired = task::Entity::find()
             .filter(task::Column::Status.eq(TaskStatus::Assigned.as_str()))
             .filter(task::Column::OfferExpiresAt.lt(now))
@@ -372,7 +378,9 @@ impl Pipeline {
             .await?;
         let mut lost = 0;
         for bot in live {
-            let last_seen = bot.last_heartbeat_at.unwrap_or(bot.updated_at);
+            // Heartbeats sent while no orchestrator ran are queued, not yet read: count every bot
+            // seen when this one started.
+            let last_seen = bot.last_heartbeat_at.unwrap_or(bot.updated_at).max(self.started);
             if !rules::is_silent(
                 last_seen,
                 now,
@@ -381,7 +389,7 @@ impl Pipeline {
             ) {
                 continue;
             }
-            let txn = self.db.begin().await?;
+            let txn = self.begin().await?;
             let marked = bot::Entity::update_many()
                 .col_expr(bot::Column::Status, Expr::value(BotStatus::Unavailable.as_str()))
                 .col_expr(bot::Column::CurrentTaskId, Expr::value(Option::<Uuid>::None))

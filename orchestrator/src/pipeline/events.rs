@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _,
-    QuerySelect as _, Set, TransactionTrait as _,
+    QuerySelect as _, Set,
 };
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -100,7 +100,7 @@ impl Pipeline {
                         Err(ApiError::Invalid { message, .. }) => Decision::DeadLetter(message),
                         Err(err) => {
                             let routing_key = &batch[index].routing_key;
-                            tracing::warn!(error = %err, %routing_key, "event not applied; it stays queued");
+                            tracing::warn!(error = ?err, %routing_key, "event not applied; it stays queued");
                             Decision::Requeue
                         }
                     };
@@ -129,7 +129,7 @@ impl Pipeline {
             }
             Err(err) if events.len() <= 1 => vec![Err(err)],
             Err(err) => {
-                tracing::warn!(error = %err, events = events.len(), "a batch of events failed; applying them one by one");
+                tracing::warn!(error = ?err, events = events.len(), "a batch of events failed; applying them one by one");
                 let mut results = Vec::with_capacity(events.len());
                 for event in events {
                     let result = match self.apply_events(std::slice::from_ref(event), now).await {
@@ -152,7 +152,7 @@ impl Pipeline {
         events: &[Event],
         now: DateTime<Utc>,
     ) -> Result<(Vec<Result<(), ApiError>>, Effects), ApiError> {
-        let txn = self.db.begin().await?;
+        let txn = self.begin().await?;
         let mut effects = Effects::default();
         let mut results = Vec::with_capacity(events.len());
         for event in events {

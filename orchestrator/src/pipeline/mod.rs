@@ -15,7 +15,10 @@ use broker_config::amqp::Publisher;
 use broker_config::messages::{self, Command};
 use broker_config::topology::TASKS_EXCHANGE;
 use broker_config::{Delivery, TaskRef};
-use sea_orm::{DatabaseConnection, EntityTrait as _};
+use sea_orm::{
+    ConnectionTrait as _, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait as _,
+    TransactionTrait as _,
+};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -27,6 +30,9 @@ use crate::incidents::{IncidentSettings, Incidents};
 pub mod dispatcher;
 pub mod events;
 pub mod rules;
+
+/// The advisory lock key of the pipeline's transactions on PostgreSQL ("botline" in ASCII).
+const PIPELINE_LOCK: i64 = 0x626f_746c_696e_65;
 
 /// Timings of the task life (DESIGN.md defaults; tests shorten them).
 #[derive(Debug, Clone)]
@@ -78,6 +84,9 @@ pub struct Pipeline {
     /// The incident engine (its communications are tasks of this pipeline).
     pub incidents: Incidents,
     wake: Arc<Notify>,
+    /// When this pipeline started: the sweeps judge nobody by what happened before it (what bots
+    /// reported while no orchestrator ran is still queued, unread).
+    started: chrono::DateTime<chrono::Utc>,
 }
 
 impl Pipeline {
@@ -91,13 +100,28 @@ impl Pipeline {
         let wake = Arc::new(Notify::new());
         let incidents =
             Incidents::new(db.clone(), changes.clone(), wake.clone(), settings.incidents.clone());
-        Arc::new(Pipeline { db, publisher, http, settings, changes, incidents, wake })
+        let started = crate::clock::now();
+        Arc::new(Pipeline { db, publisher, http, settings, changes, incidents, wake, started })
     }
 
     /// Asks the dispatcher to run now (a task was created, a bot became free or came online).
     /// Wakes are coalesced: many calls before the dispatcher runs make one pass.
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// Begins a transaction of the pipeline's own (dispatch, events, sweeps). On PostgreSQL it
+    /// first takes a transaction-scoped advisory lock, so those transactions, in this process and
+    /// in any other orchestrator on the same database, run one at a time: a batch of events and
+    /// a dispatch pass both update several bot and task rows, and in no common order, which
+    /// deadlocked. SQLite has a single writer anyway.
+    pub(crate) async fn begin(&self) -> Result<DatabaseTransaction, ApiError> {
+        let txn = self.db.begin().await?;
+        if txn.get_database_backend() == DbBackend::Postgres {
+            txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({PIPELINE_LOCK})"))
+                .await?;
+        }
+        Ok(txn)
     }
 
     /// Whether the broker connection is up (for `/readyz`).
