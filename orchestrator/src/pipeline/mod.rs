@@ -32,7 +32,7 @@ pub mod events;
 pub mod rules;
 
 /// The advisory lock key of the pipeline's transactions on PostgreSQL ("botline" in ASCII).
-const PIPELINE_LOCK: i64 = 0x626f_746c_696e_65;
+const PIPELINE_LOCK: i64 = 0x0062_6f74_6c69_6e65;
 
 /// Timings of the task life (DESIGN.md defaults; tests shorten them).
 #[derive(Debug, Clone)]
