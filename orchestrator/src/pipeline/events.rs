@@ -121,6 +121,10 @@ impl Pipeline {
     /// is refused alone (before it wrote anything). If the transaction fails, the events are
     /// applied again one per transaction, so one event's trouble does not hold back the others.
     pub async fn handle_events(&self, events: &[Event]) -> Vec<Result<(), ApiError>> {
+        if events.is_empty() {
+            // Every message of the batch was refused before reaching here.
+            return Vec::new();
+        }
         let now = now();
         match self.apply_events(events, now).await {
             Ok((results, effects)) => {
