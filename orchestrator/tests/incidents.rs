@@ -355,14 +355,7 @@ async fn reports_arrive_from_the_broker(backend: Backend) {
     });
     let (_, page) = app.get("/api/v1/incidents/unclassified").await;
     assert_eq!(page["items"][0]["source"], "broker");
-    let reasons: Vec<String> = app
-        .vhost
-        .dead_letters(2)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|dead| dead.reason.expect("every dead letter says why"))
-        .collect();
+    let reasons = app.dead_letter_reasons(2).await;
     assert!(reasons[0].contains("expected"), "{reasons:?}");
     assert!(reasons[1].contains("report.status"), "{reasons:?}");
     shutdown.cancel();

@@ -473,14 +473,7 @@ async fn malformed_events_are_dead_lettered_and_the_consumer_goes_on(backend: Ba
     raw.publish(EVENTS_EXCHANGE, "bot.online", br#"{"v":9,"type":"bot.online"}"#, false)
         .await
         .unwrap();
-    let reasons: Vec<String> = app
-        .vhost
-        .dead_letters(2)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|dead| dead.reason.expect("every dead letter says why"))
-        .collect();
+    let reasons = app.dead_letter_reasons(2).await;
     assert!(reasons[0].contains("malformed message"), "{reasons:?}");
     assert!(reasons[1].contains("unsupported message version 9"), "{reasons:?}");
     // The consumer still applies good events.
@@ -527,14 +520,7 @@ async fn under_the_strict_sender_policy_a_bot_speaks_only_for_itself(backend: Ba
         shutdown.clone(),
     );
     as_guest.publish(EVENTS_EXCHANGE, "bot.online", &online(&alice), false).await.unwrap();
-    let reasons: Vec<String> = app
-        .vhost
-        .dead_letters(2)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|dead| dead.reason.expect("every dead letter says why"))
-        .collect();
+    let reasons = app.dead_letter_reasons(2).await;
     let expected = bot_user(&alice);
     assert!(reasons.iter().all(|r| r.contains(&expected)), "{reasons:?}");
     assert!(reasons[0].contains(&bot_user(&mallory)), "{reasons:?}");

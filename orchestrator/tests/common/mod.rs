@@ -89,6 +89,12 @@ impl TestApp {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// Why each of the next `n` dead letters was dead-lettered, in order.
+    pub async fn dead_letter_reasons(&self, n: usize) -> Vec<String> {
+        let dead = self.vhost.dead_letters(n).await.unwrap();
+        dead.into_iter().map(|dead| dead.reason.expect("every dead letter says why")).collect()
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let response = self.client.get(self.url(path)).send().await.unwrap();
         read(response).await
