@@ -102,6 +102,7 @@ pub async fn measure(bots: usize, waiting: usize, passes: usize) -> anyhow::Resu
                 current_task_id: Set(None),
                 created_at: Set(now),
                 updated_at: Set(now),
+                session_id: Set(None),
             });
         }
         bot::Entity::insert_many(rows).exec(&db).await?;

@@ -12,6 +12,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
+use uuid::Uuid;
 
 use crate::automations::{Automations, Outcome};
 use crate::config::AgentConfig;
@@ -132,6 +133,9 @@ pub(crate) struct Agent {
     progress_interval: Duration,
     slot: Mutex<Slot>,
     tracker: TaskTracker,
+    /// This run, announced in `bot.online`: the orchestrator tells a restart from the same
+    /// announcement delivered twice.
+    session: Uuid,
 }
 
 impl Agent {
@@ -144,6 +148,7 @@ impl Agent {
             progress_interval: config.progress_interval(),
             slot: Mutex::new(Slot::default()),
             tracker: TaskTracker::new(),
+            session: Uuid::now_v7(),
         }
     }
 
@@ -318,6 +323,7 @@ impl Agent {
             bot: self.name.clone(),
             ip_address,
             systems: self.systems.clone(),
+            session: Some(self.session),
             at: Utc::now(),
         };
         if let Err(error) = self.report(&event).await {

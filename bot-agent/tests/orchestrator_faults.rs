@@ -12,10 +12,6 @@
 //! BOTLINE_CHAOS_ORCHESTRATOR_KILLS=20 cargo nextest run -p bot-agent --test orchestrator_faults --no-capture
 //! ```
 //!
-//! One test is ignored: it shows a bug found here (a redelivered `bot.online` is taken for a
-//! restart). Once fixed, it runs with
-//! `cargo nextest run -p bot-agent --test orchestrator_faults --run-ignored only`.
-//!
 //! Faults of the shared services (RabbitMQ restarted, PostgreSQL stopped) are in
 //! `service_faults.rs`, which never runs in the parallel suite.
 #![allow(clippy::unwrap_used)]
@@ -126,7 +122,7 @@ async fn a_crash_between_the_commit_and_the_publish_strands_no_offer() {
     let start: Vec<(&str, u64)> =
         outline.iter().take(4).map(|(kind, attempt)| (kind.as_str(), *attempt)).collect();
     // (A bot_lost instead of offer_expired would be the bot's bot.online, applied by the
-    // crashed orchestrator but not acked, redelivered and taken for a restart: the bug of
+    // crashed orchestrator but not acked, redelivered and taken for a restart: see
     // a_redelivered_bot_online_takes_back_nothing_from_its_bot.)
     assert_eq!(
         start,
@@ -309,15 +305,43 @@ async fn an_orchestrator_down_longer_than_a_bot_s_heartbeat_window_takes_back_no
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug (issue 10): a redelivered bot.online is taken for a restart and takes back the bot's running task; run it with --run-ignored once fixed"]
 async fn a_redelivered_bot_online_takes_back_nothing_from_its_bot() {
     // An orchestrator that dies after applying a bot.online and before acking it (seen in
     // a_crash_between_the_commit_and_the_publish_strands_no_offer) has the broker deliver the
-    // same message again to the next one. The test delivers that copy itself, while the bot runs.
+    // same message again to the next one. The test copies the bot's own announcement as it
+    // travels and delivers it again while the bot runs a task.
+    use broker_config::topology::EVENTS_EXCHANGE;
+    use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueBindOptions};
+    use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+
     let site = Site::create("online-again", Timings::default()).await;
     let orchestrator = site.spawn_orchestrator("orchestrator").await;
     let api = orchestrator.client();
+    let connection =
+        broker_config::amqp::connect(&site.vhost.amqp_url(), "test-redelivery").await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let options = QueueDeclareOptions { exclusive: true, ..Default::default() };
+    let copies = channel.queue_declare("".into(), options, FieldTable::default()).await.unwrap();
+    let (copies, options) = (copies.name().clone(), QueueBindOptions::default());
+    channel
+        .queue_bind(
+            copies.clone(),
+            EVENTS_EXCHANGE.into(),
+            "bot.online".into(),
+            options,
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
     let mut bots = site.spawn_bots(&api, "bot", 1).await;
+    let announcement = channel
+        .basic_get(copies, BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("the bot's bot.online, copied as it went to the orchestrator")
+        .delivery
+        .data;
     let id = match api.submit_noop("long", 3000).await {
         Submitted::Created(id) => id,
         other => panic!("{other:?}"),
@@ -326,28 +350,18 @@ async fn a_redelivered_bot_online_takes_back_nothing_from_its_bot() {
         "the task RUNNING",
         api.get(&format!("/api/v1/tasks/{id}")).await["status"] == "RUNNING"
     );
-    let bot = &api.all_bots().await[0];
-    let registered: DateTime<Utc> = bot["created_at"].as_str().unwrap().parse().unwrap();
-    let copy = broker_config::Event::BotOnline {
-        bot: broker_config::BotName::parse("bot-1").unwrap(),
-        ip_address: "127.0.0.1".into(),
-        systems: vec![broker_config::System::Noop],
-        at: registered - chrono::TimeDelta::milliseconds(1),
-    };
-    let publisher = broker_config::Publisher::new(
-        site.vhost.amqp_url(),
-        "test-redelivery",
-        broker_config::Topology::core(),
-        Duration::from_secs(20),
-        tokio_util::sync::CancellationToken::new(),
-    );
-    publisher
-        .publish(
-            broker_config::topology::EVENTS_EXCHANGE,
-            copy.routing_key(),
-            &broker_config::messages::encode(&copy),
-            true,
+    channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    let properties = lapin::BasicProperties::default().with_delivery_mode(2);
+    channel
+        .basic_publish(
+            EVENTS_EXCHANGE.into(),
+            "bot.online".into(),
+            BasicPublishOptions::default(),
+            &announcement,
+            properties,
         )
+        .await
+        .unwrap()
         .await
         .unwrap();
     api.wait_drained(Duration::from_secs(60)).await;

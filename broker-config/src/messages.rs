@@ -279,6 +279,12 @@ pub enum Event {
         ip_address: String,
         /// What it can run.
         systems: Vec<System>,
+        /// This run of the agent, new each time it starts: a `bot.online` carrying the session
+        /// the bot already has is the same announcement again (the broker redelivers what an
+        /// orchestrator applied but died before acking), not a restart. Absent from agents older
+        /// than it: each of their announcements is taken for a restart.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<Uuid>,
         /// When.
         at: DateTime<Utc>,
     },
@@ -419,6 +425,7 @@ mod tests {
                 bot: bot(),
                 ip_address: "10.0.0.1".into(),
                 systems: vec![System::Noop],
+                session: Some(Uuid::nil()),
                 at: at(),
             },
             Event::BotHeartbeat { bot: bot(), task: Some(task()), at: at() },

@@ -17,6 +17,7 @@ mod m20261122_070100_create_tasks;
 mod m20261122_070200_create_task_events;
 mod m20261122_090000_create_attendances;
 mod m20261122_100000_create_incidents;
+mod m20261122_140000_add_session_to_bots;
 
 /// The default database: a SQLite file in the working directory, created when missing.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://botline.db?mode=rwc";
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_070200_create_task_events::Migration),
             Box::new(m20261122_090000_create_attendances::Migration),
             Box::new(m20261122_100000_create_incidents::Migration),
+            Box::new(m20261122_140000_add_session_to_bots::Migration),
         ]
     }
 }

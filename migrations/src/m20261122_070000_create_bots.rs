@@ -77,4 +77,6 @@ pub enum Bots {
     CurrentTaskId,
     CreatedAt,
     UpdatedAt,
+    /// Added by m20261122_140000_add_session_to_bots.
+    SessionId,
 }

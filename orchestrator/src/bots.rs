@@ -261,6 +261,7 @@ pub async fn create_bot(
         current_task_id: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
+        session_id: Set(None),
     };
     row.insert(db).await.map_err(|e| taken(e, &spec))?.try_into()
 }

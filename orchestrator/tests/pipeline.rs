@@ -51,6 +51,8 @@ struct ScriptedBot {
     commands: mpsc::UnboundedReceiver<Command>,
     heartbeat: CancellationToken,
     stop: CancellationToken,
+    /// Its `bot.online`, with this run's session.
+    announcement: Event,
 }
 
 impl ScriptedBot {
@@ -84,15 +86,22 @@ impl ScriptedBot {
             };
             async move { decision }
         }));
-        let bot =
-            ScriptedBot { name, publisher, commands, heartbeat: CancellationToken::new(), stop };
-        bot.send(Event::BotOnline {
-            bot: bot.name.clone(),
+        let announcement = Event::BotOnline {
+            bot: name.clone(),
             ip_address: "127.0.0.1".into(),
             systems: systems.to_vec(),
+            session: Some(uuid::Uuid::now_v7()),
             at: Utc::now(),
-        })
-        .await;
+        };
+        let bot = ScriptedBot {
+            name,
+            publisher,
+            commands,
+            heartbeat: CancellationToken::new(),
+            stop,
+            announcement,
+        };
+        bot.send(bot.announcement.clone()).await;
         let (publisher, name, beat) =
             (bot.publisher.clone(), bot.name.clone(), bot.heartbeat.clone());
         tokio::spawn(async move {
@@ -227,6 +236,39 @@ async fn a_task_flows_through_a_bot(backend: Backend) {
     assert_eq!(task_status(&app, &id).await, "COMPLETE");
     let kinds = history(&app, &id).await;
     assert_eq!(kinds.iter().filter(|k| *k == "completed").count(), 1, "{kinds:?}");
+}
+
+async fn a_repeated_bot_online_keeps_the_bot_s_task_and_a_restart_takes_it_back(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut bot = ScriptedBot::online(&app, "bot-1", &[System::Noop]).await;
+    let first = create(&app, noop("first")).await;
+    let offer = bot.next_offer().await;
+    bot.accept(offer.task).await;
+    wait_status(&app, &first, "RUNNING").await;
+    // The same announcement again, as the broker redelivers one an orchestrator applied but died
+    // before acking: the bot did not restart. Events apply in order, so once the completion sent
+    // after it is applied, so is the repeat.
+    bot.send(bot.announcement.clone()).await;
+    bot.complete(offer.task, vec![]).await;
+    wait_status(&app, &first, "COMPLETE").await;
+    assert_eq!(history(&app, &first).await, ["created", "assigned", "accepted", "completed"]);
+
+    // A new session is a restart: what the bot held is lost and offered again.
+    let second = create(&app, noop("second")).await;
+    let offer = bot.next_offer().await;
+    bot.accept(offer.task).await;
+    wait_status(&app, &second, "RUNNING").await;
+    let Event::BotOnline { bot: name, ip_address, systems, .. } = bot.announcement.clone() else {
+        unreachable!("the announcement is a bot.online")
+    };
+    let session = Some(uuid::Uuid::now_v7());
+    bot.send(Event::BotOnline { bot: name, ip_address, systems, session, at: Utc::now() }).await;
+    let again = bot.next_offer().await;
+    assert_eq!((again.task.task_id, again.task.attempt), (offer.task.task_id, 2));
+    assert_eq!(
+        history(&app, &second).await,
+        ["created", "assigned", "accepted", "bot_lost", "assigned"]
+    );
 }
 
 async fn oldest_first_by_priority_and_only_to_capable_bots(backend: Backend) {
@@ -505,6 +547,7 @@ async fn under_the_strict_sender_policy_a_bot_speaks_only_for_itself(backend: Ba
             bot: bot.clone(),
             ip_address: "127.0.0.1".into(),
             systems: vec![System::Noop],
+            session: Some(uuid::Uuid::now_v7()),
             at: Utc::now(),
         })
     };
@@ -533,6 +576,7 @@ async fn under_the_strict_sender_policy_a_bot_speaks_only_for_itself(backend: Ba
 
 on_every_backend!(
     a_task_flows_through_a_bot,
+    a_repeated_bot_online_keeps_the_bot_s_task_and_a_restart_takes_it_back,
     oldest_first_by_priority_and_only_to_capable_bots,
     a_rejected_or_ignored_offer_goes_to_the_next_bot,
     a_lost_bot_s_task_resumes_elsewhere_and_its_late_events_change_nothing,

@@ -20,6 +20,8 @@ pub struct Model {
     pub current_task_id: Option<Uuid>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// The agent run that last announced itself (`bot.online`).
+    pub session_id: Option<Uuid>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -199,8 +199,9 @@ impl Pipeline {
         fx: &mut Effects,
     ) -> Result<(), ApiError> {
         let event = match event {
-            Event::BotOnline { bot, ip_address, systems, .. } => {
-                return self.bot_online(txn, bot, ip_address, systems, now, fx).await;
+            Event::BotOnline { bot, ip_address, systems, session, .. } => {
+                let online = Online { name: bot, ip_address, systems, session: *session };
+                return self.bot_online(txn, online, now, fx).await;
             }
             Event::BotHeartbeat { bot, task, .. } => {
                 return self.bot_heartbeat(txn, bot, *task, now, fx).await;
@@ -397,12 +398,11 @@ impl Pipeline {
     async fn bot_online(
         &self,
         txn: &impl ConnectionTrait,
-        name: &BotName,
-        ip_address: &str,
-        systems: &[broker_config::System],
+        online: Online<'_>,
         now: DateTime<Utc>,
         fx: &mut Effects,
     ) -> Result<(), ApiError> {
+        let Online { name, ip_address, systems, session } = online;
         let ip: IpAddr = ip_address.parse().map_err(|_| {
             ApiError::invalid(
                 "ip_address",
@@ -420,6 +420,12 @@ impl Pipeline {
         systems.dedup();
         let systems = systems.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",");
         let bot_id = match bots::find_by_name(txn, name.as_str()).await? {
+            Some(existing) if session.is_some() && existing.session_id == session => {
+                // The same announcement again (redelivered): this run is registered already,
+                // and whatever it holds it still holds.
+                tracing::info!(bot = %name, "bot.online repeated; nothing to do");
+                return Ok(());
+            }
             Some(existing) => {
                 // It restarted: whatever it held is lost.
                 let requeued =
@@ -436,6 +442,7 @@ impl Pipeline {
                 row.current_task_id = Set(None);
                 row.last_heartbeat_at = Set(Some(now));
                 row.updated_at = Set(now);
+                row.session_id = Set(session);
                 row.update(txn).await?;
                 bot_id
             }
@@ -453,6 +460,7 @@ impl Pipeline {
                     current_task_id: Set(None),
                     created_at: Set(now),
                     updated_at: Set(now),
+                    session_id: Set(session),
                 }
                 .insert(txn)
                 .await?;
@@ -567,6 +575,14 @@ impl Pipeline {
         tracing::info!(bot = %name, "bot offline");
         Ok(())
     }
+}
+
+/// A `bot.online`'s parts.
+struct Online<'a> {
+    name: &'a BotName,
+    ip_address: &'a str,
+    systems: &'a [broker_config::System],
+    session: Option<Uuid>,
 }
 
 /// A task event's parts, whatever its type.
