@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 use tokio::sync::Semaphore;
 
+use crate::cpu::{Parts, PerTask};
 use crate::stats::{Summary, summarize};
 
 /// The PostgreSQL server the benchmark makes its databases on (trust auth on this machine).
@@ -49,6 +50,9 @@ pub struct Run {
     pub to_complete: Summary,
     /// The orchestrator's peak resident memory, MiB.
     pub orchestrator_peak_rss_mib: f64,
+    /// CPU milliseconds per task, by process: orchestrator, bots (all), rabbitmq, postgres
+    /// (every server process), bench (the client creating tasks and polling).
+    pub cpu_ms_per_task: PerTask,
 }
 
 /// The binaries beside this one (the same build profile).
@@ -135,6 +139,13 @@ pub async fn run(
         client.get(format!("{api}/readyz")).send().await.is_ok_and(|r| r.status().is_success())
     })
     .await?;
+    let mut parts = Parts::default();
+    parts.add("orchestrator", orchestrator_pid);
+    parts.add("bench", Some(std::process::id()));
+    parts.add_by_name("rabbitmq", "beam.smp");
+    if database == Database::Postgres {
+        parts.add_by_name("postgres", "postgres");
+    }
     for n in 1..=bots {
         processes.0.push(
             Command::new(sibling("bot-agent")?)
@@ -147,6 +158,7 @@ pub async fn run(
                 .kill_on_drop(true)
                 .spawn()?,
         );
+        parts.add("bots", processes.0.last().and_then(Child::id));
     }
     wait_until("every bot online", Duration::from_secs(60), || async {
         get(&client, &format!("{api}/api/v1/bots?status=AVAILABLE&limit=1"))
@@ -156,6 +168,7 @@ pub async fn run(
     .await?;
 
     // Create the tasks.
+    let cpu_before = parts.snapshot();
     let started = Instant::now();
     let gate = Arc::new(Semaphore::new(senders.max(1)));
     let mut handles = Vec::with_capacity(tasks);
@@ -187,6 +200,7 @@ pub async fn run(
             .is_ok_and(|s| s["COMPLETE"] == tasks)
     })
     .await?;
+    let cpu_ms_per_task = cpu_before.per_task(&parts.snapshot(), tasks);
     let orchestrator_peak_rss_mib = peak_rss_mib(orchestrator_pid);
 
     // Read every task back.
@@ -237,6 +251,7 @@ pub async fn run(
         to_accepted: summarize(to_accepted),
         to_complete: summarize(to_complete),
         orchestrator_peak_rss_mib,
+        cpu_ms_per_task,
     })
 }
 

@@ -14,6 +14,7 @@ use serde_json::json;
 mod botline;
 mod ceiling;
 mod celery;
+mod cpu;
 mod growth;
 mod stats;
 
@@ -136,6 +137,7 @@ fn print_run(run: &botline::Run) {
         run.to_complete.p99_ms,
         run.orchestrator_peak_rss_mib
     );
+    println!("          {}", run.cpu_ms_per_task);
 }
 
 async fn botline_runs(
