@@ -296,9 +296,11 @@ impl Agent {
         // Free before reporting: the orchestrator offers the next task as soon as it has applied
         // this report, and that offer can arrive before the broker's confirm of the report does;
         // a bot still holding the slot then would turn it down as "busy".
+        // No heartbeat follows: the final event frees the bot, and a bot presumed lost meanwhile
+        // is back with its next periodic heartbeat. (One used to follow every task: a quarter of
+        // the broker's messages for short tasks, for nothing.)
         self.unclaim(task);
         self.report_final(&event).await;
-        self.heartbeat().await;
     }
 
     async fn report_final(&self, event: &Event) {
