@@ -8,8 +8,8 @@
 //! a comparison with `None`; the variable is read once.
 //!
 //! Points:
-//! - `dispatch.after_commit`: a dispatch pass has committed its offers (tasks ASSIGNED, bots
-//!   BUSY) and published none of them.
+//! - `dispatch.after_commit`: offers are committed (tasks ASSIGNED, bots BUSY), by a dispatch
+//!   pass or by a batch of events that freed bots, and none of them is published.
 
 use std::sync::OnceLock;
 

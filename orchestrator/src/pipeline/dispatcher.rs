@@ -27,7 +27,7 @@ use crate::error::ApiError;
 use crate::tasks::{EventKind, record};
 
 /// An offer committed to the database, to deliver.
-struct Offer {
+pub(crate) struct Offer {
     task: task::Model,
     bot: bot::Model,
     resume_after_row: u32,
@@ -94,15 +94,28 @@ impl Pipeline {
     /// two dispatchers on one database can never give one task to two bots or two tasks to one.
     pub async fn dispatch_due_tasks(&self, now: DateTime<Utc>) -> Result<usize, ApiError> {
         let txn = self.begin().await?;
+        let offers = self.offer_due_tasks(&txn, now).await?;
+        txn.commit().await?;
+        let count = offers.len();
+        self.deliver_offers(offers, now).await;
+        Ok(count)
+    }
+
+    /// Pairs due tasks with free bots within `txn` (see [`Pipeline::dispatch_due_tasks`]): the
+    /// offers to deliver with [`Pipeline::deliver_offers`] once `txn` has committed.
+    pub(crate) async fn offer_due_tasks(
+        &self,
+        txn: &impl ConnectionTrait,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Offer>, ApiError> {
         let bot_rows = bot::Entity::find()
             .filter(bot::Column::Status.eq(BotStatus::Available.as_str()))
             .order_by_asc(bot::Column::UpdatedAt)
             .order_by_asc(bot::Column::Id)
-            .all(&txn)
+            .all(txn)
             .await?;
         if bot_rows.is_empty() {
-            txn.commit().await?;
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let free: Vec<FreeBot> =
             bot_rows.iter().map(|b| FreeBot { id: b.id, systems: systems_of(b) }).collect();
@@ -124,7 +137,7 @@ impl Pipeline {
                 .order_by_asc(task::Column::CreatedAt)
                 .order_by_asc(task::Column::Id)
                 .limit(limit)
-                .all(&txn)
+                .all(txn)
                 .await?;
             for row in rows {
                 candidates.insert(row.id, row);
@@ -149,19 +162,24 @@ impl Pipeline {
             else {
                 continue;
             };
-            if let Some(offer) = self.assign(&txn, task, bot, now).await? {
+            if let Some(offer) = self.assign(txn, task, bot, now).await? {
                 offers.push(offer);
             }
         }
-        txn.commit().await?;
+        Ok(offers)
+    }
+
+    /// Delivers offers whose transaction has committed, all at once.
+    pub(crate) async fn deliver_offers(&self, offers: Vec<Offer>, now: DateTime<Utc>) {
+        if offers.is_empty() {
+            return;
+        }
         crate::failpoint::hit("dispatch.after_commit");
         for offer in &offers {
             self.changes.task(offer.task.id);
             self.changes.bot(offer.bot.id);
         }
-        let count = offers.len();
         join_all(offers.into_iter().map(|offer| self.deliver(offer, now))).await;
-        Ok(count)
     }
 
     /// Marks `task` ASSIGNED to `bot` (guarded); `None` when either moved on meanwhile.

@@ -3,6 +3,7 @@
 //! `botline.orchestrator.events` hands it whatever the broker has delivered, acking the batch only
 //! after its commit.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::Pipeline;
+use super::dispatcher::Offer;
 use super::rules::{self, Report, TaskState, Verdict};
 use crate::bots;
 use crate::clock::now;
@@ -33,10 +35,12 @@ use crate::error::ApiError;
 use crate::tasks::{EventKind, record};
 
 /// What applied events leave to do once their transaction has committed.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Effects {
     /// A bot became free or a task WAITING: the dispatcher has work.
     pub wake: bool,
+    /// Offers made in the events' own transaction, to deliver.
+    offers: Vec<Offer>,
     /// Commands to send (telling a stale bot to stop).
     pub commands: Vec<(bot::Model, Command)>,
     /// Tasks and bots that changed, for live views.
@@ -158,21 +162,28 @@ impl Pipeline {
     ) -> Result<(Vec<Result<(), ApiError>>, Effects), ApiError> {
         let txn = self.begin().await?;
         let mut effects = Effects::default();
+        let mut known = KnownBots::default();
         let mut results = Vec::with_capacity(events.len());
         for event in events {
-            match self.apply_event(&txn, event, now, &mut effects).await {
+            match self.apply_event(&txn, event, now, &mut effects, &mut known).await {
                 Ok(()) => results.push(Ok(())),
                 // Refused before writing anything: the others stand.
                 Err(err @ ApiError::Invalid { .. }) => results.push(Err(err)),
                 Err(err) => return Err(err),
             }
         }
+        if effects.wake {
+            // Bots came free (or tasks back): offer them the next tasks in this same
+            // transaction, rather than waking the dispatcher for a pass of its own.
+            effects.offers = self.offer_due_tasks(&txn, now).await?;
+            effects.wake = false;
+        }
         txn.commit().await?;
         Ok((results, effects))
     }
 
     async fn carry_out(&self, effects: Effects, now: DateTime<Utc>) {
-        let Effects { wake, commands, tasks, bots, failed } = effects;
+        let Effects { wake, offers, commands, tasks, bots, failed } = effects;
         if !failed.is_empty() {
             // Never an error here: the events are applied whatever becomes of the report.
             self.incidents.report_failed_tasks(&failed, now).await;
@@ -182,6 +193,7 @@ impl Pipeline {
         for (bot, command) in &commands {
             self.send_command(bot, command).await;
         }
+        self.deliver_offers(offers, now).await;
         if wake {
             self.wake();
         }
@@ -197,7 +209,12 @@ impl Pipeline {
         event: &Event,
         now: DateTime<Utc>,
         fx: &mut Effects,
+        known: &mut KnownBots,
     ) -> Result<(), ApiError> {
+        if event.task().is_none() {
+            // A bot event may change the bot's row.
+            known.forget(event.bot());
+        }
         let event = match event {
             Event::BotOnline { bot, ip_address, systems, session, .. } => {
                 let online = Online { name: bot, ip_address, systems, session: *session };
@@ -249,7 +266,7 @@ impl Pipeline {
                 json!({ "reason": reason }),
             ),
         };
-        self.task_event(txn, event, now, fx).await
+        self.task_event(txn, event, now, fx, known).await
     }
 
     async fn task_event(
@@ -258,9 +275,10 @@ impl Pipeline {
         event: TaskEvent<'_>,
         now: DateTime<Utc>,
         fx: &mut Effects,
+        known: &mut KnownBots,
     ) -> Result<(), ApiError> {
         let TaskEvent { bot: bot_name, task: task_ref, report, rows, extra, detail } = event;
-        let Some(bot) = bots::find_by_name(txn, bot_name.as_str()).await? else {
+        let Some(bot) = known.find(txn, bot_name).await? else {
             tracing::warn!(bot = %bot_name, task_id = %task_ref.task_id, "event from an unknown bot ignored");
             return Ok(());
         };
@@ -574,6 +592,33 @@ impl Pipeline {
         fx.wake = true;
         tracing::info!(bot = %name, "bot offline");
         Ok(())
+    }
+}
+
+/// The bots a batch's task events name, each read once per batch (a bot's events come in runs:
+/// accepted, then completed). Task events change only a bot's status and current task, which
+/// they do not read; a bot event drops its bot (it may change the rest).
+#[derive(Default)]
+struct KnownBots(HashMap<String, bot::Model>);
+
+impl KnownBots {
+    async fn find(
+        &mut self,
+        txn: &impl ConnectionTrait,
+        name: &BotName,
+    ) -> Result<Option<bot::Model>, ApiError> {
+        if let Some(bot) = self.0.get(name.as_str()) {
+            return Ok(Some(bot.clone()));
+        }
+        let found = bots::find_by_name(txn, name.as_str()).await?;
+        if let Some(bot) = &found {
+            self.0.insert(name.to_string(), bot.clone());
+        }
+        Ok(found)
+    }
+
+    fn forget(&mut self, name: &BotName) {
+        self.0.remove(name.as_str());
     }
 }
 
