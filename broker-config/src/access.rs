@@ -35,7 +35,9 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
 use crate::BotName;
-use crate::topology::{DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, TASKS_EXCHANGE, Topology, bot_queue};
+use crate::topology::{
+    DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, QueueType, TASKS_EXCHANGE, Topology, bot_queue,
+};
 
 /// The prefix of a bot's broker user: bot `vm-1` connects as `bot-vm-1`. Reserved: no other user
 /// may start with it.
@@ -329,6 +331,7 @@ pub fn parse_passwords(text: &str) -> Result<BTreeMap<String, String>, AccessErr
 pub struct UserPlan {
     orchestrator: Credentials,
     bots: Vec<(BotName, Credentials)>,
+    queue_type: QueueType,
 }
 
 impl UserPlan {
@@ -357,11 +360,18 @@ impl UserPlan {
         let plan = UserPlan {
             orchestrator: credentials(orchestrator.to_owned()),
             bots: bots.iter().map(|bot| (bot.clone(), credentials(bot_user(bot)))).collect(),
+            queue_type: QueueType::Classic,
         };
         if let Some(unknown) = given.into_keys().next() {
             return Err(AccessError::UnknownUser(unknown));
         }
         Ok(plan)
+    }
+
+    /// The same plan, defining queues of type `queue_type`.
+    pub fn with_queue_type(mut self, queue_type: QueueType) -> UserPlan {
+        self.queue_type = queue_type;
+        self
     }
 
     /// The orchestrator's user.
@@ -386,8 +396,8 @@ impl UserPlan {
     /// salted: two runs differ, both valid) and their permissions. Import it with
     /// `rabbitmqctl import_definitions FILE`, the management UI, or `load_definitions`.
     pub fn to_definitions(&self, vhost: &str) -> Value {
-        let topology =
-            self.bots.iter().fold(Topology::core(), |t, (bot, _)| t.merge(Topology::bot(bot)));
+        let core = Topology::core().with_queue_type(self.queue_type);
+        let topology = self.bots.iter().fold(core, |t, (bot, _)| t.merge(Topology::bot(bot)));
         let mut definitions = topology.to_definitions(vhost);
         let users = self.users();
         definitions["users"] = users

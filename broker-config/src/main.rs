@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use broker_config::access::{UserPlan, parse_passwords};
+use broker_config::topology::QueueType;
 use broker_config::{BotName, Topology};
 use clap::Parser;
 
@@ -21,6 +22,10 @@ struct Cli {
     /// `users`: a user for this bot too.
     #[arg(long = "bot", global = true, value_parser = |s: &str| BotName::parse(s).map_err(|e| e.to_string()))]
     bots: Vec<BotName>,
+    /// The queues' type: quorum for a RabbitMQ cluster (the orchestrator and bots must then be
+    /// started with the same --queue-type, or with --no-declare).
+    #[arg(long, value_enum, default_value_t = QueueType::Classic, global = true)]
+    queue_type: QueueType,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -46,8 +51,8 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         None => {
-            let topology =
-                cli.bots.iter().fold(Topology::core(), |t, bot| t.merge(Topology::bot(bot)));
+            let core = Topology::core().with_queue_type(cli.queue_type);
+            let topology = cli.bots.iter().fold(core, |t, bot| t.merge(Topology::bot(bot)));
             print(&topology.to_definitions(&cli.vhost))
         }
         Some(Command::Users { orchestrator, passwords }) => {
@@ -59,7 +64,8 @@ fn main() -> anyhow::Result<()> {
                 }
                 None => Default::default(),
             };
-            let plan = UserPlan::new(&orchestrator, &cli.bots, given)?;
+            let plan =
+                UserPlan::new(&orchestrator, &cli.bots, given)?.with_queue_type(cli.queue_type);
             // The definitions first: the passwords are shown only once they are written.
             print(&plan.to_definitions(&cli.vhost))?;
             let generated: Vec<_> =

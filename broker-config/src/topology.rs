@@ -64,6 +64,28 @@ impl Kind {
     }
 }
 
+/// The kind of RabbitMQ queue Botline declares. Every program of one deployment must use the
+/// same: RabbitMQ refuses to declare a queue again with another type.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum QueueType {
+    /// Classic queues: one node holds each (a single broker, development).
+    #[default]
+    Classic,
+    /// Quorum queues: replicated over a RabbitMQ cluster's nodes (Raft), what a cluster needs
+    /// for a queue to outlive its node.
+    Quorum,
+}
+
+impl QueueType {
+    /// The `x-queue-type` argument's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+        }
+    }
+}
+
 /// A durable exchange.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exchange {
@@ -105,6 +127,8 @@ pub struct Topology {
     /// Only check that the exchanges and queues exist, declaring nothing (see
     /// [`Topology::passive`]).
     pub passive: bool,
+    /// The type of every queue.
+    pub queue_type: QueueType,
 }
 
 fn exchange(name: &str, kind: Kind) -> Exchange {
@@ -144,6 +168,7 @@ impl Topology {
                 binding(ATTENDANCE_EXCHANGE, ATTENDANCE_ETL_QUEUE, "#"),
             ],
             passive: false,
+            queue_type: QueueType::Classic,
         }
     }
 
@@ -159,7 +184,14 @@ impl Topology {
             queues: vec![Queue { name: queue.clone(), dead_letters: true }],
             bindings: vec![binding(TASKS_EXCHANGE, &queue, name.as_str())],
             passive: false,
+            queue_type: QueueType::Classic,
         }
+    }
+
+    /// The same topology with queues of type `queue_type`.
+    pub fn with_queue_type(mut self, queue_type: QueueType) -> Topology {
+        self.queue_type = queue_type;
+        self
     }
 
     /// The same topology, only checked: [`Topology::declare`] then declares the exchanges and
@@ -172,7 +204,8 @@ impl Topology {
         self
     }
 
-    /// This topology and `other`'s, without repeats; passive if this one is.
+    /// This topology and `other`'s, without repeats; passive, and of the queue type, if this
+    /// one is.
     pub fn merge(mut self, other: Topology) -> Topology {
         for e in other.exchanges {
             if !self.exchanges.contains(&e) {
@@ -216,7 +249,8 @@ impl Topology {
             // consumers (two orchestrators) may share it; not auto-delete: a bot that restarts
             // finds its pending assignments.
             let options = QueueDeclareOptions { durable: true, passive, ..Default::default() };
-            channel.queue_declare(q.name.as_str().into(), options, queue_arguments(q)).await?;
+            let arguments = queue_arguments(q, self.queue_type);
+            channel.queue_declare(q.name.as_str().into(), options, arguments).await?;
         }
         if passive {
             return Ok(());
@@ -246,7 +280,7 @@ impl Topology {
             })).collect::<Vec<_>>(),
             "queues": self.queues.iter().map(|q| json!({
                 "name": q.name, "vhost": vhost, "durable": true, "auto_delete": false,
-                "arguments": if q.dead_letters { json!({"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}) } else { json!({}) }
+                "arguments": definition_arguments(q, self.queue_type)
             })).collect::<Vec<_>>(),
             "bindings": self.bindings.iter().map(|b| json!({
                 "source": b.exchange, "vhost": vhost, "destination": b.queue,
@@ -256,15 +290,29 @@ impl Topology {
     }
 }
 
-fn queue_arguments(queue: &Queue) -> FieldTable {
-    let mut arguments = FieldTable::default();
+/// A queue's arguments: its dead-letter exchange, and its type unless classic (classic queues
+/// are declared without one, as they always were, so existing ones stay equivalent).
+fn arguments_of(queue: &Queue, queue_type: QueueType) -> Vec<(&'static str, &'static str)> {
+    let mut arguments = Vec::new();
     if queue.dead_letters {
-        arguments.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString(DEAD_LETTER_EXCHANGE.into()),
-        );
+        arguments.push(("x-dead-letter-exchange", DEAD_LETTER_EXCHANGE));
+    }
+    if queue_type != QueueType::Classic {
+        arguments.push(("x-queue-type", queue_type.as_str()));
     }
     arguments
+}
+
+fn queue_arguments(queue: &Queue, queue_type: QueueType) -> FieldTable {
+    let mut arguments = FieldTable::default();
+    for (key, value) in arguments_of(queue, queue_type) {
+        arguments.insert(key.into(), AMQPValue::LongString(value.into()));
+    }
+    arguments
+}
+
+fn definition_arguments(queue: &Queue, queue_type: QueueType) -> Value {
+    arguments_of(queue, queue_type).into_iter().map(|(k, v)| (k.to_owned(), json!(v))).collect()
 }
 
 #[cfg(test)]
@@ -327,6 +375,31 @@ mod tests {
             definitions["queues"][0]["arguments"],
             json!({}),
             "the dead-letter queue does not loop"
+        );
+    }
+
+    #[test]
+    fn quorum_queues_say_so_and_classic_ones_stay_as_they_were_declared() {
+        let name = BotName::parse("vm-7").expect("valid");
+        let quorum =
+            Topology::core().with_queue_type(QueueType::Quorum).merge(Topology::bot(&name));
+        let definitions = quorum.to_definitions("/");
+        let queues = definitions["queues"].as_array().expect("queues");
+        assert_eq!(queues.len(), 5);
+        assert!(queues.iter().all(|q| q["arguments"]["x-queue-type"] == "quorum"), "{queues:?}");
+        assert_eq!(
+            queues[0]["arguments"],
+            json!({"x-queue-type": "quorum"}),
+            "the dead-letter queue still dead-letters nowhere"
+        );
+        let classic = Topology::core().to_definitions("/");
+        assert!(
+            classic["queues"]
+                .as_array()
+                .expect("queues")
+                .iter()
+                .all(|q| q["arguments"].get("x-queue-type").is_none()),
+            "classic queues are declared without a type, as before"
         );
     }
 }

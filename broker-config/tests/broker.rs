@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use broker_config::amqp::{self, Publisher};
 use broker_config::testing::TestVhost;
-use broker_config::topology::{self, DEAD_LETTER_QUEUE, TASKS_EXCHANGE};
+use broker_config::topology::{self, DEAD_LETTER_QUEUE, QueueType, TASKS_EXCHANGE};
 use broker_config::{BotName, ConsumerSpec, Decision, Published, Topology, consume};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -186,6 +186,55 @@ async fn rejected_messages_are_dead_lettered_with_their_reason() {
             lapin::types::AMQPValue::LongString("malformed message: expected value".into())
         )
     );
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn quorum_queues_carry_offers_and_dead_letter_like_classic_ones() {
+    let vhost = TestVhost::create("quorum").await.unwrap();
+    let shutdown = CancellationToken::new();
+    let quorum = |t: Topology| t.with_queue_type(QueueType::Quorum);
+    let publisher = Publisher::new(
+        vhost.amqp_url(),
+        "test-publisher",
+        quorum(Topology::core().merge(Topology::bot(&bot()))),
+        Duration::from_secs(20),
+        shutdown.clone(),
+    );
+    publisher.connect().await.unwrap();
+    for queue in ["botline.bot.bot-1", "botline.orchestrator.events", "botline.dead"] {
+        assert_eq!(vhost.queue(queue).await.unwrap()["type"], "quorum", "{queue}");
+    }
+    // Every program of a deployment must agree: RabbitMQ refuses the other type.
+    let connection = amqp::connect(&vhost.amqp_url(), "classic-declarer").await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let refused = Topology::bot(&bot()).declare(&channel).await.unwrap_err().to_string();
+    assert!(refused.contains("x-queue-type"), "{refused}");
+
+    let (tx, mut received) = mpsc::unbounded_channel();
+    let spec = ConsumerSpec {
+        url: vhost.amqp_url(),
+        name: "test-consumer".into(),
+        queue: topology::bot_queue(&bot()),
+        topology: quorum(Topology::bot(&bot())),
+        prefetch: 10,
+    };
+    tokio::spawn(consume(spec, shutdown.clone(), move |message| {
+        let _ = tx.send(message.data.clone());
+        let decision = match message.data.as_slice() {
+            b"poison" => Decision::DeadLetter("poison, as told".into()),
+            _ => Decision::Ack,
+        };
+        async move { decision }
+    }));
+    for body in [&b"offer"[..], b"poison"] {
+        let published = publisher.publish(TASKS_EXCHANGE, "bot-1", body, true).await.unwrap();
+        assert_eq!(published, Published::Delivered);
+        let got = tokio::time::timeout(Duration::from_secs(20), received.recv()).await.unwrap();
+        assert_eq!(got.unwrap(), body);
+    }
+    let dead = vhost.dead_letters(1).await.unwrap();
+    assert_eq!(dead[0].reason.as_deref(), Some("poison, as told"), "{dead:?}");
     shutdown.cancel();
 }
 
