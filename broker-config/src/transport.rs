@@ -8,7 +8,8 @@
 //! [`TransportReactor`] is tokio's with a stream that is either plain TCP or TLS.
 //!
 //! Taking the URL apart here also fixes a quirk of lapin's URI parser: it keeps a host only when
-//! it is a domain name, so `amqp://10.0.0.5/` would connect to `localhost`.
+//! the `url` crate calls it a domain, so `amqp://[::1]:5672/` (an IPv6 literal) would connect to
+//! `localhost`.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -179,5 +180,28 @@ impl Reactor for TransportReactor {
     ) -> impl Future<Output = io::Result<Self::TcpStream>> + Send + 'static {
         let plain = self.0.tcp_connect_addr(addr);
         async move { Ok(Either::Left(plain.await?.into_inner()).compat()) }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_host_is_kept_where_lapins_parser_says_localhost() {
+        let url = "amqp://bot:pw@[::1]:5673/%2f";
+        let lapins: AMQPUri = url.parse().unwrap();
+        assert_eq!(lapins.authority.host, "localhost", "lapin's parser changed: simplify Endpoint");
+        let endpoint = Endpoint::parse(url).unwrap();
+        assert_eq!(endpoint.host, url::Host::<String>::Ipv6(std::net::Ipv6Addr::LOCALHOST));
+        assert_eq!((endpoint.uri.authority.host.as_str(), endpoint.port), ("[::1]", 5673));
+        assert!(!endpoint.is_tls());
+
+        // An IPv4 address in a non-special URL is an opaque host name, which connects (and
+        // makes a TLS server name) all the same.
+        let endpoint = Endpoint::parse("amqp://bot:pw@10.0.0.5/%2f").unwrap();
+        assert_eq!(endpoint.host, url::Host::Domain("10.0.0.5".to_owned()));
+        assert_eq!(endpoint.port, 5672);
     }
 }
