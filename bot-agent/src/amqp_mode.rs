@@ -38,7 +38,7 @@ pub(crate) async fn run(
     // The publisher outlives `shutdown`: task.released and bot.offline go out after it.
     let publisher_stop = CancellationToken::new();
     let publisher = Publisher::new(
-        config.amqp_url.clone(),
+        config.broker_url(),
         connection_name.clone(),
         topology.clone(),
         PUBLISH_DEADLINE,
@@ -66,7 +66,7 @@ pub(crate) async fn run(
     );
 
     let spec = ConsumerSpec {
-        url: config.amqp_url.clone(),
+        url: config.broker_url(),
         name: connection_name,
         queue: bot_queue(&name),
         topology,
