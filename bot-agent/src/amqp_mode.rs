@@ -29,6 +29,9 @@ pub(crate) async fn run(
     automations: Automations,
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
+    // Connections are retried forever; a URL or TLS file that can never work stops the agent.
+    broker_config::amqp::check_url(&config.broker_url())
+        .map_err(|error| AgentError::Broker(error.to_string()))?;
     let name = config.name.clone();
     let connection_name = format!("bot-agent {name}");
     // A least-privilege broker user may not declare: its queue comes from the definitions, and

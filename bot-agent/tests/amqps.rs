@@ -8,7 +8,11 @@ mod common;
 
 use std::process::Stdio;
 
+use std::time::Duration;
+
+use bot_agent::AgentConfig;
 use broker_config::testing::{amqp_server, amqps_server, test_ca, tls_dir};
+use broker_config::{BotName, System};
 use common::world::World;
 use serde_json::json;
 
@@ -54,4 +58,20 @@ async fn the_orchestrator_and_a_bot_complete_a_task_over_amqps() {
     let output = bot.wait_with_output().unwrap();
     let logged = String::from_utf8_lossy(&output.stderr);
     assert!(!logged.contains("guest:guest"), "the broker password in the bot's logs: {logged}");
+}
+
+#[tokio::test]
+async fn a_bot_whose_ca_file_is_missing_stops_at_once_saying_which() {
+    let mut config = AgentConfig::new(
+        BotName::parse("tls-no-ca").unwrap(),
+        vec![System::Noop],
+        "amqps://guest:s3cret@127.0.0.1:5671/%2f",
+    );
+    config.amqp_tls.amqp_ca_file = Some("/nonexistent/botline-ca.pem".into());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let ran = tokio::time::timeout(Duration::from_secs(30), bot_agent::run(config, stop)).await;
+    let error =
+        ran.expect("the agent stops instead of retrying").expect_err("no CA file").to_string();
+    assert!(error.contains("/nonexistent/botline-ca.pem"), "{error}");
+    assert!(!error.contains("s3cret"), "{error}");
 }

@@ -77,6 +77,12 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> 
     endpoint.connect(properties).await
 }
 
+/// Checks, without connecting, that `url` is a broker URL and that its TLS files make a TLS
+/// configuration: for programs that retry connecting, so a mistake stops them at once.
+pub fn check_url(url: &str) -> Result<(), std::io::Error> {
+    Endpoint::parse(url).map(|_| ())
+}
+
 /// `url` with its password replaced by `***` (`amqp://bot:***@rabbit/%2f`), for logs and error
 /// messages; a string that is not a URL with an authority, and holds an `@`, is hidden whole.
 pub fn redact_url(url: &str) -> String {
