@@ -29,6 +29,9 @@ pub(crate) async fn run(
     automations: Automations,
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
+    // Connections are retried forever; a URL or TLS file that can never work stops the agent.
+    broker_config::amqp::check_url(&config.broker_url())
+        .map_err(|error| AgentError::Broker(error.to_string()))?;
     let name = config.name.clone();
     let connection_name = format!("bot-agent {name}");
     // A least-privilege broker user may not declare: its queue comes from the definitions, and
@@ -38,7 +41,7 @@ pub(crate) async fn run(
     // The publisher outlives `shutdown`: task.released and bot.offline go out after it.
     let publisher_stop = CancellationToken::new();
     let publisher = Publisher::new(
-        config.amqp_url.clone(),
+        config.broker_url(),
         connection_name.clone(),
         topology.clone(),
         PUBLISH_DEADLINE,
@@ -66,7 +69,7 @@ pub(crate) async fn run(
     );
 
     let spec = ConsumerSpec {
-        url: config.amqp_url.clone(),
+        url: config.broker_url(),
         name: connection_name,
         queue: bot_queue(&name),
         topology,

@@ -20,8 +20,8 @@ pub const DEFAULT_NOTIFY_URL: &str = "http://127.0.0.1:8093";
 /// The Vivo360 account the bots log in with (the simulator's default account).
 pub const DEFAULT_VIVO360_CREDENTIAL: &str = "botline";
 
-/// How a bot agent runs.
-#[derive(Debug, Clone, PartialEq, clap::Parser)]
+/// How a bot agent runs. `Debug` hides the passwords (the broker URL's and the portal's).
+#[derive(Clone, PartialEq, clap::Parser)]
 #[command(
     name = "bot-agent",
     version,
@@ -42,9 +42,14 @@ pub struct AgentConfig {
         value_parser = parse_supported_system
     )]
     pub systems: Vec<System>,
-    /// The RabbitMQ server (AMQP mode).
+    /// The RabbitMQ server (AMQP mode): amqp://USER:PASSWORD@HOST:PORT/VHOST, or amqps://… (port
+    /// 5671) for TLS. Connections use [`AgentConfig::broker_url`], which adds the
+    /// --amqp-*-file flags.
     #[arg(long, env = "BOTLINE_AMQP_URL", default_value = broker_config::amqp::DEFAULT_AMQP_URL)]
     pub amqp_url: String,
+    /// The TLS files of amqps:// connections.
+    #[command(flatten)]
+    pub amqp_tls: broker_config::tls::AmqpTlsArgs,
     /// Declare nothing on RabbitMQ, only check (passively) that the bot's queue and the exchanges
     /// exist: for a broker user that may not configure, like those of `broker-config users`,
     /// whose definitions create the queue.
@@ -110,6 +115,7 @@ impl AgentConfig {
             name,
             systems,
             amqp_url: amqp_url.into(),
+            amqp_tls: Default::default(),
             no_declare: false,
             api_url: DEFAULT_API_URL.to_owned(),
             api_token: None,
@@ -147,6 +153,12 @@ impl AgentConfig {
         Ok(())
     }
 
+    /// The broker URL every connection uses: --amqp-url with the --amqp-*-file flags in its
+    /// query.
+    pub fn broker_url(&self) -> String {
+        self.amqp_tls.apply(&self.amqp_url)
+    }
+
     /// The time between heartbeats.
     pub fn heartbeat_interval(&self) -> Duration {
         Duration::from_millis(self.heartbeat_interval_ms.max(1))
@@ -160,6 +172,56 @@ impl AgentConfig {
     /// How long a running task may take to finish at shutdown.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Taken apart, so that a new field cannot be forgotten here.
+        let AgentConfig {
+            name,
+            systems,
+            amqp_url,
+            amqp_tls,
+            no_declare,
+            api_url,
+            api_token,
+            api_token_file,
+            http,
+            ip_address,
+            heartbeat_interval_ms,
+            progress_interval_ms,
+            shutdown_grace_secs,
+            vivo360_url,
+            vivo360_username,
+            vivo360_password: _,
+            equipment_url,
+            equipment_ca,
+            equipment_insecure,
+            notify_url,
+        } = self;
+        f.debug_struct("AgentConfig")
+            .field("name", name)
+            .field("systems", systems)
+            .field("amqp_url", &broker_config::amqp::redact_url(amqp_url))
+            .field("amqp_tls", amqp_tls)
+            .field("no_declare", no_declare)
+            .field("api_url", &broker_config::amqp::redact_url(api_url))
+            .field("api_token", api_token)
+            .field("api_token_file", api_token_file)
+            .field("http", http)
+            .field("ip_address", ip_address)
+            .field("heartbeat_interval_ms", heartbeat_interval_ms)
+            .field("progress_interval_ms", progress_interval_ms)
+            .field("shutdown_grace_secs", shutdown_grace_secs)
+            .field("vivo360_url", &broker_config::amqp::redact_url(vivo360_url))
+            .field("vivo360_username", vivo360_username)
+            .field("vivo360_password", &"***")
+            .field("equipment_url", &broker_config::amqp::redact_url(equipment_url))
+            .field("equipment_ca", equipment_ca)
+            .field("equipment_insecure", equipment_insecure)
+            .field("notify_url", &broker_config::amqp::redact_url(notify_url))
+            .finish()
     }
 }
 
@@ -248,6 +310,37 @@ mod tests {
         assert_eq!(notify.systems, [System::Notify]);
         assert_eq!(notify.notify_url, DEFAULT_NOTIFY_URL);
         assert!(parse(&["--name", "b"]).is_err(), "systems are required");
+    }
+
+    #[test]
+    fn amqps_flags_go_into_the_broker_url_and_debug_hides_the_passwords() {
+        let config = parse(&[
+            "--name",
+            "b",
+            "--systems",
+            "noop",
+            "--amqp-url",
+            "amqps://bot-b:amqp-s3cret@rabbit:5671/%2f",
+            "--amqp-ca-file",
+            "/etc/botline/ca.pem",
+            "--amqp-cert-file",
+            "/etc/botline/bot.pem",
+            "--amqp-key-file",
+            "/etc/botline/bot-key.pem",
+            "--vivo360-password",
+            "portal-s3cret",
+        ])
+        .expect("valid");
+        assert_eq!(
+            config.broker_url(),
+            "amqps://bot-b:amqp-s3cret@rabbit:5671/%2f?cacertfile=%2Fetc%2Fbotline%2Fca.pem\
+             &certfile=%2Fetc%2Fbotline%2Fbot.pem&keyfile=%2Fetc%2Fbotline%2Fbot-key.pem"
+        );
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("amqps://bot-b:***@rabbit:5671/%2f"), "{shown}");
+        let half = ["--name", "b", "--systems", "noop", "--amqp-cert-file", "/etc/bot.pem"];
+        assert!(parse(&half).is_err(), "a client certificate needs its key");
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub enum AgentError {
     /// The equipment config service's client could not be set up (a bad URL or CA file).
     #[error("cannot set up the equipment service client: {0}")]
     Equipment(String),
+    /// The broker URL does not parse, or its TLS files are missing or unusable.
+    #[error("cannot use the broker URL: {0}")]
+    Broker(String),
     /// The HTTP client could not be set up.
     #[error("cannot set up the HTTP client: {0}")]
     HttpClient(String),

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::topology::{DEAD_LETTER_EXCHANGE, Topology};
+use crate::transport::Endpoint;
 
 /// The default broker: the local RabbitMQ with its default user.
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -64,10 +65,43 @@ impl Default for Backoff {
     }
 }
 
-/// Opens a connection named `name` (the name ops see in the management UI).
+/// Opens a connection named `name` (the name ops see in the management UI) to the broker at
+/// `url`: `amqp://` for plain TCP, `amqps://` for TLS, verifying the server against the CA file
+/// of the URL's `cacertfile` parameter or else the system's roots, and presenting the client
+/// certificate of `certfile` and `keyfile` when given (see [`crate::tls`]). Errors never show
+/// the URL's password.
 pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> {
+    let endpoint = Endpoint::parse(url)?;
     let properties = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect(url, properties).await
+    tracing::debug!(connection = name, url = %redact_url(url), tls = endpoint.is_tls(), "connecting to RabbitMQ");
+    endpoint.connect(properties).await
+}
+
+/// Checks, without connecting, that `url` is a broker URL and that its TLS files make a TLS
+/// configuration: for programs that retry connecting, so a mistake stops them at once.
+pub fn check_url(url: &str) -> Result<(), std::io::Error> {
+    Endpoint::parse(url).map(|_| ())
+}
+
+/// `url` with its password replaced by `***` (`amqp://bot:***@rabbit/%2f`), for logs and error
+/// messages; a string that is not a URL with an authority, and holds an `@`, is hidden whole.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return if url.contains('@') {
+            "<a URL that does not parse>".to_owned()
+        } else {
+            url.to_owned()
+        };
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
 }
 
 /// Connects, retrying with backoff until it works or `shutdown` fires (then `None`).
@@ -599,6 +633,40 @@ async fn publish_dead_letters(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_never_reach_the_logs() {
+        let cases = [
+            (
+                "amqps://bot:s3cret@rabbit:5671/%2f?cacertfile=/ca.pem",
+                "amqps://bot:***@rabbit:5671/%2f?cacertfile=/ca.pem",
+            ),
+            ("postgres://bot:s3cret@db:5432/botline", "postgres://bot:***@db:5432/botline"),
+            ("amqp://bot:p@ss@rabbit/%2f", "amqp://bot:***@rabbit/%2f"),
+            ("amqp://guest@127.0.0.1/x?a=b@c:d", "amqp://guest@127.0.0.1/x?a=b@c:d"),
+            ("amqp://rabbit/%2f", "amqp://rabbit/%2f"),
+            ("sqlite://botline.db?mode=rwc", "sqlite://botline.db?mode=rwc"),
+            ("amqps:bot:s3cret@rabbit", "<a URL that does not parse>"),
+        ];
+        for (url, redacted) in cases {
+            assert_eq!(redact_url(url), redacted, "{url}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_url_that_does_not_parse_is_refused_without_its_password() {
+        for url in [
+            "amqps:bot:s3cret@127.0.0.1:5671",
+            "amqp://bot:s3cret@127.0.0.1:notaport/%2f",
+            "amqp://bot:s3cret@127.0.0.1/%2f?heartbeat=often",
+            "http://bot:s3cret@127.0.0.1/",
+            "amqp://bot:s3cret@127.0.0.1/%2f?cacertfile=/ca.pem",
+        ] {
+            let error = connect(url, "test").await.expect_err(url).to_string();
+            assert!(error.contains("invalid AMQP URL"), "{url}: {error}");
+            assert!(!error.contains("s3cret"), "{url}: {error}");
+        }
+    }
 
     #[test]
     fn backoff_doubles_up_to_its_cap_and_resets() {

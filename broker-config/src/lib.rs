@@ -16,6 +16,9 @@
 //! - [`messages`]: the versioned JSON commands and events ([`Command`], [`Event`]).
 //! - [`amqp`]: connecting with backoff, a confirming and reconnecting [`Publisher`], and a
 //!   supervised [`consume`] loop.
+//! - [`tls`]: AMQP over TLS: the CA and client certificate files a broker URL names, and the
+//!   flags that name them ([`tls::AmqpTlsArgs`]); `transport` (private) opens the TCP or TLS
+//!   stream lapin speaks over.
 //! - [`access`]: broker least privilege: each program's RabbitMQ user and permissions, the
 //!   definitions that create them, and the check of an event's sender ([`access::check_sender`]).
 //! - `testing` (feature `test-support`): a RabbitMQ vhost per test.
@@ -30,7 +33,9 @@ pub mod status;
 pub mod system;
 #[cfg(feature = "test-support")]
 pub mod testing;
+pub mod tls;
 pub mod topology;
+mod transport;
 
 pub use amqp::{ConsumerSpec, Decision, Message, PublishError, Published, Publisher, consume};
 pub use messages::{Assignment, Command, CsvResult, Event, RowOutcome, RowStatus, TaskRef};

@@ -17,6 +17,34 @@ pub fn amqp_server() -> String {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672".into())
 }
 
+/// The AMQP-over-TLS server, from `BOTLINE_TEST_AMQPS_SERVER` (default
+/// `amqps://guest:guest@127.0.0.1:5671`: the listener `scripts/services` configures).
+pub fn amqps_server() -> String {
+    std::env::var("BOTLINE_TEST_AMQPS_SERVER")
+        .unwrap_or_else(|_| "amqps://guest:guest@127.0.0.1:5671".into())
+}
+
+/// Where `scripts/services` keeps the test certificates (`BOTLINE_TEST_TLS_DIR`, default
+/// `/var/lib/botline-test-tls`): `ca.pem` signed RabbitMQ's `server.pem` (for 127.0.0.1 and
+/// localhost) and `client.pem` (with `client-key.pem`); `other-ca.pem` signed nothing.
+pub fn tls_dir() -> std::path::PathBuf {
+    std::env::var_os("BOTLINE_TEST_TLS_DIR")
+        .map_or_else(|| "/var/lib/botline-test-tls".into(), std::path::PathBuf::from)
+}
+
+/// The TLS flags that trust the test CA (and present no client certificate).
+pub fn test_ca() -> crate::tls::AmqpTlsArgs {
+    crate::tls::AmqpTlsArgs { amqp_ca_file: Some(tls_dir().join("ca.pem")), ..Default::default() }
+}
+
+/// `server` (scheme, user, host and port, perhaps a query) with `vhost` as its path.
+fn with_vhost(server: &str, vhost: &str) -> String {
+    match server.split_once('?') {
+        Some((base, query)) => format!("{base}/{vhost}?{query}"),
+        None => format!("{server}/{vhost}"),
+    }
+}
+
 fn credentials() -> (String, String) {
     (
         std::env::var("BOTLINE_TEST_RABBITMQ_USER").unwrap_or_else(|_| "guest".into()),
@@ -73,7 +101,13 @@ impl TestVhost {
 
     /// An AMQP URL for this vhost.
     pub fn amqp_url(&self) -> String {
-        format!("{}/{}", amqp_server(), self.encoded())
+        with_vhost(&amqp_server(), &self.encoded())
+    }
+
+    /// An `amqps://` URL for this vhost, on RabbitMQ's TLS listener ([`amqps_server`]), with
+    /// `tls`'s files in its query.
+    pub fn amqps_url(&self, tls: &crate::tls::AmqpTlsArgs) -> String {
+        tls.apply(&with_vhost(&amqps_server(), &self.encoded()))
     }
 
     /// An AMQP URL for this vhost, logging in as `user` with `password` (both percent-encoded).
@@ -82,7 +116,7 @@ impl TestVhost {
         let (scheme, rest) = server.split_once("://").unwrap_or(("amqp", server.as_str()));
         let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
         let (user, password) = (percent_encode(user), percent_encode(password));
-        format!("{scheme}://{user}:{password}@{host}/{}", self.encoded())
+        with_vhost(&format!("{scheme}://{user}:{password}@{host}"), &self.encoded())
     }
 
     fn remember_user(&self, user: &str) {
@@ -169,6 +203,15 @@ impl TestVhost {
             .as_array()
             .map(|all| all.iter().filter_map(|c| c["name"].as_str().map(str::to_owned)).collect())
             .unwrap_or_default())
+    }
+
+    /// The client connections to this vhost, as the management API describes them (`name`,
+    /// `ssl`, `peer_cert_subject`, …). A new connection is listed a few seconds late.
+    pub async fn connections(&self) -> Result<Vec<Value>, ManagementError> {
+        let connections = self
+            .call(reqwest::Method::GET, &format!("/vhosts/{}/connections", self.encoded()), None)
+            .await?;
+        Ok(connections.as_array().cloned().unwrap_or_default())
     }
 
     /// Closes the client connections to this vhost from the server side, as a broker restart or a

@@ -96,17 +96,17 @@ impl Orchestrator {
         tracing::info!(database = %redact(&config.database_url), "database ready");
         let shutdown = CancellationToken::new();
         let publisher = Publisher::new(
-            &config.amqp_url,
+            config.broker_url(),
             "orchestrator",
             Topology::core(),
             PUBLISH_DEADLINE,
             shutdown.clone(),
         );
         publisher.connect().await.map_err(|e| StartError::Broker {
-            url: redact(&config.amqp_url),
+            url: redact(&config.broker_url()),
             reason: e.to_string(),
         })?;
-        tracing::info!(broker = %redact(&config.amqp_url), "broker ready");
+        tracing::info!(broker = %redact(&config.broker_url()), "broker ready");
         let pipeline = Pipeline::new(db.clone(), publisher, config.pipeline_settings());
         Ok(Orchestrator {
             state: AppState {
@@ -116,7 +116,7 @@ impl Orchestrator {
                 rabbitmq_ui_url: config.rabbitmq_ui_url.clone(),
                 access,
             },
-            amqp_url: config.amqp_url.clone(),
+            amqp_url: config.broker_url(),
             timezone: config.timezone,
             shutdown,
             tls,

@@ -1,13 +1,14 @@
 //! Configuration: flags, with environment variables behind them.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::pipeline::Settings;
 
-/// The orchestrator's settings.
-#[derive(Debug, Clone, clap::Args)]
+/// The orchestrator's settings. `Debug` hides the passwords in the database and broker URLs.
+#[derive(Clone, clap::Args)]
 pub struct Config {
     /// Database: sqlite://FILE?mode=rwc or postgres://USER@HOST/DB.
     #[arg(long, env = "BOTLINE_DATABASE_URL", default_value = migrations::DEFAULT_DATABASE_URL)]
@@ -21,9 +22,15 @@ pub struct Config {
     #[arg(long, env = "BOTLINE_MAX_ATTACHMENT_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub max_attachment_bytes: usize,
 
-    /// RabbitMQ: amqp://USER:PASSWORD@HOST:PORT/VHOST (the vhost URL-encoded, %2f for /).
+    /// RabbitMQ: amqp://USER:PASSWORD@HOST:PORT/VHOST (the vhost URL-encoded, %2f for /), or
+    /// amqps://… (port 5671) for TLS. Connections use [`Config::broker_url`], which adds
+    /// the --amqp-*-file flags.
     #[arg(long, env = "BOTLINE_AMQP_URL", default_value = broker_config::amqp::DEFAULT_AMQP_URL)]
     pub amqp_url: String,
+
+    /// The TLS files of amqps:// connections.
+    #[command(flatten)]
+    pub amqp_tls: broker_config::tls::AmqpTlsArgs,
 
     /// Which bot events to accept by their AMQP user-id: open (any; development, everything as
     /// guest) or strict (only from the user of the bot they name, bot-<name>, as `broker-config
@@ -101,6 +108,7 @@ impl Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_attachment_bytes: 10 * 1024 * 1024,
             amqp_url: broker_config::amqp::DEFAULT_AMQP_URL.to_owned(),
+            amqp_tls: Default::default(),
             event_senders: broker_config::access::SenderPolicy::Open,
             offer_timeout: settings.offer_timeout,
             sweep_interval: settings.sweep_interval,
@@ -114,6 +122,12 @@ impl Config {
             incident_quiet_period: settings.incidents.quiet_period,
             auth: Default::default(),
         }
+    }
+
+    /// The broker URL every connection uses: --amqp-url with the --amqp-*-file flags in its
+    /// query.
+    pub fn broker_url(&self) -> String {
+        self.amqp_tls.apply(&self.amqp_url)
     }
 
     /// The certificate and key files to serve HTTPS with, when both are given.
@@ -139,16 +153,49 @@ impl Config {
 }
 
 /// `url` with any password replaced by `***`, for logs and error messages.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let Some((userinfo, host)) = rest.split_once('@') else {
-        return url.to_owned();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
+pub use broker_config::amqp::redact_url as redact;
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Taken apart, so that a new field cannot be forgotten here.
+        let Config {
+            database_url,
+            listen,
+            max_attachment_bytes,
+            amqp_url,
+            amqp_tls,
+            event_senders,
+            offer_timeout,
+            sweep_interval,
+            heartbeat_interval,
+            retry_base,
+            rabbitmq_ui_url,
+            tls_cert,
+            tls_key,
+            timezone,
+            incident_check_interval,
+            incident_quiet_period,
+            auth,
+        } = self;
+        f.debug_struct("Config")
+            .field("database_url", &redact(database_url))
+            .field("listen", listen)
+            .field("max_attachment_bytes", max_attachment_bytes)
+            .field("amqp_url", &redact(amqp_url))
+            .field("amqp_tls", amqp_tls)
+            .field("event_senders", event_senders)
+            .field("offer_timeout", offer_timeout)
+            .field("sweep_interval", sweep_interval)
+            .field("heartbeat_interval", heartbeat_interval)
+            .field("retry_base", retry_base)
+            .field("rabbitmq_ui_url", &redact(rabbitmq_ui_url))
+            .field("tls_cert", tls_cert)
+            .field("tls_key", tls_key)
+            .field("timezone", timezone)
+            .field("incident_check_interval", incident_check_interval)
+            .field("incident_quiet_period", incident_quiet_period)
+            .field("auth", auth)
+            .finish()
     }
 }
 
@@ -175,5 +222,22 @@ mod tests {
             "postgres://postgres@127.0.0.1/test"
         );
         assert_eq!(redact("sqlite://botline.db?mode=rwc"), "sqlite://botline.db?mode=rwc");
+    }
+
+    #[test]
+    fn debug_hides_the_broker_and_database_passwords() {
+        let mut config = super::Config::for_database("postgres://botline:db-s3cret@db/botline");
+        config.amqp_url = "amqps://orchestrator:amqp-s3cret@rabbit:5671/%2f".into();
+        config.amqp_tls.amqp_ca_file = Some("/etc/botline/rabbit-ca.pem".into());
+        let shown = format!("{config:?} {config:#?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("amqps://orchestrator:***@rabbit:5671/%2f"), "{shown}");
+        assert!(shown.contains("postgres://botline:***@db/botline"), "{shown}");
+        assert!(shown.contains("rabbit-ca.pem"), "{shown}");
+        // What connections use keeps the password, and carries the CA file.
+        assert_eq!(
+            config.broker_url(),
+            "amqps://orchestrator:amqp-s3cret@rabbit:5671/%2f?cacertfile=%2Fetc%2Fbotline%2Frabbit-ca.pem"
+        );
     }
 }

@@ -128,7 +128,7 @@ pub async fn run_demo(
     let mut bots = Vec::new();
     for (name, systems) in BOTS {
         let Ok(name) = BotName::parse(name) else { continue };
-        let mut agent = AgentConfig::new(name.clone(), systems.to_vec(), config.amqp_url.clone());
+        let mut agent = AgentConfig::new(name.clone(), systems.to_vec(), config.broker_url());
         agent.vivo360_url = format!("http://{}", addresses.portal);
         agent.equipment_url = format!("https://{}", addresses.equipment);
         // The demo's equipment service has a certificate it made itself at start.

@@ -122,7 +122,7 @@ async fn run(Cli { config, command }: Cli) -> anyhow::Result<()> {
             let seed = seed.unwrap_or_else(rand::random);
             let options =
                 ProduceOptions { count, bad_ratio, seed, publishers, timezone: config.timezone };
-            let report = produce(&config.amqp_url, &options, shutdown).await?;
+            let report = produce(&config.broker_url(), &options, shutdown).await?;
             println!(
                 "published {} attendance records ({} good, {} bad) in {:.2} s: {:.0} records/s (--seed {seed})",
                 report.good + report.bad,

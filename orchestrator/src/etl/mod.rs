@@ -62,11 +62,14 @@ pub async fn run_standalone(
         .map_err(|source| StartError::Database { url: redact(&config.database_url), source })?;
     Migrator::up(&db, None).await.map_err(StartError::Migrations)?;
     // Fail fast with one clear line on a wrong URL; the consumer reconnects by itself later on.
-    let connection = broker_config::amqp::connect(&config.amqp_url, "orchestrator-etl-check")
+    let connection = broker_config::amqp::connect(&config.broker_url(), "orchestrator-etl-check")
         .await
-        .map_err(|e| StartError::Broker { url: redact(&config.amqp_url), reason: e.to_string() })?;
+        .map_err(|e| StartError::Broker {
+            url: redact(&config.broker_url()),
+            reason: e.to_string(),
+        })?;
     let _ = connection.close(200, "checked".into()).await;
     tracing::info!(timezone = %config.timezone, "attendance ETL running");
-    run_etl(db, config.amqp_url.clone(), config.timezone, shutdown).await;
+    run_etl(db, config.broker_url(), config.timezone, shutdown).await;
     Ok(())
 }
