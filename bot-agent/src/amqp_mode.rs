@@ -36,8 +36,8 @@ pub(crate) async fn run(
     let connection_name = format!("bot-agent {name}");
     // A least-privilege broker user may not declare: its queue comes from the definitions, and
     // the agent only checks that it exists.
-    let topology =
-        if config.no_declare { Topology::bot(&name).passive() } else { Topology::bot(&name) };
+    let topology = Topology::bot(&name).with_queue_type(config.queue_type);
+    let topology = if config.no_declare { topology.passive() } else { topology };
     // The publisher outlives `shutdown`: task.released and bot.offline go out after it.
     let publisher_stop = CancellationToken::new();
     let publisher = Publisher::new(

@@ -1,6 +1,7 @@
 //! The agent's configuration: command-line flags with environment variables behind them, also
 //! constructible in code ([`AgentConfig::new`]) for the orchestrator's demo mode and tests.
 
+use broker_config::topology::QueueType;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -55,6 +56,10 @@ pub struct AgentConfig {
     /// whose definitions create the queue.
     #[arg(long, env = "BOTLINE_BOT_NO_DECLARE")]
     pub no_declare: bool,
+    /// The type of the queue it declares: classic (one broker) or quorum (a RabbitMQ cluster);
+    /// the same as the orchestrator's --queue-type.
+    #[arg(long, env = "BOTLINE_QUEUE_TYPE", value_enum, default_value_t = QueueType::Classic)]
+    pub queue_type: QueueType,
     /// The orchestrator's API (HTTP mode).
     #[arg(long, env = "BOTLINE_API_URL", default_value = DEFAULT_API_URL)]
     pub api_url: String,
@@ -117,6 +122,7 @@ impl AgentConfig {
             amqp_url: amqp_url.into(),
             amqp_tls: Default::default(),
             no_declare: false,
+            queue_type: QueueType::Classic,
             api_url: DEFAULT_API_URL.to_owned(),
             api_token: None,
             api_token_file: None,
@@ -184,6 +190,7 @@ impl std::fmt::Debug for AgentConfig {
             amqp_url,
             amqp_tls,
             no_declare,
+            queue_type,
             api_url,
             api_token,
             api_token_file,
@@ -206,6 +213,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("amqp_url", &broker_config::amqp::redact_url(amqp_url))
             .field("amqp_tls", amqp_tls)
             .field("no_declare", no_declare)
+            .field("queue_type", queue_type)
             .field("api_url", &broker_config::amqp::redact_url(api_url))
             .field("api_token", api_token)
             .field("api_token_file", api_token_file)

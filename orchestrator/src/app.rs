@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use broker_config::Topology;
 use broker_config::amqp::Publisher;
 use migrations::{Migrator, MigratorTrait as _};
 use sea_orm::{DatabaseConnection, DbErr};
@@ -98,7 +97,7 @@ impl Orchestrator {
         let publisher = Publisher::new(
             config.broker_url(),
             "orchestrator",
-            Topology::core(),
+            config.pipeline_settings().topology(),
             PUBLISH_DEADLINE,
             shutdown.clone(),
         );
@@ -160,11 +159,16 @@ impl Orchestrator {
         let consumer = tokio::spawn(
             pipeline.clone().run_event_consumer(self.amqp_url.clone(), shutdown.clone()),
         );
-        let incidents =
-            tokio::spawn(pipeline.incidents.clone().run(self.amqp_url.clone(), shutdown.clone()));
+        let topology = pipeline.settings.topology();
+        let incidents = tokio::spawn(pipeline.incidents.clone().run(
+            self.amqp_url.clone(),
+            topology.clone(),
+            shutdown.clone(),
+        ));
         let etl = tokio::spawn(crate::etl::run_etl(
             self.state.db.clone(),
             self.amqp_url.clone(),
+            topology,
             self.timezone,
             shutdown.clone(),
         ));

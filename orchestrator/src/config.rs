@@ -1,5 +1,6 @@
 //! Configuration: flags, with environment variables behind them.
 
+use broker_config::topology::QueueType;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,11 @@ pub struct Config {
     /// users` defines them; others are dead-lettered with the reason).
     #[arg(long, env = "BOTLINE_EVENT_SENDERS", value_enum, default_value_t = broker_config::access::SenderPolicy::Open)]
     pub event_senders: broker_config::access::SenderPolicy,
+
+    /// The type of the queues it declares: classic (one broker) or quorum (a RabbitMQ cluster).
+    /// Bot agents and `broker-config` must be given the same.
+    #[arg(long, env = "BOTLINE_QUEUE_TYPE", value_enum, default_value_t = QueueType::Classic)]
+    pub queue_type: QueueType,
 
     /// Seconds a bot has to accept or reject an offer.
     #[arg(long, env = "BOTLINE_OFFER_TIMEOUT", default_value = "10", value_parser = parse_seconds)]
@@ -110,6 +116,7 @@ impl Config {
             amqp_url: broker_config::amqp::DEFAULT_AMQP_URL.to_owned(),
             amqp_tls: Default::default(),
             event_senders: broker_config::access::SenderPolicy::Open,
+            queue_type: QueueType::Classic,
             offer_timeout: settings.offer_timeout,
             sweep_interval: settings.sweep_interval,
             heartbeat_interval: settings.heartbeat_interval,
@@ -143,6 +150,7 @@ impl Config {
             heartbeat_interval: self.heartbeat_interval,
             retry_base: self.retry_base,
             event_senders: self.event_senders,
+            queue_type: self.queue_type,
             incidents: crate::incidents::IncidentSettings {
                 check_interval: self.incident_check_interval,
                 quiet_period: self.incident_quiet_period,
@@ -165,6 +173,7 @@ impl fmt::Debug for Config {
             amqp_url,
             amqp_tls,
             event_senders,
+            queue_type,
             offer_timeout,
             sweep_interval,
             heartbeat_interval,
@@ -184,6 +193,7 @@ impl fmt::Debug for Config {
             .field("amqp_url", &redact(amqp_url))
             .field("amqp_tls", amqp_tls)
             .field("event_senders", event_senders)
+            .field("queue_type", queue_type)
             .field("offer_timeout", offer_timeout)
             .field("sweep_interval", sweep_interval)
             .field("heartbeat_interval", heartbeat_interval)

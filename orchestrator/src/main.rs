@@ -120,8 +120,14 @@ async fn run(Cli { config, command }: Cli) -> anyhow::Result<()> {
             action: Some(EtlAction::Produce { count, bad_ratio, seed, publishers }),
         } => {
             let seed = seed.unwrap_or_else(rand::random);
-            let options =
-                ProduceOptions { count, bad_ratio, seed, publishers, timezone: config.timezone };
+            let options = ProduceOptions {
+                count,
+                bad_ratio,
+                seed,
+                publishers,
+                timezone: config.timezone,
+                queue_type: config.queue_type,
+            };
             let report = produce(&config.broker_url(), &options, shutdown).await?;
             println!(
                 "published {} attendance records ({} good, {} bad) in {:.2} s: {:.0} records/s (--seed {seed})",

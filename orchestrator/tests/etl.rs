@@ -278,6 +278,7 @@ async fn ten_thousand_records_published_fast_are_all_loaded(backend: Backend) {
         seed: 2021,
         publishers: 4,
         timezone: chrono_tz::America::Sao_Paulo,
+        queue_type: Default::default(),
     };
     let started = Instant::now();
     let report = produce(&app.vhost.amqp_url(), &options, CancellationToken::new()).await.unwrap();

@@ -29,11 +29,12 @@ pub const MAX_WAIT: Duration = Duration::from_millis(50);
 /// Records the broker may send ahead: two batches, so the next fills while one is loaded.
 const PREFETCH: u16 = 1000;
 
-/// Consumes `botline.attendance.etl` until `shutdown` fires, loading each batch of records into
-/// `db` (dates read in `tz`). Reconnects to the broker when it is lost.
+/// Consumes `botline.attendance.etl` (declaring `topology`) until `shutdown` fires, loading each
+/// batch of records into `db` (dates read in `tz`). Reconnects to the broker when it is lost.
 pub async fn run_etl(
     db: DatabaseConnection,
     amqp_url: String,
+    topology: Topology,
     tz: Tz,
     shutdown: CancellationToken,
 ) {
@@ -41,7 +42,7 @@ pub async fn run_etl(
         url: amqp_url,
         name: "orchestrator-etl".into(),
         queue: ATTENDANCE_ETL_QUEUE.into(),
-        topology: Topology::core(),
+        topology,
         prefetch: PREFETCH,
     };
     consume_batches(spec, MAX_BATCH, MAX_WAIT, shutdown, move |messages: Vec<Message>| {
@@ -70,6 +71,7 @@ pub async fn run_standalone(
         })?;
     let _ = connection.close(200, "checked".into()).await;
     tracing::info!(timezone = %config.timezone, "attendance ETL running");
-    run_etl(db, config.broker_url(), config.timezone, shutdown).await;
+    let topology = config.pipeline_settings().topology();
+    run_etl(db, config.broker_url(), topology, config.timezone, shutdown).await;
     Ok(())
 }

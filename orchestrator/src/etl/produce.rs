@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use broker_config::Topology;
 use broker_config::amqp::{connect, message_properties};
-use broker_config::topology::ATTENDANCE_EXCHANGE;
+use broker_config::topology::{ATTENDANCE_EXCHANGE, QueueType};
 use chrono::{DateTime, Duration as Span, Utc};
 use chrono_tz::Tz;
 use lapin::Confirmation;
@@ -37,6 +37,8 @@ pub struct ProduceOptions {
     pub publishers: usize,
     /// The time zone the records' local dates are written in.
     pub timezone: Tz,
+    /// The type of the queues (declared if missing).
+    pub queue_type: QueueType,
 }
 
 /// What was published.
@@ -299,7 +301,7 @@ pub async fn produce(
 ) -> Result<ProduceReport, ProduceError> {
     let connection = connect(amqp_url, "orchestrator-etl-producer").await?;
     let setup = connection.create_channel().await?;
-    Topology::core().declare(&setup).await?;
+    Topology::core().with_queue_type(options.queue_type).declare(&setup).await?;
     let publishers = options.publishers.max(1);
     let mut channels = Vec::with_capacity(publishers);
     for _ in 0..publishers {

@@ -740,10 +740,11 @@ impl Incidents {
 
     /// Runs the timer (every check interval) and the consumer of monitoring reports until
     /// `shutdown`.
-    pub async fn run(self, amqp_url: String, shutdown: CancellationToken) {
+    /// `topology` is what the consumer declares.
+    pub async fn run(self, amqp_url: String, topology: Topology, shutdown: CancellationToken) {
         tokio::join!(
             self.clone().run_timer(shutdown.clone()),
-            self.run_consumer(amqp_url, shutdown)
+            self.run_consumer(amqp_url, topology, shutdown)
         );
     }
 
@@ -774,12 +775,12 @@ impl Incidents {
     /// Consumes `botline.monitoring.incidents`: one report per message, either shape. A
     /// malformed report is dead-lettered with the reason; one the database cannot take now
     /// stays queued.
-    async fn run_consumer(self, amqp_url: String, shutdown: CancellationToken) {
+    async fn run_consumer(self, amqp_url: String, topology: Topology, shutdown: CancellationToken) {
         let spec = ConsumerSpec {
             url: amqp_url,
             name: "orchestrator-monitoring".into(),
             queue: MONITORING_INCIDENTS_QUEUE.into(),
-            topology: Topology::core(),
+            topology,
             // Reports are counted one at a time, in order; a few ahead hide the round trip.
             prefetch: 16,
         };

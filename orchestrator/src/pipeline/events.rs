@@ -13,7 +13,6 @@ use broker_config::messages::{self, Command, Event};
 use broker_config::topology::ORCHESTRATOR_EVENTS_QUEUE;
 use broker_config::{
     BotName, BotStatus, ConsumerSpec, CsvResult, Decision, RowOutcome, TaskRef, TaskStatus,
-    Topology,
 };
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
@@ -71,7 +70,7 @@ impl Pipeline {
             url: amqp_url,
             name: "orchestrator-events".into(),
             queue: ORCHESTRATOR_EVENTS_QUEUE.into(),
-            topology: Topology::core(),
+            topology: self.settings.topology(),
             prefetch: self.settings.events_prefetch,
         };
         let max_batch = usize::from(self.settings.events_prefetch);

@@ -13,8 +13,8 @@ use std::time::Duration;
 use broker_config::access::SenderPolicy;
 use broker_config::amqp::Publisher;
 use broker_config::messages::{self, Command};
-use broker_config::topology::TASKS_EXCHANGE;
-use broker_config::{Delivery, TaskRef};
+use broker_config::topology::{QueueType, TASKS_EXCHANGE};
+use broker_config::{Delivery, TaskRef, Topology};
 use sea_orm::{
     ConnectionTrait as _, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait as _,
     TransactionTrait as _,
@@ -55,6 +55,15 @@ pub struct Settings {
     pub incidents: IncidentSettings,
     /// Whose events are accepted (by the AMQP user that published them).
     pub event_senders: SenderPolicy,
+    /// The type of the queues declared.
+    pub queue_type: QueueType,
+}
+
+impl Settings {
+    /// The core topology, with queues of the configured type.
+    pub fn topology(&self) -> Topology {
+        Topology::core().with_queue_type(self.queue_type)
+    }
 }
 
 impl Default for Settings {
@@ -69,6 +78,7 @@ impl Default for Settings {
             events_prefetch: 64,
             incidents: IncidentSettings::default(),
             event_senders: SenderPolicy::Open,
+            queue_type: QueueType::Classic,
         }
     }
 }
