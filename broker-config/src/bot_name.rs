@@ -36,15 +36,17 @@ impl BotName {
         if name.is_empty() {
             return Err(BotNameError::Empty);
         }
-        if name.len() > MAX_BOT_NAME_LEN {
-            return Err(BotNameError::TooLong);
-        }
+        // Characters first: a short name of multi-byte characters is refused for them, not as
+        // too long. After this check only ASCII is left, so bytes are characters.
         let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
         for (i, c) in name.chars().enumerate() {
             let ok = allowed(c) || (i > 0 && matches!(c, '-' | '_' | '.'));
             if !ok {
                 return Err(BotNameError::InvalidCharacter(c));
             }
+        }
+        if name.len() > MAX_BOT_NAME_LEN {
+            return Err(BotNameError::TooLong);
         }
         Ok(BotName(name.to_owned()))
     }
@@ -88,5 +90,14 @@ mod tests {
         assert_eq!(BotName::parse("-bot"), Err(BotNameError::InvalidCharacter('-')));
         assert_eq!(BotName::parse("bot#1"), Err(BotNameError::InvalidCharacter('#')));
         assert!(serde_json::from_str::<BotName>("\"UPPER\"").is_err());
+    }
+
+    #[test]
+    fn a_short_name_of_multi_byte_characters_is_refused_for_them_not_as_too_long() {
+        // Found by tests/properties.rs: 33 characters of 2 bytes each were "at most 64 characters".
+        assert_eq!(BotName::parse(&"é".repeat(33)), Err(BotNameError::InvalidCharacter('é')));
+        let name = format!("{}é", "a".repeat(63));
+        assert_eq!(BotName::parse(&name), Err(BotNameError::InvalidCharacter('é')));
+        assert_eq!(BotName::parse(&"A".repeat(65)), Err(BotNameError::InvalidCharacter('A')));
     }
 }

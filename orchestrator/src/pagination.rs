@@ -20,6 +20,9 @@ use crate::error::ApiError;
 pub const DEFAULT_LIMIT: u64 = 50;
 /// The largest page a client may ask for.
 pub const MAX_LIMIT: u64 = 500;
+/// The largest offset: the databases take a signed 64-bit one (a larger one made the SQLite
+/// driver panic, found by scripts/fuzz-api).
+pub const MAX_OFFSET: u64 = i64::MAX as u64;
 
 /// Which end of the list comes first.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
@@ -73,8 +76,8 @@ pub struct PageRequest {
 }
 
 impl PageRequest {
-    /// Checks the raw parameters: a limit of 1 to [`MAX_LIMIT`], and a cursor or an offset, not
-    /// both.
+    /// Checks the raw parameters: a limit of 1 to [`MAX_LIMIT`], an offset of at most
+    /// [`MAX_OFFSET`], and a cursor or an offset, not both.
     pub fn parse(
         limit: Option<u64>,
         offset: Option<u64>,
@@ -86,6 +89,12 @@ impl PageRequest {
             return Err(ApiError::invalid_parameter(
                 "limit",
                 format!("limit must be between 1 and {MAX_LIMIT}"),
+            ));
+        }
+        if offset.is_some_and(|o| o > MAX_OFFSET) {
+            return Err(ApiError::invalid_parameter(
+                "offset",
+                format!("offset must be at most {MAX_OFFSET}"),
             ));
         }
         let cursor = match cursor {

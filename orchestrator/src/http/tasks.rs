@@ -157,6 +157,10 @@ async fn read_form(mut form: Multipart) -> Result<NewTask, ApiError> {
             }
             "description" | "system" | "payload" | "priority" | "not_before" | "max_attempts" => {
                 let text = field.text().await.map_err(multipart_error)?;
+                if text.contains('\0') {
+                    // PostgreSQL stores no NUL in text: refused here rather than a 500 there.
+                    return Err(ApiError::invalid(name, "must not contain a NUL character"));
+                }
                 fields.insert(name, text);
             }
             other => {

@@ -58,19 +58,29 @@ impl Trigger {
         if status.is_empty() {
             return Err(refuse(format!("{field}.status"), "status (retorno) must not be blank"));
         }
+        // PostgreSQL stores no NUL in text (found by tests/properties.rs: a 500 there).
+        if service.contains('\0') {
+            return Err(refuse(format!("{field}.service"), "service must not contain NUL"));
+        }
+        if status.contains('\0') {
+            return Err(refuse(format!("{field}.status"), "status must not contain NUL"));
+        }
+        // The lengths are those of the normalised text, which is what the columns hold: case
+        // changes can lengthen it ('ß' uppercases to "SS", 'İ' lowercases to two characters).
+        let (service, status) = (service.to_lowercase(), status.to_uppercase());
         if service.chars().count() > MAX_SERVICE_CHARS {
             return Err(refuse(
                 format!("{field}.service"),
-                format!("service must be at most {MAX_SERVICE_CHARS} characters"),
+                format!("service must be at most {MAX_SERVICE_CHARS} characters (lowercased)"),
             ));
         }
         if status.chars().count() > MAX_CODE_CHARS {
             return Err(refuse(
                 format!("{field}.status"),
-                format!("status must be at most {MAX_CODE_CHARS} characters"),
+                format!("status must be at most {MAX_CODE_CHARS} characters (uppercased)"),
             ));
         }
-        Ok(Trigger { service: service.to_lowercase(), status: status.to_uppercase() })
+        Ok(Trigger { service, status })
     }
 
     /// The trigger of a pipeline task that ended FAILED: its system, and the error's first word
