@@ -12,7 +12,7 @@ use base64::Engine as _;
 use broker_config::access::{SenderPolicy, bot_permissions, bot_user};
 use broker_config::amqp::Publisher;
 use broker_config::messages::{self, Assignment, Command, Event};
-use broker_config::topology::{self, EVENTS_EXCHANGE};
+use broker_config::topology::{self, EVENTS_EXCHANGE, QueueType};
 use broker_config::{
     BotName, ConsumerSpec, Decision, RowOutcome, RowStatus, System, TaskRef, Topology,
 };
@@ -58,12 +58,22 @@ struct ScriptedBot {
 impl ScriptedBot {
     /// Declares its queue, consumes it, comes online and heartbeats.
     async fn online(app: &TestApp, name: &str, systems: &[System]) -> ScriptedBot {
+        ScriptedBot::online_with(app, name, systems, QueueType::Classic).await
+    }
+
+    /// [`ScriptedBot::online`], declaring its queue of type `queue_type`.
+    async fn online_with(
+        app: &TestApp,
+        name: &str,
+        systems: &[System],
+        queue_type: QueueType,
+    ) -> ScriptedBot {
         let name = BotName::parse(name).unwrap();
         let stop = CancellationToken::new();
         let publisher = Publisher::new(
             app.vhost.amqp_url(),
             format!("scripted-{name}"),
-            Topology::bot(&name),
+            Topology::bot(&name).with_queue_type(queue_type),
             Duration::from_secs(10),
             stop.clone(),
         );
@@ -73,7 +83,7 @@ impl ScriptedBot {
             url: app.vhost.amqp_url(),
             name: format!("scripted-{name}-consumer"),
             queue: topology::bot_queue(&name),
-            topology: Topology::bot(&name),
+            topology: Topology::bot(&name).with_queue_type(queue_type),
             prefetch: 10,
         };
         tokio::spawn(broker_config::consume(spec, stop.clone(), move |message| {
@@ -269,6 +279,20 @@ async fn a_repeated_bot_online_keeps_the_bot_s_task_and_a_restart_takes_it_back(
         history(&app, &second).await,
         ["created", "assigned", "accepted", "bot_lost", "assigned"]
     );
+}
+
+async fn with_quorum_queues_a_task_flows_the_same(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |config| config.queue_type = QueueType::Quorum).await;
+    let mut bot = ScriptedBot::online_with(&app, "bot-1", &[System::Noop], QueueType::Quorum).await;
+    for queue in ["botline.orchestrator.events", "botline.bot.bot-1", "botline.dead"] {
+        assert_eq!(app.vhost.queue(queue).await.unwrap()["type"], "quorum", "{queue}");
+    }
+    let id = create(&app, noop("nap")).await;
+    let offer = bot.next_offer().await;
+    bot.accept(offer.task).await;
+    bot.complete(offer.task, vec![]).await;
+    wait_status(&app, &id, "COMPLETE").await;
+    assert_eq!(history(&app, &id).await, ["created", "assigned", "accepted", "completed"]);
 }
 
 async fn oldest_first_by_priority_and_only_to_capable_bots(backend: Backend) {
@@ -577,6 +601,7 @@ async fn under_the_strict_sender_policy_a_bot_speaks_only_for_itself(backend: Ba
 on_every_backend!(
     a_task_flows_through_a_bot,
     a_repeated_bot_online_keeps_the_bot_s_task_and_a_restart_takes_it_back,
+    with_quorum_queues_a_task_flows_the_same,
     oldest_first_by_priority_and_only_to_capable_bots,
     a_rejected_or_ignored_offer_goes_to_the_next_bot,
     a_lost_bot_s_task_resumes_elsewhere_and_its_late_events_change_nothing,
