@@ -121,9 +121,20 @@ fn event() -> impl Strategy<Value = Event> {
         (task_ref(), bot_name(), rows(), ".{0,20}", instant()).prop_map(
             |(task, bot, rows, reason, at)| Event::TaskReleased { task, bot, rows, reason, at }
         ),
-        (bot_name(), ".{0,20}", vec(system(), 0..4), instant()).prop_map(
-            |(bot, ip_address, systems, at)| Event::BotOnline { bot, ip_address, systems, at }
-        ),
+        (
+            bot_name(),
+            ".{0,20}",
+            vec(system(), 0..4),
+            proptest::option::of(any::<u128>().prop_map(uuid::Uuid::from_u128)),
+            instant()
+        )
+            .prop_map(|(bot, ip_address, systems, session, at)| Event::BotOnline {
+                bot,
+                ip_address,
+                systems,
+                session,
+                at
+            }),
         (bot_name(), proptest::option::of(task_ref()), instant())
             .prop_map(|(bot, task, at)| Event::BotHeartbeat { bot, task, at }),
         (bot_name(), bot_status(), instant())
@@ -239,7 +250,7 @@ fn as_object(bytes: &[u8]) -> Map<String, Value> {
 /// Keys whose value is any JSON (`output`, `payload`): no type is wrong for them.
 const ANY_JSON_KEYS: [&str; 2] = ["output", "payload"];
 /// Keys that may be absent (read as `None`).
-const OPTIONAL_KEYS: [&str; 4] = ["output", "payload", "attachment", "task"];
+const OPTIONAL_KEYS: [&str; 5] = ["output", "payload", "attachment", "task", "session"];
 
 // ---------------------------------------------------------------------------------------------
 // Bot names
