@@ -36,7 +36,7 @@ use crate::tasks::{EventKind, record};
 /// What applied events leave to do once their transaction has committed.
 #[derive(Default)]
 pub struct Effects {
-    /// A bot became free or a task WAITING: the dispatcher has work.
+    /// A bot became free or a task WAITING: the batch offers due tasks before it commits.
     pub wake: bool,
     /// Offers made in the events' own transaction, to deliver.
     offers: Vec<Offer>,
@@ -120,7 +120,7 @@ impl Pipeline {
     }
 
     /// Applies `events` in order in one transaction, then carries out their effects (notices,
-    /// incident reports, commands, waking the dispatcher). One result per event: an invalid event
+    /// incident reports, commands, the offers made). One result per event: an invalid event
     /// is refused alone (before it wrote anything). If the transaction fails, the events are
     /// applied again one per transaction, so one event's trouble does not hold back the others.
     pub async fn handle_events(&self, events: &[Event]) -> Vec<Result<(), ApiError>> {
@@ -175,14 +175,13 @@ impl Pipeline {
             // Bots came free (or tasks back): offer them the next tasks in this same
             // transaction, rather than waking the dispatcher for a pass of its own.
             effects.offers = self.offer_due_tasks(&txn, now).await?;
-            effects.wake = false;
         }
         txn.commit().await?;
         Ok((results, effects))
     }
 
     async fn carry_out(&self, effects: Effects, now: DateTime<Utc>) {
-        let Effects { wake, offers, commands, tasks, bots, failed } = effects;
+        let Effects { offers, commands, tasks, bots, failed, .. } = effects;
         if !failed.is_empty() {
             // Never an error here: the events are applied whatever becomes of the report.
             self.incidents.report_failed_tasks(&failed, now).await;
@@ -193,9 +192,6 @@ impl Pipeline {
             self.send_command(bot, command).await;
         }
         self.deliver_offers(offers, now).await;
-        if wake {
-            self.wake();
-        }
     }
 
     /// Applies one event within `txn`. Task events are fenced by attempt ([`rules::judge`]): a

@@ -1,5 +1,5 @@
 //! The broker pipeline: the dispatcher offers due tasks to free bots, the event consumer applies
-//! what bots report, and two sweeps catch what nobody reported (expired offers, silent bots).
+//! what bots report (and offers the bots it frees their next tasks in the same transaction), and two sweeps catch what nobody reported (expired offers, silent bots).
 //!
 //! - [`rules`]: the decisions, pure and unit-tested (pairing, fencing, backoff, liveness).
 //! - [`dispatcher`]: one dispatch pass ([`Pipeline::dispatch_due_tasks`]), the sweeps and the
