@@ -112,7 +112,7 @@ pub fn due_communications(
 /// When an incident whose last report came at `last_occurrence_at` stops being ongoing: after
 /// `quiet` without reports.
 pub fn quiet_since(last_occurrence_at: DateTime<Utc>, quiet: Duration) -> DateTime<Utc> {
-    last_occurrence_at + chrono::Duration::from_std(quiet).unwrap_or(chrono::Duration::MAX)
+    crate::clock::after(last_occurrence_at, quiet)
 }
 
 /// Whether an incident has had no report for `quiet` at `now`, and is to be resolved.

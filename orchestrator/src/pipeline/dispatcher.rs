@@ -191,9 +191,7 @@ impl Pipeline {
         now: DateTime<Utc>,
     ) -> Result<Option<Offer>, ApiError> {
         let attempt = task.attempt + 1;
-        let expires = now
-            + chrono::Duration::from_std(self.settings.offer_timeout)
-                .unwrap_or(chrono::Duration::MAX);
+        let expires = crate::clock::after(now, self.settings.offer_timeout);
         let taken = task::Entity::update_many()
             .col_expr(task::Column::Status, Expr::value(TaskStatus::Assigned.as_str()))
             .col_expr(task::Column::Attempt, Expr::value(attempt))

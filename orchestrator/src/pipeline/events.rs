@@ -369,8 +369,7 @@ impl Pipeline {
                         self.settings.retry_base,
                         self.settings.retry_cap,
                     );
-                    let retry_at =
-                        now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+                    let retry_at = crate::clock::after(now, delay);
                     row.status = Set(TaskStatus::Waiting.as_str().to_owned());
                     row.not_before = Set(retry_at);
                 } else {
