@@ -335,7 +335,7 @@ pub async fn delete_bot(
     id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<(), ApiError> {
-    let txn = db.begin().await?;
+    let txn = crate::pipeline::begin_in_line(db).await?;
     bot::Entity::find_by_id(id).one(&txn).await?.ok_or(ApiError::NotFound("bot"))?;
     let held = task::Entity::find()
         .filter(task::Column::BotId.eq(id))

@@ -574,7 +574,7 @@ pub async fn update_task(
     request: impl FnOnce(&task::Model) -> Result<(TaskSpec, Option<TaskStatus>), ApiError>,
     now: DateTime<Utc>,
 ) -> Result<(Task, UpdateEffects), ApiError> {
-    let txn = db.begin().await?;
+    let txn = crate::pipeline::begin_in_line(db).await?;
     let current = find_task(&txn, id).await?;
     let from: TaskStatus = current.status.parse().map_err(|_| corrupt(id, "status"))?;
     let (spec, to) = request(&current)?;
@@ -673,7 +673,7 @@ pub async fn update_task(
 /// Deletes a task and its history. A task a bot holds (ASSIGNED or RUNNING) must be cancelled
 /// first.
 pub async fn delete_task(db: &impl TransactionTrait, id: Uuid) -> Result<(), ApiError> {
-    let txn = db.begin().await?;
+    let txn = crate::pipeline::begin_in_line(db).await?;
     let row = find_task(&txn, id).await?;
     if row.status == TaskStatus::Assigned.as_str() || row.status == TaskStatus::Running.as_str() {
         return Err(ApiError::conflict(

@@ -17,7 +17,7 @@ use broker_config::topology::{QueueType, TASKS_EXCHANGE};
 use broker_config::{Delivery, TaskRef, Topology};
 use sea_orm::{
     ConnectionTrait as _, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait as _,
-    TransactionTrait as _,
+    TransactionTrait,
 };
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -33,6 +33,19 @@ pub mod rules;
 
 /// The advisory lock key of the pipeline's transactions on PostgreSQL ("botline" in ASCII).
 const PIPELINE_LOCK: i64 = 0x0062_6f74_6c69_6e65;
+
+/// Begins a transaction that waits its turn behind the pipeline's own ([`Pipeline::begin`]):
+/// also for the API's writes that change a task and its bot together (cancel, delete), which
+/// could otherwise deadlock with a batch of events on PostgreSQL.
+pub(crate) async fn begin_in_line<D: TransactionTrait>(
+    db: &D,
+) -> Result<D::Transaction, ApiError> {
+    let txn = db.begin().await?;
+    if txn.get_database_backend() == DbBackend::Postgres {
+        txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({PIPELINE_LOCK})")).await?;
+    }
+    Ok(txn)
+}
 
 /// Timings of the task life (DESIGN.md defaults; tests shorten them).
 #[derive(Debug, Clone)]
@@ -126,12 +139,7 @@ impl Pipeline {
     /// a dispatch pass both update several bot and task rows, and in no common order, which
     /// deadlocked. SQLite has a single writer anyway.
     pub(crate) async fn begin(&self) -> Result<DatabaseTransaction, ApiError> {
-        let txn = self.db.begin().await?;
-        if txn.get_database_backend() == DbBackend::Postgres {
-            txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({PIPELINE_LOCK})"))
-                .await?;
-        }
-        Ok(txn)
+        begin_in_line(&self.db).await
     }
 
     /// Whether the broker connection is up (for `/readyz`).
