@@ -37,9 +37,7 @@ const PIPELINE_LOCK: i64 = 0x0062_6f74_6c69_6e65;
 /// Begins a transaction that waits its turn behind the pipeline's own ([`Pipeline::begin`]):
 /// also for the API's writes that change a task and its bot together (cancel, delete), which
 /// could otherwise deadlock with a batch of events on PostgreSQL.
-pub(crate) async fn begin_in_line<D: TransactionTrait>(
-    db: &D,
-) -> Result<D::Transaction, ApiError> {
+pub(crate) async fn begin_in_line<D: TransactionTrait>(db: &D) -> Result<D::Transaction, ApiError> {
     let txn = db.begin().await?;
     if txn.get_database_backend() == DbBackend::Postgres {
         txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({PIPELINE_LOCK})")).await?;
