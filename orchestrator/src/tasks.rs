@@ -1,7 +1,7 @@
 //! Tasks: their validated fields ([`TaskSpec`]), how the API shows them ([`Task`]), the
 //! transitions a user may ask for, their history ([`TaskEvent`]) and how they are stored.
 
-use broker_config::{Attachment, AttachmentError, BotStatus, System, TaskStatus};
+use broker_config::{Attachment, AttachmentError, BotStatus, CpePayload, System, TaskStatus};
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _,
@@ -252,6 +252,15 @@ impl TaskSpec {
         {
             return Err(ApiError::invalid("payload", "payload must be a JSON object"));
         }
+        if system == System::Cpe {
+            // The bot could only fail it later: say so now, field by field.
+            let payload = request.payload.as_ref().ok_or_else(|| {
+                ApiError::invalid("payload", format!("CPE tasks need a payload: {CPE_PAYLOAD}"))
+            })?;
+            CpePayload::from_value(payload).map_err(|e| {
+                ApiError::invalid("payload", format!("a CPE task's payload is {CPE_PAYLOAD}: {e}"))
+            })?;
+        }
         let max_attempts = request.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
         if !(1..=MAX_MAX_ATTEMPTS).contains(&max_attempts) {
             return Err(ApiError::invalid(
@@ -436,6 +445,9 @@ pub async fn record(
     .await?;
     Ok(())
 }
+
+/// What a CPE task's payload holds, for error messages.
+const CPE_PAYLOAD: &str = r#"{"equipment_id": "…", "timeoutInSeconds": N, "parameters": {…}} (what POST /api/v1/equipment/cpe/{id} stores)"#;
 
 /// Filters for listing tasks; every given filter must match.
 #[derive(Debug, Clone, Default)]
@@ -797,6 +809,18 @@ mod tests {
                 .as_deref(),
             Some("max_attempts")
         );
+    }
+
+    #[test]
+    fn a_cpe_task_needs_the_payload_its_bot_reads() {
+        let cpe = |payload| TaskRequest { attachment: None, payload, ..request(System::Cpe) };
+        assert_eq!(field_of(TaskSpec::parse(cpe(None), None, 1024)).as_deref(), Some("payload"));
+        let wrong = serde_json::json!({"equipment_id": "CPE000001", "parameters": {}});
+        let refused =
+            TaskSpec::parse(cpe(Some(wrong)), None, 1024).expect_err("refused").to_string();
+        assert!(refused.contains("timeoutInSeconds"), "{refused}");
+        let right = serde_json::json!({"equipment_id": "CPE000001", "timeoutInSeconds": 30, "parameters": {"vlan": 534}});
+        assert!(TaskSpec::parse(cpe(Some(right)), None, 1024).is_ok());
     }
 
     #[test]

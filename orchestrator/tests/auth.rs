@@ -464,7 +464,9 @@ async fn a_bot_token_changes_only_its_own_bot_and_the_tasks_it_was_given(backend
     assert!(!history(&app, &task_id).await.contains(&"completed".to_owned()));
 
     // bot-a cannot report on a task it was never given (nobody runs CPE: it waits).
-    let cpe = create_task(&app, json!({"description": "not a's", "system": "CPE", "payload": {}}));
+    let payload = json!({"equipment_id": "CPE000001", "timeoutInSeconds": 30, "parameters": {}});
+    let cpe =
+        create_task(&app, json!({"description": "not a's", "system": "CPE", "payload": payload}));
     let cpe_id = cpe.await["id"].as_str().unwrap().to_owned();
     let other = TaskRef { task_id: cpe_id.parse().unwrap(), attempt: 1 };
     let forged = accepted(other, "bot-a");
