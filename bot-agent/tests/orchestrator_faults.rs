@@ -51,6 +51,21 @@ async fn assert_bots_free(api: &Api, bots: &mut [BotProcess]) {
     }
 }
 
+/// Once nothing is in flight: task `id` ran once on the bot first offered it, undisturbed
+/// (offered, accepted and completed as attempt 1), and every bot is free.
+async fn assert_ran_undisturbed(api: &Api, id: &str, bots: &mut [BotProcess], why: &str) {
+    api.wait_drained(Duration::from_secs(60)).await;
+    let outline = outline(&api.events(id).await);
+    let plain: Vec<(&str, u64)> =
+        outline.iter().map(|(kind, attempt)| (kind.as_str(), *attempt)).collect();
+    assert_eq!(
+        plain,
+        [("created", 0), ("assigned", 1), ("accepted", 1), ("completed", 1)],
+        "{why}"
+    );
+    assert_bots_free(api, bots).await;
+}
+
 /// Every history's checks shared by the tests: no bot was offered a task while it held another,
 /// by the database's record nor by the bots' own account (a "busy" rejection).
 fn assert_no_double_assignment(histories: &std::collections::HashMap<String, Vec<Value>>) {
@@ -291,17 +306,8 @@ async fn an_orchestrator_down_longer_than_a_bot_s_heartbeat_window_takes_back_no
     tokio::time::sleep(Duration::from_secs(6)).await;
     let after = site.spawn_orchestrator("after").await;
     let api = after.client();
-    api.wait_drained(Duration::from_secs(60)).await;
-    let events = api.events(&id).await;
-    let outline = outline(&events);
-    let plain: Vec<(&str, u64)> =
-        outline.iter().map(|(kind, attempt)| (kind.as_str(), *attempt)).collect();
-    assert_eq!(
-        plain,
-        [("created", 0), ("assigned", 1), ("accepted", 1), ("completed", 1)],
-        "the bot ran its task throughout and said so: the task must not be taken from it"
-    );
-    assert_bots_free(&api, &mut bots).await;
+    let why = "the bot ran its task throughout and said so: the task must not be taken from it";
+    assert_ran_undisturbed(&api, &id, &mut bots, why).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -364,17 +370,8 @@ async fn a_redelivered_bot_online_takes_back_nothing_from_its_bot() {
         .unwrap()
         .await
         .unwrap();
-    api.wait_drained(Duration::from_secs(60)).await;
-    let events = api.events(&id).await;
-    let outline = outline(&events);
-    let plain: Vec<(&str, u64)> =
-        outline.iter().map(|(kind, attempt)| (kind.as_str(), *attempt)).collect();
-    assert_eq!(
-        plain,
-        [("created", 0), ("assigned", 1), ("accepted", 1), ("completed", 1)],
-        "the bot never restarted: its task must not be taken from it"
-    );
-    assert_bots_free(&api, &mut bots).await;
+    let why = "the bot never restarted: its task must not be taken from it";
+    assert_ran_undisturbed(&api, &id, &mut bots, why).await;
 }
 
 /// A history entry as the API shows it.
