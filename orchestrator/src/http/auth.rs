@@ -669,16 +669,20 @@ mod tests {
         HeaderValue::from_str(&format!("Bearer {token}")).expect("a header value")
     }
 
-    fn access() -> Access {
-        Access::from_config(&parse(&[
+    /// An admin, a read-only and one bot's token.
+    fn three_tokens() -> AuthConfig {
+        parse(&[
             "--admin-token",
             ADMIN,
             "--read-token",
             READ,
             "--bot-token",
             &format!("bot-1={BOT}"),
-        ]))
-        .expect("valid tokens")
+        ])
+    }
+
+    fn access() -> Access {
+        Access::from_config(&three_tokens()).expect("valid tokens")
     }
 
     fn error(config: &AuthConfig) -> String {
@@ -800,14 +804,7 @@ mod tests {
     #[test]
     fn tokens_never_reach_debug_output_or_logs() {
         let mut config = crate::Config::for_database("sqlite://x.db");
-        config.auth = parse(&[
-            "--admin-token",
-            ADMIN,
-            "--read-token",
-            READ,
-            "--bot-token",
-            &format!("bot-1={BOT}"),
-        ]);
+        config.auth = three_tokens();
         let shown = format!("{config:?} {:?} {:#?}", access(), config.auth);
         for token in [ADMIN, READ, BOT] {
             assert!(!shown.contains(token), "{token} shown in {shown}");
