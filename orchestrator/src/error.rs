@@ -76,6 +76,23 @@ impl ApiError {
         ApiError::InvalidParameter { field: Some(field.into()), message: message.to_string() }
     }
 
+    /// The same error about a field of the element at `path` (`tasks[3]`): its field becomes
+    /// `tasks[3].payload`, or `tasks[3]` when it named none.
+    pub fn within(self, path: &str) -> ApiError {
+        let nest = |field: Option<String>| {
+            Some(field.map_or_else(|| path.to_owned(), |f| format!("{path}.{f}")))
+        };
+        match self {
+            ApiError::Invalid { field, message } => {
+                ApiError::Invalid { field: nest(field), message: format!("{path}: {message}") }
+            }
+            ApiError::TooLarge { field, message } => {
+                ApiError::TooLarge { field: nest(field), message: format!("{path}: {message}") }
+            }
+            other => other,
+        }
+    }
+
     /// A 409 with `code`.
     pub fn conflict(
         code: &'static str,

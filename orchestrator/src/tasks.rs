@@ -7,6 +7,8 @@ use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _,
     QueryOrder as _, Set, TransactionSession as _, TransactionTrait,
 };
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -148,6 +150,45 @@ pub struct TaskRequest {
     pub status: Option<TaskStatus>,
 }
 
+/// Many tasks in one request (`POST /api/v1/tasks/bulk`), created together or not at all.
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkTaskRequest {
+    /// 1 to 1,000 tasks, each as `POST /api/v1/tasks` takes it in JSON.
+    pub tasks: Vec<TaskRequest>,
+}
+
+impl BulkTaskRequest {
+    /// Checks every task ([`TaskSpec::parse`]); the first bad one refuses them all, its index
+    /// in the field (`tasks[3].payload`).
+    pub fn parse(self, max_attachment_bytes: usize) -> Result<Vec<TaskSpec>, ApiError> {
+        if !(1..=MAX_BULK_TASKS).contains(&self.tasks.len()) {
+            return Err(ApiError::invalid(
+                "tasks",
+                format!(
+                    "a bulk request holds 1 to {MAX_BULK_TASKS} tasks, not {}",
+                    self.tasks.len()
+                ),
+            ));
+        }
+        self.tasks
+            .into_iter()
+            .enumerate()
+            .map(|(index, request)| {
+                TaskSpec::parse_new(request, None, max_attachment_bytes)
+                    .map_err(|e| e.within(&format!("tasks[{index}]")))
+            })
+            .collect()
+    }
+}
+
+/// The tasks a bulk request created, in the order given.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BulkTasks {
+    /// The new tasks.
+    pub tasks: Vec<Task>,
+}
+
 /// A partial update of a task: only the fields given change.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -214,6 +255,21 @@ pub struct TaskSpec {
 }
 
 impl TaskSpec {
+    /// Checks a new task's request: [`TaskSpec::parse`], and a new task is always WAITING.
+    pub fn parse_new(
+        request: TaskRequest,
+        upload: Option<Vec<u8>>,
+        max_attachment_bytes: usize,
+    ) -> Result<TaskSpec, ApiError> {
+        if request.status.is_some_and(|s| s != TaskStatus::Waiting) {
+            return Err(ApiError::invalid(
+                "status",
+                "a new task is always WAITING; leave status out",
+            ));
+        }
+        TaskSpec::parse(request, upload, max_attachment_bytes)
+    }
+
     /// Checks a request. `upload` is a CSV sent as a file (multipart), which takes the place of
     /// the base64 `attachment`; `max_attachment_bytes` bounds the decoded CSV.
     pub fn parse(
@@ -432,18 +488,51 @@ pub async fn record(
     detail: Option<Value>,
     at: DateTime<Utc>,
 ) -> Result<(), ApiError> {
-    task_event::ActiveModel {
-        task_id: Set(Some(task_id)),
-        bot_id: Set(bot_id),
-        attempt: Set(Some(attempt)),
-        kind: Set(kind.as_str().to_owned()),
-        detail: Set(detail),
-        at: Set(at),
-        ..Default::default()
+    let mut history = History::default();
+    history.push(task_id, bot_id, attempt, kind, detail, at);
+    history.write(db).await
+}
+
+/// History entries gathered by a transaction that writes many (a batch of events, a dispatch
+/// pass, a bulk create) and written together just before it commits: one statement per
+/// [`History::CHUNK`] entries rather than one per entry. Their order is kept.
+#[derive(Default)]
+pub struct History(Vec<task_event::ActiveModel>);
+
+impl History {
+    /// Entries per INSERT: 6 values each stays well within SQLite's 32,766 bound parameters.
+    const CHUNK: usize = 1000;
+
+    /// Adds an entry, to be written by [`History::write`].
+    pub fn push(
+        &mut self,
+        task_id: Uuid,
+        bot_id: Option<Uuid>,
+        attempt: i32,
+        kind: EventKind,
+        detail: Option<Value>,
+        at: DateTime<Utc>,
+    ) {
+        self.0.push(task_event::ActiveModel {
+            task_id: Set(Some(task_id)),
+            bot_id: Set(bot_id),
+            attempt: Set(Some(attempt)),
+            kind: Set(kind.as_str().to_owned()),
+            detail: Set(detail),
+            at: Set(at),
+            ..Default::default()
+        });
     }
-    .insert(db)
-    .await?;
-    Ok(())
+
+    /// Writes every entry gathered so far (within the caller's transaction) and forgets them.
+    pub async fn write(&mut self, db: &impl ConnectionTrait) -> Result<(), ApiError> {
+        while !self.0.is_empty() {
+            let rest = self.0.split_off(self.0.len().min(Self::CHUNK));
+            let chunk = std::mem::replace(&mut self.0, rest);
+            task_event::Entity::insert_many(chunk).exec_without_returning(db).await?;
+        }
+        Ok(())
+    }
 }
 
 /// What a CPE task's payload holds, for error messages.
@@ -460,15 +549,13 @@ pub struct TaskFilter {
     pub bot_id: Option<Uuid>,
 }
 
-/// Stores a new WAITING task and its `created` event.
-pub async fn create_task(
-    db: &impl TransactionTrait,
-    spec: TaskSpec,
-    now: DateTime<Utc>,
-) -> Result<Task, ApiError> {
+/// The most tasks one bulk request creates (`POST /api/v1/tasks/bulk`).
+pub const MAX_BULK_TASKS: usize = 1000;
+
+/// A new WAITING task's row.
+fn new_row(spec: TaskSpec, now: DateTime<Utc>) -> task::ActiveModel {
     let rows = spec.attachment.as_ref().map(|a| i32::try_from(a.row_count()).unwrap_or(i32::MAX));
-    let txn = db.begin().await?;
-    let row = task::ActiveModel {
+    task::ActiveModel {
         id: Set(Uuid::now_v7()),
         description: Set(spec.description),
         system: Set(spec.system.as_str().to_owned()),
@@ -492,11 +579,47 @@ pub async fn create_task(
         finished_at: Set(None),
         updated_at: Set(now),
     }
-    .insert(&txn)
-    .await?;
+}
+
+/// Stores a new WAITING task and its `created` event.
+pub async fn create_task(
+    db: &impl TransactionTrait,
+    spec: TaskSpec,
+    now: DateTime<Utc>,
+) -> Result<Task, ApiError> {
+    let txn = db.begin().await?;
+    let row = new_row(spec, now).insert(&txn).await?;
     record_event(&txn, &row, EventKind::Created, None, now).await?;
     txn.commit().await?;
     row.try_into()
+}
+
+/// Stores new WAITING tasks and their `created` events in one transaction, all or none, in
+/// the order given (which is also the order they are offered in, all else equal: their ids
+/// grow). At most [`MAX_BULK_TASKS`].
+pub async fn create_tasks(
+    db: &impl TransactionTrait,
+    specs: Vec<TaskSpec>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Task>, ApiError> {
+    if specs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<task::ActiveModel> = specs.into_iter().map(|spec| new_row(spec, now)).collect();
+    let order: HashMap<Uuid, usize> =
+        rows.iter().enumerate().filter_map(|(i, row)| Some((*row.id.try_as_ref()?, i))).collect();
+    let txn = db.begin().await?;
+    // One statement: 22 values a row, 1,000 rows stay within both databases' bound parameters.
+    let mut stored = task::Entity::insert_many(rows).exec_with_returning(&txn).await?;
+    let mut history = History::default();
+    for row in &stored {
+        history.push(row.id, None, row.attempt, EventKind::Created, None, now);
+    }
+    history.write(&txn).await?;
+    txn.commit().await?;
+    // RETURNING gives the rows in no promised order.
+    stored.sort_by_key(|row| order.get(&row.id).copied().unwrap_or(usize::MAX));
+    stored.into_iter().map(Task::try_from).collect()
 }
 
 /// How many tasks are in each status (every status present, zero included).

@@ -248,6 +248,33 @@ async fn a_task_flows_through_a_bot(backend: Backend) {
     assert_eq!(kinds.iter().filter(|k| *k == "completed").count(), 1, "{kinds:?}");
 }
 
+/// Tasks created in one bulk request are offered in the order given; a bot that answers each
+/// offer at once (accepted and completed back to back, so they are often applied in one batch
+/// together with the next offer) leaves every task a whole history, in order.
+async fn bulk_tasks_run_in_the_order_given_with_whole_histories(backend: Backend) {
+    let app = spawn(backend).await;
+    let tasks: Vec<Value> = (0..6).map(|n| noop(&format!("nap {n}"))).collect();
+    let (status, created) = app.post("/api/v1/tasks/bulk", &json!({ "tasks": tasks })).await;
+    assert_eq!(status, 201, "{created}");
+    let ids: Vec<String> = created["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_owned())
+        .collect();
+    let mut bot = ScriptedBot::online(&app, "bot-1", &[System::Noop]).await;
+    for id in &ids {
+        let offer = bot.next_offer().await;
+        assert_eq!(&offer.task.task_id.to_string(), id, "offered out of order");
+        bot.accept(offer.task).await;
+        bot.complete(offer.task, vec![]).await;
+    }
+    for id in &ids {
+        wait_status(&app, id, "COMPLETE").await;
+        assert_eq!(history(&app, id).await, ["created", "assigned", "accepted", "completed"]);
+    }
+}
+
 async fn a_repeated_bot_online_keeps_the_bot_s_task_and_a_restart_takes_it_back(backend: Backend) {
     let app = spawn(backend).await;
     let mut bot = ScriptedBot::online(&app, "bot-1", &[System::Noop]).await;
@@ -600,6 +627,7 @@ async fn under_the_strict_sender_policy_a_bot_speaks_only_for_itself(backend: Ba
 
 on_every_backend!(
     a_task_flows_through_a_bot,
+    bulk_tasks_run_in_the_order_given_with_whole_histories,
     a_repeated_bot_online_keeps_the_bot_s_task_and_a_restart_takes_it_back,
     with_quorum_queues_a_task_flows_the_same,
     oldest_first_by_priority_and_only_to_capable_bots,

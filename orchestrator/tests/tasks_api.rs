@@ -7,8 +7,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use broker_config::TaskStatus;
 use common::{Backend, ErrorCase, TestApp, assert_error};
-use orchestrator::entity::task;
-use sea_orm::{ActiveModelTrait as _, EntityTrait as _, Set};
+use orchestrator::entity::{task, task_event};
+use orchestrator::tasks::{EventKind, History};
+use sea_orm::{
+    ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _,
+    Set, TransactionTrait as _,
+};
 use serde_json::{Value, json};
 
 const USERS: &str = "name,email,login,profile\nAna Souza,ana@example.com,ana.souza,agent\nBruno Lima,bruno@example.com,bruno.lima,supervisor\n";
@@ -208,6 +212,85 @@ async fn bad_task_input_changes_nothing(backend: Backend) {
     assert_eq!(events.as_array().unwrap().len(), 1, "no bad request left history: {events}");
 }
 
+async fn bulk_create_keeps_the_order_and_is_all_or_nothing(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |config| config.max_attachment_bytes = 1024).await;
+    let path = "/api/v1/tasks/bulk";
+    let noop = |n: usize| json!({"description": format!("noop {n}"), "system": "NOOP"});
+    let (status, created) =
+        app.post(path, &json!({"tasks": [noop(0), vivo_task("hires"), noop(2)]})).await;
+    assert_eq!(status, 201, "{created}");
+    let created = created["tasks"].as_array().unwrap().clone();
+    let descriptions: Vec<&str> =
+        created.iter().map(|t| t["description"].as_str().unwrap()).collect();
+    assert_eq!(descriptions, ["noop 0", "hires", "noop 2"]);
+    assert_eq!(created[1]["progress"], json!({"done": 0, "total": 2}));
+    for task in &created {
+        let id = task["id"].as_str().unwrap();
+        assert_eq!(app.get(&format!("/api/v1/tasks/{id}")).await, (200, task.clone()));
+        let (_, events) = app.get(&format!("/api/v1/tasks/{id}/events")).await;
+        let kinds: Vec<&str> =
+            events.as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["created"], "{events}");
+    }
+    let (_, oldest) = app.get("/api/v1/tasks?order=oldest").await;
+    let listed: Vec<&Value> =
+        oldest["items"].as_array().unwrap().iter().map(|t| &t["id"]).collect();
+    let given: Vec<&Value> = created.iter().map(|t| &t["id"]).collect();
+    assert_eq!(listed, given, "the order given is the order kept");
+
+    let minimal = json!({"description": "x", "system": "NOOP"});
+    let big = format!("{USERS}{}", "Zé,z@example.com,z,agent\n".repeat(60));
+    let cases: Vec<ErrorCase> = vec![
+        (app.post(path, &json!({"tasks": []})).await, 422, "invalid_field", Some("tasks")),
+        (app.post(path, &json!({"tasks": vec![minimal.clone(); 1001]})).await, 422, "invalid_field", Some("tasks")),
+        (app.post(path, &json!({"tasks": [noop(0), {"description": "x", "system": "CPE"}]})).await, 422, "invalid_field", Some("tasks[1].payload")),
+        (app.post(path, &json!({"tasks": [noop(0), {"description": "x", "system": "NOOP", "status": "RUNNING"}]})).await, 422, "invalid_field", Some("tasks[1].status")),
+        (app.post(path, &json!({"tasks": [noop(0), {"description": "x", "system": "FAX"}]})).await, 422, "invalid_field", Some("tasks[1].system")),
+        (app.post(path, &json!({"tasks": [{"description": " ", "system": "NOOP"}]})).await, 422, "invalid_field", Some("tasks[0].description")),
+        (app.post(path, &json!({"tasks": [{"description": "x", "system": "VIVO360", "attachment": BASE64.encode(&big)}]})).await, 413, "too_large", Some("tasks[0].attachment")),
+        (app.post(path, &json!({"task": [noop(0)]})).await, 422, "invalid_field", Some("task")),
+        (app.post(path, &json!([noop(0)])).await, 422, "invalid_field", None),
+        (app.post_raw(path, "application/json", b"{\"tasks\": [".to_vec()).await, 400, "malformed_body", None),
+        (app.post_raw(path, "text/csv", USERS.as_bytes().to_vec()).await, 415, "unsupported_media_type", None),
+    ];
+    for (response, status, code, field) in &cases {
+        assert_error(response, *status, code, *field);
+    }
+    let (_, list) = app.post(path, &json!([noop(0)])).await;
+    assert!(list["error"]["message"].as_str().unwrap().contains("not a list"), "{list}");
+    assert_eq!(app.total("/api/v1/tasks").await, 3, "no bad request created a task");
+}
+
+/// A transaction's history goes in as few statements as it can (a thousand entries each):
+/// every entry arrives, in the order pushed, and nothing before the write.
+async fn history_written_together_keeps_every_entry_in_order(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let id: uuid::Uuid = create(&app, json!({"description": "x", "system": "NOOP"})).await["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let txn = app.db.begin().await.unwrap();
+    let mut history = History::default();
+    let now = orchestrator::clock::now();
+    for attempt in 0..2345 {
+        history.push(id, None, attempt, EventKind::Progress, Some(json!({"n": attempt})), now);
+    }
+    history.write(&txn).await.unwrap();
+    history.write(&txn).await.unwrap(); // Written once: the second write has nothing left.
+    txn.commit().await.unwrap();
+    let rows = task_event::Entity::find()
+        .filter(task_event::Column::TaskId.eq(id))
+        .filter(task_event::Column::Kind.eq("progress"))
+        .order_by_asc(task_event::Column::Id)
+        .all(&app.db)
+        .await
+        .unwrap();
+    let attempts: Vec<i32> = rows.iter().filter_map(|r| r.attempt).collect();
+    assert_eq!(attempts, (0..2345).collect::<Vec<_>>());
+    assert!(rows.iter().all(|r| r.detail == Some(json!({"n": r.attempt}))));
+}
+
 async fn task_list_filters_and_pages(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let mut ids = Vec::new();
@@ -325,6 +408,8 @@ on_every_backend!(
     task_crud_round_trip,
     csv_upload_as_multipart,
     bad_task_input_changes_nothing,
+    bulk_create_keeps_the_order_and_is_all_or_nothing,
+    history_written_together_keeps_every_entry_in_order,
     task_list_filters_and_pages,
     cancel_retry_and_held_tasks,
 );

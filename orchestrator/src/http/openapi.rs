@@ -14,7 +14,7 @@ use super::{bots, equipment, health, incidents, live, reports, tasks};
     paths(
         health::healthz, health::readyz, live::events, tasks::task_stats,
         bots::list_bots, bots::create_bot, bots::get_bot, bots::replace_bot, bots::patch_bot, bots::delete_bot,
-        tasks::list_tasks, tasks::create_task, tasks::get_task, tasks::replace_task, tasks::patch_task,
+        tasks::list_tasks, tasks::create_task, tasks::create_tasks, tasks::get_task, tasks::replace_task, tasks::patch_task,
         tasks::delete_task, tasks::get_attachment, tasks::list_task_events, tasks::cancel_task, tasks::retry_task,
         equipment::create_activation, equipment::activation_status,
         incidents::list_actions, incidents::create_action, incidents::get_action, incidents::replace_action,

@@ -19,7 +19,8 @@ use crate::clock::now;
 use crate::error::{ApiError, ErrorBody};
 use crate::pagination::{Order, Page, PageRequest};
 use crate::tasks::{
-    self, Task, TaskEvent, TaskFilter, TaskPatch, TaskRequest, TaskSpec, UpdateEffects,
+    self, BulkTaskRequest, BulkTasks, Task, TaskEvent, TaskFilter, TaskPatch, TaskRequest,
+    TaskSpec, UpdateEffects,
 };
 
 /// The task routes.
@@ -27,6 +28,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/tasks", get(list_tasks).post(create_task))
         .route("/tasks/stats", get(task_stats))
+        .route("/tasks/bulk", post(create_tasks))
         .route("/tasks/{id}", get(get_task).put(replace_task).patch(patch_task).delete(delete_task))
         .route("/tasks/{id}/attachment", get(get_attachment))
         .route("/tasks/{id}/events", get(list_task_events))
@@ -229,15 +231,42 @@ pub async fn create_task(
     State(state): State<AppState>,
     NewTask { request, upload }: NewTask,
 ) -> Result<(StatusCode, Json<Task>), ApiError> {
-    if request.status.is_some_and(|s| s != TaskStatus::Waiting) {
-        return Err(ApiError::invalid("status", "a new task is always WAITING; leave status out"));
-    }
-    let spec = TaskSpec::parse(request, upload, state.max_attachment_bytes)?;
+    let spec = TaskSpec::parse_new(request, upload, state.max_attachment_bytes)?;
     let task = tasks::create_task(&state.db, spec, now()).await?;
     state.pipeline.changes.task(task.id);
     state.pipeline.wake();
     tracing::info!(task_id = %task.id, system = %task.system, rows = ?task.progress.total, "task created");
     Ok((StatusCode::CREATED, Json(task)))
+}
+
+/// Creates up to 1,000 tasks in one request and one transaction (JSON only, attachments in
+/// base64). Every task is checked first: one bad task refuses them all, and its index is in the
+/// error's field (`tasks[3].payload`). The tasks come back in the order given, which is also the
+/// order they are offered in, all else equal.
+#[utoipa::path(post, path = "/api/v1/tasks/bulk", tag = "tasks", request_body = BulkTaskRequest,
+    responses((status = 201, body = BulkTasks), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_tasks(
+    State(state): State<AppState>,
+    extract::JsonBytes(body): extract::JsonBytes,
+) -> Result<(StatusCode, Json<BulkTasks>), ApiError> {
+    let bulk: BulkTaskRequest = extract::parse_json(&body).map_err(|err| {
+        // serde would read a bare list as the object's fields in order, and say so obscurely.
+        let is_list = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+        match err {
+            ApiError::Invalid { .. } if is_list => ApiError::Invalid {
+                field: None,
+                message: "a bulk request is an object, {\"tasks\": [...]}, not a list".into(),
+            },
+            err => err,
+        }
+    })?;
+    let specs = bulk.parse(state.max_attachment_bytes)?;
+    let created = tasks::create_tasks(&state.db, specs, now()).await?;
+    created.iter().for_each(|task| state.pipeline.changes.task(task.id));
+    state.pipeline.wake();
+    tracing::info!(tasks = created.len(), "tasks created");
+    Ok((StatusCode::CREATED, Json(BulkTasks { tasks: created })))
 }
 
 /// One task.

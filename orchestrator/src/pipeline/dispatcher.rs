@@ -24,7 +24,7 @@ use crate::bots;
 use crate::clock::now;
 use crate::entity::{bot, task};
 use crate::error::ApiError;
-use crate::tasks::{EventKind, record};
+use crate::tasks::{EventKind, History, record};
 
 /// An offer committed to the database, to deliver.
 pub(crate) struct Offer {
@@ -94,7 +94,9 @@ impl Pipeline {
     /// two dispatchers on one database can never give one task to two bots or two tasks to one.
     pub async fn dispatch_due_tasks(&self, now: DateTime<Utc>) -> Result<usize, ApiError> {
         let txn = self.begin().await?;
-        let offers = self.offer_due_tasks(&txn, now).await?;
+        let mut history = History::default();
+        let offers = self.offer_due_tasks(&txn, &mut history, now).await?;
+        history.write(&txn).await?;
         txn.commit().await?;
         let count = offers.len();
         self.deliver_offers(offers, now).await;
@@ -102,10 +104,12 @@ impl Pipeline {
     }
 
     /// Pairs due tasks with free bots within `txn` (see [`Pipeline::dispatch_due_tasks`]): the
-    /// offers to deliver with [`Pipeline::deliver_offers`] once `txn` has committed.
+    /// offers to deliver with [`Pipeline::deliver_offers`] once `txn` has committed, and their
+    /// entries in `history`, to write before it does.
     pub(crate) async fn offer_due_tasks(
         &self,
         txn: &impl ConnectionTrait,
+        history: &mut History,
         now: DateTime<Utc>,
     ) -> Result<Vec<Offer>, ApiError> {
         let bot_rows = bot::Entity::find()
@@ -162,7 +166,7 @@ impl Pipeline {
             else {
                 continue;
             };
-            if let Some(offer) = self.assign(txn, task, bot, now).await? {
+            if let Some(offer) = self.assign(txn, history, task, bot, now).await? {
                 offers.push(offer);
             }
         }
@@ -186,6 +190,7 @@ impl Pipeline {
     async fn assign(
         &self,
         txn: &impl ConnectionTrait,
+        history: &mut History,
         task: &task::Model,
         bot: &bot::Model,
         now: DateTime<Utc>,
@@ -228,7 +233,7 @@ impl Pipeline {
         }
         let resume_after_row = resume_point(task);
         let detail = json!({ "bot": bot.name, "offer_expires_at": expires, "resume_after_row": resume_after_row });
-        record(txn, task.id, Some(bot.id), attempt, EventKind::Assigned, Some(detail), now).await?;
+        history.push(task.id, Some(bot.id), attempt, EventKind::Assigned, Some(detail), now);
         let mut offered = task.clone();
         offered.attempt = attempt;
         offered.status = TaskStatus::Assigned.as_str().to_owned();
@@ -417,9 +422,10 @@ impl Pipeline {
                 .await?;
             let mut requeued = Vec::new();
             if marked.rows_affected == 1 {
-                requeued = self
-                    .requeue_held_tasks(&txn, &bot, "the bot stopped sending heartbeats", now)
-                    .await?;
+                let mut history = History::default();
+                let reason = "the bot stopped sending heartbeats";
+                requeued = self.requeue_held_tasks(&txn, &mut history, &bot, reason, now).await?;
+                history.write(&txn).await?;
                 tracing::warn!(bot = %bot.name, %last_seen, "bot lost");
                 lost += 1;
             }
@@ -443,6 +449,7 @@ impl Pipeline {
     pub(crate) async fn requeue_held_tasks(
         &self,
         txn: &impl ConnectionTrait,
+        history: &mut History,
         bot: &bot::Model,
         reason: &str,
         now: DateTime<Utc>,
@@ -479,8 +486,14 @@ impl Pipeline {
                 .exec(txn)
                 .await?;
             let detail = json!({ "bot": bot.name, "reason": reason, "status": status });
-            record(txn, task.id, Some(bot.id), task.attempt, EventKind::BotLost, Some(detail), now)
-                .await?;
+            history.push(
+                task.id,
+                Some(bot.id),
+                task.attempt,
+                EventKind::BotLost,
+                Some(detail),
+                now,
+            );
             requeued.push(task.id);
         }
         Ok(requeued)

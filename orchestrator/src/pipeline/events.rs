@@ -31,7 +31,7 @@ use crate::bots;
 use crate::clock::now;
 use crate::entity::{bot, task};
 use crate::error::ApiError;
-use crate::tasks::{EventKind, record};
+use crate::tasks::{EventKind, History};
 
 /// What applied events leave to do once their transaction has committed.
 #[derive(Default)]
@@ -161,10 +161,11 @@ impl Pipeline {
     ) -> Result<(Vec<Result<(), ApiError>>, Effects), ApiError> {
         let txn = self.begin().await?;
         let mut effects = Effects::default();
-        let mut known = KnownBots::default();
+        let mut batch = Batch::default();
+        batch.load_tasks(&txn, events.iter().filter_map(Event::task)).await?;
         let mut results = Vec::with_capacity(events.len());
         for event in events {
-            match self.apply_event(&txn, event, now, &mut effects, &mut known).await {
+            match self.apply_event(&txn, event, now, &mut effects, &mut batch).await {
                 Ok(()) => results.push(Ok(())),
                 // Refused before writing anything: the others stand.
                 Err(err @ ApiError::Invalid { .. }) => results.push(Err(err)),
@@ -174,8 +175,9 @@ impl Pipeline {
         if effects.wake {
             // Bots came free (or tasks back): offer them the next tasks in this same
             // transaction, rather than waking the dispatcher for a pass of its own.
-            effects.offers = self.offer_due_tasks(&txn, now).await?;
+            effects.offers = self.offer_due_tasks(&txn, &mut batch.history, now).await?;
         }
+        batch.history.write(&txn).await?;
         txn.commit().await?;
         Ok((results, effects))
     }
@@ -204,16 +206,16 @@ impl Pipeline {
         event: &Event,
         now: DateTime<Utc>,
         fx: &mut Effects,
-        known: &mut KnownBots,
+        batch: &mut Batch,
     ) -> Result<(), ApiError> {
         if event.task().is_none() {
-            // A bot event may change the bot's row.
-            known.forget(event.bot());
+            // A bot event may change the bot's row, and the tasks it holds.
+            batch.forget(event.bot());
         }
         let event = match event {
             Event::BotOnline { bot, ip_address, systems, session, .. } => {
                 let online = Online { name: bot, ip_address, systems, session: *session };
-                return self.bot_online(txn, online, now, fx).await;
+                return self.bot_online(txn, online, now, fx, &mut batch.history).await;
             }
             Event::BotHeartbeat { bot, task, .. } => {
                 return self.bot_heartbeat(txn, bot, *task, now, fx).await;
@@ -221,7 +223,9 @@ impl Pipeline {
             Event::BotStatusChanged { bot, status, .. } => {
                 return self.bot_status(txn, bot, *status, now, fx).await;
             }
-            Event::BotOffline { bot, .. } => return self.bot_offline(txn, bot, now, fx).await,
+            Event::BotOffline { bot, .. } => {
+                return self.bot_offline(txn, bot, now, fx, &mut batch.history).await;
+            }
             Event::TaskAccepted { task, bot, .. } => {
                 TaskEvent::new(bot, *task, Report::Accepted, &[], None, json!({}))
             }
@@ -261,7 +265,7 @@ impl Pipeline {
                 json!({ "reason": reason }),
             ),
         };
-        self.task_event(txn, event, now, fx, known).await
+        self.task_event(txn, event, now, fx, batch).await
     }
 
     async fn task_event(
@@ -270,18 +274,14 @@ impl Pipeline {
         event: TaskEvent<'_>,
         now: DateTime<Utc>,
         fx: &mut Effects,
-        known: &mut KnownBots,
+        batch: &mut Batch,
     ) -> Result<(), ApiError> {
         let TaskEvent { bot: bot_name, task: task_ref, report, rows, extra, detail } = event;
-        let Some(bot) = known.find(txn, bot_name).await? else {
+        let Some(bot) = batch.bot(txn, bot_name).await? else {
             tracing::warn!(bot = %bot_name, task_id = %task_ref.task_id, "event from an unknown bot ignored");
             return Ok(());
         };
-        // FOR UPDATE on PostgreSQL: orchestrators sharing a database apply one task's events one
-        // after the other (SQLite has a single writer anyway).
-        let Some(task) =
-            task::Entity::find_by_id(task_ref.task_id).lock_exclusive().one(txn).await?
-        else {
+        let Some(task) = batch.task(txn, task_ref.task_id).await? else {
             tracing::warn!(bot = %bot_name, task_id = %task_ref.task_id, "event about an unknown task ignored");
             return Ok(());
         };
@@ -304,16 +304,14 @@ impl Pipeline {
             Verdict::Duplicate => return Ok(()),
             Verdict::Stale { cancel_sender } => {
                 let stale = json!({ "report": format!("{report:?}"), "attempt": task_ref.attempt, "current_attempt": task.attempt, "status": task.status });
-                record(
-                    txn,
+                batch.history.push(
                     task.id,
                     Some(bot.id),
                     attempt,
                     EventKind::StaleEvent,
                     Some(stale),
                     now,
-                )
-                .await?;
+                );
                 fx.tasks.push(task.id);
                 tracing::info!(task_id = %task.id, bot = %bot.name, attempt = task_ref.attempt, current = task.attempt, "stale event recorded");
                 if cancel_sender {
@@ -392,7 +390,7 @@ impl Pipeline {
         if verdict == Verdict::RetryLater {
             detail["retry_at"] = json!(updated.not_before);
         }
-        record(txn, task.id, Some(bot.id), attempt, kind, Some(detail), now).await?;
+        batch.history.push(task.id, Some(bot.id), attempt, kind, Some(detail), now);
         fx.tasks.push(task.id);
         if let Some(status) = bot_after {
             bots::release_bot(txn, bot.id, task.id, status, now).await?;
@@ -404,6 +402,7 @@ impl Pipeline {
             fx.failed.push(task.id);
         }
         tracing::info!(task_id = %task.id, bot = %bot.name, attempt = task_ref.attempt, event = kind.as_str(), status = %updated.status, "task event applied");
+        batch.keep_task(updated);
         Ok(())
     }
 
@@ -413,6 +412,7 @@ impl Pipeline {
         online: Online<'_>,
         now: DateTime<Utc>,
         fx: &mut Effects,
+        history: &mut History,
     ) -> Result<(), ApiError> {
         let Online { name, ip_address, systems, session } = online;
         let ip: IpAddr = ip_address.parse().map_err(|_| {
@@ -440,8 +440,9 @@ impl Pipeline {
             }
             Some(existing) => {
                 // It restarted: whatever it held is lost.
-                let requeued =
-                    self.requeue_held_tasks(txn, &existing, "the bot restarted", now).await?;
+                let requeued = self
+                    .requeue_held_tasks(txn, history, &existing, "the bot restarted", now)
+                    .await?;
                 fx.tasks.extend(&requeued);
                 fx.failed.extend(requeued);
                 let bot_id = existing.id;
@@ -567,12 +568,14 @@ impl Pipeline {
         name: &BotName,
         now: DateTime<Utc>,
         fx: &mut Effects,
+        history: &mut History,
     ) -> Result<(), ApiError> {
         let Some(bot) = bots::find_by_name(txn, name.as_str()).await? else {
             return Ok(());
         };
-        let requeued =
-            self.requeue_held_tasks(txn, &bot, "the bot went offline holding it", now).await?;
+        let requeued = self
+            .requeue_held_tasks(txn, history, &bot, "the bot went offline holding it", now)
+            .await?;
         bot::Entity::update_many()
             .col_expr(bot::Column::Status, Expr::value(BotStatus::Unavailable.as_str()))
             .col_expr(bot::Column::CurrentTaskId, Expr::value(Option::<Uuid>::None))
@@ -589,30 +592,80 @@ impl Pipeline {
     }
 }
 
-/// The bots a batch's task events name, each read once per batch (a bot's events come in runs:
-/// accepted, then completed). Task events change only a bot's status and current task, which
-/// they do not read; a bot event drops its bot (it may change the rest).
+/// What a batch of events keeps from one event to the next: the bots and tasks it has read
+/// (each read once per batch: a bot's events come in runs, accepted then completed) and the
+/// history it writes before it commits. Task events change only their own task and a bot's
+/// status and current task, which they do not read; a bot event drops its bot and every task
+/// (it may change the bot's other columns, and requeue the tasks it held).
 #[derive(Default)]
-struct KnownBots(HashMap<String, bot::Model>);
+struct Batch {
+    bots: HashMap<String, bot::Model>,
+    tasks: HashMap<Uuid, task::Model>,
+    history: History,
+}
 
-impl KnownBots {
-    async fn find(
+impl Batch {
+    async fn bot(
         &mut self,
         txn: &impl ConnectionTrait,
         name: &BotName,
     ) -> Result<Option<bot::Model>, ApiError> {
-        if let Some(bot) = self.0.get(name.as_str()) {
+        if let Some(bot) = self.bots.get(name.as_str()) {
             return Ok(Some(bot.clone()));
         }
         let found = bots::find_by_name(txn, name.as_str()).await?;
         if let Some(bot) = &found {
-            self.0.insert(name.to_string(), bot.clone());
+            self.bots.insert(name.to_string(), bot.clone());
         }
         Ok(found)
     }
 
-    fn forget(&mut self, name: &BotName) {
-        self.0.remove(name.as_str());
+    /// Reads the tasks the batch's events name, in one query. FOR UPDATE on PostgreSQL:
+    /// orchestrators sharing a database apply one task's events one after the other (SQLite
+    /// has a single writer anyway).
+    async fn load_tasks(
+        &mut self,
+        txn: &impl ConnectionTrait,
+        tasks: impl Iterator<Item = TaskRef>,
+    ) -> Result<(), ApiError> {
+        let mut ids: Vec<Uuid> = tasks.map(|t| t.task_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let rows = task::Entity::find()
+            .filter(task::Column::Id.is_in(ids))
+            .lock_exclusive()
+            .all(txn)
+            .await?;
+        self.tasks.extend(rows.into_iter().map(|t| (t.id, t)));
+        Ok(())
+    }
+
+    async fn task(
+        &mut self,
+        txn: &impl ConnectionTrait,
+        id: Uuid,
+    ) -> Result<Option<task::Model>, ApiError> {
+        if let Some(task) = self.tasks.get(&id) {
+            return Ok(Some(task.clone()));
+        }
+        let found = task::Entity::find_by_id(id).lock_exclusive().one(txn).await?;
+        if let Some(task) = &found {
+            self.tasks.insert(id, task.clone());
+        }
+        Ok(found)
+    }
+
+    /// A task as this batch left it.
+    fn keep_task(&mut self, task: task::Model) {
+        self.tasks.insert(task.id, task);
+    }
+
+    fn forget(&mut self, bot: &BotName) {
+        self.bots.remove(bot.as_str());
+        self.tasks.clear();
     }
 }
 
