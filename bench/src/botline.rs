@@ -31,6 +31,17 @@ pub enum Database {
     Postgres,
 }
 
+/// How the tasks are created.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Load {
+    /// Concurrent API clients.
+    pub senders: usize,
+    /// A fixed creation rate (tasks/s); `None`: as fast as the API accepts them.
+    pub rate: Option<f64>,
+    /// Tasks per request: 1 is `POST /api/v1/tasks`, more is `POST /api/v1/tasks/bulk`.
+    pub bulk: usize,
+}
+
 /// One end-to-end run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Run {
@@ -40,6 +51,8 @@ pub struct Run {
     pub bots: usize,
     /// Tasks.
     pub tasks: usize,
+    /// Tasks per creation request.
+    pub bulk: usize,
     /// Tasks created per second by the API (as fast as it accepts, or the fixed rate asked).
     pub created_per_second: f64,
     /// Tasks completed per second, from the first creation to the last completion.
@@ -93,15 +106,8 @@ impl Drop for Processes {
     }
 }
 
-/// Runs `tasks` NOOP tasks through `bots` bot agents. `rate` fixes the creation rate (tasks/s);
-/// without it tasks are created as fast as the API accepts them, by `senders` concurrent clients.
-pub async fn run(
-    database: Database,
-    bots: usize,
-    tasks: usize,
-    senders: usize,
-    rate: Option<f64>,
-) -> anyhow::Result<Run> {
+/// Runs `tasks` NOOP tasks through `bots` bot agents, created as `load` says.
+pub async fn run(database: Database, bots: usize, tasks: usize, load: Load) -> anyhow::Result<Run> {
     let vhost = TestVhost::create("bench").await?;
     let workdir =
         std::env::temp_dir().join(format!("botline-bench-{}", uuid::Uuid::new_v4().simple()));
@@ -170,18 +176,24 @@ pub async fn run(
     // Create the tasks.
     let cpu_before = parts.snapshot();
     let started = Instant::now();
-    let gate = Arc::new(Semaphore::new(senders.max(1)));
-    let mut handles = Vec::with_capacity(tasks);
-    for n in 0..tasks {
-        if let Some(rate) = rate {
-            let due = started + Duration::from_secs_f64(n as f64 / rate);
+    let gate = Arc::new(Semaphore::new(load.senders.max(1)));
+    let bulk = load.bulk.max(1);
+    let mut handles = Vec::with_capacity(tasks.div_ceil(bulk));
+    for first in (0..tasks).step_by(bulk) {
+        if let Some(rate) = load.rate {
+            let due = started + Duration::from_secs_f64(first as f64 / rate);
             tokio::time::sleep_until(due.into()).await;
         }
         let permit = gate.clone().acquire_owned().await?;
         let client = client.clone();
-        let url = format!("{api}/api/v1/tasks");
+        let task = |n: usize| json!({"description": format!("bench {n}"), "system": "NOOP", "payload": {"duration_ms": 0}});
+        let (url, body) = if bulk == 1 {
+            (format!("{api}/api/v1/tasks"), task(first))
+        } else {
+            let batch: Vec<Value> = (first..tasks.min(first + bulk)).map(task).collect();
+            (format!("{api}/api/v1/tasks/bulk"), json!({ "tasks": batch }))
+        };
         handles.push(tokio::spawn(async move {
-            let body = json!({"description": format!("bench {n}"), "system": "NOOP", "payload": {"duration_ms": 0}});
             let response = client.post(url).json(&body).send().await;
             drop(permit);
             response.map(|r| r.status().as_u16())
@@ -246,6 +258,7 @@ pub async fn run(
         database,
         bots,
         tasks,
+        bulk,
         created_per_second,
         completed_per_second: tasks as f64 / span.max(1e-9),
         to_accepted: summarize(to_accepted),

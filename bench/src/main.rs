@@ -18,7 +18,7 @@ mod cpu;
 mod growth;
 mod stats;
 
-use botline::Database;
+use botline::{Database, Load};
 
 /// Botline's benchmarks.
 #[derive(Parser)]
@@ -59,6 +59,9 @@ enum Command {
         /// A fixed creation rate (tasks/s) instead of as fast as the API accepts.
         #[arg(long)]
         rate: Option<f64>,
+        /// Tasks per creation request: more than 1 uses `POST /api/v1/tasks/bulk`.
+        #[arg(long, default_value_t = 1)]
+        bulk: usize,
     },
     /// The same no-op workload through Celery on the same RabbitMQ (with and without a result
     /// backend).
@@ -124,10 +127,11 @@ async fn ceilings(
 
 fn print_run(run: &botline::Run) {
     println!(
-        "botline   {:<8} bots={:<3} tasks={:<6} created {:>6.0}/s  completed {:>6.0}/s   accepted p50 {:>7.1} p95 {:>7.1} p99 {:>7.1} ms   complete p50 {:>7.1} p99 {:>7.1} ms   rss {:>5.0} MiB",
+        "botline   {:<8} bots={:<3} tasks={:<6} bulk={:<4} created {:>6.0}/s  completed {:>6.0}/s   accepted p50 {:>7.1} p95 {:>7.1} p99 {:>7.1} ms   complete p50 {:>7.1} p99 {:>7.1} ms   rss {:>5.0} MiB",
         format!("{:?}", run.database).to_lowercase(),
         run.bots,
         run.tasks,
+        run.bulk,
         run.created_per_second,
         run.completed_per_second,
         run.to_accepted.p50_ms,
@@ -144,14 +148,13 @@ async fn botline_runs(
     databases: &[Database],
     bots: &[usize],
     tasks: &[usize],
-    senders: usize,
-    rate: Option<f64>,
+    load: Load,
 ) -> anyhow::Result<Vec<botline::Run>> {
     let mut runs = Vec::new();
     for &database in databases {
         for &b in bots {
             for &t in tasks {
-                let run = botline::run(database, b, t, senders, rate).await?;
+                let run = botline::run(database, b, t, load).await?;
                 print_run(&run);
                 runs.push(run);
             }
@@ -217,8 +220,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ceiling { pipelines, round_trips } => {
             json!({ "ceiling": ceilings(&pipelines, round_trips).await? })
         }
-        Command::Botline { database, bots, tasks, senders, rate } => {
-            json!({ "botline": botline_runs(&database, &bots, &tasks, senders, rate).await? })
+        Command::Botline { database, bots, tasks, senders, rate, bulk } => {
+            let load = Load { senders, rate, bulk };
+            json!({ "botline": botline_runs(&database, &bots, &tasks, load).await? })
         }
         Command::Celery { workers, tasks, senders } => {
             json!({ "celery": celery_runs(workers, tasks, senders).await? })
@@ -228,17 +232,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::All { tasks } => {
             let ceiling = ceilings(&[1, 8], 5000).await?;
-            let runs = botline_runs(
-                &[Database::Sqlite, Database::Postgres],
-                &[1, 4, 16],
-                &[tasks],
-                16,
-                None,
-            )
-            .await?;
+            let fast = Load { senders: 16, rate: None, bulk: 1 };
+            let mut runs =
+                botline_runs(&[Database::Sqlite, Database::Postgres], &[1, 4, 16], &[tasks], fast)
+                    .await?;
+            let bulk = Load { bulk: 100, senders: 4, ..fast };
+            runs.extend(
+                botline_runs(&[Database::Sqlite, Database::Postgres], &[16], &[tasks], bulk)
+                    .await?,
+            );
             let best = runs.iter().map(|r| r.completed_per_second).fold(0.0, f64::max);
-            let steady =
-                botline_runs(&[Database::Sqlite], &[16], &[tasks], 16, Some(best / 2.0)).await?;
+            let half = Load { rate: Some(best / 2.0), ..fast };
+            let steady = botline_runs(&[Database::Sqlite], &[16], &[tasks], half).await?;
             let ceiling8 =
                 ceiling.iter().find(|c| c.pipelines == 8).map_or(f64::NAN, |c| c.per_second);
             let celery = celery_runs(4, tasks, 4).await?;
@@ -252,14 +257,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "botline_best_over_ceiling_8": best / ceiling8,
                 "botline_4_over_celery_none": botline4 / celery[0].per_second,
                 "botline_4_over_celery_rpc": botline4 / celery[1].per_second,
+                "botline_best_over_celery_none": best / celery[0].per_second,
+                "botline_best_over_celery_rpc": best / celery[1].per_second,
             });
             println!("ratios    {ratios}");
             json!({ "ceiling": ceiling, "botline": runs, "steady_half_load": steady, "celery": celery, "growth": growth, "ratios": ratios })
         }
         Command::Smoke => {
             let ceiling = ceilings(&[2], 200).await?;
-            let runs = botline_runs(&[Database::Sqlite], &[2], &[30], 4, None).await?;
-            anyhow::ensure!(runs[0].to_complete.count == 30, "not every smoke task completed");
+            let one = Load { senders: 4, rate: None, bulk: 1 };
+            let mut runs = botline_runs(&[Database::Sqlite], &[2], &[30], one).await?;
+            runs.extend(
+                botline_runs(&[Database::Sqlite], &[2], &[30], Load { bulk: 7, ..one }).await?,
+            );
+            anyhow::ensure!(
+                runs.iter().all(|r| r.to_complete.count == 30),
+                "not every smoke task completed"
+            );
             let growth = growth_points(&[5], &[50]).await?;
             json!({ "ceiling": ceiling, "botline": runs, "growth": growth })
         }
