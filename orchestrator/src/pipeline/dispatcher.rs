@@ -112,6 +112,20 @@ impl Pipeline {
         history: &mut History,
         now: DateTime<Utc>,
     ) -> Result<Vec<Offer>, ApiError> {
+        // Below full load a batch frees bots while nothing waits: one index probe then, rather
+        // than reading every free bot. (Not "due": tasks waiting for a later time could make
+        // that a long scan; they are rare, and the queries below skip them.)
+        let waiting = task::Entity::find()
+            .select_only()
+            .column(task::Column::Id)
+            .filter(task::Column::Status.eq(TaskStatus::Waiting.as_str()))
+            .limit(1)
+            .into_tuple::<Uuid>()
+            .one(txn)
+            .await?;
+        if waiting.is_none() {
+            return Ok(Vec::new());
+        }
         let bot_rows = bot::Entity::find()
             .filter(bot::Column::Status.eq(BotStatus::Available.as_str()))
             .order_by_asc(bot::Column::UpdatedAt)
