@@ -112,20 +112,6 @@ impl Pipeline {
         history: &mut History,
         now: DateTime<Utc>,
     ) -> Result<Vec<Offer>, ApiError> {
-        // Below full load a batch frees bots while nothing waits: one index probe then, rather
-        // than reading every free bot. (Not "due": tasks waiting for a later time could make
-        // that a long scan; they are rare, and the queries below skip them.)
-        let waiting = task::Entity::find()
-            .select_only()
-            .column(task::Column::Id)
-            .filter(task::Column::Status.eq(TaskStatus::Waiting.as_str()))
-            .limit(1)
-            .into_tuple::<Uuid>()
-            .one(txn)
-            .await?;
-        if waiting.is_none() {
-            return Ok(Vec::new());
-        }
         let bot_rows = bot::Entity::find()
             .filter(bot::Column::Status.eq(BotStatus::Available.as_str()))
             .order_by_asc(bot::Column::UpdatedAt)
@@ -185,6 +171,24 @@ impl Pipeline {
             }
         }
         Ok(offers)
+    }
+
+    /// Whether any task is WAITING: one index probe. Below full load a batch of events frees
+    /// bots while nothing waits, and then need not read every free bot. (Not "due": tasks
+    /// waiting for a later time could make that a long scan; the dispatch queries skip them.)
+    pub(crate) async fn anything_waits(
+        &self,
+        txn: &impl ConnectionTrait,
+    ) -> Result<bool, ApiError> {
+        let waiting = task::Entity::find()
+            .select_only()
+            .column(task::Column::Id)
+            .filter(task::Column::Status.eq(TaskStatus::Waiting.as_str()))
+            .limit(1)
+            .into_tuple::<Uuid>()
+            .one(txn)
+            .await?;
+        Ok(waiting.is_some())
     }
 
     /// Delivers offers whose transaction has committed, all at once.

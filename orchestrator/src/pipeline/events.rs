@@ -172,7 +172,7 @@ impl Pipeline {
                 Err(err) => return Err(err),
             }
         }
-        if effects.wake {
+        if effects.wake && self.anything_waits(&txn).await? {
             // Bots came free (or tasks back): offer them the next tasks in this same
             // transaction, rather than waking the dispatcher for a pass of its own.
             effects.offers = self.offer_due_tasks(&txn, &mut batch.history, now).await?;
