@@ -1,14 +1,14 @@
 //! Tasks: their validated fields ([`TaskSpec`]), how the API shows them ([`Task`]), the
 //! transitions a user may ask for, their history ([`TaskEvent`]) and how they are stored.
 
+use std::collections::HashMap;
+
 use broker_config::{Attachment, AttachmentError, BotStatus, CpePayload, System, TaskStatus};
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _,
     QueryOrder as _, Set, TransactionSession as _, TransactionTrait,
 };
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -159,8 +159,8 @@ pub struct BulkTaskRequest {
 }
 
 impl BulkTaskRequest {
-    /// Checks every task ([`TaskSpec::parse`]); the first bad one refuses them all, its index
-    /// in the field (`tasks[3].payload`).
+    /// Checks every task ([`TaskSpec::parse_new`]); the first bad one refuses them all, its
+    /// index in the field (`tasks[3].payload`).
     pub fn parse(self, max_attachment_bytes: usize) -> Result<Vec<TaskSpec>, ApiError> {
         if !(1..=MAX_BULK_TASKS).contains(&self.tasks.len()) {
             return Err(ApiError::invalid(
@@ -596,7 +596,8 @@ pub async fn create_task(
 
 /// Stores new WAITING tasks and their `created` events in one transaction, all or none, in
 /// the order given (which is also the order they are offered in, all else equal: their ids
-/// grow). At most [`MAX_BULK_TASKS`].
+/// grow). At most [`MAX_BULK_TASKS`], which one INSERT holds on both databases (as
+/// [`BulkTaskRequest::parse`] checks).
 pub async fn create_tasks(
     db: &impl TransactionTrait,
     specs: Vec<TaskSpec>,
