@@ -495,7 +495,7 @@ pub async fn record(
 
 /// History entries gathered by a transaction that writes many (a batch of events, a dispatch
 /// pass, a bulk create) and written together just before it commits: one statement per
-/// [`History::CHUNK`] entries rather than one per entry. Their order is kept.
+/// thousand entries rather than one per entry. Their order is kept.
 #[derive(Default)]
 pub struct History(Vec<task_event::ActiveModel>);
 
