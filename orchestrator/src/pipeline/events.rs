@@ -162,7 +162,7 @@ impl Pipeline {
         let txn = self.begin().await?;
         let mut effects = Effects::default();
         let mut batch = Batch::default();
-        batch.load_tasks(&txn, events.iter().filter_map(Event::task)).await?;
+        batch.load_tasks(&txn, events.iter().filter_map(Event::task).map(|t| t.task_id)).await?;
         let mut results = Vec::with_capacity(events.len());
         for event in events {
             match self.apply_event(&txn, event, now, &mut effects, &mut batch).await {
@@ -626,9 +626,9 @@ impl Batch {
     async fn load_tasks(
         &mut self,
         txn: &impl ConnectionTrait,
-        tasks: impl Iterator<Item = TaskRef>,
+        tasks: impl IntoIterator<Item = Uuid>,
     ) -> Result<(), ApiError> {
-        let mut ids: Vec<Uuid> = tasks.map(|t| t.task_id).collect();
+        let mut ids: Vec<Uuid> = tasks.into_iter().collect();
         ids.sort_unstable();
         ids.dedup();
         if ids.is_empty() {
@@ -648,14 +648,11 @@ impl Batch {
         txn: &impl ConnectionTrait,
         id: Uuid,
     ) -> Result<Option<task::Model>, ApiError> {
-        if let Some(task) = self.tasks.get(&id) {
-            return Ok(Some(task.clone()));
+        if !self.tasks.contains_key(&id) {
+            // Dropped by a bot event earlier in the batch.
+            self.load_tasks(txn, [id]).await?;
         }
-        let found = task::Entity::find_by_id(id).lock_exclusive().one(txn).await?;
-        if let Some(task) = &found {
-            self.tasks.insert(id, task.clone());
-        }
-        Ok(found)
+        Ok(self.tasks.get(&id).cloned())
     }
 
     /// A task as this batch left it.
