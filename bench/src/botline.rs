@@ -32,7 +32,7 @@ pub enum Database {
 }
 
 /// How the tasks are created.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy)]
 pub struct Load {
     /// Concurrent API clients.
     pub senders: usize,
