@@ -264,16 +264,22 @@ async fn postgresql_stopped_a_while_answers_503_keeps_the_events_and_loses_nothi
         (answers, answered_after)
     };
     let watch = async {
-        let mut peak = 0;
+        // What the management API said, for the failure message: its queue figures are samples
+        // (every 5 s by default), so a peak of 0 may be the watch's fault, not the pipeline's.
+        let (mut peak, mut readings, mut last_error) = (0, 0, None);
         while !asked.is_cancelled() {
-            if let Ok(queue) = site.vhost.queue(ORCHESTRATOR_EVENTS_QUEUE).await {
-                peak = peak.max(queue["messages"].as_u64().unwrap_or(0));
+            match site.vhost.queue(ORCHESTRATOR_EVENTS_QUEUE).await {
+                Ok(queue) => {
+                    readings += 1;
+                    peak = peak.max(queue["messages"].as_u64().unwrap_or(0));
+                }
+                Err(err) => last_error = Some(err.to_string()),
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        peak
+        (peak, readings, last_error)
     };
-    let ((answers, answered_after), peak) = tokio::join!(ask, watch);
+    let ((answers, answered_after), (peak, readings, last_error)) = tokio::join!(ask, watch);
     // The API says the database is unavailable, in its own error format.
     for (path, answer) in paths.iter().zip(answers) {
         let (status, body) = answer.unwrap_or_else(|e| panic!("GET {path}: no answer: {e}"));
@@ -285,7 +291,11 @@ async fn postgresql_stopped_a_while_answers_503_keeps_the_events_and_loses_nothi
             assert_eq!(body["error"]["message"], "database unavailable", "GET {path}: {body}");
         }
     }
-    assert!(peak > 0, "no event waited in the queue while the database was down");
+    assert!(
+        peak > 0,
+        "no event waited in the queue while the database was down ({readings} readings of the \
+         queue, last management API error: {last_error:?})"
+    );
     let dead = site.vhost.queue(DEAD_LETTER_QUEUE).await.unwrap();
     assert_eq!(dead["messages"].as_u64(), Some(0), "an event was dead-lettered: {dead}");
     let starting = database.start();
