@@ -16,6 +16,7 @@ use lapin::{BasicProperties, Channel};
 use serde::Serialize;
 use tokio::sync::{Mutex, mpsc};
 
+use crate::cpu::{Parts, PerTask};
 use crate::stats::{Summary, summarize};
 
 /// One ceiling measurement.
@@ -29,6 +30,8 @@ pub struct Ceiling {
     pub per_second: f64,
     /// Publish → final consume latency.
     pub latency: Summary,
+    /// CPU per round trip: RabbitMQ's, and the three clients' (this process).
+    pub cpu_ms_per_round_trip: PerTask,
 }
 
 const REQUESTS: &str = "bench.ceiling.requests";
@@ -118,6 +121,10 @@ pub async fn measure(url: &str, pipelines: usize, round_trips: usize) -> anyhow:
         }
     });
 
+    let mut parts = Parts::default();
+    parts.add("clients", Some(std::process::id()));
+    parts.add_by_name("rabbitmq", "beam.smp");
+    let cpu_before = parts.snapshot();
     let remaining = Arc::new(Mutex::new(round_trips));
     let started = Instant::now();
     let mut senders = Vec::new();
@@ -175,5 +182,6 @@ pub async fn measure(url: &str, pipelines: usize, round_trips: usize) -> anyhow:
         round_trips,
         per_second: round_trips as f64 / seconds,
         latency: summarize(latencies),
+        cpu_ms_per_round_trip: cpu_before.per_task(&parts.snapshot(), round_trips),
     })
 }

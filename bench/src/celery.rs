@@ -12,6 +12,7 @@ use broker_config::testing::TestVhost;
 use serde::Serialize;
 use tokio::process::Command;
 
+use crate::cpu::{Parts, PerTask};
 use crate::stats::{Summary, summarize};
 
 /// One Celery run.
@@ -27,6 +28,9 @@ pub struct Run {
     pub per_second: f64,
     /// Enqueue → start.
     pub enqueue_to_start: Summary,
+    /// CPU per task of RabbitMQ and the workers, from the first send until every task ran (the
+    /// senders, gone by then, are not counted, as Botline's run does not count its API client).
+    pub cpu_ms_per_task: PerTask,
 }
 
 fn scripts() -> PathBuf {
@@ -71,6 +75,8 @@ pub async fn run(workers: usize, tasks: usize, senders: usize, rpc: bool) -> any
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
     };
+    let mut parts = Parts::default();
+    parts.add_by_name("rabbitmq", "beam.smp");
     let mut children = Vec::new();
     for n in 0..workers {
         let mut worker = Command::new(&python);
@@ -91,7 +97,9 @@ pub async fn run(workers: usize, tasks: usize, senders: usize, rpc: bool) -> any
             &format!("w{n}@bench"),
         ]);
         env(&mut worker);
-        children.push(worker.spawn()?);
+        let child = worker.spawn()?;
+        parts.add("workers", child.id());
+        children.push(child);
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -105,6 +113,7 @@ pub async fn run(workers: usize, tasks: usize, senders: usize, rpc: bool) -> any
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let cpu_before = parts.snapshot();
     let mut producers = Vec::new();
     for n in 0..senders {
         let share = tasks / senders + usize::from(n < tasks % senders);
@@ -129,6 +138,7 @@ pub async fn run(workers: usize, tasks: usize, senders: usize, rpc: bool) -> any
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    let cpu_ms_per_task = cpu_before.per_task(&parts.snapshot(), tasks);
     drop(children);
     let _ = std::fs::remove_dir_all(&out);
     vhost.delete().await?;
@@ -141,6 +151,7 @@ pub async fn run(workers: usize, tasks: usize, senders: usize, rpc: bool) -> any
         tasks,
         per_second: tasks as f64 / (last_start - first_sent).max(1e-9),
         enqueue_to_start: summarize(latencies),
+        cpu_ms_per_task,
     })
 }
 

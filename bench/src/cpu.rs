@@ -21,7 +21,7 @@ pub struct Parts {
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot(BTreeMap<&'static str, f64>);
 
-/// CPU milliseconds per task, by part.
+/// CPU milliseconds per task (or per round trip), by part; displayed as the total, then each part.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PerTask(pub BTreeMap<&'static str, f64>);
 
@@ -79,7 +79,7 @@ impl Snapshot {
 impl std::fmt::Display for PerTask {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let total: f64 = self.0.values().sum();
-        write!(f, "CPU ms/task {total:.2} =")?;
+        write!(f, "{total:.2} =")?;
         for (part, ms) in &self.0 {
             write!(f, " {part} {ms:.2}")?;
         }

@@ -119,6 +119,7 @@ async fn ceilings(
             "ceiling   pipelines={:<3} {:>8.0} round trips/s   p50 {:>6.2} ms   p99 {:>6.2} ms",
             n, result.per_second, result.latency.p50_ms, result.latency.p99_ms
         );
+        println!("          CPU ms/round trip {}", result.cpu_ms_per_round_trip);
         vhost.delete().await?;
         results.push(result);
     }
@@ -141,7 +142,7 @@ fn print_run(run: &botline::Run) {
         run.to_complete.p99_ms,
         run.orchestrator_peak_rss_mib
     );
-    println!("          {}", run.cpu_ms_per_task);
+    println!("          CPU ms/task {}", run.cpu_ms_per_task);
 }
 
 async fn botline_runs(
@@ -195,6 +196,7 @@ async fn celery_runs(
             run.enqueue_to_start.p50_ms,
             run.enqueue_to_start.p99_ms
         );
+        println!("          CPU ms/task {}", run.cpu_ms_per_task);
         runs.push(run);
     }
     Ok(runs)
