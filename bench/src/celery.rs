@@ -71,6 +71,7 @@ pub async fn run(workers: usize, tasks: usize, senders: usize, rpc: bool) -> any
             .env("BENCH_OUT", &out)
             // Celery warns at length when run as root (CI is root); the workers run no pickle.
             .env("C_FORCE_ROOT", "1")
+            .env("PYTHONWARNINGS", "ignore:You're running the worker with superuser privileges")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
