@@ -54,6 +54,26 @@ fn control(program: &str, args: &[&str]) -> Duration {
     began.elapsed()
 }
 
+/// The messages in `queue` of `vhost`, ready and unacknowledged, as the queue itself counts them
+/// (`rabbitmqctl list_queues`; the management API's queue figures are samples, taken every 5 s,
+/// and can miss a wait of a few seconds altogether).
+fn queue_messages(vhost: &str, queue: &str) -> Result<u64, String> {
+    let output = Command::new("rabbitmqctl")
+        .args(["list_queues", "-p", vhost, "--quiet", "--no-table-headers", "name", "messages"])
+        .output()
+        .map_err(|e| format!("rabbitmqctl does not run: {e}"))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!("{}: {}", output.status, String::from_utf8_lossy(&output.stderr)));
+    }
+    text.lines()
+        .find_map(|line| {
+            let mut fields = line.split('\t');
+            (fields.next() == Some(queue)).then(|| fields.next()?.trim().parse().ok())?
+        })
+        .ok_or_else(|| format!("no count for {queue} in {text:?}"))
+}
+
 /// Starts RabbitMQ's application again if the test stopped it and did not get to start it.
 struct BrokerGuard {
     stopped: bool,
@@ -264,18 +284,22 @@ async fn postgresql_stopped_a_while_answers_503_keeps_the_events_and_loses_nothi
         (answers, answered_after)
     };
     let watch = async {
-        // What the management API said, for the failure message: its queue figures are samples
-        // (every 5 s by default), so a peak of 0 may be the watch's fault, not the pipeline's.
         let (mut peak, mut readings, mut last_error) = (0, 0, None);
         while !asked.is_cancelled() {
-            match site.vhost.queue(ORCHESTRATOR_EVENTS_QUEUE).await {
-                Ok(queue) => {
+            let vhost = site.vhost.name().to_owned();
+            let count = tokio::task::spawn_blocking(move || {
+                queue_messages(&vhost, ORCHESTRATOR_EVENTS_QUEUE)
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            match count {
+                Ok(count) => {
                     readings += 1;
-                    peak = peak.max(queue["messages"].as_u64().unwrap_or(0));
+                    peak = peak.max(count);
                 }
-                Err(err) => last_error = Some(err.to_string()),
+                Err(err) => last_error = Some(err),
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
         (peak, readings, last_error)
     };
@@ -294,7 +318,7 @@ async fn postgresql_stopped_a_while_answers_503_keeps_the_events_and_loses_nothi
     assert!(
         peak > 0,
         "no event waited in the queue while the database was down ({readings} readings of the \
-         queue, last management API error: {last_error:?})"
+         queue, last rabbitmqctl error: {last_error:?})"
     );
     let dead = site.vhost.queue(DEAD_LETTER_QUEUE).await.unwrap();
     assert_eq!(dead["messages"].as_u64(), Some(0), "an event was dead-lettered: {dead}");
