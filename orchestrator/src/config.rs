@@ -34,7 +34,7 @@ pub struct Config {
     pub amqp_tls: broker_config::tls::AmqpTlsArgs,
 
     /// Which bot events to accept by their AMQP user-id: open (any; development, everything as
-    /// guest) or strict (only from the user of the bot they name, bot-<name>, as `broker-config
+    /// guest) or strict (only from the user of the bot they name, `bot-<name>`, as `broker-config
     /// users` defines them; others are dead-lettered with the reason).
     #[arg(long, env = "BOTLINE_EVENT_SENDERS", value_enum, default_value_t = broker_config::access::SenderPolicy::Open)]
     pub event_senders: broker_config::access::SenderPolicy,

@@ -465,7 +465,7 @@ fn is_read(method: &Method) -> bool {
 }
 
 /// The writes a bot's token may attempt, from the method and path alone; each is then checked
-/// against the database and the body ([`check_bot_write`]).
+/// against the database and the body (`check_bot_write`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BotWrite {
     /// `POST /api/v1/bots`: registering itself.
