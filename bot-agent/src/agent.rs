@@ -51,7 +51,7 @@ pub enum Verdict {
 /// an offer this run of the bot never had: a previous run died holding it, maybe because of it
 /// (a poison task), and the orchestrator has taken it back when this run came online. Running it
 /// could only crash this run too, uncounted (the orchestrator counts a lost run only for the
-/// attempt it holds), so it is refused ([`LEFT_BEHIND_REASON`]); the refusal is a stale event.
+/// attempt it holds), so it is refused (`LEFT_BEHIND_REASON`); the refusal is a stale event.
 pub fn judge(
     assignment: &Assignment,
     now: DateTime<Utc>,

@@ -31,7 +31,7 @@ pub const DEFAULT_VIVO360_CREDENTIAL: &str = "botline";
 )]
 pub struct AgentConfig {
     /// The bot's name: lowercase letters, digits, '-', '_' and '.'; its queue is
-    /// botline.bot.<name>.
+    /// `botline.bot.<name>`.
     #[arg(long, env = "BOTLINE_BOT_NAME", value_parser = BotName::parse)]
     pub name: BotName,
     /// The systems this bot runs, comma separated (vivo360, cpe, noop).
