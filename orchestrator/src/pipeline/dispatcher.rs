@@ -33,6 +33,13 @@ pub(crate) struct Offer {
     resume_after_row: u32,
 }
 
+/// The offers a pairing made, to deliver once its transaction has committed.
+pub(crate) struct Pairing {
+    pub(crate) offers: Vec<Offer>,
+    /// Whether pairing again at once could find more ([`rules::pass_again`]).
+    pub(crate) again: bool,
+}
+
 /// Where a new attempt starts: after the rows earlier attempts reported, in order.
 fn resume_point(task: &task::Model) -> u32 {
     task.result
@@ -51,8 +58,9 @@ fn to_u32(n: i32) -> u32 {
 
 impl Pipeline {
     /// Runs the dispatcher until `shutdown`: a pass whenever woken, and the sweeps plus a pass
-    /// every `sweep_interval`. A pass that filled every free bot is followed by another at once,
-    /// so a backlog drains as fast as bots free up.
+    /// every `sweep_interval`. A pass that filled every free bot (or lost a pair to a concurrent
+    /// change) is followed by another at once, so a backlog drains as fast as bots free up; one
+    /// that left bots free has offered all it could, and the dispatcher waits to be woken.
     pub async fn run_dispatcher(self: Arc<Self>, shutdown: CancellationToken) {
         let mut sweep = tokio::time::interval(self.settings.sweep_interval);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -67,9 +75,13 @@ impl Pipeline {
                 }
             }
             loop {
-                match self.dispatch_due_tasks(now()).await {
-                    Ok(0) => break,
-                    Ok(assigned) => tracing::debug!(assigned, "dispatch pass"),
+                match self.dispatch_pass(now()).await {
+                    Ok((assigned, again)) => {
+                        tracing::debug!(assigned, again, "dispatch pass");
+                        if !again {
+                            break;
+                        }
+                    }
                     Err(err) => {
                         tracing::warn!(error = ?err, "dispatch pass failed; retrying next period");
                         break;
@@ -93,14 +105,20 @@ impl Pipeline {
     /// Every update is guarded by the state it expects (`status = 'WAITING'`, `'AVAILABLE'`), so
     /// two dispatchers on one database can never give one task to two bots or two tasks to one.
     pub async fn dispatch_due_tasks(&self, now: DateTime<Utc>) -> Result<usize, ApiError> {
+        Ok(self.dispatch_pass(now).await?.0)
+    }
+
+    /// A dispatch pass: how many offers it made, and whether another pass at once could make
+    /// more ([`Pairing::again`]).
+    async fn dispatch_pass(&self, now: DateTime<Utc>) -> Result<(usize, bool), ApiError> {
         let txn = self.begin().await?;
         let mut history = History::default();
-        let offers = self.offer_due_tasks(&txn, &mut history, now).await?;
+        let Pairing { offers, again } = self.offer_due_tasks(&txn, &mut history, now).await?;
         history.write(&txn).await?;
         txn.commit().await?;
         let count = offers.len();
         self.deliver_offers(offers, now).await;
-        Ok(count)
+        Ok((count, again))
     }
 
     /// Pairs due tasks with free bots within `txn` (see [`Pipeline::dispatch_due_tasks`]): the
@@ -111,7 +129,7 @@ impl Pipeline {
         txn: &impl ConnectionTrait,
         history: &mut History,
         now: DateTime<Utc>,
-    ) -> Result<Vec<Offer>, ApiError> {
+    ) -> Result<Pairing, ApiError> {
         let bot_rows = bot::Entity::find()
             .filter(bot::Column::Status.eq(BotStatus::Available.as_str()))
             .order_by_asc(bot::Column::UpdatedAt)
@@ -119,7 +137,7 @@ impl Pipeline {
             .all(txn)
             .await?;
         if bot_rows.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Pairing { offers: Vec::new(), again: false });
         }
         let free: Vec<FreeBot> =
             bot_rows.iter().map(|b| FreeBot { id: b.id, systems: systems_of(b) }).collect();
@@ -160,8 +178,10 @@ impl Pipeline {
             })
             .collect();
         let bots_by_id: HashMap<Uuid, &bot::Model> = bot_rows.iter().map(|b| (b.id, b)).collect();
+        let pairs = rules::pair_tasks_with_bots(&due, &free);
+        let paired = pairs.len();
         let mut offers = Vec::new();
-        for (task_id, bot_id) in rules::pair_tasks_with_bots(&due, &free) {
+        for (task_id, bot_id) in pairs {
             let (Some(task), Some(bot)) = (candidates.get(&task_id), bots_by_id.get(&bot_id))
             else {
                 continue;
@@ -170,7 +190,8 @@ impl Pipeline {
                 offers.push(offer);
             }
         }
-        Ok(offers)
+        let again = rules::pass_again(free.len(), paired, offers.len());
+        Ok(Pairing { offers, again })
     }
 
     /// Whether any task is WAITING: one index probe. Below full load a batch of events frees

@@ -175,7 +175,7 @@ impl Pipeline {
         if effects.wake && self.anything_waits(&txn).await? {
             // Bots came free (or tasks back): offer them the next tasks in this same
             // transaction, rather than waking the dispatcher for a pass of its own.
-            effects.offers = self.offer_due_tasks(&txn, &mut batch.history, now).await?;
+            effects.offers = self.offer_due_tasks(&txn, &mut batch.history, now).await?.offers;
         }
         batch.history.write(&txn).await?;
         txn.commit().await?;

@@ -65,6 +65,14 @@ pub fn pair_tasks_with_bots(tasks: &[DueTask], bots: &[FreeBot]) -> Vec<(Uuid, U
     pairs
 }
 
+/// Whether a dispatch pass that had `free` bots, paired `paired` of them and made `offered`
+/// offers should be followed by another at once: it offered something, and either filled every
+/// free bot (more tasks may be due, and bots may have come free meanwhile) or lost a pair to a
+/// concurrent change. A pass that left bots free has offered every due task they could run.
+pub fn pass_again(free: usize, paired: usize, offered: usize) -> bool {
+    offered > 0 && (offered == free || offered < paired)
+}
+
 /// How long a task waits after its `failures`-th failure: `base`, doubling each time, capped.
 pub fn retry_delay(failures: u32, base: Duration, cap: Duration) -> Duration {
     let doublings = failures.saturating_sub(1).min(30);
@@ -247,6 +255,20 @@ mod tests {
         );
         let only = [bot(100, &[System::Noop])];
         assert_eq!(pair_tasks_with_bots(&[rejected], &only), [(id(1), id(100))]);
+    }
+
+    #[test]
+    fn another_pass_only_when_every_free_bot_was_filled_or_a_pair_was_lost() {
+        // 16 bots free, one task created: the pass offers it and leaves 15 bots free.
+        assert!(!pass_again(16, 1, 1));
+        // Every free bot got a task: more may be due.
+        assert!(pass_again(4, 4, 4));
+        // A pair lost to a concurrent change (a task cancelled meanwhile): pair again.
+        assert!(pass_again(4, 3, 2));
+        // Nothing offered, for whatever reason: wait for the next wake or sweep.
+        assert!(!pass_again(4, 0, 0));
+        assert!(!pass_again(4, 2, 0));
+        assert!(!pass_again(0, 0, 0));
     }
 
     #[test]
