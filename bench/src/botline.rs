@@ -148,7 +148,7 @@ pub async fn run(database: Database, bots: usize, tasks: usize, load: Load) -> a
     let mut parts = Parts::default();
     parts.add("orchestrator", orchestrator_pid);
     parts.add("bench", Some(std::process::id()));
-    parts.add_by_name("rabbitmq", "beam.smp");
+    parts.add_rabbitmq();
     if database == Database::Postgres {
         parts.add_by_name("postgres", "postgres");
     }

@@ -123,7 +123,7 @@ pub async fn measure(url: &str, pipelines: usize, round_trips: usize) -> anyhow:
 
     let mut parts = Parts::default();
     parts.add("clients", Some(std::process::id()));
-    parts.add_by_name("rabbitmq", "beam.smp");
+    parts.add_rabbitmq();
     let cpu_before = parts.snapshot();
     let remaining = Arc::new(Mutex::new(round_trips));
     let started = Instant::now();

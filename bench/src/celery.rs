@@ -77,7 +77,7 @@ pub async fn run(workers: usize, tasks: usize, senders: usize, rpc: bool) -> any
             .kill_on_drop(true);
     };
     let mut parts = Parts::default();
-    parts.add_by_name("rabbitmq", "beam.smp");
+    parts.add_rabbitmq();
     let mut children = Vec::new();
     for n in 0..workers {
         let mut worker = Command::new(&python);

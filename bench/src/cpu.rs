@@ -48,6 +48,12 @@ impl Parts {
         }
     }
 
+    /// Adds RabbitMQ's server (its Erlang VM, `beam.smp`) as the part `rabbitmq`: every run
+    /// counts the broker's share the same way.
+    pub fn add_rabbitmq(&mut self) {
+        self.add_by_name("rabbitmq", "beam.smp");
+    }
+
     /// The CPU time each part has used so far (processes gone since count for nothing).
     pub fn snapshot(&self) -> Snapshot {
         Snapshot(
