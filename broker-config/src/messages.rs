@@ -194,7 +194,8 @@ pub enum Event {
         task: TaskRef,
         /// Who.
         bot: BotName,
-        /// When.
+        /// When; the receiver's clock when absent (a hand-written report need not say).
+        #[serde(default = "Utc::now")]
         at: DateTime<Utc>,
     },
     /// The bot declined the offer; it goes to the next available bot.
@@ -207,7 +208,8 @@ pub enum Event {
         bot: BotName,
         /// Why.
         reason: String,
-        /// When.
+        /// When; the receiver's clock when absent (a hand-written report need not say).
+        #[serde(default = "Utc::now")]
         at: DateTime<Utc>,
     },
     /// Rows done since the last progress event.
@@ -220,7 +222,8 @@ pub enum Event {
         bot: BotName,
         /// The outcomes of the rows done since the last report.
         rows: Vec<RowOutcome>,
-        /// When.
+        /// When; the receiver's clock when absent (a hand-written report need not say).
+        #[serde(default = "Utc::now")]
         at: DateTime<Utc>,
     },
     /// Done.
@@ -235,7 +238,8 @@ pub enum Event {
         rows: Vec<RowOutcome>,
         /// The output, for systems without rows.
         output: Option<Value>,
-        /// When.
+        /// When; the receiver's clock when absent (a hand-written report need not say).
+        #[serde(default = "Utc::now")]
         at: DateTime<Utc>,
     },
     /// The attempt failed.
@@ -252,7 +256,8 @@ pub enum Event {
         error: String,
         /// Whether another attempt may succeed (a portal that is down) or not (bad input).
         retryable: bool,
-        /// When.
+        /// When; the receiver's clock when absent (a hand-written report need not say).
+        #[serde(default = "Utc::now")]
         at: DateTime<Utc>,
     },
     /// The bot hands the task back unfinished (it is shutting down); not a failure.
@@ -267,7 +272,8 @@ pub enum Event {
         rows: Vec<RowOutcome>,
         /// Why.
         reason: String,
-        /// When.
+        /// When; the receiver's clock when absent (a hand-written report need not say).
+        #[serde(default = "Utc::now")]
         at: DateTime<Utc>,
     },
     /// The bot started: it is registered (or updated) and AVAILABLE.
@@ -285,7 +291,8 @@ pub enum Event {
         /// than it: each of their announcements is taken for a restart.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         session: Option<Uuid>,
-        /// When.
+        /// When; the receiver's clock when absent (a hand-written report need not say).
+        #[serde(default = "Utc::now")]
         at: DateTime<Utc>,
     },
     /// The bot is alive; its heartbeats hold the lease on its task.
@@ -295,7 +302,8 @@ pub enum Event {
         bot: BotName,
         /// The attempt it is working on, if any.
         task: Option<TaskRef>,
-        /// When.
+        /// When; the receiver's clock when absent (a hand-written report need not say).
+        #[serde(default = "Utc::now")]
         at: DateTime<Utc>,
     },
     /// The bot paused (UNAVAILABLE) or resumed (AVAILABLE) taking work.
@@ -305,7 +313,8 @@ pub enum Event {
         bot: BotName,
         /// Its new status.
         status: BotStatus,
-        /// When.
+        /// When; the receiver's clock when absent (a hand-written report need not say).
+        #[serde(default = "Utc::now")]
         at: DateTime<Utc>,
     },
     /// The bot is stopping.
@@ -313,7 +322,8 @@ pub enum Event {
     BotOffline {
         /// Who.
         bot: BotName,
-        /// When.
+        /// When; the receiver's clock when absent (a hand-written report need not say).
+        #[serde(default = "Utc::now")]
         at: DateTime<Utc>,
     },
 }
@@ -461,6 +471,19 @@ mod tests {
         assert_eq!(decode::<Command>(&bytes).expect("decodes"), assign);
         let cancel = Command::CancelTask { task: task(), reason: "cancelled".into() };
         assert_eq!(decode::<Command>(&encode(&cancel)).expect("decodes"), cancel);
+    }
+
+    #[test]
+    fn an_event_without_at_is_stamped_on_arrival() {
+        // As the README's hand-written examples send it.
+        let before = Utc::now();
+        let body = json!({"v": 1, "type": "task.accepted", "task_id": task().task_id, "attempt": 2, "bot": "bot-1"});
+        let event = decode::<Event>(&serde_json::to_vec(&body).expect("json")).expect("decodes");
+        let Event::TaskAccepted { at, task: got, .. } = event else {
+            panic!("not an acceptance: {event:?}")
+        };
+        assert_eq!(got.attempt, 2);
+        assert!(at >= before && at <= Utc::now(), "stamped now, got {at}");
     }
 
     #[test]

@@ -24,7 +24,7 @@ impl UnknownValue {
     }
 }
 
-/// Implements `as_str`, `Display` and case-insensitive `FromStr` for a field-less enum whose
+/// Implements `as_str`, `Display`, and case-insensitive `FromStr` and `Deserialize` for a field-less enum whose
 /// serde names are its uppercase names.
 macro_rules! named_enum {
     ($ty:ident, $field:literal, { $($variant:ident => $name:literal),+ $(,)? }) => {
@@ -44,6 +44,14 @@ macro_rules! named_enum {
             }
         }
 
+        impl<'de> Deserialize<'de> for $ty {
+            /// Reads the name in any case (`running` is `RUNNING`), as [`FromStr`] does.
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+
         impl FromStr for $ty {
             type Err = UnknownValue;
 
@@ -59,7 +67,7 @@ macro_rules! named_enum {
 }
 
 /// Where a task is in its life (DESIGN.md, "The task life").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "UPPERCASE")]
 pub enum TaskStatus {
@@ -94,7 +102,7 @@ impl TaskStatus {
 }
 
 /// Whether a bot can take work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "UPPERCASE")]
 pub enum BotStatus {
@@ -113,7 +121,7 @@ named_enum!(BotStatus, "status", {
 });
 
 /// How the orchestrator hands tasks to a bot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Delivery {
@@ -137,6 +145,12 @@ mod tests {
     fn statuses_parse_case_insensitively_and_serialize_uppercase() {
         assert_eq!("running".parse::<TaskStatus>(), Ok(TaskStatus::Running));
         assert_eq!("BUSY".parse::<BotStatus>(), Ok(BotStatus::Busy));
+        assert_eq!(
+            serde_json::from_str::<TaskStatus>("\"Complete\"").expect("json"),
+            TaskStatus::Complete
+        );
+        assert_eq!(serde_json::from_str::<Delivery>("\"HTTP\"").expect("json"), Delivery::Http);
+        assert!(serde_json::from_str::<BotStatus>("\"IDLE\"").is_err());
         assert_eq!(serde_json::to_string(&TaskStatus::Cancelled).expect("json"), "\"CANCELLED\"");
         assert_eq!(serde_json::to_string(&Delivery::Http).expect("json"), "\"http\"");
         assert!("DONE".parse::<TaskStatus>().is_err());

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::status::UnknownValue;
 
 /// A target system: what a task is for and what a bot can run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "UPPERCASE")]
 pub enum System {
@@ -52,6 +52,14 @@ impl fmt::Display for System {
     }
 }
 
+impl<'de> Deserialize<'de> for System {
+    /// Reads a system name in any case (`"Vivo360"`, as the original contract spells it).
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl FromStr for System {
     type Err = UnknownValue;
 
@@ -72,6 +80,13 @@ mod tests {
     fn parses_any_case_and_round_trips_through_json() {
         assert_eq!("vivo360".parse::<System>(), Ok(System::Vivo360));
         assert_eq!(" Noop ".parse::<System>(), Ok(System::Noop));
+        // The original Vivo360 contract spells it so, in JSON as in forms.
+        assert_eq!(
+            serde_json::from_str::<System>("\"Vivo360\"").expect("any case"),
+            System::Vivo360
+        );
+        let unknown = serde_json::from_str::<System>("\"SAP\"").expect_err("unknown");
+        assert!(unknown.to_string().contains("expected one of VIVO360"), "{unknown}");
         for system in System::ALL {
             let json = serde_json::to_string(&system).expect("serialize");
             assert_eq!(json, format!("\"{}\"", system.as_str()));

@@ -249,8 +249,8 @@ fn as_object(bytes: &[u8]) -> Map<String, Value> {
 
 /// Keys whose value is any JSON (`output`, `payload`): no type is wrong for them.
 const ANY_JSON_KEYS: [&str; 2] = ["output", "payload"];
-/// Keys that may be absent (read as `None`).
-const OPTIONAL_KEYS: [&str; 5] = ["output", "payload", "attachment", "task", "session"];
+/// Keys that may be absent (read as `None`; `at` as the time of arrival).
+const OPTIONAL_KEYS: [&str; 6] = ["output", "payload", "attachment", "task", "session", "at"];
 
 // ---------------------------------------------------------------------------------------------
 // Bot names
