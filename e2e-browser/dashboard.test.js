@@ -76,6 +76,7 @@ before(async () => {
     BOTLINE_AMQP_URL: `${AMQP}/${vhost}`,
     BOTLINE_HEARTBEAT_INTERVAL: "1",
     BOTLINE_SWEEP_INTERVAL: "1",
+    BOTLINE_HTTP_BOT_NETWORKS: "127.0.0.0/8,::1/128",
     BOTLINE_RABBITMQ_UI_URL: "http://127.0.0.1:15672/#/queues",
   });
   await until("the orchestrator is ready", async () => (await fetch(`${api}/readyz`)).ok);

@@ -77,6 +77,9 @@ pub async fn measure(bots: usize, waiting: usize, passes: usize) -> anyhow::Resu
             started_at: Set(None),
             finished_at: Set(None),
             updated_at: Set(now),
+            unanswered_offers: Set(0),
+            max_run_seconds: Set(None),
+            run_deadline: Set(None),
         });
         task::Entity::insert_many(rows).exec(&db).await?;
     }
@@ -103,6 +106,9 @@ pub async fn measure(bots: usize, waiting: usize, passes: usize) -> anyhow::Resu
                 created_at: Set(now),
                 updated_at: Set(now),
                 session_id: Set(None),
+                paused: Set(false),
+                unanswered_offers: Set(0),
+                offers_paused_until: Set(None),
             });
         }
         bot::Entity::insert_many(rows).exec(&db).await?;

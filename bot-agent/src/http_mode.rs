@@ -121,9 +121,32 @@ fn api_client(config: &AgentConfig) -> Result<reqwest::Client, AgentError> {
         .map_err(|error| AgentError::HttpClient(error.to_string()))
 }
 
-/// The bot's routes.
+/// The bot's routes: offers on `POST /tasks`, stops on `POST /tasks/{id}/cancel` (orchestrators
+/// before the cancel route sent stops to `/tasks` too, which is still read).
 pub(crate) fn router(agent: Arc<Agent>) -> Router {
-    Router::new().route("/tasks", post(receive_command)).with_state(agent)
+    Router::new()
+        .route("/tasks", post(receive_command))
+        .route("/tasks/{id}/cancel", post(receive_cancel))
+        .with_state(agent)
+}
+
+/// `POST /tasks/{id}/cancel`: stop working on an attempt of the task.
+async fn receive_cancel(
+    State(agent): State<Arc<Agent>>,
+    axum::extract::Path(id): axum::extract::Path<Uuid>,
+    body: Bytes,
+) -> Response {
+    match decode::<Command>(&body) {
+        Ok(Command::CancelTask { task, reason }) if task.task_id == id => {
+            agent.cancel(task, &reason);
+            TaskAnswer::taken()
+        }
+        Ok(_) => TaskAnswer::refused(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not a task.cancel for task {id}"),
+        ),
+        Err(error) => TaskAnswer::refused(StatusCode::BAD_REQUEST, error.to_string()),
+    }
 }
 
 /// `POST /tasks`: an assignment or a cancellation.

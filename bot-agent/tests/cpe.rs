@@ -68,6 +68,7 @@ impl World {
 
         let db = dir.join("botline.db");
         let mut config = Config::for_database(format!("sqlite://{}?mode=rwc", db.display()));
+        config.bots.http_bot_networks = orchestrator::config::BotBoundary::loopback_networks();
         config.amqp_url = vhost.amqp_url();
         config.offer_timeout = Duration::from_secs(3);
         config.sweep_interval = Duration::from_millis(250);

@@ -47,6 +47,7 @@ impl World {
         let db_path = std::env::temp_dir()
             .join(format!("botline-incidents-{}.db", uuid::Uuid::new_v4().simple()));
         let mut config = Config::for_database(format!("sqlite://{}?mode=rwc", db_path.display()));
+        config.bots.http_bot_networks = orchestrator::config::BotBoundary::loopback_networks();
         config.amqp_url = vhost.amqp_url();
         config.sweep_interval = Duration::from_millis(250);
         config.heartbeat_interval = Duration::from_millis(500);

@@ -18,6 +18,8 @@ mod m20261122_070200_create_task_events;
 mod m20261122_090000_create_attendances;
 mod m20261122_100000_create_incidents;
 mod m20261122_140000_add_session_to_bots;
+mod m20261202_150000_add_rotation_to_bots;
+mod m20261202_150100_add_run_limits_to_tasks;
 
 /// The default database: a SQLite file in the working directory, created when missing.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://botline.db?mode=rwc";
@@ -35,6 +37,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_090000_create_attendances::Migration),
             Box::new(m20261122_100000_create_incidents::Migration),
             Box::new(m20261122_140000_add_session_to_bots::Migration),
+            Box::new(m20261202_150000_add_rotation_to_bots::Migration),
+            Box::new(m20261202_150100_add_run_limits_to_tasks::Migration),
         ]
     }
 }

@@ -79,4 +79,10 @@ pub enum Bots {
     UpdatedAt,
     /// Added by m20261122_140000_add_session_to_bots.
     SessionId,
+    /// Added by m20261202_150000_add_rotation_to_bots.
+    Paused,
+    /// Added by m20261202_150000_add_rotation_to_bots.
+    UnansweredOffers,
+    /// Added by m20261202_150000_add_rotation_to_bots.
+    OffersPausedUntil,
 }

@@ -122,4 +122,10 @@ pub enum Tasks {
     StartedAt,
     FinishedAt,
     UpdatedAt,
+    /// Added by m20261202_150100_add_run_limits_to_tasks.
+    UnansweredOffers,
+    /// Added by m20261202_150100_add_run_limits_to_tasks.
+    MaxRunSeconds,
+    /// Added by m20261202_150100_add_run_limits_to_tasks.
+    RunDeadline,
 }

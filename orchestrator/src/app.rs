@@ -114,6 +114,8 @@ impl Orchestrator {
                 pipeline,
                 rabbitmq_ui_url: config.rabbitmq_ui_url.clone(),
                 access,
+                default_bot_port: config.bots.default_bot_port,
+                cors_origins: config.cors_origins.clone(),
             },
             amqp_url: config.broker_url(),
             timezone: config.timezone,

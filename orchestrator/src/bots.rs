@@ -11,6 +11,7 @@ use sea_orm::{
     Set, TransactionSession as _,
 };
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::entity::{bot, task};
@@ -39,8 +40,14 @@ pub struct Bot {
     pub http_port: Option<u16>,
     /// When it last said it was alive.
     pub last_heartbeat_at: Option<DateTime<Utc>>,
-    /// The task it holds, if any.
+    /// The task it holds, if any (the orchestrator's to set: never written by a client).
     pub current_task_id: Option<Uuid>,
+    /// Taken out of rotation by an operator: offered nothing, whatever it reports.
+    pub paused: bool,
+    /// Offers it left unanswered in a row; reset when it answers one.
+    pub unanswered_offers: u32,
+    /// It gets no offer before this time (the backoff after unanswered offers).
+    pub offers_paused_until: Option<DateTime<Utc>>,
     /// When it was registered.
     pub created_at: DateTime<Utc>,
     /// When it last changed.
@@ -68,14 +75,17 @@ impl TryFrom<bot::Model> for Bot {
             ip_address: row.ip_address,
             last_heartbeat_at: row.last_heartbeat_at,
             current_task_id: row.current_task_id,
+            paused: row.paused,
+            unanswered_offers: u32::try_from(row.unanswered_offers).unwrap_or_default(),
+            offers_paused_until: row.offers_paused_until,
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
     }
 }
 
-/// A bot's fields as a client sends them (POST and PUT; PATCH overlays its fields on the current
-/// bot's and checks the result the same way).
+/// A new bot's fields (POST). Only `name` and `ip_address` are required, as in the original
+/// Vivo360 contract: such a bot runs every system and is an HTTP bot on the default port.
 #[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BotRequest {
@@ -85,24 +95,54 @@ pub struct BotRequest {
     /// An IPv4 or IPv6 address.
     #[schema(example = "10.0.0.7")]
     pub ip_address: String,
-    /// At least one system.
-    pub systems: Vec<System>,
-    /// `amqp` (default) or `http`.
+    /// The systems it runs; every system when absent.
+    #[serde(default)]
+    pub systems: Option<Vec<System>>,
+    /// `http` (the default through this API: the orchestrator POSTs tasks to the bot) or `amqp`
+    /// (the bot consumes its own queue; such bots usually register with `bot.online`).
     #[serde(default)]
     pub delivery: Option<Delivery>,
-    /// Required with `delivery: http`, refused otherwise.
+    /// The HTTP bot's port; the orchestrator's `--default-bot-port` (5000) when absent. Refused
+    /// with `delivery: amqp`.
     #[serde(default)]
     pub http_port: Option<u16>,
-    /// Defaults to UNAVAILABLE on creation (a bot becomes AVAILABLE when it comes online) and to
-    /// the current status on replacement.
+    /// AVAILABLE or UNAVAILABLE (the default: an HTTP bot becomes AVAILABLE once its address
+    /// answers, an AMQP bot when it comes online). Never BUSY: a new bot holds no task.
     #[serde(default)]
     pub status: Option<BotStatus>,
+    /// Out of rotation from the start.
+    #[serde(default)]
+    pub paused: Option<bool>,
 }
 
-/// A partial update of a bot: only the fields given change.
+/// A change of a bot (PUT and PATCH alike): only the fields given change. A client may send
+/// back the whole bot it read: the fields the orchestrator owns are then accepted and ignored,
+/// but `id` and `created_at` must be this bot's.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BotPatch {
+    /// This bot's id, if sent: it must match the path.
+    pub id: Option<Uuid>,
+    /// This bot's creation time, if sent: it must match.
+    pub created_at: Option<DateTime<Utc>>,
+    /// Read-only: ignored.
+    #[schema(value_type = Option<Object>)]
+    pub current_task_id: Option<Value>,
+    /// Read-only: ignored.
+    #[schema(value_type = Option<Object>)]
+    pub last_heartbeat_at: Option<Value>,
+    /// Read-only: ignored.
+    #[schema(value_type = Option<Object>)]
+    pub updated_at: Option<Value>,
+    /// Read-only: ignored.
+    #[schema(value_type = Option<Object>)]
+    pub unanswered_offers: Option<Value>,
+    /// Read-only: ignored.
+    #[schema(value_type = Option<Object>)]
+    pub offers_paused_until: Option<Value>,
+    /// `true` takes the bot out of rotation (it is offered nothing, whatever it reports, until
+    /// `false`); what it holds it keeps.
+    pub paused: Option<bool>,
     /// New name.
     pub name: Option<String>,
     /// New address.
@@ -113,13 +153,25 @@ pub struct BotPatch {
     pub delivery: Option<Delivery>,
     /// New HTTP port.
     pub http_port: Option<u16>,
-    /// New status.
+    /// AVAILABLE or UNAVAILABLE; BUSY only as it is (the orchestrator sets it while the bot
+    /// holds a task). See [`status_after_write`].
     pub status: Option<BotStatus>,
 }
 
 impl BotPatch {
-    /// The full request this patch makes of `current`.
-    pub fn apply_to(self, current: &Bot) -> BotRequest {
+    /// Checks the identity fields a client sent back against `current`.
+    pub fn check_identity(&self, current: &Bot) -> Result<(), ApiError> {
+        if self.id.is_some_and(|id| id != current.id) {
+            return Err(ApiError::invalid("id", "id is read-only: it must be this bot's id"));
+        }
+        if self.created_at.is_some_and(|at| at != current.created_at) {
+            return Err(ApiError::invalid("created_at", "created_at is read-only"));
+        }
+        Ok(())
+    }
+
+    /// The full request this patch makes of `current`, with `status` decided by the caller.
+    pub fn apply_to(self, current: &Bot, status: BotStatus) -> BotRequest {
         let delivery = self.delivery.unwrap_or(current.delivery);
         let http_port = match delivery {
             Delivery::Amqp => self.http_port,
@@ -128,11 +180,42 @@ impl BotPatch {
         BotRequest {
             name: self.name.unwrap_or_else(|| current.name.clone()),
             ip_address: self.ip_address.unwrap_or_else(|| current.ip_address.clone()),
-            systems: self.systems.unwrap_or_else(|| current.systems.clone()),
+            systems: Some(self.systems.unwrap_or_else(|| current.systems.clone())),
             delivery: Some(delivery),
             http_port,
-            status: Some(self.status.unwrap_or(current.status)),
+            status: Some(status),
+            paused: Some(self.paused.unwrap_or(current.paused)),
         }
+    }
+}
+
+/// The status a client's write leaves a bot in, given what it asks and what the bot holds. BUSY
+/// is the orchestrator's to set: a bot holds a task exactly while it is BUSY, so no write can
+/// make a bot that holds a task look free (it would be offered a second one) nor a free bot
+/// look busy. A bot that asks to be AVAILABLE while its offer is pending stays BUSY (the offer
+/// stands); asking AVAILABLE or UNAVAILABLE while it runs a task is a 409 naming the task.
+pub fn status_after_write(
+    current: BotStatus,
+    requested: Option<BotStatus>,
+    holds: Option<(Uuid, TaskStatus)>,
+) -> Result<BotStatus, ApiError> {
+    match (requested, holds) {
+        (None, _) => Ok(current),
+        (Some(BotStatus::Busy), Some(_)) => Ok(BotStatus::Busy),
+        (Some(BotStatus::Busy), None) => Err(ApiError::conflict(
+            "bot_holds_no_task",
+            Some("status"),
+            "a bot is BUSY only while it holds a task, and the orchestrator sets that; to take a bot out of rotation, set paused: true",
+        )),
+        (Some(BotStatus::Available), Some((_, TaskStatus::Assigned))) => Ok(BotStatus::Busy),
+        (Some(status), Some((task, held))) => Err(ApiError::conflict(
+            "bot_holds_task",
+            Some("status"),
+            format!(
+                "the bot holds task {task} ({held}), so it cannot be {status}: report the task's end first (PUT /api/v1/tasks/{task} with {{\"status\":\"COMPLETE\"}}) or cancel it"
+            ),
+        )),
+        (Some(status), None) => Ok(status),
     }
 }
 
@@ -151,9 +234,29 @@ pub struct BotSpec {
     pub http_port: Option<u16>,
     /// Its status.
     pub status: BotStatus,
+    /// Out of rotation.
+    pub paused: bool,
 }
 
 impl BotSpec {
+    /// Checks a new bot's request: [`BotSpec::parse`] with the defaults of the original
+    /// contract (every system; HTTP on `default_port`; UNAVAILABLE), and never BUSY.
+    pub fn parse_new(request: BotRequest, default_port: u16) -> Result<BotSpec, ApiError> {
+        if request.status == Some(BotStatus::Busy) {
+            return Err(ApiError::invalid(
+                "status",
+                "a new bot holds no task, so it cannot be BUSY: AVAILABLE or UNAVAILABLE",
+            ));
+        }
+        let delivery = request.delivery.unwrap_or(Delivery::Http);
+        let http_port = match delivery {
+            Delivery::Http => Some(request.http_port.unwrap_or(default_port)),
+            Delivery::Amqp => request.http_port,
+        };
+        let request = BotRequest { delivery: Some(delivery), http_port, ..request };
+        BotSpec::parse(request, BotStatus::Unavailable)
+    }
+
     /// Checks a request; `default_status` fills an absent status.
     pub fn parse(request: BotRequest, default_status: BotStatus) -> Result<BotSpec, ApiError> {
         let name = BotName::parse(request.name.trim())
@@ -164,7 +267,7 @@ impl BotSpec {
                 format!("'{}' is not an IPv4 or IPv6 address", request.ip_address),
             )
         })?;
-        let mut systems = request.systems;
+        let mut systems = request.systems.unwrap_or_else(|| System::ALL.to_vec());
         systems.sort();
         systems.dedup();
         if systems.is_empty() {
@@ -193,6 +296,7 @@ impl BotSpec {
             delivery,
             http_port: request.http_port,
             status: request.status.unwrap_or(default_status),
+            paused: request.paused.unwrap_or(false),
         })
     }
 }
@@ -262,6 +366,9 @@ pub async fn create_bot(
         created_at: Set(now),
         updated_at: Set(now),
         session_id: Set(None),
+        paused: Set(spec.paused),
+        unanswered_offers: Set(0),
+        offers_paused_until: Set(None),
     };
     row.insert(db).await.map_err(|e| taken(e, &spec))?.try_into()
 }
@@ -309,23 +416,40 @@ pub async fn list_bots(
     .await
 }
 
-/// Replaces a bot's fields.
+/// Replaces a bot's fields, provided it still holds `holding` (the task the caller saw, or
+/// none): a bot that took or ended a task meanwhile is a 409, so a status decided from what it
+/// held is never written over what it holds now.
 pub async fn update_bot(
     db: &impl ConnectionTrait,
     id: Uuid,
     spec: BotSpec,
+    holding: Option<Uuid>,
     now: DateTime<Utc>,
 ) -> Result<Bot, ApiError> {
-    let row = bot::Entity::find_by_id(id).one(db).await?.ok_or(ApiError::NotFound("bot"))?;
-    let mut row: bot::ActiveModel = row.into();
-    row.name = Set(spec.name.to_string());
-    row.ip_address = Set(spec.ip_address.to_string());
-    row.status = Set(spec.status.as_str().to_owned());
-    row.systems = Set(join_systems(&spec.systems));
-    row.delivery = Set(spec.delivery.as_str().to_owned());
-    row.http_port = Set(spec.http_port.map(i32::from));
-    row.updated_at = Set(now);
-    row.update(db).await.map_err(|e| taken(e, &spec))?.try_into()
+    let update = bot::Entity::update_many()
+        .col_expr(bot::Column::Name, Expr::value(spec.name.to_string()))
+        .col_expr(bot::Column::IpAddress, Expr::value(spec.ip_address.to_string()))
+        .col_expr(bot::Column::Status, Expr::value(spec.status.as_str()))
+        .col_expr(bot::Column::Systems, Expr::value(join_systems(&spec.systems)))
+        .col_expr(bot::Column::Delivery, Expr::value(spec.delivery.as_str()))
+        .col_expr(bot::Column::HttpPort, Expr::value(spec.http_port.map(i32::from)))
+        .col_expr(bot::Column::Paused, Expr::value(spec.paused))
+        .col_expr(bot::Column::UpdatedAt, Expr::value(now))
+        .filter(bot::Column::Id.eq(id));
+    let update = match holding {
+        Some(task) => update.filter(bot::Column::CurrentTaskId.eq(task)),
+        None => update.filter(bot::Column::CurrentTaskId.is_null()),
+    };
+    let done = update.exec(db).await.map_err(|e| taken(e, &spec))?;
+    if done.rows_affected == 0 {
+        get_bot(db, id).await?;
+        return Err(ApiError::conflict(
+            "bot_changed",
+            None,
+            "the bot took or ended a task meanwhile; read it again and repeat the change",
+        ));
+    }
+    get_bot(db, id).await
 }
 
 /// Deletes a bot. A bot running a task cannot be deleted (cancel the task or wait for it); a task
@@ -383,6 +507,14 @@ pub async fn release_bot(
     Ok(())
 }
 
+/// One stored bot row, if it exists.
+pub async fn find_by_id(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+) -> Result<Option<bot::Model>, ApiError> {
+    Ok(bot::Entity::find_by_id(id).one(db).await?)
+}
+
 /// One bot by name.
 pub async fn find_by_name(
     db: &impl ConnectionTrait,
@@ -399,10 +531,11 @@ mod tests {
         BotRequest {
             name: "bot-1".into(),
             ip_address: "10.0.0.7".into(),
-            systems: vec![System::Noop, System::Vivo360, System::Noop],
+            systems: Some(vec![System::Noop, System::Vivo360, System::Noop]),
             delivery: None,
             http_port: None,
             status: None,
+            paused: None,
         }
     }
 
@@ -431,7 +564,7 @@ mod tests {
             Some("ip_address")
         );
         assert_eq!(
-            field_of(BotRequest { systems: vec![], ..request() }).as_deref(),
+            field_of(BotRequest { systems: Some(vec![]), ..request() }).as_deref(),
             Some("systems")
         );
         assert_eq!(
@@ -457,15 +590,57 @@ mod tests {
             http_port: Some(9000),
             last_heartbeat_at: None,
             current_task_id: None,
+            paused: false,
+            unanswered_offers: 0,
+            offers_paused_until: None,
             created_at: now,
             updated_at: now,
         };
-        let renamed =
-            BotPatch { name: Some("bot-2".into()), ..Default::default() }.apply_to(&current);
+        let renamed = BotPatch { name: Some("bot-2".into()), ..Default::default() }
+            .apply_to(&current, BotStatus::Busy);
         assert_eq!((renamed.name.as_str(), renamed.http_port), ("bot-2", Some(9000)));
         assert_eq!(renamed.status, Some(BotStatus::Busy));
-        let to_amqp =
-            BotPatch { delivery: Some(Delivery::Amqp), ..Default::default() }.apply_to(&current);
+        let only_status = BotPatch::default().apply_to(&current, BotStatus::Available);
+        assert_eq!(
+            (only_status.delivery, only_status.http_port),
+            (Some(Delivery::Http), Some(9000)),
+            "a write that omits delivery keeps an HTTP bot an HTTP bot"
+        );
+        let to_amqp = BotPatch { delivery: Some(Delivery::Amqp), ..Default::default() }
+            .apply_to(&current, BotStatus::Busy);
         assert_eq!(to_amqp.http_port, None, "switching to amqp drops the port");
+        let wrong_id = BotPatch { id: Some(Uuid::from_u128(7)), ..Default::default() };
+        assert!(wrong_id.check_identity(&current).is_err());
+        let same = BotPatch { id: Some(current.id), created_at: Some(now), ..Default::default() };
+        assert!(same.check_identity(&current).is_ok());
+    }
+
+    #[test]
+    fn a_new_bot_of_the_original_contract_runs_everything_over_http() {
+        let minimal = BotRequest { systems: None, ..request() };
+        let spec = BotSpec::parse_new(minimal, 5000).expect("name and address suffice");
+        assert_eq!(spec.systems.len(), System::ALL.len());
+        assert_eq!((spec.delivery, spec.http_port), (Delivery::Http, Some(5000)));
+        assert_eq!(spec.status, BotStatus::Unavailable);
+        let amqp = BotRequest { delivery: Some(Delivery::Amqp), ..request() };
+        assert_eq!(BotSpec::parse_new(amqp, 5000).expect("amqp").http_port, None);
+        let busy = BotRequest { status: Some(BotStatus::Busy), ..request() };
+        assert!(BotSpec::parse_new(busy, 5000).is_err(), "a new bot holds no task");
+    }
+
+    #[test]
+    fn no_write_makes_a_bot_holding_a_task_look_free() {
+        use BotStatus::*;
+        let task = Uuid::from_u128(9);
+        let offered = Some((task, TaskStatus::Assigned));
+        let running = Some((task, TaskStatus::Running));
+        assert_eq!(status_after_write(Busy, Some(Available), offered).ok(), Some(Busy));
+        assert_eq!(status_after_write(Busy, Some(Busy), running).ok(), Some(Busy));
+        assert_eq!(status_after_write(Unavailable, Some(Available), None).ok(), Some(Available));
+        assert_eq!(status_after_write(Available, None, None).ok(), Some(Available));
+        let refused = status_after_write(Busy, Some(Available), running).expect_err("runs a task");
+        assert!(refused.to_string().contains(&task.to_string()), "names the task: {refused}");
+        assert!(status_after_write(Busy, Some(Unavailable), running).is_err());
+        assert!(status_after_write(Available, Some(Busy), None).is_err(), "BUSY is not a pause");
     }
 }

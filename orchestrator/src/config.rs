@@ -85,9 +85,96 @@ pub struct Config {
     #[arg(long, env = "BOTLINE_INCIDENT_QUIET_PERIOD", default_value = "1800", value_parser = parse_seconds)]
     pub incident_quiet_period: Duration,
 
+    /// How the orchestrator treats bots at its boundary (HTTP bots, unanswered offers, run time).
+    #[command(flatten)]
+    pub bots: BotBoundary,
+
+    /// An origin (`https://ops.example.com`) whose pages may call the API from a browser (CORS).
+    /// Repeat the flag, or separate with commas. None by default; `*` is refused (any web page a
+    /// user opens could then drive the API with the user's token or from the user's machine).
+    #[arg(long = "cors-origin", value_name = "ORIGIN", env = "BOTLINE_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
+    pub cors_origins: Vec<String>,
+
     /// The API's bearer tokens (none: loopback clients only).
     #[command(flatten)]
     pub auth: crate::http::auth::AuthConfig,
+}
+
+/// Limits at the bot boundary (docs/bots.md says why each exists).
+#[derive(Debug, Clone, clap::Args)]
+pub struct BotBoundary {
+    /// The port of a bot registered through the API without `delivery` and `http_port`: such a
+    /// bot is an HTTP bot, reached on this port (Flask's own default).
+    #[arg(long, env = "BOTLINE_DEFAULT_BOT_PORT", default_value_t = 5000, value_parser = clap::value_parser!(u16).range(1..))]
+    pub default_bot_port: u16,
+
+    /// Offers of one task that may go unanswered (expired, or the bot could not be reached)
+    /// before the task ends FAILED instead of being offered again.
+    #[arg(long, env = "BOTLINE_MAX_UNANSWERED_OFFERS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_unanswered_offers: u32,
+
+    /// Seconds a run may last when its task does not say (`max_run_seconds`); past it the bot is
+    /// told to stop and the run fails, retryably.
+    #[arg(long, env = "BOTLINE_MAX_RUN_TIME", default_value = "3600", value_parser = parse_seconds)]
+    pub max_run_time: Duration,
+
+    /// The networks HTTP bots may be in (`10.20.0.0/16`; repeat or separate with commas). The
+    /// orchestrator POSTs to and probes the address a bot registers with, so an API client
+    /// could otherwise point it anywhere; a bot outside these networks is refused (422) and never
+    /// contacted. Default: anywhere.
+    #[arg(
+        long = "http-bot-networks",
+        value_name = "CIDR",
+        env = "BOTLINE_HTTP_BOT_NETWORKS",
+        value_delimiter = ','
+    )]
+    pub http_bot_networks: Vec<ipnet::IpNet>,
+
+    /// Seconds an HTTP bot has to answer the POST of an offer (it should answer at once and work
+    /// afterwards).
+    #[arg(long, env = "BOTLINE_BOT_POST_TIMEOUT", default_value = "5", value_parser = parse_seconds)]
+    pub bot_post_timeout: Duration,
+}
+
+impl Default for BotBoundary {
+    fn default() -> BotBoundary {
+        BotBoundary {
+            default_bot_port: 5000,
+            max_unanswered_offers: 5,
+            max_run_time: Duration::from_secs(3600),
+            http_bot_networks: Vec::new(),
+            bot_post_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl BotBoundary {
+    /// The loopback networks only: what tests use, so that no address a test registers is ever
+    /// contacted off this machine.
+    pub fn loopback_networks() -> Vec<ipnet::IpNet> {
+        ["127.0.0.0/8", "::1/128"].iter().filter_map(|net| net.parse().ok()).collect()
+    }
+}
+
+/// Parses a CORS origin: `scheme://host[:port]`, nothing after it, never `*`.
+pub fn parse_origin(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text == "*" {
+        return Err("'*' is refused: name each origin that may call the API".to_owned());
+    }
+    let url = url::Url::parse(text)
+        .map_err(|e| format!("'{text}' is not an origin like https://ops.example.com: {e}"))?;
+    let origin = url.origin();
+    if !origin.is_tuple() || !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("'{text}' is not an http or https origin"));
+    }
+    let serialized = origin.ascii_serialization();
+    if serialized != text.trim_end_matches('/') {
+        return Err(format!(
+            "'{text}' is not an origin: an origin has no path, query or user (did you mean {serialized}?)"
+        ));
+    }
+    Ok(serialized)
 }
 
 /// Parses an IANA time zone name (`America/Sao_Paulo`, `UTC`).
@@ -127,6 +214,8 @@ impl Config {
             timezone: chrono_tz::America::Sao_Paulo,
             incident_check_interval: settings.incidents.check_interval,
             incident_quiet_period: settings.incidents.quiet_period,
+            bots: BotBoundary::default(),
+            cors_origins: Vec::new(),
             auth: Default::default(),
         }
     }
@@ -155,6 +244,10 @@ impl Config {
                 check_interval: self.incident_check_interval,
                 quiet_period: self.incident_quiet_period,
             },
+            max_unanswered_offers: self.bots.max_unanswered_offers,
+            max_run_time: self.bots.max_run_time,
+            bot_post_timeout: self.bots.bot_post_timeout,
+            http_bot_networks: self.bots.http_bot_networks.clone(),
             ..Settings::default()
         }
     }
@@ -184,6 +277,8 @@ impl fmt::Debug for Config {
             timezone,
             incident_check_interval,
             incident_quiet_period,
+            bots,
+            cors_origins,
             auth,
         } = self;
         f.debug_struct("Config")
@@ -204,6 +299,8 @@ impl fmt::Debug for Config {
             .field("timezone", timezone)
             .field("incident_check_interval", incident_check_interval)
             .field("incident_quiet_period", incident_quiet_period)
+            .field("bots", bots)
+            .field("cors_origins", cors_origins)
             .field("auth", auth)
             .finish()
     }
@@ -219,6 +316,20 @@ mod tests {
         assert_eq!(super::parse_seconds("10"), Ok(std::time::Duration::from_secs(10)));
         assert!(super::parse_seconds("-1").is_err());
         assert!(super::parse_seconds("soon").is_err());
+    }
+
+    #[test]
+    fn cors_origins_are_origins_and_never_any() {
+        use super::parse_origin;
+        assert_eq!(parse_origin("http://127.0.0.1:5173").as_deref(), Ok("http://127.0.0.1:5173"));
+        assert_eq!(
+            parse_origin("https://ops.example.com/").as_deref(),
+            Ok("https://ops.example.com")
+        );
+        assert!(parse_origin("*").expect_err("any").contains("refused"));
+        assert!(parse_origin("https://ops.example.com/app").expect_err("path").contains("no path"));
+        assert!(parse_origin("ftp://ops.example.com").is_err());
+        assert!(parse_origin("ops.example.com").is_err());
     }
 
     #[test]

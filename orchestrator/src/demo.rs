@@ -195,6 +195,7 @@ async fn seed_samples(orchestrator: &Orchestrator) -> Result<(), DemoError> {
             priority: None,
             not_before: None,
             max_attempts: None,
+            max_run_seconds: None,
             status: None,
         };
         let spec = TaskSpec::parse(request, None, usize::MAX)

@@ -45,12 +45,21 @@ pub struct Task {
     pub priority: i32,
     /// Not offered before this time.
     pub not_before: DateTime<Utc>,
-    /// How many times it has been offered.
+    /// The current offer's number: how many times it has been offered (to any bot, answered or
+    /// not). It fences late reports; it is not bounded by `max_attempts`.
     pub attempt: u32,
     /// Runs allowed to fail before it fails for good.
     pub max_attempts: u32,
-    /// Runs that failed so far (errors, lost bots); rejected or ignored offers do not count.
+    /// Runs that failed so far (errors, lost bots, runs past their time), at most
+    /// `max_attempts`; rejected or unanswered offers do not count.
     pub failures: u32,
+    /// Offers nobody answered (expired, or the bot could not be reached); past the
+    /// orchestrator's `--max-unanswered-offers` the task fails.
+    pub unanswered_offers: u32,
+    /// Its maximum run time in seconds; absent: the orchestrator's `--max-run-time`.
+    pub max_run_seconds: Option<u32>,
+    /// When the current run must have ended.
+    pub run_deadline: Option<DateTime<Utc>>,
     /// The bot holding it, if any.
     pub bot_id: Option<Uuid>,
     /// When the current offer lapses.
@@ -99,6 +108,9 @@ impl TryFrom<task::Model> for Task {
             attempt: count(row.attempt)?,
             max_attempts: count(row.max_attempts)?,
             failures: count(row.failures)?,
+            unanswered_offers: count(row.unanswered_offers)?,
+            max_run_seconds: row.max_run_seconds.map(count).transpose()?,
+            run_deadline: row.run_deadline,
             progress: Progress {
                 done: count(row.progress_done)?,
                 total: row.progress_total.map(count).transpose()?,
@@ -142,10 +154,14 @@ pub struct TaskRequest {
     /// Not offered before this time; default: at once.
     #[serde(default)]
     pub not_before: Option<DateTime<Utc>>,
-    /// Offers before it fails for good, 1 to 100; default 3.
+    /// Runs that may fail before it fails for good, 1 to 100; default 3.
     #[serde(default)]
     pub max_attempts: Option<u32>,
-    /// Only on PUT: CANCELLED to cancel, WAITING to retry a FAILED or CANCELLED task.
+    /// Its maximum run time, 1 to 604,800 seconds (a week); default: the orchestrator's
+    /// `--max-run-time` (an hour).
+    #[serde(default)]
+    pub max_run_seconds: Option<u32>,
+    /// A new task is WAITING: leave it out (or say WAITING).
     #[serde(default)]
     pub status: Option<TaskStatus>,
 }
@@ -189,10 +205,67 @@ pub struct BulkTasks {
     pub tasks: Vec<Task>,
 }
 
-/// A partial update of a task: only the fields given change.
+/// A change of a task (PUT and PATCH alike): only the fields given change. A client may send
+/// back the whole task it read: the fields the orchestrator owns are then accepted and ignored,
+/// but `id` and `created_at` must be this task's.
+///
+/// `status` RUNNING, COMPLETE or FAILED is a bot's report on the task it holds (the original
+/// contract's way to report), the same as `task.accepted`, `task.completed` and `task.failed`;
+/// `result` (with `rows` for CSV tasks), `error` and `retryable` go with it, and `attempt` or
+/// `bot_id`, when sent, must be the current ones. CANCELLED cancels; WAITING retries a FAILED
+/// or CANCELLED task.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskPatch {
+    /// This task's id, if sent: it must match the path.
+    pub id: Option<Uuid>,
+    /// This task's creation time, if sent: it must match.
+    pub created_at: Option<DateTime<Utc>>,
+    /// With a report: the offer reported on; a report for another one is a 409.
+    pub attempt: Option<u32>,
+    /// With a report: the bot reporting; a report for a task another bot holds is a 409.
+    pub bot_id: Option<Uuid>,
+    /// With COMPLETE: the outcome; for CSV tasks `{"rows": [{"row": 1, "status": "CREATED",
+    /// "message": "…"}]}`.
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<Value>,
+    /// With COMPLETE or FAILED, for CSV tasks: the rows' outcomes (the same as `result.rows`).
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub rows: Option<Vec<broker_config::RowOutcome>>,
+    /// With FAILED: what went wrong.
+    pub error: Option<String>,
+    /// With FAILED: whether another run may succeed (default true; runs are still bounded by
+    /// `max_attempts`).
+    pub retryable: Option<bool>,
+    /// Read-only: ignored.
+    #[schema(value_type = Option<Object>)]
+    pub has_attachment: Option<Value>,
+    /// Read-only: ignored.
+    #[schema(value_type = Option<Object>)]
+    pub failures: Option<Value>,
+    /// Read-only: ignored.
+    #[schema(value_type = Option<Object>)]
+    pub unanswered_offers: Option<Value>,
+    /// Read-only: ignored.
+    #[schema(value_type = Option<Object>)]
+    pub offer_expires_at: Option<Value>,
+    /// Read-only: ignored.
+    #[schema(value_type = Option<Object>)]
+    pub run_deadline: Option<Value>,
+    /// Read-only: ignored.
+    #[schema(value_type = Option<Object>)]
+    pub progress: Option<Value>,
+    /// Read-only: ignored.
+    #[schema(value_type = Option<Object>)]
+    pub started_at: Option<Value>,
+    /// Read-only: ignored.
+    #[schema(value_type = Option<Object>)]
+    pub finished_at: Option<Value>,
+    /// Read-only: ignored.
+    #[schema(value_type = Option<Object>)]
+    pub updated_at: Option<Value>,
+    /// New maximum run time, in seconds.
+    pub max_run_seconds: Option<u32>,
     /// New description.
     pub description: Option<String>,
     /// New system (the attachment is checked against it).
@@ -208,11 +281,28 @@ pub struct TaskPatch {
     pub not_before: Option<DateTime<Utc>>,
     /// New attempt budget.
     pub max_attempts: Option<u32>,
-    /// CANCELLED to cancel, WAITING to retry a FAILED or CANCELLED task.
+    /// CANCELLED to cancel, WAITING to retry a FAILED or CANCELLED task; RUNNING, COMPLETE or
+    /// FAILED from the bot that holds it: its report.
     pub status: Option<TaskStatus>,
 }
 
 impl TaskPatch {
+    /// Whether this write is a bot's report (RUNNING, COMPLETE or FAILED).
+    pub fn is_report(&self) -> bool {
+        matches!(self.status, Some(TaskStatus::Running | TaskStatus::Complete | TaskStatus::Failed))
+    }
+
+    /// Checks the identity fields a client sent back against `current`.
+    pub fn check_identity(&self, current: &task::Model) -> Result<(), ApiError> {
+        if self.id.is_some_and(|id| id != current.id) {
+            return Err(ApiError::invalid("id", "id is read-only: it must be this task's id"));
+        }
+        if self.created_at.is_some_and(|at| at != current.created_at) {
+            return Err(ApiError::invalid("created_at", "created_at is read-only"));
+        }
+        Ok(())
+    }
+
     /// The full request this patch makes of the stored task.
     pub fn apply_to(self, current: &task::Model) -> Result<TaskRequest, ApiError> {
         Ok(TaskRequest {
@@ -230,6 +320,9 @@ impl TaskPatch {
                 None => u32::try_from(current.max_attempts)
                     .map_err(|_| corrupt(current.id, "max_attempts"))?,
             }),
+            max_run_seconds: self
+                .max_run_seconds
+                .or_else(|| current.max_run_seconds.and_then(|s| u32::try_from(s).ok())),
             status: self.status,
         })
     }
@@ -250,9 +343,14 @@ pub struct TaskSpec {
     pub priority: i32,
     /// Not offered before this time; `None` means when created.
     pub not_before: Option<DateTime<Utc>>,
-    /// Offers before it fails for good.
+    /// Runs that may fail before it fails for good.
     pub max_attempts: u32,
+    /// Its own maximum run time, in seconds.
+    pub max_run_seconds: Option<u32>,
 }
+
+/// The longest maximum run time a task may ask for: a week.
+pub const MAX_RUN_SECONDS: u32 = 7 * 24 * 3600;
 
 impl TaskSpec {
     /// Checks a new task's request: [`TaskSpec::parse`], and a new task is always WAITING.
@@ -324,6 +422,14 @@ impl TaskSpec {
                 format!("max_attempts must be between 1 and {MAX_MAX_ATTEMPTS}"),
             ));
         }
+        if let Some(seconds) = request.max_run_seconds
+            && !(1..=MAX_RUN_SECONDS).contains(&seconds)
+        {
+            return Err(ApiError::invalid(
+                "max_run_seconds",
+                format!("max_run_seconds must be between 1 and {MAX_RUN_SECONDS} (a week)"),
+            ));
+        }
         Ok(TaskSpec {
             description,
             system,
@@ -332,6 +438,7 @@ impl TaskSpec {
             priority: request.priority.unwrap_or(0),
             not_before: request.not_before,
             max_attempts,
+            max_run_seconds: request.max_run_seconds,
         })
     }
 }
@@ -364,6 +471,123 @@ pub fn check_user_transition(from: TaskStatus, to: TaskStatus) -> Result<(), Api
             ),
         ))
     }
+}
+
+/// Who sends a report through the CRUD API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reporter {
+    /// A bot, by its token.
+    Bot(broker_config::BotName),
+    /// Anyone the API lets write without naming a bot (the admin token, or a loopback client
+    /// when no token is configured): taken for the task's bot, unless the request comes from
+    /// another machine than that bot's (`peer`, set only for non-loopback clients).
+    Unnamed {
+        /// The client's address, when it is not this machine.
+        peer: Option<std::net::IpAddr>,
+    },
+}
+
+/// A status write (RUNNING, COMPLETE, FAILED) on a task, read as the report it stands for from
+/// the bot holding the task: the event to apply (fenced by attempt like any other), or `None`
+/// when the task is already in that status (a repeated report changes nothing). A report on a
+/// task no bot holds, on one another bot holds, or for another attempt is a 409 that says so.
+pub fn report_of_write(
+    current: &task::Model,
+    holder: Option<&crate::entity::bot::Model>,
+    reporter: &Reporter,
+    patch: TaskPatch,
+) -> Result<Option<broker_config::Event>, ApiError> {
+    use broker_config::{BotName, Event, TaskRef};
+    let from: TaskStatus = current.status.parse().map_err(|_| corrupt(current.id, "status"))?;
+    let Some(status) = patch.status else { return Ok(None) };
+    if from == status {
+        return Ok(None);
+    }
+    let holder = match (from, holder) {
+        (TaskStatus::Assigned | TaskStatus::Running, Some(holder)) => holder,
+        _ => {
+            let hint = if from == TaskStatus::Waiting && current.unanswered_offers > 0 {
+                " (its last offer went unanswered and was taken back: answer an offer within the offer timeout)"
+            } else {
+                ""
+            };
+            return Err(ApiError::conflict(
+                "task_not_held",
+                Some("status"),
+                format!(
+                    "the task is {from} and no bot holds it, so a {status} report changes nothing{hint}"
+                ),
+            ));
+        }
+    };
+    let another = |who: String| {
+        ApiError::conflict(
+            "task_held_by_another_bot",
+            Some("status"),
+            format!(
+                "task {} is held by bot {} ({}), not by {who}",
+                current.id, holder.name, holder.id
+            ),
+        )
+    };
+    match reporter {
+        Reporter::Bot(name) if name.as_str() != holder.name => {
+            return Err(another(format!("bot {name}")));
+        }
+        Reporter::Unnamed { peer: Some(ip) } if ip.to_string() != holder.ip_address => {
+            return Err(another(format!("a client at {ip} (the bot is at {})", holder.ip_address)));
+        }
+        _ => {}
+    }
+    if let Some(bot_id) = patch.bot_id.filter(|id| *id != holder.id) {
+        return Err(another(format!("bot {bot_id}")));
+    }
+    if let Some(attempt) = patch.attempt.filter(|a| i64::from(*a) != i64::from(current.attempt)) {
+        return Err(ApiError::conflict(
+            "stale_attempt",
+            Some("attempt"),
+            format!(
+                "the report is for attempt {attempt}; the task is at attempt {}",
+                current.attempt
+            ),
+        ));
+    }
+    let bot = BotName::parse(&holder.name).map_err(|_| {
+        ApiError::Internal(sea_orm::DbErr::Type(format!(
+            "bot {}: stored name is invalid",
+            holder.id
+        )))
+    })?;
+    let task = TaskRef {
+        task_id: current.id,
+        attempt: u32::try_from(current.attempt).map_err(|_| corrupt(current.id, "attempt"))?,
+    };
+    let at = Utc::now();
+    let rows = match (patch.rows, patch.result.as_ref().and_then(|r| r.get("rows"))) {
+        (Some(rows), _) => rows,
+        (None, Some(rows)) => serde_json::from_value(rows.clone()).map_err(|e| {
+            ApiError::invalid(
+                "result.rows",
+                format!(
+                    "rows are [{{\"row\": 1, \"status\": \"CREATED\", \"message\": \"…\"}}, …]: {e}"
+                ),
+            )
+        })?,
+        (None, None) => Vec::new(),
+    };
+    let event = match status {
+        TaskStatus::Running => Event::TaskAccepted { task, bot, at },
+        TaskStatus::Complete => Event::TaskCompleted { task, bot, rows, output: patch.result, at },
+        _ => Event::TaskFailed {
+            task,
+            bot,
+            rows,
+            error: patch.error.unwrap_or_else(|| "the bot reported FAILED".to_owned()),
+            retryable: patch.retryable.unwrap_or(true),
+            at,
+        },
+    };
+    Ok(Some(event))
 }
 
 /// Whether a task's content may change: not while a bot holds it, and not once it completed.
@@ -578,6 +802,9 @@ fn new_row(spec: TaskSpec, now: DateTime<Utc>) -> task::ActiveModel {
         started_at: Set(None),
         finished_at: Set(None),
         updated_at: Set(now),
+        unanswered_offers: Set(0),
+        max_run_seconds: Set(spec.max_run_seconds.and_then(|s| i32::try_from(s).ok())),
+        run_deadline: Set(None),
     }
 }
 
@@ -610,7 +837,7 @@ pub async fn create_tasks(
     let order: HashMap<Uuid, usize> =
         rows.iter().enumerate().filter_map(|(i, row)| Some((*row.id.try_as_ref()?, i))).collect();
     let txn = db.begin().await?;
-    // One statement: 22 values a row, 1,000 rows stay within both databases' bound parameters.
+    // One statement: 25 values a row, 1,000 rows stay within both databases' bound parameters.
     let mut stored = task::Entity::insert_many(rows).exec_with_returning(&txn).await?;
     let mut history = History::default();
     for row in &stored {
@@ -722,6 +949,7 @@ pub async fn update_task(
     let attachment = spec.attachment.map(|a| a.to_base64());
     let not_before = spec.not_before.unwrap_or(current.created_at);
     let max_attempts = spec.max_attempts as i32;
+    let max_run_seconds = spec.max_run_seconds.and_then(|s| i32::try_from(s).ok());
     let changed: Vec<&str> = [
         ("description", spec.description != current.description),
         ("system", spec.system.as_str() != current.system),
@@ -730,6 +958,7 @@ pub async fn update_task(
         ("priority", spec.priority != current.priority),
         ("not_before", not_before != current.not_before),
         ("max_attempts", max_attempts != current.max_attempts),
+        ("max_run_seconds", max_run_seconds != current.max_run_seconds),
     ]
     .into_iter()
     .filter_map(|(field, differs)| differs.then_some(field))
@@ -742,6 +971,7 @@ pub async fn update_task(
     row.priority = Set(spec.priority);
     row.not_before = Set(not_before);
     row.max_attempts = Set(max_attempts);
+    row.max_run_seconds = Set(max_run_seconds);
     row.progress_total = Set(rows);
     if !changed.is_empty() && !is_editable(from) {
         return Err(ApiError::conflict(
@@ -756,6 +986,7 @@ pub async fn update_task(
         Some(TaskStatus::Cancelled) if from != TaskStatus::Cancelled => {
             row.status = Set(TaskStatus::Cancelled.as_str().to_owned());
             row.offer_expires_at = Set(None);
+            row.run_deadline = Set(None);
             row.finished_at = Set(Some(now));
             if let (Some(bot_id), TaskStatus::Assigned | TaskStatus::Running) =
                 (current.bot_id, from)
@@ -772,6 +1003,7 @@ pub async fn update_task(
             // A retry starts afresh: a new budget of attempts and no trace of the last outcome.
             row.status = Set(TaskStatus::Waiting.as_str().to_owned());
             row.failures = Set(0);
+            row.unanswered_offers = Set(0);
             row.bot_id = Set(None);
             row.avoid_bot_id = Set(None);
             row.error = Set(None);
@@ -866,6 +1098,7 @@ mod tests {
             priority: None,
             not_before: None,
             max_attempts: None,
+            max_run_seconds: None,
             status: None,
         }
     }

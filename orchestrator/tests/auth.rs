@@ -249,6 +249,7 @@ fn temp_dir() -> std::path::PathBuf {
 async fn without_a_token_the_orchestrator_will_not_listen_where_other_machines_could_reach_it() {
     // Refused before the database and the broker are touched (neither is reachable here).
     let mut config = Config::for_database("postgres://nobody@127.0.0.1:1/none");
+    config.bots.http_bot_networks = orchestrator::config::BotBoundary::loopback_networks();
     config.amqp_url = "amqp://guest:guest@127.0.0.1:1/%2f".into();
     config.listen = SocketAddr::from(([0, 0, 0, 0], 8080));
     match Orchestrator::start(&config).await.map(|_| ()) {
@@ -293,6 +294,7 @@ async fn without_a_token_the_orchestrator_will_not_listen_where_other_machines_c
     // A caller that binds its own listener gets the same refusal from serve.
     let vhost = TestVhost::create("auth").await.expect("RabbitMQ with its management plugin");
     let mut config = Config::for_database(format!("sqlite://{}?mode=rwc", database.display()));
+    config.bots.http_bot_networks = orchestrator::config::BotBoundary::loopback_networks();
     config.amqp_url = vhost.amqp_url();
     let orchestrator = Orchestrator::start(&config).await.expect("starts for loopback");
     let listener = TcpListener::bind("0.0.0.0:0").await.unwrap();

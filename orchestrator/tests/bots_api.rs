@@ -10,7 +10,7 @@ use sea_orm::{ActiveModelTrait as _, EntityTrait as _, Set};
 use serde_json::{Value, json};
 
 fn bot(name: &str, ip: &str) -> Value {
-    json!({"name": name, "ip_address": ip, "systems": ["VIVO360", "NOOP"]})
+    json!({"name": name, "ip_address": ip, "systems": ["VIVO360", "NOOP"], "delivery": "amqp"})
 }
 
 async fn create(app: &TestApp, body: Value) -> Value {
@@ -21,7 +21,7 @@ async fn create(app: &TestApp, body: Value) -> Value {
 
 async fn bot_crud_round_trip(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let created = create(&app, bot("bot-1", "10.0.0.1")).await;
+    let created = create(&app, bot("bot-1", "127.0.0.1")).await;
     let id = created["id"].as_str().unwrap().to_owned();
     assert_eq!(created["name"], "bot-1");
     assert_eq!(created["status"], "UNAVAILABLE", "a new bot waits to come online");
@@ -34,7 +34,7 @@ async fn bot_crud_round_trip(backend: Backend) {
     let (status, replaced) = app
         .put(
             &format!("/api/v1/bots/{id}"),
-            &json!({"name": "bot-1b", "ip_address": "10.0.0.2", "systems": ["CPE"],
+            &json!({"name": "bot-1b", "ip_address": "127.0.0.2", "systems": ["CPE"],
                     "delivery": "http", "http_port": 9001, "status": "AVAILABLE"}),
         )
         .await;
@@ -64,12 +64,12 @@ async fn bot_list_filters_and_pages(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     create(
         &app,
-        json!({"name": "a", "ip_address": "10.0.0.1", "systems": ["NOOP"], "status": "AVAILABLE"}),
+        json!({"name": "a", "ip_address": "127.0.0.1", "systems": ["NOOP"], "status": "AVAILABLE"}),
     )
     .await;
-    create(&app, json!({"name": "b", "ip_address": "10.0.0.2", "systems": ["CPE", "NOTIFY"]}))
+    create(&app, json!({"name": "b", "ip_address": "127.0.0.2", "systems": ["CPE", "NOTIFY"]}))
         .await;
-    create(&app, json!({"name": "c", "ip_address": "10.0.0.3", "systems": ["VIVO360"], "delivery": "http", "http_port": 8000})).await;
+    create(&app, json!({"name": "c", "ip_address": "127.0.0.3", "systems": ["VIVO360"], "delivery": "http", "http_port": 8000})).await;
 
     let names = |body: &Value| -> Vec<String> {
         body["items"]
@@ -85,7 +85,7 @@ async fn bot_list_filters_and_pages(backend: Backend) {
     assert_eq!(names(&app.get("/api/v1/bots?system=NOTIFY").await.1), ["b"]);
     // "CPE" must not match inside other names, and lists are OR-ed.
     assert_eq!(names(&app.get("/api/v1/bots?system=CPE,VIVO360&order=oldest").await.1), ["b", "c"]);
-    assert_eq!(names(&app.get("/api/v1/bots?ip_address=10.0.0.3").await.1), ["c"]);
+    assert_eq!(names(&app.get("/api/v1/bots?ip_address=127.0.0.3").await.1), ["c"]);
     assert_eq!(names(&app.get("/api/v1/bots?name=b").await.1), ["b"]);
 
     let (_, first) = app.get("/api/v1/bots?limit=2&order=oldest").await;
@@ -120,24 +120,25 @@ async fn bot_list_filters_and_pages(backend: Backend) {
 
 async fn bad_bot_input_changes_nothing(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let existing = create(&app, bot("bot-1", "10.0.0.1")).await;
+    let existing = create(&app, bot("bot-1", "127.0.0.1")).await;
     let id = existing["id"].as_str().unwrap();
     let path = "/api/v1/bots";
 
     let cases: Vec<ErrorCase> = vec![
-        (app.post(path, &json!({"name": "x", "ip_address": "10.0.0.9", "systems": ["FAX"]})).await, 422, "invalid_field", Some("systems[0]")),
-        (app.post(path, &json!({"name": "Bad Name", "ip_address": "10.0.0.9", "systems": ["NOOP"]})).await, 422, "invalid_field", Some("name")),
+        (app.post(path, &json!({"name": "x", "ip_address": "127.0.0.9", "systems": ["FAX"]})).await, 422, "invalid_field", Some("systems[0]")),
+        (app.post(path, &json!({"name": "Bad Name", "ip_address": "127.0.0.9", "systems": ["NOOP"]})).await, 422, "invalid_field", Some("name")),
         (app.post(path, &json!({"name": "x", "ip_address": "999.1.1.1", "systems": ["NOOP"]})).await, 422, "invalid_field", Some("ip_address")),
-        (app.post(path, &json!({"name": "x", "ip_address": "10.0.0.9", "systems": []})).await, 422, "invalid_field", Some("systems")),
-        (app.post(path, &json!({"name": "x", "ip_address": "10.0.0.9", "systems": ["NOOP"], "status": "ASLEEP"})).await, 422, "invalid_field", Some("status")),
-        (app.post(path, &json!({"name": "x", "ip_address": "10.0.0.9", "systems": ["NOOP"], "colour": "red"})).await, 422, "invalid_field", Some("colour")),
-        (app.post(path, &json!({"ip_address": "10.0.0.9", "systems": ["NOOP"]})).await, 422, "invalid_field", None),
+        (app.post(path, &json!({"name": "x", "ip_address": "127.0.0.9", "systems": []})).await, 422, "invalid_field", Some("systems")),
+        (app.post(path, &json!({"name": "x", "ip_address": "127.0.0.9", "systems": ["NOOP"], "status": "ASLEEP"})).await, 422, "invalid_field", Some("status")),
+        (app.post(path, &json!({"name": "x", "ip_address": "127.0.0.9", "systems": ["NOOP"], "colour": "red"})).await, 422, "invalid_field", Some("colour")),
+        (app.post(path, &json!({"ip_address": "127.0.0.9", "systems": ["NOOP"]})).await, 422, "invalid_field", None),
         (app.post_raw(path, "application/json", b"{\"name\": \"x\",".to_vec()).await, 400, "malformed_body", None),
         (app.post_raw(path, "text/plain", b"name=x".to_vec()).await, 415, "unsupported_media_type", None),
-        (app.post(path, &bot("bot-1", "10.0.0.9")).await, 409, "name_taken", Some("name")),
+        (app.post(path, &bot("bot-1", "127.0.0.9")).await, 409, "name_taken", Some("name")),
         (app.patch(&format!("{path}/{id}"), &json!({"systems": ["FAX"]})).await, 422, "invalid_field", Some("systems[0]")),
         (app.patch(&format!("{path}/{id}"), &json!({"delivery": "http"})).await, 422, "invalid_field", Some("http_port")),
-        (app.put(&format!("{path}/{id}"), &json!({"name": "bot-1"})).await, 422, "invalid_field", None),
+        (app.put(&format!("{path}/{id}"), &json!({"id": "01234567-89ab-7def-8123-456789abcdef", "name": "bot-2"})).await, 422, "invalid_field", Some("id")),
+        (app.patch(&format!("{path}/{id}"), &json!({"status": "BUSY"})).await, 409, "bot_holds_no_task", Some("status")),
         (app.get(&format!("{path}/not-a-uuid")).await, 400, "invalid_parameter", Some("id")),
     ];
     for (response, status, code, field) in &cases {
@@ -149,16 +150,16 @@ async fn bad_bot_input_changes_nothing(backend: Backend) {
 
     // Same address is fine for a second AMQP bot on the same host (the demo runs three), but not
     // for a second HTTP bot on the same port.
-    create(&app, bot("bot-2", "10.0.0.1")).await;
-    create(&app, json!({"name": "web-1", "ip_address": "10.0.0.5", "systems": ["NOOP"], "delivery": "http", "http_port": 8000})).await;
-    let clash = app.post(path, &json!({"name": "web-2", "ip_address": "10.0.0.5", "systems": ["NOOP"], "delivery": "http", "http_port": 8000})).await;
+    create(&app, bot("bot-2", "127.0.0.1")).await;
+    create(&app, json!({"name": "web-1", "ip_address": "127.0.0.5", "systems": ["NOOP"], "delivery": "http", "http_port": 8000})).await;
+    let clash = app.post(path, &json!({"name": "web-2", "ip_address": "127.0.0.5", "systems": ["NOOP"], "delivery": "http", "http_port": 8000})).await;
     assert_error(&clash, 409, "ip_address_taken", Some("ip_address"));
     assert_eq!(app.total(path).await, 3);
 }
 
 async fn a_bot_running_a_task_cannot_be_deleted(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let bot = create(&app, bot("bot-1", "10.0.0.1")).await;
+    let bot = create(&app, bot("bot-1", "127.0.0.1")).await;
     let bot_id: uuid::Uuid = bot["id"].as_str().unwrap().parse().unwrap();
     let (_, made) =
         app.post("/api/v1/tasks", &json!({"description": "wait", "system": "NOOP"})).await;

@@ -282,6 +282,7 @@ async fn a_certificate_that_cannot_serve_stops_the_start_at_once() {
     let files = PemFiles::write(&mismatched);
     // Neither the database nor the broker is reached: the certificate is checked first.
     let mut config = Config::for_database("postgres://nobody@127.0.0.1:1/none");
+    config.bots.http_bot_networks = orchestrator::config::BotBoundary::loopback_networks();
     config.amqp_url = "amqp://nobody@127.0.0.1:1/%2f".into();
     config.tls_cert = Some(files.cert.clone());
     config.tls_key = Some(files.key.clone());

@@ -29,7 +29,7 @@ async fn changes_are_streamed_as_they_are_committed(backend: Backend) {
     read_until(&mut stream, "event: hello").await;
 
     let (_, bot) = app
-        .post("/api/v1/bots", &json!({"name": "b1", "ip_address": "10.0.0.1", "systems": ["NOOP"]}))
+        .post("/api/v1/bots", &json!({"name": "b1", "ip_address": "10.0.0.1", "systems": ["NOOP"], "delivery": "amqp"}))
         .await;
     let bot_id = bot["id"].as_str().unwrap();
     read_until(&mut stream, &format!(r#"data: {{"type":"bot","id":"{bot_id}"}}"#)).await;

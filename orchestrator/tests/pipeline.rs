@@ -535,7 +535,7 @@ async fn cancelling_a_running_task_stops_its_bot(backend: Backend) {
 async fn an_offer_nobody_can_receive_goes_back_at_once(backend: Backend) {
     let app = spawn(backend).await;
     // Registered through the API as available, but never started: it has no queue.
-    let (status, _) = app.post("/api/v1/bots", &json!({"name": "ghost", "ip_address": "10.9.9.9", "systems": ["NOOP"], "status": "AVAILABLE"})).await;
+    let (status, _) = app.post("/api/v1/bots", &json!({"name": "ghost", "ip_address": "10.9.9.9", "systems": ["NOOP"], "delivery": "amqp", "status": "AVAILABLE"})).await;
     assert_eq!(status, 201);
     let id = create(&app, noop("for nobody")).await;
     wait_until!(

@@ -193,8 +193,10 @@ async fn bad_task_input_changes_nothing(backend: Backend) {
         (app.post_raw(path, "text/csv", USERS.as_bytes().to_vec()).await, 415, "unsupported_media_type", None),
         (app.patch(&format!("{path}/{id}"), &json!({"system": "FAX"})).await, 422, "invalid_field", Some("system")),
         (app.patch(&format!("{path}/{id}"), &json!({"attachment": BASE64.encode("a,b\n1,2\n")})).await, 422, "invalid_field", Some("attachment")),
-        (app.patch(&format!("{path}/{id}"), &json!({"status": "COMPLETE"})).await, 409, "invalid_transition", Some("status")),
-        (app.put(&format!("{path}/{id}"), &json!({"description": "x", "system": "VIVO360"})).await, 422, "invalid_field", Some("attachment")),
+        (app.patch(&format!("{path}/{id}"), &json!({"status": "COMPLETE"})).await, 409, "task_not_held", Some("status")),
+        (app.put(&format!("{path}/{id}"), &json!({"description": "x", "system": "VIVO360", "attachment": BASE64.encode("a,b\n1,2\n")})).await, 422, "invalid_field", Some("attachment")),
+        (app.put(&format!("{path}/{id}"), &json!({"id": "01234567-89ab-7def-8123-456789abcdef", "description": "y"})).await, 422, "invalid_field", Some("id")),
+        (app.put(&format!("{path}/{id}"), &json!({"created_at": "2020-01-01T00:00:00Z"})).await, 422, "invalid_field", Some("created_at")),
         (app.get(&format!("{path}?status=DONE")).await, 400, "invalid_parameter", Some("status")),
         (app.get(&format!("{path}?system=FAX")).await, 400, "invalid_parameter", Some("system")),
         (app.get(&format!("{path}?bot_id=42")).await, 400, "invalid_parameter", Some("bot_id")),
@@ -338,7 +340,7 @@ async fn task_list_filters_and_pages(backend: Backend) {
         [ids[4].clone()]
     );
     let bot = app
-        .post("/api/v1/bots", &json!({"name": "b1", "ip_address": "10.0.0.1", "systems": ["NOOP"]}))
+        .post("/api/v1/bots", &json!({"name": "b1", "ip_address": "10.0.0.1", "systems": ["NOOP"], "delivery": "amqp"}))
         .await
         .1;
     let bot_id = bot["id"].as_str().unwrap();

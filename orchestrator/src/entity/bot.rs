@@ -22,6 +22,12 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
     /// The agent run that last announced itself (`bot.online`).
     pub session_id: Option<Uuid>,
+    /// Taken out of rotation by an operator: offered nothing, whatever it reports.
+    pub paused: bool,
+    /// Offers it left unanswered in a row (reset when it answers one).
+    pub unanswered_offers: i32,
+    /// No offer before this time (the backoff after unanswered offers).
+    pub offers_paused_until: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

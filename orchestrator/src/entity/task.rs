@@ -30,6 +30,12 @@ pub struct Model {
     pub started_at: Option<DateTimeUtc>,
     pub finished_at: Option<DateTimeUtc>,
     pub updated_at: DateTimeUtc,
+    /// Offers that got no answer (expired, or the bot could not be reached).
+    pub unanswered_offers: i32,
+    /// This task's maximum run time; `None`: the orchestrator's default.
+    pub max_run_seconds: Option<i32>,
+    /// When the current run must have ended (set when a bot accepts).
+    pub run_deadline: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -182,6 +182,38 @@ impl fmt::Display for Principal {
     }
 }
 
+/// Who made a request, for the handlers that act on it (a bot's report is checked against the
+/// task's bot). Set by [`guard`]; on public routes and in tests without it, nobody in particular.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    principal: Option<Principal>,
+    peer: Option<IpAddr>,
+}
+
+impl Caller {
+    /// Who a report through the CRUD API comes from.
+    pub fn reporter(&self) -> crate::tasks::Reporter {
+        match &self.principal {
+            Some(Principal::Bot(name)) => crate::tasks::Reporter::Bot(name.clone()),
+            _ => crate::tasks::Reporter::Unnamed { peer: self.peer.filter(|ip| !is_loopback(*ip)) },
+        }
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Caller, Self::Rejection> {
+        Ok(Caller {
+            principal: parts.extensions.get::<Principal>().cloned(),
+            peer: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip()),
+        })
+    }
+}
+
 /// A token's SHA-256 digest: what is kept and compared.
 type TokenDigest = [u8; 32];
 
@@ -474,7 +506,8 @@ pub enum BotWrite {
     ChangeBot(Uuid),
     /// `DELETE /api/v1/bots/{id}`: its own record.
     DeleteBot(Uuid),
-    /// `PUT /api/v1/tasks/{id}`: an event about a task it was given.
+    /// `PUT`/`PATCH /api/v1/tasks/{id}`: a report on a task it was given (an event, or a status
+    /// RUNNING, COMPLETE or FAILED).
     ReportTask(Uuid),
     /// Anything else.
     Never,
@@ -496,7 +529,7 @@ impl BotWrite {
             };
         }
         if let Some(rest) = path.strip_prefix("/api/v1/tasks/")
-            && *method == Method::PUT
+            && (*method == Method::PUT || *method == Method::PATCH)
             && let Some(id) = id(rest)
         {
             return BotWrite::ReportTask(id);
@@ -520,6 +553,8 @@ pub(super) async fn guard(State(state): State<AppState>, request: Request, next:
             return refusal.into_response();
         }
     };
+    let mut request = request;
+    request.extensions_mut().insert(principal.clone());
     let request = match principal {
         Principal::Admin => request,
         _ if is_read(&method) => request,
@@ -589,13 +624,17 @@ async fn check_bot_write(
             }
         }
         BotWrite::ReportTask(id) => {
-            let event = if body.is_event() {
-                body.event().map_err(IntoResponse::into_response)?
-            } else {
-                return Err(not_this_bot("may only report events on tasks, not edit them"));
-            };
-            if event.bot() != me || event.task().map(|t| t.task_id) != Some(id) {
-                return Err(not_this_bot("may only report that bot's own events about this task"));
+            if body.is_event() {
+                let event = body.event().map_err(IntoResponse::into_response)?;
+                if event.bot() != me || event.task().map(|t| t.task_id) != Some(id) {
+                    return Err(not_this_bot(
+                        "may only report that bot's own events about this task",
+                    ));
+                }
+            } else if !is_status_report(&bytes) {
+                return Err(not_this_bot(
+                    "may only report on tasks (status RUNNING, COMPLETE or FAILED, or an event), not edit them",
+                ));
             }
             if !was_given(db, id, me).await.map_err(IntoResponse::into_response)? {
                 return Err(not_this_bot("may only report on the tasks that bot was given"));
@@ -604,6 +643,25 @@ async fn check_bot_write(
         BotWrite::Never => {}
     }
     Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
+/// Whether a body is a plain status report (RUNNING, COMPLETE, FAILED): the handler then checks
+/// that the task is this bot's and that nothing but the report's fields change.
+fn is_status_report(bytes: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        status: Option<broker_config::TaskStatus>,
+    }
+    serde_json::from_slice::<Probe>(bytes).is_ok_and(|probe| {
+        matches!(
+            probe.status,
+            Some(
+                broker_config::TaskStatus::Running
+                    | broker_config::TaskStatus::Complete
+                    | broker_config::TaskStatus::Failed
+            )
+        )
+    })
 }
 
 /// The `name` of a JSON object body: `Ok(None)` without one, `Err` when the body is not such an
@@ -850,8 +908,8 @@ mod tests {
         assert_eq!(of(Method::PATCH, format!("/api/v1/bots/{id}")), BotWrite::ChangeBot(id));
         assert_eq!(of(Method::DELETE, format!("/api/v1/bots/{id}")), BotWrite::DeleteBot(id));
         assert_eq!(of(Method::PUT, format!("/api/v1/tasks/{id}")), BotWrite::ReportTask(id));
+        assert_eq!(of(Method::PATCH, format!("/api/v1/tasks/{id}")), BotWrite::ReportTask(id));
         let never = [
-            of(Method::PATCH, format!("/api/v1/tasks/{id}")),
             of(Method::DELETE, format!("/api/v1/tasks/{id}")),
             of(Method::POST, "/api/v1/tasks".into()),
             of(Method::POST, format!("/api/v1/tasks/{id}/cancel")),

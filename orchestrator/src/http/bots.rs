@@ -12,6 +12,7 @@ use crate::bots::{self, Bot, BotFilter, BotPatch, BotRequest, BotSpec};
 use crate::clock::now;
 use crate::error::{ApiError, ErrorBody};
 use crate::pagination::{Order, Page, PageRequest};
+use crate::tasks;
 use broker_config::BotStatus;
 
 /// The bot routes.
@@ -61,14 +62,18 @@ pub async fn list_bots(
     Ok(Json(bots::list_bots(&state.db, &filter, page).await?))
 }
 
-/// Registers a bot. It is UNAVAILABLE until it comes online, unless `status` says otherwise.
+/// Registers a bot. Name and address suffice (the original contract): such a bot runs every
+/// system and is an HTTP bot on the default port (`--default-bot-port`, 5000). It is
+/// UNAVAILABLE until it comes online (an HTTP bot: until its address answers), unless `status`
+/// says otherwise.
 #[utoipa::path(post, path = "/api/v1/bots", tag = "bots", request_body = BotRequest,
     responses((status = 201, body = Bot), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create_bot(
     State(state): State<AppState>,
     extract::Json(request): extract::Json<BotRequest>,
 ) -> Result<(StatusCode, Json<Bot>), ApiError> {
-    let spec = BotSpec::parse(request, BotStatus::Unavailable)?;
+    let spec = BotSpec::parse_new(request, state.default_bot_port)?;
+    check_network(&state, &spec)?;
     let bot = bots::create_bot(&state.db, spec, now()).await?;
     state.pipeline.changes.bot(bot.id);
     if bot.status == BotStatus::Available {
@@ -88,13 +93,15 @@ pub async fn get_bot(
     Ok(Json(bots::get_bot(&state.db, parse_id(&id)?).await?))
 }
 
-/// Replaces a bot's fields (an absent status keeps the current one).
+/// Changes a bot: the fields given change, the others stay (a client may send back the whole
+/// bot it read; the fields the orchestrator owns are ignored). `status` follows
+/// [`bots::status_after_write`]: AVAILABLE on a bot running a task is a 409 naming the task.
 ///
 /// Bots in HTTP push mode report on this route too: a body that is a bot event
 /// (`{"v":1,"type":"bot.heartbeat","bot":…}`, also `bot.online`, `bot.status`, `bot.offline`) is
 /// applied exactly as the same event from the broker would be.
 #[utoipa::path(put, path = "/api/v1/bots/{id}", tag = "bots", params(("id" = uuid::Uuid, Path)),
-    request_body = BotRequest,
+    request_body = BotPatch,
     responses((status = 200, body = Bot), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn replace_bot(
     State(state): State<AppState>,
@@ -110,14 +117,48 @@ pub async fn replace_bot(
         apply_http_bot_event(&state, &current, event).await?;
         return Ok(Json(bots::get_bot(&state.db, current.id).await?));
     }
-    let request: BotRequest = extract::parse_json(&body.0)?;
-    let spec = BotSpec::parse(request, current.status)?;
-    let bot = bots::update_bot(&state.db, current.id, spec, now()).await?;
+    let patch: BotPatch = extract::parse_json(&body.0)?;
+    change_bot(&state, current, patch).await.map(Json)
+}
+
+/// Refuses an HTTP bot outside `--http-bot-networks`: the orchestrator would POST to it.
+fn check_network(state: &AppState, spec: &BotSpec) -> Result<(), ApiError> {
+    if spec.delivery == broker_config::Delivery::Http
+        && !state.pipeline.settings.http_bot_allowed(spec.ip_address)
+    {
+        return Err(ApiError::invalid(
+            "ip_address",
+            format!(
+                "{} is outside the networks HTTP bots may be in (the orchestrator's --http-bot-networks)",
+                spec.ip_address
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Applies a client's change to `current`.
+async fn change_bot(state: &AppState, current: Bot, patch: BotPatch) -> Result<Bot, ApiError> {
+    patch.check_identity(&current)?;
+    let holds =
+        match current.current_task_id {
+            Some(task_id) => Some((
+                task_id,
+                tasks::find_task(&state.db, task_id).await?.status.parse().map_err(|_| {
+                    ApiError::invalid("status", "the held task's status is unreadable")
+                })?,
+            )),
+            None => None,
+        };
+    let status = bots::status_after_write(current.status, patch.status, holds)?;
+    let spec = BotSpec::parse(patch.apply_to(&current, status), current.status)?;
+    check_network(state, &spec)?;
+    let bot = bots::update_bot(&state.db, current.id, spec, current.current_task_id, now()).await?;
     state.pipeline.changes.bot(bot.id);
-    if bot.status == BotStatus::Available {
+    if bot.status == BotStatus::Available && !bot.paused {
         state.pipeline.wake();
     }
-    Ok(Json(bot))
+    Ok(bot)
 }
 
 /// Applies a bot event sent over HTTP. `bot.online` over HTTP keeps the bot in HTTP mode (the
@@ -132,13 +173,20 @@ async fn apply_http_bot_event(
             let request = BotRequest {
                 name: current.name.clone(),
                 ip_address,
-                systems,
+                systems: Some(systems),
                 delivery: Some(current.delivery),
                 http_port: current.http_port,
-                status: Some(BotStatus::Available),
+                // A bot holding a task stays BUSY; its heartbeats say what it holds.
+                status: Some(if current.current_task_id.is_some() {
+                    BotStatus::Busy
+                } else {
+                    BotStatus::Available
+                }),
+                paused: Some(current.paused),
             };
             let spec = BotSpec::parse(request, BotStatus::Available)?;
-            bots::update_bot(&state.db, current.id, spec, now()).await?;
+            check_network(state, &spec)?;
+            bots::update_bot(&state.db, current.id, spec, current.current_task_id, now()).await?;
             state.pipeline.changes.bot(current.id);
             let heartbeat = broker_config::Event::BotHeartbeat {
                 bot: broker_config::BotName::parse(&current.name)
@@ -154,7 +202,7 @@ async fn apply_http_bot_event(
     }
 }
 
-/// Changes some of a bot's fields.
+/// Changes some of a bot's fields: the same as `PUT` (see there), for clients that say PATCH.
 #[utoipa::path(patch, path = "/api/v1/bots/{id}", tag = "bots", params(("id" = uuid::Uuid, Path)),
     request_body = BotPatch,
     responses((status = 200, body = Bot), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -164,8 +212,7 @@ pub async fn patch_bot(
     extract::Json(patch): extract::Json<BotPatch>,
 ) -> Result<Json<Bot>, ApiError> {
     let current = bots::get_bot(&state.db, parse_id(&id)?).await?;
-    let spec = BotSpec::parse(patch.apply_to(&current), current.status)?;
-    Ok(Json(bots::update_bot(&state.db, current.id, spec, now()).await?))
+    change_bot(&state, current, patch).await.map(Json)
 }
 
 /// Deletes a bot; refused while it runs a task.

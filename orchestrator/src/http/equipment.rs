@@ -149,6 +149,7 @@ pub async fn create_activation(
         priority: None,
         not_before: None,
         max_attempts: Some(ACTIVATION_MAX_ATTEMPTS),
+        max_run_seconds: None,
         status: None,
     };
     let spec = TaskSpec::parse(task_request, None, state.max_attachment_bytes)?;

@@ -39,6 +39,10 @@ pub struct AppState {
     pub rabbitmq_ui_url: String,
     /// The API's tokens, and whom each stands for.
     pub access: Arc<auth::Access>,
+    /// The port of a bot registered without one (`--default-bot-port`).
+    pub default_bot_port: u16,
+    /// The origins whose pages may call the API (`--cors-origin`).
+    pub cors_origins: Vec<String>,
 }
 
 /// The whole HTTP API.
@@ -69,7 +73,25 @@ pub fn router(state: AppState) -> Router {
                 .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
+        // Outermost: a browser's preflight is answered before any token is asked for (it carries
+        // none), and refusals carry the CORS headers the page needs to read them.
+        .layer(cors(&state.cors_origins))
         .with_state(state)
+}
+
+/// Cross-origin access for the listed origins only: the methods and the two headers the API
+/// reads (`Authorization`, `Content-Type`). No credentials mode: the API takes bearer tokens,
+/// never cookies, so a page of another site gets nothing a user's browser holds. No origin
+/// listed: no CORS header at all (browsers then refuse other origins' reads, as before).
+fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderValue, Method, header};
+    let origins: Vec<HeaderValue> =
+        origins.iter().filter_map(|origin| HeaderValue::from_str(origin).ok()).collect();
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 /// The largest request body: room for the largest attachment in base64 (4 characters per 3

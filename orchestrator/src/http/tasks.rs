@@ -13,8 +13,10 @@ use broker_config::{System, TaskStatus};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use super::auth::Caller;
 use super::extract::{self, Query};
 use super::{AppState, parse_id, parse_list};
+use crate::bots;
 use crate::clock::now;
 use crate::error::{ApiError, ErrorBody};
 use crate::pagination::{Order, Page, PageRequest};
@@ -107,8 +109,10 @@ pub struct TaskUpload {
     priority: Option<i32>,
     /// RFC 3339 due time.
     not_before: Option<DateTime<Utc>>,
-    /// Offers before it fails for good.
+    /// Runs that may fail before it fails for good.
     max_attempts: Option<u32>,
+    /// Its maximum run time, in seconds.
+    max_run_seconds: Option<u32>,
 }
 
 /// A new task's body: JSON with a base64 attachment, or a multipart form with the CSV as a file.
@@ -157,7 +161,8 @@ async fn read_form(mut form: Multipart) -> Result<NewTask, ApiError> {
             "attachment" | "file" => {
                 upload = Some(field.bytes().await.map_err(multipart_error)?.to_vec())
             }
-            "description" | "system" | "payload" | "priority" | "not_before" | "max_attempts" => {
+            "description" | "system" | "payload" | "priority" | "not_before" | "max_attempts"
+            | "max_run_seconds" => {
                 let text = field.text().await.map_err(multipart_error)?;
                 if text.contains('\0') {
                     // PostgreSQL stores no NUL in text: refused here rather than a 500 there.
@@ -196,6 +201,13 @@ async fn read_form(mut form: Multipart) -> Result<NewTask, ApiError> {
                 .map_err(|_| ApiError::invalid("max_attempts", "max_attempts is out of range"))
         })
         .transpose()?;
+    let max_run_seconds = number("max_run_seconds", take("max_run_seconds"))?
+        .map(|n| {
+            u32::try_from(n).map_err(|_| {
+                ApiError::invalid("max_run_seconds", "max_run_seconds is out of range")
+            })
+        })
+        .transpose()?;
     let not_before = take("not_before")
         .map(|v| {
             DateTime::parse_from_rfc3339(v.trim()).map(|t| t.with_timezone(&Utc)).map_err(|_| {
@@ -217,6 +229,7 @@ async fn read_form(mut form: Multipart) -> Result<NewTask, ApiError> {
         priority,
         not_before,
         max_attempts,
+        max_run_seconds,
         status: None,
     };
     Ok(NewTask { request, upload })
@@ -292,18 +305,24 @@ async fn follow_up(state: &AppState, task: &Task, effects: UpdateEffects) -> Res
     Ok(())
 }
 
-/// Replaces a task's content (while WAITING, FAILED or CANCELLED); `status` may cancel or retry.
+/// Changes a task: the fields given change, the others stay (a client may send back the whole
+/// task it read). Content changes only while WAITING, FAILED or CANCELLED; `status` CANCELLED
+/// cancels, WAITING retries.
 ///
-/// Bots in HTTP push mode report on this route too: a body that is a bot event
-/// (`{"v":1,"type":"task.accepted","task_id":…,"attempt":…,"bot":…}`) is applied exactly as the
-/// same event from the broker would be, fenced by attempt.
+/// The bot holding the task reports on this route, in either of two shapes:
+/// - plain writes, as in the original Vivo360 contract: `{"status":"RUNNING"}`, then
+///   `{"status":"COMPLETE","result":{"rows":[…]}}` or `{"status":"FAILED","error":"…"}`;
+/// - a bot event (`{"v":1,"type":"task.accepted","task_id":…,"attempt":…,"bot":…}`).
+///
+/// Both are applied exactly as the same event from the broker would be, fenced by attempt.
 #[utoipa::path(put, path = "/api/v1/tasks/{id}", tag = "tasks", params(("id" = uuid::Uuid, Path)),
-    request_body = TaskRequest,
+    request_body = TaskPatch,
     responses((status = 200, body = Task), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn replace_task(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    caller: Caller,
     body: extract::JsonBytes,
 ) -> Result<Json<Task>, ApiError> {
     let id = parse_id(&id)?;
@@ -319,18 +338,11 @@ pub async fn replace_task(
         state.pipeline.handle_event(event).await?;
         return Ok(Json(tasks::get_task(&state.db, id).await?));
     }
-    let request: TaskRequest = extract::parse_json(&body.0)?;
-    let limit = state.max_attachment_bytes;
-    let update = |_: &_| {
-        let status = request.status;
-        Ok((TaskSpec::parse(request, None, limit)?, status))
-    };
-    let (task, effects) = tasks::update_task(&state.db, id, update, now()).await?;
-    follow_up(&state, &task, effects).await?;
-    Ok(Json(task))
+    let patch: TaskPatch = extract::parse_json(&body.0)?;
+    change_task(&state, id, &caller, patch).await.map(Json)
 }
 
-/// Changes some of a task's fields; `status` may cancel or retry.
+/// Changes a task: the same as `PUT` (see there), for clients that say PATCH.
 #[utoipa::path(patch, path = "/api/v1/tasks/{id}", tag = "tasks", params(("id" = uuid::Uuid, Path)),
     request_body = TaskPatch,
     responses((status = 200, body = Task), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
@@ -338,17 +350,41 @@ pub async fn replace_task(
 pub async fn patch_task(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    caller: Caller,
     extract::Json(patch): extract::Json<TaskPatch>,
 ) -> Result<Json<Task>, ApiError> {
+    change_task(&state, parse_id(&id)?, &caller, patch).await.map(Json)
+}
+
+/// A user's edit, or a bot's report when `status` is RUNNING, COMPLETE or FAILED.
+async fn change_task(
+    state: &AppState,
+    id: uuid::Uuid,
+    caller: &Caller,
+    patch: TaskPatch,
+) -> Result<Task, ApiError> {
+    let current = tasks::find_task(&state.db, id).await?;
+    patch.check_identity(&current)?;
+    if patch.is_report() {
+        let holder = match current.bot_id {
+            Some(bot_id) => bots::find_by_id(&state.db, bot_id).await?,
+            None => None,
+        };
+        let reporter = caller.reporter();
+        if let Some(event) = tasks::report_of_write(&current, holder.as_ref(), &reporter, patch)? {
+            state.pipeline.handle_event(event).await?;
+        }
+        return tasks::get_task(&state.db, id).await;
+    }
     let limit = state.max_attachment_bytes;
     let update = |current: &_| {
         let request = patch.apply_to(current)?;
         let status = request.status;
         Ok((TaskSpec::parse(request, None, limit)?, status))
     };
-    let (task, effects) = tasks::update_task(&state.db, parse_id(&id)?, update, now()).await?;
-    follow_up(&state, &task, effects).await?;
-    Ok(Json(task))
+    let (task, effects) = tasks::update_task(&state.db, id, update, now()).await?;
+    follow_up(state, &task, effects).await?;
+    Ok(task)
 }
 
 async fn set_status(

@@ -679,6 +679,7 @@ impl Incidents {
             priority: Some(NOTIFY_PRIORITY),
             not_before: None,
             max_attempts: Some(NOTIFY_MAX_ATTEMPTS),
+            max_run_seconds: None,
             status: None,
         };
         let spec = TaskSpec::parse(request, None, 0)?;

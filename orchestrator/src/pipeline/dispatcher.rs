@@ -40,6 +40,25 @@ pub(crate) struct Pairing {
     pub(crate) again: bool,
 }
 
+/// The body of an offer POSTed to an HTTP bot: the task as the API shows it (`id`,
+/// `description`, `system`, `status`, `created_at`, …) with its `attachment` in base64, and the
+/// command's fields (`v`, `type`, `task_id`, `attempt`, `offer_expires_at`, `resume_after_row`)
+/// beside them. A bot written to the original Vivo360 contract reads the first; Botline's agent
+/// reads the second.
+fn http_offer(task: &task::Model, command: &Command) -> Vec<u8> {
+    let mut body = match crate::tasks::Task::try_from(task.clone()).map(serde_json::to_value) {
+        Ok(Ok(serde_json::Value::Object(view))) => view,
+        _ => serde_json::Map::new(),
+    };
+    body.insert("attachment".into(), json!(task.attachment));
+    if let Ok(serde_json::Value::Object(fields)) =
+        serde_json::from_slice::<serde_json::Value>(&messages::encode(command))
+    {
+        body.extend(fields);
+    }
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
 /// Where a new attempt starts: after the rows earlier attempts reported, in order.
 fn resume_point(task: &task::Model) -> u32 {
     task.result
@@ -91,10 +110,13 @@ impl Pipeline {
         }
     }
 
-    /// Both sweeps: expired offers and silent bots.
+    /// The sweeps: expired offers, runs past their maximum run time, silent bots, and HTTP bots
+    /// that answer again.
     pub async fn sweep(&self, now: DateTime<Utc>) -> Result<(), ApiError> {
         self.expire_offers(now).await?;
+        self.expire_runs(now).await?;
         self.detect_lost_bots(now).await?;
+        self.revive_http_bots(now).await?;
         Ok(())
     }
 
@@ -132,6 +154,12 @@ impl Pipeline {
     ) -> Result<Pairing, ApiError> {
         let bot_rows = bot::Entity::find()
             .filter(bot::Column::Status.eq(BotStatus::Available.as_str()))
+            .filter(bot::Column::Paused.eq(false))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(bot::Column::OffersPausedUntil.is_null())
+                    .add(bot::Column::OffersPausedUntil.lte(now)),
+            )
             .order_by_asc(bot::Column::UpdatedAt)
             .order_by_asc(bot::Column::Id)
             .all(txn)
@@ -298,15 +326,20 @@ impl Pipeline {
             resume_after_row,
             offer_expires_at: task.offer_expires_at.unwrap_or(now),
         });
-        let body = messages::encode(&command);
         let undeliverable = match bot.delivery.parse::<Delivery>() {
-            Ok(Delivery::Http) => match self.post_to_bot(&bot, body).await {
-                Ok(status) if (200..300).contains(&status) => None,
-                Ok(409) => Some("the bot says it is busy".to_owned()),
-                Ok(status) => Some(format!("the bot answered HTTP {status}")),
-                Err(reason) => Some(format!("the bot's endpoint does not answer: {reason}")),
-            },
-            _ => match self.publisher.publish(TASKS_EXCHANGE, &bot.name, &body, true).await {
+            Ok(Delivery::Http) => {
+                match self.post_to_bot(&bot, "/tasks", http_offer(&task, &command)).await {
+                    Ok(status) if (200..300).contains(&status) => None,
+                    Ok(409) => Some("the bot says it is busy".to_owned()),
+                    Ok(status) => Some(format!("the bot answered HTTP {status}")),
+                    Err(reason) => Some(format!("the bot's endpoint does not answer: {reason}")),
+                }
+            }
+            _ => match self
+                .publisher
+                .publish(TASKS_EXCHANGE, &bot.name, &messages::encode(&command), true)
+                .await
+            {
                 Ok(Published::Delivered) => None,
                 Ok(Published::Unroutable) => {
                     Some("the bot has no queue: it has never come online".to_owned())
@@ -342,7 +375,9 @@ impl Pipeline {
     }
 
     /// Puts an ASSIGNED task back to WAITING (guarded by its attempt), avoiding `bot` next time,
-    /// and sets the bot's status.
+    /// and sets the bot's status. The offer went unanswered: the task counts it, and past
+    /// `max_unanswered_offers` it ends FAILED instead; the bot counts it too and gets no offer
+    /// for a while (doubling with each unanswered offer in a row), so other bots come first.
     async fn take_back(
         &self,
         task: &task::Model,
@@ -353,12 +388,28 @@ impl Pipeline {
         now: DateTime<Utc>,
     ) -> Result<bool, ApiError> {
         let txn = self.begin().await?;
-        let back = task::Entity::update_many()
-            .col_expr(task::Column::Status, Expr::value(TaskStatus::Waiting.as_str()))
+        let unanswered = task.unanswered_offers + 1;
+        let limit = i32::try_from(self.settings.max_unanswered_offers).unwrap_or(i32::MAX);
+        let gives_up = unanswered >= limit;
+        let mut back = task::Entity::update_many()
             .col_expr(task::Column::BotId, Expr::value(Option::<Uuid>::None))
             .col_expr(task::Column::AvoidBotId, Expr::value(Some(bot.id)))
             .col_expr(task::Column::OfferExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
-            .col_expr(task::Column::UpdatedAt, Expr::value(now))
+            .col_expr(task::Column::UnansweredOffers, Expr::value(unanswered))
+            .col_expr(task::Column::UpdatedAt, Expr::value(now));
+        let status = if gives_up {
+            let error = format!(
+                "offered {unanswered} times without an answer; the last time: {reason} (limit: --max-unanswered-offers {limit})"
+            );
+            back = back
+                .col_expr(task::Column::Error, Expr::value(Some(error)))
+                .col_expr(task::Column::FinishedAt, Expr::value(Some(now)));
+            TaskStatus::Failed
+        } else {
+            TaskStatus::Waiting
+        };
+        let back = back
+            .col_expr(task::Column::Status, Expr::value(status.as_str()))
             .filter(task::Column::Id.eq(task.id))
             .filter(task::Column::Status.eq(TaskStatus::Assigned.as_str()))
             .filter(task::Column::Attempt.eq(task.attempt))
@@ -366,21 +417,32 @@ impl Pipeline {
             .await?;
         if back.rows_affected == 1 {
             bots::release_bot(&txn, bot.id, task.id, bot_status, now).await?;
-            record(
-                &txn,
-                task.id,
-                Some(bot.id),
-                task.attempt,
-                why,
-                Some(json!({ "bot": bot.name, "reason": reason })),
-                now,
-            )
-            .await?;
+            let in_a_row = bot.unanswered_offers + 1;
+            let pause = rules::retry_delay(
+                to_u32(in_a_row),
+                self.settings.retry_base,
+                self.settings.retry_cap,
+            );
+            bot::Entity::update_many()
+                .col_expr(bot::Column::UnansweredOffers, Expr::value(in_a_row))
+                .col_expr(
+                    bot::Column::OffersPausedUntil,
+                    Expr::value(Some(crate::clock::after(now, pause))),
+                )
+                .filter(bot::Column::Id.eq(bot.id))
+                .exec(&txn)
+                .await?;
+            let detail = json!({ "bot": bot.name, "reason": reason, "unanswered_offers": unanswered, "status": status, "bot_paused_for_s": pause.as_secs_f64() });
+            record(&txn, task.id, Some(bot.id), task.attempt, why, Some(detail), now).await?;
         }
         txn.commit().await?;
         if back.rows_affected == 1 {
             self.changes.task(task.id);
             self.changes.bot(bot.id);
+            if gives_up {
+                tracing::warn!(task_id = %task.id, unanswered, "task failed: its offers went unanswered");
+                self.incidents.report_failed_tasks(&[task.id], now).await;
+            }
         }
         Ok(back.rows_affected == 1)
     }
@@ -426,8 +488,117 @@ impl Pipeline {
         Ok(count)
     }
 
+    /// Fails every run past its deadline (its task's `max_run_seconds`, or `max_run_time`): the
+    /// run counts as a failure and the task is retried after a backoff (or FAILED, out of
+    /// attempts); the bot is told to stop and is UNAVAILABLE until it shows it is free again (a
+    /// heartbeat holding nothing, or, for an HTTP bot, a probe). Returns how many.
+    pub async fn expire_runs(&self, now: DateTime<Utc>) -> Result<usize, ApiError> {
+        let overdue = task::Entity::find()
+            .filter(task::Column::Status.eq(TaskStatus::Running.as_str()))
+            .filter(task::Column::RunDeadline.lt(now))
+            .all(&self.db)
+            .await?;
+        let mut count = 0;
+        for task in overdue {
+            let txn = self.begin().await?;
+            let failures = task.failures + 1;
+            let out_of_attempts = failures >= task.max_attempts;
+            let limit =
+                task.max_run_seconds.map_or(self.settings.max_run_time.as_secs_f64(), f64::from);
+            let error = format!("the run passed its maximum run time of {limit} s");
+            let (status, not_before, finished) = if out_of_attempts {
+                (TaskStatus::Failed, task.not_before, Some(now))
+            } else {
+                let delay = rules::retry_delay(
+                    to_u32(failures),
+                    self.settings.retry_base,
+                    self.settings.retry_cap,
+                );
+                (TaskStatus::Waiting, crate::clock::after(now, delay), None)
+            };
+            let done = task::Entity::update_many()
+                .col_expr(task::Column::Status, Expr::value(status.as_str()))
+                .col_expr(task::Column::Failures, Expr::value(failures))
+                .col_expr(task::Column::BotId, Expr::value(Option::<Uuid>::None))
+                .col_expr(task::Column::RunDeadline, Expr::value(Option::<DateTime<Utc>>::None))
+                .col_expr(task::Column::NotBefore, Expr::value(not_before))
+                .col_expr(task::Column::FinishedAt, Expr::value(finished))
+                .col_expr(task::Column::Error, Expr::value(Some(error.clone())))
+                .col_expr(task::Column::UpdatedAt, Expr::value(now))
+                .filter(task::Column::Id.eq(task.id))
+                .filter(task::Column::Status.eq(TaskStatus::Running.as_str()))
+                .filter(task::Column::Attempt.eq(task.attempt))
+                .exec(&txn)
+                .await?;
+            if done.rows_affected != 1 {
+                continue;
+            }
+            if let Some(bot_id) = task.bot_id {
+                bots::release_bot(&txn, bot_id, task.id, BotStatus::Unavailable, now).await?;
+            }
+            let detail = json!({ "reason": error, "status": status, "retry_at": (status == TaskStatus::Waiting).then_some(not_before) });
+            record(&txn, task.id, task.bot_id, task.attempt, EventKind::Failed, Some(detail), now)
+                .await?;
+            txn.commit().await?;
+            count += 1;
+            tracing::warn!(task_id = %task.id, attempt = task.attempt, %error, "run failed");
+            self.changes.task(task.id);
+            if let Some(bot_id) = task.bot_id {
+                self.changes.bot(bot_id);
+                let task_ref = TaskRef { task_id: task.id, attempt: to_u32(task.attempt) };
+                self.stop_bot(bot_id, task_ref, &error).await?;
+            }
+            if out_of_attempts {
+                self.incidents.report_failed_tasks(&[task.id], now).await;
+            }
+        }
+        if count > 0 {
+            self.wake();
+        }
+        Ok(count)
+    }
+
+    /// HTTP bots that are UNAVAILABLE, hold nothing and are not paused, whose address answers a
+    /// probe, become AVAILABLE: a bot of the original contract registers before it listens and
+    /// never says it is back. Returns how many.
+    pub async fn revive_http_bots(&self, now: DateTime<Utc>) -> Result<usize, ApiError> {
+        let candidates = bot::Entity::find()
+            .filter(bot::Column::Status.eq(BotStatus::Unavailable.as_str()))
+            .filter(bot::Column::Delivery.eq(Delivery::Http.as_str()))
+            .filter(bot::Column::Paused.eq(false))
+            .filter(bot::Column::CurrentTaskId.is_null())
+            .all(&self.db)
+            .await?;
+        let probes = join_all(candidates.iter().map(|bot| self.probe(bot))).await;
+        let mut revived = 0;
+        for (bot, answers) in candidates.iter().zip(probes) {
+            if !answers {
+                continue;
+            }
+            let back = bot::Entity::update_many()
+                .col_expr(bot::Column::Status, Expr::value(BotStatus::Available.as_str()))
+                .col_expr(bot::Column::LastHeartbeatAt, Expr::value(Some(now)))
+                .col_expr(bot::Column::UpdatedAt, Expr::value(now))
+                .filter(bot::Column::Id.eq(bot.id))
+                .filter(bot::Column::Status.eq(BotStatus::Unavailable.as_str()))
+                .filter(bot::Column::CurrentTaskId.is_null())
+                .exec(&self.db)
+                .await?;
+            if back.rows_affected == 1 {
+                tracing::info!(bot = %bot.name, "HTTP bot answers its probe: AVAILABLE");
+                self.changes.bot(bot.id);
+                revived += 1;
+            }
+        }
+        if revived > 0 {
+            self.wake();
+        }
+        Ok(revived)
+    }
+
     /// Marks bots silent for too long UNAVAILABLE and puts their tasks back (a lost run counts as
-    /// a failure). Returns how many bots were lost.
+    /// a failure). An HTTP bot that sends no heartbeats is silent only when its address does not
+    /// answer a probe either. Returns how many bots were lost.
     pub async fn detect_lost_bots(&self, now: DateTime<Utc>) -> Result<usize, ApiError> {
         let live = bot::Entity::find()
             .filter(
@@ -447,6 +618,14 @@ impl Pipeline {
                 self.settings.heartbeat_interval,
                 self.settings.missed_heartbeats,
             ) {
+                continue;
+            }
+            if bot.delivery == Delivery::Http.as_str() && self.probe(&bot).await {
+                bot::Entity::update_many()
+                    .col_expr(bot::Column::LastHeartbeatAt, Expr::value(Some(now)))
+                    .filter(bot::Column::Id.eq(bot.id))
+                    .exec(&self.db)
+                    .await?;
                 continue;
             }
             let txn = self.begin().await?;
@@ -512,6 +691,7 @@ impl Pipeline {
                 .col_expr(task::Column::Failures, Expr::value(failures))
                 .col_expr(task::Column::BotId, Expr::value(Option::<Uuid>::None))
                 .col_expr(task::Column::OfferExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
+                .col_expr(task::Column::RunDeadline, Expr::value(Option::<DateTime<Utc>>::None))
                 .col_expr(task::Column::UpdatedAt, Expr::value(now));
             if out_of_attempts {
                 let error = format!("{reason} ({failures} of {} attempts used)", task.max_attempts);

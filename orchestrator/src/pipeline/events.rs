@@ -302,6 +302,13 @@ impl Pipeline {
         row.updated_at = Set(now);
         let (kind, bot_after) = match verdict {
             Verdict::Duplicate => return Ok(()),
+            Verdict::Stale { cancel_sender }
+                if cancel_sender && self.was_told_to_stop(task_ref) =>
+            {
+                // Told to stop already: one history entry and one stop per attempt, however
+                // often a bot that ignores the stop reports.
+                return Ok(());
+            }
             Verdict::Stale { cancel_sender } => {
                 let stale = json!({ "report": format!("{report:?}"), "attempt": task_ref.attempt, "current_attempt": task.attempt, "status": task.status });
                 batch.history.push(
@@ -328,6 +335,10 @@ impl Pipeline {
             Verdict::Start => {
                 row.status = Set(TaskStatus::Running.as_str().to_owned());
                 row.offer_expires_at = Set(None);
+                let limit = task.max_run_seconds.map_or(self.settings.max_run_time, |s| {
+                    Duration::from_secs(u64::try_from(s).unwrap_or_default())
+                });
+                row.run_deadline = Set(Some(crate::clock::after(now, limit)));
                 if task.started_at.is_none() {
                     row.started_at = Set(Some(now));
                 }
@@ -385,7 +396,22 @@ impl Pipeline {
                 (EventKind::Released, Some(BotStatus::Unavailable))
             }
         };
+        if verdict != Verdict::Start && verdict != Verdict::Progress {
+            row.run_deadline = Set(None);
+        }
         let updated = row.update(txn).await?;
+        if matches!(verdict, Verdict::Start | Verdict::Requeue) && bot.unanswered_offers != 0 {
+            // It answers: the offers it left unanswered before are forgiven.
+            bot::Entity::update_many()
+                .col_expr(bot::Column::UnansweredOffers, Expr::value(0))
+                .col_expr(
+                    bot::Column::OffersPausedUntil,
+                    Expr::value(Option::<DateTime<Utc>>::None),
+                )
+                .filter(bot::Column::Id.eq(bot.id))
+                .exec(txn)
+                .await?;
+        }
         let mut detail = detail;
         if verdict == Verdict::RetryLater {
             detail["retry_at"] = json!(updated.not_before);
@@ -474,6 +500,9 @@ impl Pipeline {
                     created_at: Set(now),
                     updated_at: Set(now),
                     session_id: Set(session),
+                    paused: Set(false),
+                    unanswered_offers: Set(0),
+                    offers_paused_until: Set(None),
                 }
                 .insert(txn)
                 .await?;

@@ -68,6 +68,22 @@ pub struct Settings {
     pub event_senders: SenderPolicy,
     /// The type of the queues declared.
     pub queue_type: QueueType,
+    /// Offers of one task that may go unanswered before it ends FAILED.
+    pub max_unanswered_offers: u32,
+    /// How long a run may last when its task does not say.
+    pub max_run_time: Duration,
+    /// How long an HTTP bot has to answer the POST of a command.
+    pub bot_post_timeout: Duration,
+    /// The networks HTTP bots may be in; empty: anywhere.
+    pub http_bot_networks: Vec<ipnet::IpNet>,
+}
+
+impl Settings {
+    /// Whether an HTTP bot at `ip` may be registered and contacted.
+    pub fn http_bot_allowed(&self, ip: std::net::IpAddr) -> bool {
+        self.http_bot_networks.is_empty()
+            || self.http_bot_networks.iter().any(|net| net.contains(&ip))
+    }
 }
 
 impl Settings {
@@ -90,6 +106,10 @@ impl Default for Settings {
             incidents: IncidentSettings::default(),
             event_senders: SenderPolicy::Open,
             queue_type: QueueType::Classic,
+            max_unanswered_offers: 5,
+            max_run_time: Duration::from_secs(3600),
+            bot_post_timeout: Duration::from_secs(5),
+            http_bot_networks: Vec::new(),
         }
     }
 }
@@ -105,6 +125,9 @@ pub struct Pipeline {
     /// The incident engine (its communications are tasks of this pipeline).
     pub incidents: Incidents,
     wake: Arc<Notify>,
+    /// The attempts bots were told to stop, so each is told once (a bot that keeps reporting on
+    /// a cancelled attempt is not sent a stop, and its report not recorded, for every report).
+    told_to_stop: std::sync::Mutex<std::collections::HashSet<TaskRef>>,
     /// When this pipeline started: the sweeps judge nobody by what happened before it (what bots
     /// reported while no orchestrator ran is still queued, unread).
     started: chrono::DateTime<chrono::Utc>,
@@ -114,7 +137,8 @@ impl Pipeline {
     /// A pipeline over `db`, publishing with `publisher`.
     pub fn new(db: DatabaseConnection, publisher: Publisher, settings: Settings) -> Arc<Pipeline> {
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
+            .timeout(settings.bot_post_timeout)
+            .connect_timeout(Duration::from_secs(2))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
         let changes = Changes::default();
@@ -122,7 +146,17 @@ impl Pipeline {
         let incidents =
             Incidents::new(db.clone(), changes.clone(), wake.clone(), settings.incidents.clone());
         let started = crate::clock::now();
-        Arc::new(Pipeline { db, publisher, http, settings, changes, incidents, wake, started })
+        Arc::new(Pipeline {
+            db,
+            publisher,
+            http,
+            settings,
+            changes,
+            incidents,
+            wake,
+            told_to_stop: Default::default(),
+            started,
+        })
     }
 
     /// Asks the dispatcher to run now (a task was created, a bot became free or came online).
@@ -145,13 +179,42 @@ impl Pipeline {
         self.publisher.is_connected().await || self.publisher.connect().await.is_ok()
     }
 
+    /// Whether `task` is an attempt no bot was told to stop yet; notes that one is now. The set
+    /// is forgotten past 100,000 attempts (it only saves repeats: a repeat is harmless).
+    pub(crate) fn first_stop(&self, task: TaskRef) -> bool {
+        let Ok(mut told) = self.told_to_stop.lock() else {
+            return true;
+        };
+        if told.len() >= 100_000 {
+            told.clear();
+        }
+        told.insert(task)
+    }
+
+    /// Whether a bot was told to stop `task` already.
+    pub(crate) fn was_told_to_stop(&self, task: TaskRef) -> bool {
+        self.told_to_stop.lock().is_ok_and(|told| told.contains(&task))
+    }
+
     /// Sends `command` to a bot, through its queue or its HTTP endpoint. Best effort: a bot that
-    /// misses a command is fenced by attempt anyway.
+    /// misses a command is fenced by attempt anyway. A stop is sent once per attempt.
     pub async fn send_command(&self, bot: &bot::Model, command: &Command) {
-        let body = messages::encode(command);
         let task = command.task();
+        if matches!(command, Command::CancelTask { .. }) && !self.first_stop(task) {
+            tracing::debug!(bot = %bot.name, task_id = %task.task_id, attempt = task.attempt, "bot already told to stop this attempt");
+            return;
+        }
+        let body = messages::encode(command);
         let result = match bot.delivery.parse::<Delivery>() {
-            Ok(Delivery::Http) => self.post_to_bot(bot, body).await.map(|_| ()),
+            Ok(Delivery::Http) => {
+                // Each command on its own route: a bot of the original contract reads every
+                // POST /tasks as a task to run.
+                let route = match command {
+                    Command::AssignTask(_) => "/tasks".to_owned(),
+                    Command::CancelTask { task, .. } => format!("/tasks/{}/cancel", task.task_id),
+                };
+                self.post_to_bot(bot, &route, body).await.map(|_| ())
+            }
             _ => self
                 .publisher
                 .publish(TASKS_EXCHANGE, &bot.name, &body, false)
@@ -177,21 +240,72 @@ impl Pipeline {
         Ok(())
     }
 
-    /// POSTs a command to an HTTP-mode bot; `Ok(status)` when it answered at all.
-    async fn post_to_bot(&self, bot: &bot::Model, body: Vec<u8>) -> Result<u16, String> {
-        let port = bot.http_port.ok_or("the bot has no http_port")?;
-        let host = match bot.ip_address.parse::<std::net::IpAddr>() {
-            Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]"),
-            _ => bot.ip_address.clone(),
+    /// POSTs `body` to an HTTP-mode bot's `route`; `Ok(status)` when it answered at all. A bot
+    /// that refuses the connection is tried again briefly (3 tries in about 1.5 s): the natural
+    /// order of a small bot is to register, then start listening.
+    async fn post_to_bot(
+        &self,
+        bot: &bot::Model,
+        route: &str,
+        body: Vec<u8>,
+    ) -> Result<u16, String> {
+        let url = self.bot_url(bot, route)?;
+        let mut pause = Duration::from_millis(500);
+        for attempt in 1..=3 {
+            let sent = self
+                .http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await;
+            match sent {
+                Ok(response) => return Ok(response.status().as_u16()),
+                Err(error) if error.is_connect() && attempt < 3 => {
+                    tracing::debug!(bot = %bot.name, %url, attempt, "the bot refused the connection; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                Err(error) if error.is_timeout() => {
+                    return Err(format!(
+                        "no answer to the POST within {:?} (answer at once, then work)",
+                        self.settings.bot_post_timeout
+                    ));
+                }
+                Err(error) => return Err(error.to_string()),
+            }
+        }
+        Err("the bot refused the connection three times".to_owned())
+    }
+
+    /// Whether an HTTP bot's address takes a TCP connection within a second: the liveness of a
+    /// bot that sends no heartbeats.
+    pub(crate) async fn probe(&self, bot: &bot::Model) -> bool {
+        let Some(port) = bot.http_port.and_then(|p| u16::try_from(p).ok()) else {
+            return false;
         };
-        let response = self
-            .http
-            .post(format!("http://{host}:{port}/tasks"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(response.status().as_u16())
+        let Ok(ip) = bot.ip_address.parse::<std::net::IpAddr>() else {
+            return false;
+        };
+        if !self.settings.http_bot_allowed(ip) {
+            return false;
+        }
+        let connect = tokio::net::TcpStream::connect((ip, port));
+        matches!(tokio::time::timeout(Duration::from_secs(1), connect).await, Ok(Ok(_)))
+    }
+
+    /// The URL of `route` on an HTTP bot, if its address may be contacted.
+    fn bot_url(&self, bot: &bot::Model, route: &str) -> Result<String, String> {
+        let port = bot.http_port.ok_or("the bot has no http_port")?;
+        let ip: std::net::IpAddr =
+            bot.ip_address.parse().map_err(|_| "the bot's address is not an IP address")?;
+        if !self.settings.http_bot_allowed(ip) {
+            return Err(format!("{ip} is outside --http-bot-networks"));
+        }
+        let host = match ip {
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+        };
+        Ok(format!("http://{host}:{port}{route}"))
     }
 }

@@ -73,6 +73,7 @@ impl TestApp {
             .await
             .expect("RabbitMQ with its management plugin must be running (scripts/services)");
         let mut config = Config::for_database(url);
+        config.bots.http_bot_networks = orchestrator::config::BotBoundary::loopback_networks();
         config.amqp_url = vhost.amqp_url();
         tune(&mut config);
         let app = Orchestrator::start(&config).await.expect("orchestrator starts");
