@@ -6,8 +6,11 @@
 //! are printed as they come, so unprompted messages show up while the user is typing and
 //! a long piped script cannot deadlock against a server that is writing replies.
 //!
-//! Lines that are not a command are reported here and never sent. At the end of input the
-//! client half-closes the connection and prints replies until the server closes its side.
+//! Lines that are not a command are reported here and never sent; so is a line over
+//! [`MAX_TYPED_LINE_BYTES`], quoting only its start. Replies are read as a stream of JSON
+//! objects, newline or not, and each line of a reply is printed on its own. At the end of
+//! input, or at `exit` or `quit`, the client half-closes the connection and prints replies
+//! until the server closes its side.
 //!
 //! [`run_local`] runs the same client against an in-process server over an in-memory
 //! pipe, which is how `callcenter --local` prints exactly what the TCP mode prints.
@@ -23,8 +26,8 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::command::Command;
-use crate::protocol::{Line, LineCodec, Reply, encode_line};
+use crate::command::{Input, MAX_TYPED_LINE_BYTES};
+use crate::protocol::{FrameError, JsonCodec, MAX_REPLY_BYTES, Reply, encode_line};
 use crate::queue::CallQueue;
 use crate::server::{QueueHandle, serve_connection};
 
@@ -117,10 +120,11 @@ impl<P: ExternalPrinter> Printer for TerminalPrinter<P> {
 ///
 /// On a terminal the thread runs a line editor with history, and output goes through the
 /// editor so it appears above the prompt; otherwise lines are read plainly (bytes that are
-/// not UTF-8 are replaced, so a bad line is reported rather than ending the input). The
-/// channel closes at the end of input, or on Ctrl-C or Ctrl-D at the prompt. A thread, not
-/// a task: reading stdin blocks, and a blocked thread never holds up the network side
-/// nor the runtime's shutdown.
+/// not UTF-8 are replaced, so a bad line is reported rather than ending the input, and a
+/// line over [`MAX_TYPED_LINE_BYTES`] is cut short, as it is refused anyway). The channel
+/// closes at the end of input, on Ctrl-C or Ctrl-D at the prompt, or after `exit` or
+/// `quit`. A thread, not a task: reading stdin blocks, and a blocked thread never holds up
+/// the network side nor the runtime's shutdown.
 pub fn spawn_stdin_reader() -> Result<(mpsc::Receiver<String>, Box<dyn Printer>), ClientError> {
     let (sender, receiver) = mpsc::channel(INPUT_CAPACITY);
     if io::stdin().is_terminal() {
@@ -138,11 +142,14 @@ fn read_with_editor(mut editor: DefaultEditor, lines: &mpsc::Sender<String>) {
     loop {
         match editor.readline(PROMPT) {
             Ok(line) => {
-                if !line.trim().is_empty() {
+                if !line.trim().is_empty() && line.len() <= MAX_TYPED_LINE_BYTES {
                     // History is a convenience: failing to record a line loses nothing.
                     let _ = editor.add_history_entry(line.as_str());
                 }
-                if lines.blocking_send(line).is_err() {
+                let exit = ends_input(&line);
+                // Stop at `exit` rather than prompt again: the process ends soon, and a
+                // prompt left open would leave the terminal in raw mode.
+                if lines.blocking_send(line).is_err() || exit {
                     break;
                 }
             }
@@ -158,17 +165,17 @@ fn read_with_editor(mut editor: DefaultEditor, lines: &mpsc::Sender<String>) {
 fn read_plain(mut input: impl BufRead, lines: &mpsc::Sender<String>) {
     let mut buffer = Vec::new();
     loop {
-        buffer.clear();
-        match input.read_until(b'\n', &mut buffer) {
-            Ok(0) => break,
-            Ok(_) => {
+        // One byte over the limit (and a `\r`) is enough to refuse the line.
+        match read_line_capped(&mut input, MAX_TYPED_LINE_BYTES + 2, &mut buffer) {
+            Ok(false) => break,
+            Ok(true) => {
                 let line = String::from_utf8_lossy(&buffer);
-                let line = line.trim_end_matches(['\n', '\r']).to_owned();
-                if lines.blocking_send(line).is_err() {
+                let line = line.strip_suffix('\r').unwrap_or(&line).to_owned();
+                let exit = ends_input(&line);
+                if lines.blocking_send(line).is_err() || exit {
                     break;
                 }
             }
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
             Err(error) => {
                 warn!(%error, "cannot read standard input");
                 break;
@@ -177,10 +184,44 @@ fn read_plain(mut input: impl BufRead, lines: &mpsc::Sender<String>) {
     }
 }
 
+/// Reads one line into `line`, newline excluded, keeping at most `keep` bytes of it: the
+/// rest is read and dropped, so a huge line costs no memory. Returns `false` at the end
+/// of input.
+fn read_line_capped(input: &mut impl BufRead, keep: usize, line: &mut Vec<u8>) -> io::Result<bool> {
+    line.clear();
+    let mut read_any = false;
+    loop {
+        let available = match input.fill_buf() {
+            Ok(available) => available,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        if available.is_empty() {
+            return Ok(read_any);
+        }
+        read_any = true;
+        let newline = available.iter().position(|&byte| byte == b'\n');
+        let text = &available[..newline.unwrap_or(available.len())];
+        let room = keep.saturating_sub(line.len());
+        line.extend_from_slice(&text[..text.len().min(room)]);
+        let used = newline.map_or(available.len(), |end| end + 1);
+        input.consume(used);
+        if newline.is_some() {
+            return Ok(true);
+        }
+    }
+}
+
+/// Whether `line` ends the input: `exit` or `quit`.
+fn ends_input(line: &str) -> bool {
+    matches!(Input::parse(line), Ok(Input::Exit))
+}
+
 /// Sends each valid line of `input` to the server on `stream` and prints every reply
 /// until the server closes its side.
 ///
-/// Returns [`ClientError::ServerClosed`] if the server closes before `input` ends.
+/// `input` ends at its end or at a line that is `exit` or `quit`; later lines are not
+/// read. Returns [`ClientError::ServerClosed`] if the server closes before `input` ends.
 pub async fn run<S>(
     stream: S,
     mut input: mpsc::Receiver<String>,
@@ -190,7 +231,7 @@ where
     S: AsyncRead + AsyncWrite,
 {
     let (reader, mut writer) = tokio::io::split(stream);
-    let mut replies = FramedRead::new(reader, LineCodec::new());
+    let mut replies = FramedRead::new(reader, JsonCodec::<Reply>::new(MAX_REPLY_BYTES));
     // Requests not yet taken by the socket. Writing from this loop in small steps, rather
     // than with `write_all`, keeps replies flowing while the server is slow to read.
     let mut pending: Vec<u8> = Vec::new();
@@ -204,13 +245,15 @@ where
         }
         tokio::select! {
             line = input.recv(), if input_open && pending.len() < MAX_PENDING_BYTES => {
-                match line {
-                    Some(line) => match Command::parse_line(&line) {
-                        Ok(Some(command)) => pending.extend(encode_line(&command)?),
-                        Ok(None) => {}
-                        Err(error) => printer.error(&error.to_string())?,
-                    },
-                    None => input_open = false,
+                match line.as_deref().map(Input::parse) {
+                    Some(Ok(Input::Command(command))) => pending.extend(encode_line(&command)?),
+                    Some(Ok(Input::Blank)) => {}
+                    Some(Err(error)) => printer.error(&error.to_string())?,
+                    Some(Ok(Input::Exit)) | None => {
+                        input_open = false;
+                        // Lines typed after `exit` are not read; the reader stops too.
+                        input.close();
+                    }
                 }
             }
             written = writer.write(&pending), if !pending.is_empty() => {
@@ -220,7 +263,7 @@ where
                 }
             }
             reply = replies.next() => match reply {
-                Some(line) => show_reply(line?, printer)?,
+                Some(reply) => show_reply(reply?, printer)?,
                 None => break,
             },
         }
@@ -231,18 +274,13 @@ where
     Ok(())
 }
 
-fn show_reply(line: Line, printer: &mut dyn Printer) -> io::Result<()> {
-    let text = match line {
-        Line::Text(text) if text.trim().is_empty() => return Ok(()),
-        Line::Text(text) => text,
-        Line::TooLong | Line::NotUtf8 => {
-            return printer.error("unreadable reply from the server");
-        }
-    };
-    match serde_json::from_str(&text) {
-        Ok(Reply::Response(message)) => printer.message(&message),
-        Ok(Reply::Error(message)) => printer.error(&message),
-        Err(_) => printer.error(&format!("unreadable reply from the server: {text}")),
+/// Prints each line of a reply as a message or an error of its own, as the server's
+/// messages were printed when each was a reply.
+fn show_reply(reply: Result<Reply, FrameError>, printer: &mut dyn Printer) -> io::Result<()> {
+    match reply {
+        Ok(Reply::Response(text)) => text.lines().try_for_each(|line| printer.message(line)),
+        Ok(Reply::Error(text)) => text.lines().try_for_each(|line| printer.error(line)),
+        Err(error) => printer.error(&format!("unreadable reply from the server: {error}")),
     }
 }
 
@@ -269,6 +307,8 @@ pub async fn run_local(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::queue::{Operators, RingTimeout};
 
@@ -349,5 +389,80 @@ mod tests {
             lines.push(line);
         }
         assert_eq!(lines, ["call 1", "answer A", "\u{fffd}call", "last"]);
+    }
+
+    #[test]
+    fn plain_input_cuts_an_over_long_line_and_stops_after_exit() {
+        let (sender, mut receiver) = mpsc::channel(8);
+        let long = "9".repeat(100 * MAX_TYPED_LINE_BYTES);
+        let script = format!("call 1\ncall {long}\r\nexit\ncall 2\n");
+        read_plain(script.as_bytes(), &sender);
+        drop(sender);
+        let mut lines = Vec::new();
+        while let Ok(line) = receiver.try_recv() {
+            lines.push(line);
+        }
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert_eq!(lines[0], "call 1");
+        // Cut short, yet still over the limit, so it is refused rather than run.
+        assert_eq!(lines[1].len(), MAX_TYPED_LINE_BYTES + 2);
+        assert!(Input::parse(&lines[1]).is_err());
+        assert_eq!(lines[2], "exit");
+    }
+
+    #[tokio::test]
+    async fn exit_ends_the_input_while_more_could_come() {
+        let (sender, receiver) = mpsc::channel(8);
+        for line in ["call 1", "quit", "call 2"] {
+            sender.try_send(line.to_owned()).expect("channel has room");
+        }
+        let mut recorder = Recorder::default();
+        // The sender stays alive: only `quit` can end the run, which must not hang.
+        let run = run_local(queue(), receiver, &mut recorder);
+        tokio::time::timeout(Duration::from_secs(30), run)
+            .await
+            .expect("quit ends the run")
+            .expect("local run succeeds");
+        assert_eq!(recorder.messages, ["Call 1 received", "Call 1 ringing for operator A"]);
+        assert!(recorder.errors.is_empty(), "{:?}", recorder.errors);
+        assert!(sender.is_closed(), "the input channel is closed");
+    }
+
+    #[tokio::test]
+    async fn an_over_long_line_is_refused_and_not_sent() {
+        let long = format!("call {}", "7".repeat(MAX_TYPED_LINE_BYTES));
+        let mut recorder = Recorder::default();
+        run_local(queue(), input(&[&long, "call 2"]), &mut recorder).await.expect("runs");
+        assert_eq!(recorder.messages, ["Call 2 received", "Call 2 ringing for operator A"]);
+        assert_eq!(recorder.errors.len(), 1);
+        assert!(recorder.errors[0].starts_with("line too long: "), "{:?}", recorder.errors);
+        assert!(recorder.errors[0].len() < 100, "{:?}", recorder.errors);
+    }
+
+    #[tokio::test]
+    async fn replies_are_read_as_a_stream_and_printed_line_by_line() {
+        let (client_end, mut server_end) = tokio::io::duplex(1024);
+        // A server that sends no newlines and splits a reply across writes.
+        let server = tokio::spawn(async move {
+            server_end
+                .write_all(br#"{"response":"Call 1 received\nCall 1 ringing"#)
+                .await
+                .expect("client reads");
+            server_end
+                .write_all(br#" for operator A"}{"error":"unknown call 9"}not json"#)
+                .await
+                .expect("client reads");
+            server_end.shutdown().await.expect("close");
+        });
+        let (sender, receiver) = mpsc::channel(1);
+        drop(sender);
+        let mut recorder = Recorder::default();
+        run(client_end, receiver, &mut recorder).await.expect("run succeeds");
+        server.await.expect("server task");
+        assert_eq!(recorder.messages, ["Call 1 received", "Call 1 ringing for operator A"]);
+        assert_eq!(
+            recorder.errors,
+            ["unknown call 9", "unreadable reply from the server: expected a JSON object"]
+        );
     }
 }

@@ -3,7 +3,8 @@
 //! Raw strings stop here: a [`CallId`] or [`OperatorId`] that exists is known to be one
 //! word, so every message built from it stays on one line and every command typed back
 //! with it parses again. A [`Command`] is both what a typed line means and, serialized,
-//! what travels over TCP (see [`crate::protocol`]).
+//! what travels over TCP (see [`crate::protocol`]). An [`Input`] is what a typed line asks
+//! of the interpreter: a command, or `exit`.
 
 use std::fmt;
 
@@ -203,6 +204,56 @@ impl Command {
     }
 }
 
+/// Longest typed line the interpreter accepts, in bytes: far more than any command needs
+/// (`hangup` and an id of [`MAX_ID_CHARS`] characters), little enough to quote safely.
+pub const MAX_TYPED_LINE_BYTES: usize = 1024;
+
+/// How much of an over-long line an error quotes, in characters: enough to recognise it.
+const QUOTED_CHARS: usize = 20;
+
+/// What a typed line asks of the interpreter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A blank line: nothing.
+    Blank,
+    /// A call-center command, for the queue manager.
+    Command(Command),
+    /// `exit` or `quit` (anything after the word is ignored): stop reading input, as at
+    /// its end.
+    Exit,
+}
+
+/// Why a typed line is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    /// The line is longer than [`MAX_TYPED_LINE_BYTES`]; only its start is quoted.
+    #[error("line too long: more than {MAX_TYPED_LINE_BYTES} bytes, starting {start:?}…")]
+    TooLong {
+        /// The first characters of the line.
+        start: String,
+    },
+    /// The line is not a command.
+    #[error(transparent)]
+    Command(#[from] ParseError),
+}
+
+impl Input {
+    /// Parses a typed line: `exit`, `quit`, a blank line or a [`Command`].
+    ///
+    /// A reader may cut a line short once it is past [`MAX_TYPED_LINE_BYTES`]: it is
+    /// refused either way.
+    pub fn parse(line: &str) -> Result<Self, InputError> {
+        if line.len() > MAX_TYPED_LINE_BYTES {
+            // Quote only the start: echoing a huge line back whole floods the terminal.
+            return Err(InputError::TooLong { start: line.chars().take(QUOTED_CHARS).collect() });
+        }
+        if let Some("exit" | "quit") = line.split_whitespace().next() {
+            return Ok(Self::Exit);
+        }
+        Ok(Command::parse_line(line)?.map_or(Self::Blank, Self::Command))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,5 +318,35 @@ mod tests {
         assert!(serde_json::from_str::<Command>(r#"{"command":"call","id":""}"#).is_err());
         assert!(serde_json::from_str::<Command>(r#"{"command":"dial","id":"1"}"#).is_err());
         assert!(serde_json::from_str::<Command>(r#"{"command":"call"}"#).is_err());
+    }
+
+    #[test]
+    fn exit_and_quit_end_the_input() {
+        assert_eq!(Input::parse("exit"), Ok(Input::Exit));
+        assert_eq!(Input::parse("  quit \r"), Ok(Input::Exit));
+        assert_eq!(Input::parse("quit now"), Ok(Input::Exit));
+        assert_eq!(Input::parse(""), Ok(Input::Blank));
+        assert_eq!(Input::parse("call 1"), Ok(Input::Command(call("1"))));
+        // Lower-case only, like the commands; and a word that merely starts with one is
+        // not one.
+        assert!(matches!(Input::parse("EXIT"), Err(InputError::Command(_))));
+        assert!(matches!(Input::parse("exiting"), Err(InputError::Command(_))));
+    }
+
+    #[test]
+    fn an_over_long_line_is_refused_and_only_its_start_quoted() {
+        let line = format!("call {}", "1".repeat(MAX_TYPED_LINE_BYTES));
+        let error = Input::parse(&line).expect_err("line is too long");
+        assert_eq!(error, InputError::TooLong { start: "call 111111111111111".to_owned() });
+        assert_eq!(
+            error.to_string(),
+            "line too long: more than 1024 bytes, starting \"call 111111111111111\"…"
+        );
+        // Even `exit` is not looked for in an over-long line.
+        let padded = format!("exit{}", " ".repeat(MAX_TYPED_LINE_BYTES));
+        assert!(matches!(Input::parse(&padded), Err(InputError::TooLong { .. })));
+        // At the limit, a line is judged as usual.
+        let at_limit = format!("call 1{}", " ".repeat(MAX_TYPED_LINE_BYTES - 6));
+        assert_eq!(Input::parse(&at_limit), Ok(Input::Command(call("1"))));
     }
 }

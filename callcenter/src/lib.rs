@@ -4,10 +4,11 @@
 //! # Layout
 //!
 //! - [`command`]: the four commands and the ids they name, parsed from typed lines; also
-//!   the JSON request shape.
+//!   the JSON request shape, and what a typed line asks of the interpreter (`exit`).
 //! - [`queue`]: the pure state machine. It takes `now` as an argument and returns the
 //!   messages to print, so the rules are tested without sockets or sleeps.
-//! - [`protocol`]: the JSON-lines protocol between the interpreter and the queue manager.
+//! - [`protocol`]: the protocol between the interpreter and the queue manager: requests
+//!   read as a stream of JSON objects, one reply line per request (`docs/callcenter.md`).
 //! - [`server`]: the queue manager. One task owns the queue and its ring timer;
 //!   [`server::run`] serves TCP clients until a cancellation token fires.
 //! - [`client`]: the command interpreter, over TCP or (`--local`) against an in-process

@@ -4,7 +4,8 @@
 //!   a time, in arrival order, and sleeps until the earliest ring deadline to expire
 //!   unanswered rings; what expiry produces is broadcast to every connection.
 //! - [`serve_connection`] speaks the [`protocol`](crate::protocol) on any byte stream: a TCP
-//!   socket here, an in-memory pipe in the client's `--local` mode.
+//!   socket here, an in-memory pipe in the client's `--local` mode. Each request gets
+//!   exactly one reply, [`command_reply`] or an error.
 //! - [`run`] accepts TCP connections until its shutdown token is cancelled.
 
 use std::io;
@@ -21,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::command::Command;
-use crate::protocol::{Line, LineCodec, MAX_LINE_BYTES, Reply, encode_line};
+use crate::protocol::{FrameError, JsonCodec, MAX_REQUEST_BYTES, Reply, encode_line};
 use crate::queue::{CallQueue, Event, QueueError};
 
 /// How many unprompted messages a slow connection may fall behind before it loses some.
@@ -130,9 +131,10 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// Serves one client on `stream` until it half-closes, the queue stops or `shutdown` is
 /// cancelled; then closes the write side.
 ///
-/// Each request line gets its replies in order; lines that are not a valid request get an
-/// error reply and the connection goes on. Unprompted messages are written between
-/// requests as they happen.
+/// Requests are read as a stream of JSON objects (see [`JsonCodec`]); each gets exactly
+/// one reply line, in order, and one that is not a valid request gets an error reply and
+/// the connection goes on. Unprompted messages are written between replies as they
+/// happen, one line each.
 pub async fn serve_connection<S>(
     stream: S,
     queue: QueueHandle,
@@ -143,32 +145,29 @@ where
 {
     let mut unprompted = queue.subscribe();
     let (reader, writer) = tokio::io::split(stream);
-    let mut lines = FramedRead::new(reader, LineCodec::new());
+    let mut requests = FramedRead::new(reader, JsonCodec::<Command>::new(MAX_REQUEST_BYTES));
     let mut writer = BufWriter::new(writer);
     loop {
         let mut replies = Vec::new();
         tokio::select! {
             () = shutdown.cancelled() => break,
-            line = lines.next() => {
-                let Some(line) = line else {
+            request = requests.next() => {
+                let Some(request) = request else {
                     debug!("client finished sending");
                     break;
                 };
-                match parse_request(line?) {
-                    Ok(None) => {}
-                    Err(reply) => replies.push(reply),
-                    Ok(Some(command)) => {
+                match request? {
+                    Err(error) => replies.push(invalid_request(&error)),
+                    Ok(command) => {
                         let Some(outcome) = queue.submit(command).await else {
                             break;
                         };
-                        // Timeouts that happened before this command come first.
+                        // Timeouts that happened before this command come first, as
+                        // messages of their own.
                         while let Ok(event) = unprompted.try_recv() {
                             replies.push(response(&event));
                         }
-                        match outcome {
-                            Ok(events) => replies.extend(events.iter().map(response)),
-                            Err(error) => replies.push(Reply::Error(error.to_string())),
-                        }
+                        replies.push(command_reply(&outcome));
                     }
                 }
             }
@@ -189,27 +188,27 @@ where
     Ok(())
 }
 
+/// An unprompted message: one event, one reply line, as before command replies were
+/// grouped; clients written for that keep working.
 fn response(event: &Event) -> Reply {
     Reply::Response(event.to_string())
 }
 
-/// A request line's command, `None` for a blank line, or the error reply to send.
-fn parse_request(line: Line) -> Result<Option<Command>, Reply> {
-    let text = match line {
-        Line::Text(text) => text,
-        Line::TooLong => {
-            return Err(Reply::Error(format!(
-                "invalid request: line longer than {MAX_LINE_BYTES} bytes"
-            )));
+/// The one reply to a command: every message it produced, joined by `\n`, or why it was
+/// refused.
+pub fn command_reply(outcome: &Outcome) -> Reply {
+    match outcome {
+        Ok(events) => {
+            let lines: Vec<String> = events.iter().map(ToString::to_string).collect();
+            Reply::Response(lines.join("\n"))
         }
-        Line::NotUtf8 => return Err(Reply::Error("invalid request: not UTF-8".to_owned())),
-    };
-    if text.trim().is_empty() {
-        return Ok(None);
+        Err(error) => Reply::Error(error.to_string()),
     }
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|error| Reply::Error(format!("invalid request: {error}")))
+}
+
+/// The reply to bytes that are not a valid request.
+fn invalid_request(error: &FrameError) -> Reply {
+    Reply::Error(format!("invalid request: {error}"))
 }
 
 async fn write_replies<W>(writer: &mut W, replies: &[Reply]) -> Result<(), ConnectionError>
@@ -278,6 +277,7 @@ mod tests {
     use tokio::io::{AsyncBufReadExt, BufReader, DuplexStream, Lines};
 
     use super::*;
+    use crate::command::{CallId, OperatorId};
     use crate::queue::{Operators, RingTimeout};
 
     /// A client of [`serve_connection`] over an in-memory pipe.
@@ -323,12 +323,11 @@ mod tests {
         let mut watcher = TestClient::connect(&queue);
         caller.send(r#"{"command":"call","id":"1"}"#).await;
         assert_eq!(
-            caller.receive(2).await,
-            [
-                r#"{"response":"Call 1 received"}"#,
-                r#"{"response":"Call 1 ringing for operator A"}"#,
-            ]
+            caller.receive(1).await,
+            [r#"{"response":"Call 1 received\nCall 1 ringing for operator A"}"#]
         );
+        // Each unprompted message is a line of its own, as it was before replies were
+        // grouped per command.
         let unprompted = [
             r#"{"response":"Call 1 ignored by operator A"}"#,
             r#"{"response":"Call 1 ringing for operator B"}"#,
@@ -367,8 +366,9 @@ mod tests {
         client.send(r#"{"command":"dial","id":"1"}"#).await;
         client.send(r#"{"command":"answer","id":"A"}"#).await;
         client.send(r#"{"command":"call","id":"7"}"#).await;
-        let replies = client.receive(5).await;
-        assert!(replies[0].starts_with(r#"{"error":"invalid request: "#), "{replies:?}");
+        // One reply per request; the blank line is no request.
+        let replies = client.receive(4).await;
+        assert_eq!(replies[0], r#"{"error":"invalid request: expected a JSON object"}"#);
         assert!(
             replies[1].starts_with(r#"{"error":"invalid request: unknown variant `dial`"#),
             "{replies:?}"
@@ -377,8 +377,7 @@ mod tests {
             replies[2..],
             [
                 r#"{"error":"operator A has no ringing call"}"#,
-                r#"{"response":"Call 7 received"}"#,
-                r#"{"response":"Call 7 ringing for operator A"}"#,
+                r#"{"response":"Call 7 received\nCall 7 ringing for operator A"}"#,
             ]
         );
     }
@@ -389,8 +388,44 @@ mod tests {
         let mut client = TestClient::connect(&queue);
         client.send(r#"{"command":"call","id":"1"}"#).await;
         client.writer.shutdown().await.expect("half-close");
-        assert_eq!(client.receive(2).await.len(), 2);
+        assert_eq!(client.receive(1).await.len(), 1);
         let end = client.lines.next_line().await.expect("clean end of stream");
         assert_eq!(end, None);
+    }
+
+    #[test]
+    fn a_command_reply_holds_every_line_the_command_printed() {
+        let call = |id: &str| CallId::parse(id).expect("valid call id");
+        let operator = OperatorId::parse("A").expect("valid operator");
+        let outcome: Outcome = Ok(vec![
+            Event::Missed { call: call("5") },
+            Event::Ringing { call: call("6"), operator },
+        ]);
+        assert_eq!(
+            command_reply(&outcome),
+            Reply::Response("Call 5 missed\nCall 6 ringing for operator A".to_owned())
+        );
+        let refused: Outcome = Err(QueueError::UnknownCall(call("9")));
+        assert_eq!(command_reply(&refused), Reply::Error("unknown call 9".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn a_request_without_a_newline_is_answered_and_a_truncated_one_is_reported() {
+        let queue = queue(10);
+        let mut client = TestClient::connect(&queue);
+        client.writer.write_all(br#"{"command": "call", "id": "1"}"#).await.expect("server reads");
+        assert_eq!(
+            client.receive(1).await,
+            [r#"{"response":"Call 1 received\nCall 1 ringing for operator A"}"#]
+        );
+        client.writer.write_all(br#"{"command": "hangup", "#).await.expect("server reads");
+        client.writer.shutdown().await.expect("half-close");
+        assert_eq!(
+            client.receive(1).await,
+            [
+                r#"{"error":"invalid request: the connection ended inside an unfinished JSON object"}"#
+            ]
+        );
+        assert_eq!(client.lines.next_line().await.expect("clean end of stream"), None);
     }
 }

@@ -1,5 +1,5 @@
-//! `callcenter-server`: the call-center queue manager, serving the JSON-lines protocol
-//! over TCP.
+//! `callcenter-server`: the call-center queue manager, serving its JSON protocol over TCP
+//! (`docs/callcenter.md`).
 //!
 //! Prints `listening on <address>` on standard output once bound, so a caller that passes
 //! `--port 0` learns the port; logs go to standard error (`RUST_LOG` filters them).
