@@ -199,4 +199,32 @@ async fn a_bot_in_http_push_mode_runs_tasks_through_the_rest_api() {
     let history: Vec<String> =
         world.history(&id).await.into_iter().filter(|k| k != "progress").collect();
     assert_eq!(history, ["created", "assigned", "accepted", "completed"]);
+
+    // A cancel reaches it on its own route (POST /tasks/{id}/cancel) and stops the run: the bot
+    // is free for the next task at once, instead of refusing it while the long one goes on.
+    let long = world
+        .create_task(
+            json!({"description": "long", "system": "NOOP", "payload": {"duration_ms": 60000}}),
+        )
+        .await;
+    world.wait_status(&long, "RUNNING").await;
+    let cancel = reqwest::Client::new()
+        .post(format!("{}/api/v1/tasks/{long}/cancel", world.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 200);
+    let next = world
+        .create_task(
+            json!({"description": "next", "system": "NOOP", "payload": {"duration_ms": 10}}),
+        )
+        .await;
+    world.wait_status(&next, "COMPLETE").await;
+    let history: Vec<String> =
+        world.history(&next).await.into_iter().filter(|k| k != "progress").collect();
+    assert_eq!(
+        history,
+        ["created", "assigned", "accepted", "completed"],
+        "taken at the first offer"
+    );
 }

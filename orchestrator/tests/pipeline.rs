@@ -532,6 +532,67 @@ async fn cancelling_a_running_task_stops_its_bot(backend: Backend) {
     assert_eq!(task_status(&app, &id).await, "CANCELLED");
 }
 
+async fn a_run_past_its_maximum_run_time_fails_and_its_bot_is_told_to_stop(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut bot = ScriptedBot::online(&app, "stuck", &[System::Noop]).await;
+    let body = json!({"description": "hangs", "system": "NOOP", "payload": {}, "max_run_seconds": 1, "max_attempts": 2});
+    let id = create(&app, body).await;
+    for attempt in 1..=2 {
+        let offer = bot.next_offer().await;
+        assert_eq!(offer.task.attempt, attempt);
+        bot.accept(offer.task).await;
+        let running = wait_status(&app, &id, "RUNNING").await;
+        assert!(running["run_deadline"].is_string(), "{running}");
+        // It never ends: past its second, the run fails and the bot is told to stop.
+        match bot.next().await {
+            Command::CancelTask { task, reason } => {
+                assert_eq!(task, offer.task);
+                assert!(reason.contains("maximum run time of 1 s"), "{reason}");
+            }
+            other => panic!("expected a stop, got {other:?}"),
+        }
+        let path = format!("/api/v1/tasks/{id}");
+        wait_until!("the run failed", app.get(&path).await.1["failures"] == attempt);
+    }
+    // Two runs failed: out of attempts. (Its heartbeats, holding nothing, brought it back.)
+    let failed = wait_status(&app, &id, "FAILED").await;
+    assert!(failed["error"].as_str().unwrap().contains("maximum run time"), "{failed}");
+    let kinds = history(&app, &id).await;
+    assert_eq!(kinds.iter().filter(|k| *k == "failed").count(), 2, "{kinds:?}");
+}
+
+async fn a_bot_reporting_on_a_cancelled_attempt_is_told_to_stop_once(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut bot = ScriptedBot::online(&app, "deaf", &[System::Noop]).await;
+    let id = create(&app, noop("to cancel")).await;
+    let offer = bot.next_offer().await;
+    bot.accept(offer.task).await;
+    wait_status(&app, &id, "RUNNING").await;
+    app.post(&format!("/api/v1/tasks/{id}/cancel"), &json!({})).await;
+    assert!(matches!(bot.next().await, Command::CancelTask { .. }));
+    // It does not listen: it reports progress on the cancelled attempt again and again.
+    for row in 1..=20 {
+        let rows = vec![RowOutcome { row, status: RowStatus::Done, message: String::new() }];
+        bot.send(Event::TaskProgress {
+            task: offer.task,
+            bot: bot.name.clone(),
+            rows,
+            at: Utc::now(),
+        })
+        .await;
+    }
+    bot.complete(offer.task, vec![]).await;
+    wait_until!(
+        "the completion recorded",
+        history(&app, &id).await.last().map(String::as_str) == Some("stale_event")
+    );
+    // One stop, and one history entry (the completion's), for twenty-one reports.
+    bot.expect_silence(Duration::from_millis(700)).await;
+    let kinds = history(&app, &id).await;
+    assert_eq!(kinds.iter().filter(|k| *k == "stale_event").count(), 1, "{kinds:?}");
+    assert_eq!(task_status(&app, &id).await, "CANCELLED");
+}
+
 async fn an_offer_nobody_can_receive_goes_back_at_once(backend: Backend) {
     let app = spawn(backend).await;
     // Registered through the API as available, but never started: it has no queue.
@@ -635,6 +696,8 @@ on_every_backend!(
     a_lost_bot_s_task_resumes_elsewhere_and_its_late_events_change_nothing,
     retryable_failures_back_off_then_fail_for_good,
     cancelling_a_running_task_stops_its_bot,
+    a_run_past_its_maximum_run_time_fails_and_its_bot_is_told_to_stop,
+    a_bot_reporting_on_a_cancelled_attempt_is_told_to_stop_once,
     an_offer_nobody_can_receive_goes_back_at_once,
     malformed_events_are_dead_lettered_and_the_consumer_goes_on,
     under_the_strict_sender_policy_a_bot_speaks_only_for_itself,
