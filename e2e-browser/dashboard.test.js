@@ -167,6 +167,10 @@ test("a CSV task uploaded through the page goes WAITING, RUNNING, COMPLETE live,
     assert.ok(timeline.includes(kind), `timeline has ${kind}: ${timeline}`);
   }
   assert.match(await page.locator("#timeline").textContent(), /browser-bot/);
+  // Offers and failed runs are counted apart.
+  const fields = await page.locator("dl.fields").textContent();
+  assert.match(fields, /Offers\s*1 \(0 unanswered\)/);
+  assert.match(fields, /Failed runs\s*0 of 3/);
   assert.equal(await page.locator("#rows-table tbody tr").count(), 3);
   assert.equal(await page.locator("#rows-table tbody tr.failed").count(), 1);
   assert.match(await page.locator('#rows-table tr[data-row="2"]').textContent(), /REJECTED.*email: not a valid e-mail address/);
@@ -181,6 +185,17 @@ test("a CSV task uploaded through the page goes WAITING, RUNNING, COMPLETE live,
   assert.equal(await page.locator("#rows-table tbody tr").count(), 1);
   const retried = (await (await fetch(`${api}/api/v1/tasks?limit=1`)).json()).items[0];
   assert.equal(retried.progress.total, 1);
+
+  // An operator takes the bot out of rotation and back, from its row.
+  await page.goto(api + "/");
+  const botRow = page.locator('#bots-body tr[data-bot="browser-bot"]');
+  await botRow.getByRole("button", { name: "Pause browser-bot" }).click();
+  await botRow.locator(".badge.PAUSED").waitFor();
+  const paused = (await (await fetch(`${api}/api/v1/bots?name=browser-bot`)).json()).items[0];
+  assert.equal(paused.paused, true);
+  await botRow.getByRole("button", { name: "Resume browser-bot" }).click();
+  await botRow.locator(".badge.PAUSED").waitFor({ state: "detached" });
+  assert.equal((await (await fetch(`${api}/api/v1/bots?name=browser-bot`)).json()).items[0].paused, false);
 
   // Chromium logs every 4xx response in the console; the one deliberate bad upload is the only one.
   const deliberate = /Failed to load resource: the server responded with a status of 422/;

@@ -255,13 +255,19 @@ async function refreshTasks() {
       el("td", {}, badge(task.status)),
       el("td", {}, progressOf(task)),
       el("td", {}, botName(task.bot_id) || "—"),
-      el("td", { class: "num" }, task.attempt),
+      el("td", { class: "num", title: offersTitle(task) }, `${task.attempt} · ${task.failures}/${task.max_attempts}`),
       el("td", {}, when(task.created_at)))));
   }
   const last = Math.min(state.offset + PAGE_SIZE, state.total);
   $("#page-info").textContent = state.total ? `${state.offset + 1}–${last} of ${state.total}` : "";
   $("#prev-page").disabled = state.offset === 0;
   $("#next-page").disabled = last >= state.total;
+}
+
+// Offers (every offer, answered or not: the attempt number), failed runs (bounded by
+// max_attempts) and unanswered offers are three different counts.
+function offersTitle(task) {
+  return `${task.attempt} offer(s), ${task.unanswered_offers} unanswered; ${task.failures} of ${task.max_attempts} runs failed`;
 }
 
 function progressOf(task) {
@@ -278,13 +284,15 @@ async function refreshBots() {
   const body = $("#bots-body");
   body.replaceChildren(...(page.items.length ? page.items.map((bot) => el("tr", { "data-bot": bot.name },
     el("td", {}, bot.name, bot.delivery === "http" ? el("span", { class: "muted" }, ` (http :${bot.http_port})`) : null),
-    el("td", {}, badge(bot.status)),
+    el("td", {}, badge(bot.status), bot.paused ? [" ", badge("PAUSED")] : null,
+      backingOff(bot) ? el("span", { class: "muted", title: `no offer before ${bot.offers_paused_until}` }, ` (${bot.unanswered_offers} unanswered)`) : null),
     el("td", {}, bot.systems.join(", ")),
     el("td", {}, bot.ip_address),
     el("td", { title: bot.last_heartbeat_at || "" }, ago(bot.last_heartbeat_at)),
     el("td", {}, bot.current_task_id ? el("a", { href: `#/tasks/${bot.current_task_id}` }, shortId(bot.current_task_id)) : "—"),
     el("td", {},
       el("button", { type: "button", onclick: () => openBotForm(bot), "aria-label": `Edit ${bot.name}` }, "Edit"), " ",
+      el("button", { type: "button", onclick: () => pauseBot(bot, !bot.paused), "aria-label": `${bot.paused ? "Resume" : "Pause"} ${bot.name}` }, bot.paused ? "Resume" : "Pause"), " ",
       el("button", { type: "button", class: "danger", onclick: () => deleteBot(bot), "aria-label": `Delete ${bot.name}` }, "Delete"))))
     : [el("tr", {}, el("td", { colspan: 7, class: "muted" }, "No bots yet: start one, or register it here."))]));
   const select = $("#filter-bot");
@@ -340,6 +348,22 @@ async function saveBot(event) {
     if (!(error instanceof ApiError)) throw error;
     showErrors(form, error);
   }
+}
+
+function backingOff(bot) {
+  return bot.offers_paused_until && Date.parse(bot.offers_paused_until) > Date.now();
+}
+
+// A paused bot is offered nothing, whatever it reports, until resumed; it keeps what it holds.
+async function pauseBot(bot, paused) {
+  try {
+    await sendJson("PATCH", `/api/v1/bots/${bot.id}`, { paused });
+    notify(paused ? `Bot ${bot.name} paused: it gets no new task.` : `Bot ${bot.name} resumed.`);
+  } catch (error) {
+    if (!(error instanceof ApiError)) throw error;
+    notify(error.message, true);
+  }
+  await refreshBots();
 }
 
 async function deleteBot(bot) {
@@ -398,7 +422,8 @@ async function showTask(id) {
       el("dt", {}, "Progress"), el("dd", {}, progressOf(task)),
       el("dt", {}, "System"), el("dd", {}, task.system),
       el("dt", {}, "Bot"), el("dd", {}, botName(task.bot_id) || "—"),
-      el("dt", {}, "Attempt"), el("dd", {}, `${task.attempt} (failed runs: ${task.failures} of ${task.max_attempts})`),
+      el("dt", {}, "Offers"), el("dd", {}, `${task.attempt} (${task.unanswered_offers} unanswered)`),
+      el("dt", {}, "Failed runs"), el("dd", {}, `${task.failures} of ${task.max_attempts}`),
       el("dt", {}, "Priority"), el("dd", {}, task.priority),
       el("dt", {}, "Created"), el("dd", {}, when(task.created_at)),
       el("dt", {}, "Started"), el("dd", {}, when(task.started_at)),
