@@ -197,7 +197,7 @@ async fn rabbitmq_restarted_again_and_again_during_load_and_every_task_completes
     const BOTS: usize = 3;
     let restarts = count_from_env("BOTLINE_CHAOS_RABBITMQ_RESTARTS", 3);
     let mut dice = Dice::seeded();
-    // DESIGN.md's heartbeats and offer timeout: a broker restart takes seconds, and a bot that
+    // docs/architecture.md's heartbeats and offer timeout: a broker restart takes seconds, and a bot that
     // cannot publish for that long must not be taken for lost.
     let timings = Timings {
         offer_timeout: 10.0,

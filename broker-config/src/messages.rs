@@ -141,7 +141,7 @@ pub struct RowOutcome {
     pub message: String,
 }
 
-/// A CSV task's result, as stored on the task (DESIGN.md, "Data").
+/// A CSV task's result, as stored on the task (docs/architecture.md, "Data").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CsvResult {
     /// Rows in the file.

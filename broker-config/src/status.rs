@@ -66,7 +66,7 @@ macro_rules! named_enum {
     };
 }
 
-/// Where a task is in its life (DESIGN.md, "The task life").
+/// Where a task is in its life (docs/architecture.md, "The task life").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "UPPERCASE")]

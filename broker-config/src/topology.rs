@@ -1,4 +1,4 @@
-//! The RabbitMQ topology of DESIGN.md, declared idempotently by whoever starts first and printed as
+//! The RabbitMQ topology of docs/architecture.md, declared idempotently by whoever starts first and printed as
 //! a definitions file for the management UI.
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};

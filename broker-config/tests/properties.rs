@@ -255,7 +255,7 @@ const OPTIONAL_KEYS: [&str; 6] = ["output", "payload", "attachment", "task", "se
 // ---------------------------------------------------------------------------------------------
 // Bot names
 
-/// The rule of DESIGN.md, written independently of the parser.
+/// The rule of docs/architecture.md, written independently of the parser.
 fn is_bot_name(s: &str) -> bool {
     let mut chars = s.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());

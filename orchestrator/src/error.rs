@@ -1,5 +1,5 @@
 //! [`ApiError`]: every way a request can fail, mapped to one HTTP status and the JSON body of
-//! DESIGN.md: `{"error":{"code":"…","message":"…","field":…}}`.
+//! docs/architecture.md: `{"error":{"code":"…","message":"…","field":…}}`.
 
 use axum::Json;
 use axum::http::StatusCode;

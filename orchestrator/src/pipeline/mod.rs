@@ -45,7 +45,7 @@ pub(crate) async fn begin_in_line<D: TransactionTrait>(db: &D) -> Result<D::Tran
     Ok(txn)
 }
 
-/// Timings of the task life (DESIGN.md defaults; tests shorten them).
+/// Timings of the task life (docs/architecture.md defaults; tests shorten them).
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// How long a bot has to answer an offer.
