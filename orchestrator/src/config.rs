@@ -130,6 +130,11 @@ pub struct BotBoundary {
     )]
     pub http_bot_networks: Vec<ipnet::IpNet>,
 
+    /// The largest event from a bot, in bytes (16 MiB; real ones are a few KiB): a larger one is
+    /// dead-lettered with the reason, and the attempt it reports on fails, retryably.
+    #[arg(long, env = "BOTLINE_MAX_EVENT_BYTES", default_value_t = 16 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=(128 * 1024 * 1024)))]
+    pub max_event_bytes: u64,
+
     /// Seconds an HTTP bot has to answer the POST of an offer (it should answer at once and work
     /// afterwards).
     #[arg(long, env = "BOTLINE_BOT_POST_TIMEOUT", default_value = "5", value_parser = parse_seconds)]
@@ -143,6 +148,7 @@ impl Default for BotBoundary {
             max_unanswered_offers: 5,
             max_run_time: Duration::from_secs(3600),
             http_bot_networks: Vec::new(),
+            max_event_bytes: 16 * 1024 * 1024,
             bot_post_timeout: Duration::from_secs(5),
         }
     }
@@ -248,6 +254,7 @@ impl Config {
             max_run_time: self.bots.max_run_time,
             bot_post_timeout: self.bots.bot_post_timeout,
             http_bot_networks: self.bots.http_bot_networks.clone(),
+            max_event_bytes: usize::try_from(self.bots.max_event_bytes).unwrap_or(usize::MAX),
             ..Settings::default()
         }
     }

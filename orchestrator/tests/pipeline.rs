@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -53,6 +54,8 @@ struct ScriptedBot {
     stop: CancellationToken,
     /// Its `bot.online`, with this run's session.
     announcement: Event,
+    /// What its heartbeats say it works on: what it accepted, until it reports the end.
+    holding: Arc<Mutex<Option<TaskRef>>>,
 }
 
 impl ScriptedBot {
@@ -110,13 +113,15 @@ impl ScriptedBot {
             heartbeat: CancellationToken::new(),
             stop,
             announcement,
+            holding: Arc::default(),
         };
         bot.send(bot.announcement.clone()).await;
-        let (publisher, name, beat) =
-            (bot.publisher.clone(), bot.name.clone(), bot.heartbeat.clone());
+        let (publisher, name, beat, holding) =
+            (bot.publisher.clone(), bot.name.clone(), bot.heartbeat.clone(), bot.holding.clone());
         tokio::spawn(async move {
             while !beat.is_cancelled() {
-                let event = Event::BotHeartbeat { bot: name.clone(), task: None, at: Utc::now() };
+                let task = *holding.lock().unwrap();
+                let event = Event::BotHeartbeat { bot: name.clone(), task, at: Utc::now() };
                 let _ = publisher
                     .publish(EVENTS_EXCHANGE, event.routing_key(), &messages::encode(&event), false)
                     .await;
@@ -130,6 +135,14 @@ impl ScriptedBot {
     }
 
     async fn send(&self, event: Event) {
+        match &event {
+            Event::TaskAccepted { task, .. } => *self.holding.lock().unwrap() = Some(*task),
+            Event::TaskCompleted { .. }
+            | Event::TaskFailed { .. }
+            | Event::TaskReleased { .. }
+            | Event::TaskRejected { .. } => *self.holding.lock().unwrap() = None,
+            _ => {}
+        }
         self.publisher
             .publish(EVENTS_EXCHANGE, event.routing_key(), &messages::encode(&event), false)
             .await
@@ -541,8 +554,6 @@ async fn a_run_past_its_maximum_run_time_fails_and_its_bot_is_told_to_stop(backe
         let offer = bot.next_offer().await;
         assert_eq!(offer.task.attempt, attempt);
         bot.accept(offer.task).await;
-        let running = wait_status(&app, &id, "RUNNING").await;
-        assert!(running["run_deadline"].is_string(), "{running}");
         // It never ends: past its second, the run fails and the bot is told to stop.
         match bot.next().await {
             Command::CancelTask { task, reason } => {
@@ -551,14 +562,130 @@ async fn a_run_past_its_maximum_run_time_fails_and_its_bot_is_told_to_stop(backe
             }
             other => panic!("expected a stop, got {other:?}"),
         }
+        // It stops, as told: its heartbeats hold nothing again.
+        *bot.holding.lock().unwrap() = None;
         let path = format!("/api/v1/tasks/{id}");
         wait_until!("the run failed", app.get(&path).await.1["failures"] == attempt);
+        let accepted = history(&app, &id).await.iter().filter(|k| *k == "accepted").count();
+        assert_eq!(accepted, attempt as usize, "each run was accepted, then failed");
     }
     // Two runs failed: out of attempts. (Its heartbeats, holding nothing, brought it back.)
     let failed = wait_status(&app, &id, "FAILED").await;
     assert!(failed["error"].as_str().unwrap().contains("maximum run time"), "{failed}");
     let kinds = history(&app, &id).await;
     assert_eq!(kinds.iter().filter(|k| *k == "failed").count(), 2, "{kinds:?}");
+}
+
+async fn a_task_its_bot_no_longer_mentions_is_taken_back_as_a_failed_run(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut bot = ScriptedBot::online(&app, "forgetful", &[System::Noop]).await;
+    let id = create(&app, noop("dropped")).await;
+    let offer = bot.next_offer().await;
+    bot.accept(offer.task).await;
+    wait_status(&app, &id, "RUNNING").await;
+    // It gives the task up without a word: its heartbeats go on, holding nothing.
+    *bot.holding.lock().unwrap() = None;
+    let path = format!("/api/v1/tasks/{id}");
+    wait_until!("the task taken back", app.get(&path).await.1["failures"] == 1);
+    let events = app.get(&format!("{path}/events")).await.1;
+    let lost = events.as_array().unwrap().iter().find(|e| e["kind"] == "bot_lost").unwrap();
+    assert!(
+        lost["detail"]["reason"].as_str().unwrap().contains("heartbeats said it held nothing"),
+        "{lost}"
+    );
+    // It is alive and free, so the task comes back to it, as a new attempt.
+    assert_eq!(bot.next_offer().await.task.attempt, 2);
+}
+
+async fn whatever_a_bot_reports_is_stored_or_ends_its_attempt(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |config| {
+        config.offer_timeout = Duration::from_millis(1500);
+        config.sweep_interval = Duration::from_millis(200);
+        config.retry_base = Duration::from_secs(60);
+        config.bots.max_event_bytes = 4 * 1024 * 1024;
+    })
+    .await;
+    let mut bot = ScriptedBot::online(&app, "odd", &[System::Noop]).await;
+    let nul = "success\u{0}";
+    let big = "x".repeat(3 * 1024 * 1024);
+
+    // A NUL and a 3 MB text in row messages, the output and an error: stored, replaced and marked.
+    let csv = base64::engine::general_purpose::STANDARD.encode("a\n1\n2\n");
+    let rows =
+        create(&app, json!({"description": "rows", "system": "NOOP", "attachment": csv})).await;
+    let offer = bot.next_offer().await;
+    bot.accept(offer.task).await;
+    let outcome = |row, message: &str| RowOutcome {
+        row,
+        status: RowStatus::Done,
+        message: message.to_owned(),
+    };
+    bot.complete(offer.task, vec![outcome(1, nul), outcome(2, &big)]).await;
+    let done = wait_status(&app, &rows, "COMPLETE").await;
+    let messages: Vec<&str> = done["result"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(messages[0], "success\u{FFFD} [NUL characters replaced]");
+    assert!(
+        messages[1].len() < 3_000 && messages[1].ends_with("[truncated: 3145728 bytes in all]")
+    );
+
+    let output = create(&app, noop("output")).await;
+    let offer = bot.next_offer().await;
+    bot.accept(offer.task).await;
+    bot.send(Event::TaskCompleted {
+        task: offer.task,
+        bot: bot.name.clone(),
+        rows: vec![],
+        output: Some(json!({"message": nul})),
+        at: Utc::now(),
+    })
+    .await;
+    let done = wait_status(&app, &output, "COMPLETE").await;
+    assert_eq!(done["result"]["message"], "success\u{FFFD}");
+
+    let failing = create(&app, noop("error")).await;
+    let offer = bot.next_offer().await;
+    bot.accept(offer.task).await;
+    bot.send(Event::TaskFailed {
+        task: offer.task,
+        bot: bot.name.clone(),
+        rows: vec![],
+        error: format!("{nul}{big}"),
+        retryable: false,
+        at: Utc::now(),
+    })
+    .await;
+    let failed = wait_status(&app, &failing, "FAILED").await;
+    assert!(
+        failed["error"].as_str().unwrap().starts_with("success\u{FFFD}"),
+        "{}",
+        &failed["error"].as_str().unwrap()[..40]
+    );
+
+    // A report over the event cap is dead-lettered, and its attempt fails with the reason.
+    let huge = create(&app, noop("huge")).await;
+    let offer = bot.next_offer().await;
+    bot.accept(offer.task).await;
+    let blob = "y".repeat(5 * 1024 * 1024);
+    bot.send(Event::TaskCompleted {
+        task: offer.task,
+        bot: bot.name.clone(),
+        rows: vec![],
+        output: Some(json!({"blob": blob})),
+        at: Utc::now(),
+    })
+    .await;
+    let path = format!("/api/v1/tasks/{huge}");
+    wait_until!("the oversized report's attempt failed", app.get(&path).await.1["failures"] == 1);
+    let task = app.get(&path).await.1;
+    assert_eq!(task["status"], "WAITING", "a retryable failure: {task}");
+    assert!(task["error"].as_str().unwrap().contains("over the 4194304-byte cap"), "{task}");
+    let reasons = app.dead_letter_reasons(1).await;
+    assert!(reasons[0].contains("over the 4194304-byte cap"), "{reasons:?}");
 }
 
 async fn a_bot_reporting_on_a_cancelled_attempt_is_told_to_stop_once(backend: Backend) {
@@ -698,6 +825,8 @@ on_every_backend!(
     cancelling_a_running_task_stops_its_bot,
     a_run_past_its_maximum_run_time_fails_and_its_bot_is_told_to_stop,
     a_bot_reporting_on_a_cancelled_attempt_is_told_to_stop_once,
+    a_task_its_bot_no_longer_mentions_is_taken_back_as_a_failed_run,
+    whatever_a_bot_reports_is_stored_or_ends_its_attempt,
     an_offer_nobody_can_receive_goes_back_at_once,
     malformed_events_are_dead_lettered_and_the_consumer_goes_on,
     under_the_strict_sender_policy_a_bot_speaks_only_for_itself,

@@ -75,13 +75,24 @@ impl Pipeline {
         };
         let max_batch = usize::from(self.settings.events_prefetch);
         let senders = self.settings.event_senders;
+        let max_bytes = self.settings.max_event_bytes;
         let pipeline = self.clone();
         broker_config::amqp::consume_batches(spec, max_batch, Duration::ZERO, shutdown, move |batch| {
             let pipeline = pipeline.clone();
             async move {
                 let mut decisions = vec![Decision::Ack; batch.len()];
                 let mut events = Vec::with_capacity(batch.len());
+                let mut oversized = Vec::new();
                 for (index, message) in batch.iter().enumerate() {
+                    if message.data.len() > max_bytes {
+                        let reason = format!(
+                            "the event is {} bytes, over the {max_bytes}-byte cap (--max-event-bytes)",
+                            message.data.len()
+                        );
+                        oversized.extend(failure_for_oversized(&message.data, &reason));
+                        decisions[index] = Decision::DeadLetter(reason);
+                        continue;
+                    }
                     let event = messages::decode::<Event>(&message.data).map_err(|e| e.to_string());
                     // Under the strict policy a bot speaks only for itself (RabbitMQ vouches for
                     // the user-id).
@@ -96,6 +107,13 @@ impl Pipeline {
                     }
                 }
                 let (indexes, events): (Vec<usize>, Vec<Event>) = events.into_iter().unzip();
+                // An oversized report ends its attempt (it would never be read again): a
+                // retryable failure, with the reason.
+                for (failure, result) in oversized.iter().zip(pipeline.handle_events(&oversized).await) {
+                    if let Err(error) = result {
+                        tracing::warn!(?error, task = ?failure.task(), "the failure of an oversized report could not be applied");
+                    }
+                }
                 let results = pipeline.handle_events(&events).await;
                 for (index, result) in indexes.into_iter().zip(results) {
                     decisions[index] = match result {
@@ -159,10 +177,14 @@ impl Pipeline {
         events: &[Event],
         now: DateTime<Utc>,
     ) -> Result<(Vec<Result<(), ApiError>>, Effects), ApiError> {
+        // What cannot be stored as sent (a NUL, an oversized field) is replaced here, once.
+        let cleaned: Vec<Option<Event>> = events.iter().map(super::storable::event).collect();
+        let events: Vec<&Event> =
+            events.iter().zip(&cleaned).map(|(raw, clean)| clean.as_ref().unwrap_or(raw)).collect();
         let txn = self.begin().await?;
         let mut effects = Effects::default();
         let mut batch = Batch::default();
-        batch.load_tasks(&txn, events.iter().filter_map(Event::task).map(|t| t.task_id)).await?;
+        batch.load_tasks(&txn, events.iter().filter_map(|e| e.task()).map(|t| t.task_id)).await?;
         let mut results = Vec::with_capacity(events.len());
         for event in events {
             match self.apply_event(&txn, event, now, &mut effects, &mut batch).await {
@@ -218,7 +240,7 @@ impl Pipeline {
                 return self.bot_online(txn, online, now, fx, &mut batch.history).await;
             }
             Event::BotHeartbeat { bot, task, .. } => {
-                return self.bot_heartbeat(txn, bot, *task, now, fx).await;
+                return self.bot_heartbeat(txn, bot, *task, now, fx, &mut batch.history).await;
             }
             Event::BotStatusChanged { bot, status, .. } => {
                 return self.bot_status(txn, bot, *status, now, fx).await;
@@ -522,11 +544,15 @@ impl Pipeline {
         working_on: Option<TaskRef>,
         now: DateTime<Utc>,
         fx: &mut Effects,
+        history: &mut History,
     ) -> Result<(), ApiError> {
         let Some(bot) = bots::find_by_name(txn, name.as_str()).await? else {
             tracing::warn!(bot = %name, "heartbeat from an unknown bot ignored (it registers with bot.online)");
             return Ok(());
         };
+        if self.reconcile(txn, &bot, working_on, now, fx, history).await? {
+            return Ok(());
+        }
         let holds = match working_on {
             None => None,
             Some(t) => {
@@ -565,6 +591,69 @@ impl Pipeline {
             ));
         }
         Ok(())
+    }
+
+    /// Takes back the RUNNING task a live bot holds by our records when its heartbeats have not
+    /// mentioned it for the liveness window (`missed_heartbeats` intervals): the bot gave it up
+    /// without a word (a report it could not send, a crash in its reporting path). The run counts
+    /// as failed, with the reason in the history; the bot is free again if it says it holds
+    /// nothing. Returns whether it did (the heartbeat is then applied).
+    async fn reconcile(
+        &self,
+        txn: &impl ConnectionTrait,
+        bot: &bot::Model,
+        working_on: Option<TaskRef>,
+        now: DateTime<Utc>,
+        fx: &mut Effects,
+        history: &mut History,
+    ) -> Result<bool, ApiError> {
+        let held = bot.current_task_id.filter(|held| working_on.map(|t| t.task_id) != Some(*held));
+        let since = self.unmentioned_since(bot.id, held, now);
+        let Some(held) = held else { return Ok(false) };
+        let grace = self.settings.heartbeat_interval * self.settings.missed_heartbeats;
+        if !rules::is_silent(
+            since,
+            now,
+            self.settings.heartbeat_interval,
+            self.settings.missed_heartbeats,
+        ) {
+            return Ok(false);
+        }
+        // An offer not yet accepted is not the bot's to mention: only a RUNNING task is taken back.
+        let running = task::Entity::find_by_id(held)
+            .filter(task::Column::Status.eq(TaskStatus::Running.as_str()))
+            .filter(task::Column::BotId.eq(bot.id))
+            .one(txn)
+            .await?;
+        if running.is_none() {
+            return Ok(false);
+        }
+        let says = match working_on {
+            Some(other) => format!("task {} (attempt {})", other.task_id, other.attempt),
+            None => "nothing".to_owned(),
+        };
+        let reason = format!(
+            "the bot's heartbeats said it held {says} for {} s while it held this task",
+            grace.as_secs_f64()
+        );
+        let requeued = self.requeue_held_tasks(txn, history, bot, &reason, now).await?;
+        let status =
+            if working_on.is_none() { BotStatus::Available } else { BotStatus::Unavailable };
+        bot::Entity::update_many()
+            .col_expr(bot::Column::Status, Expr::value(status.as_str()))
+            .col_expr(bot::Column::CurrentTaskId, Expr::value(Option::<Uuid>::None))
+            .col_expr(bot::Column::LastHeartbeatAt, Expr::value(Some(now)))
+            .col_expr(bot::Column::UpdatedAt, Expr::value(now))
+            .filter(bot::Column::Id.eq(bot.id))
+            .exec(txn)
+            .await?;
+        self.unmentioned_since(bot.id, None, now);
+        tracing::warn!(bot = %bot.name, task_id = %held, %reason, "task taken back from a bot that no longer holds it");
+        fx.tasks.extend(&requeued);
+        fx.failed.extend(requeued);
+        fx.bots.push(bot.id);
+        fx.wake = true;
+        Ok(true)
     }
 
     async fn bot_status(
@@ -619,6 +708,35 @@ impl Pipeline {
         tracing::info!(bot = %name, "bot offline");
         Ok(())
     }
+}
+
+/// The retryable failure of the attempt an oversized report was about, if it was a report that
+/// ends or continues a run (progress, completion, failure, release) and its head can be read.
+fn failure_for_oversized(body: &[u8], reason: &str) -> Option<Event> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[serde(rename = "type")]
+        kind: String,
+        #[serde(flatten)]
+        task: Option<TaskRef>,
+        bot: Option<BotName>,
+    }
+    let head: Head = serde_json::from_slice(body).ok()?;
+    let runs = matches!(
+        head.kind.as_str(),
+        "task.progress" | "task.completed" | "task.failed" | "task.released"
+    );
+    if !runs {
+        return None;
+    }
+    Some(Event::TaskFailed {
+        task: head.task?,
+        bot: head.bot?,
+        rows: Vec::new(),
+        error: reason.to_owned(),
+        retryable: true,
+        at: now(),
+    })
 }
 
 /// What a batch of events keeps from one event to the next: the bots and tasks it has read

@@ -30,6 +30,7 @@ use crate::incidents::{IncidentSettings, Incidents};
 pub mod dispatcher;
 pub mod events;
 pub mod rules;
+pub mod storable;
 
 /// The advisory lock key of the pipeline's transactions on PostgreSQL ("botline" in ASCII).
 const PIPELINE_LOCK: i64 = 0x0062_6f74_6c69_6e65;
@@ -76,6 +77,9 @@ pub struct Settings {
     pub bot_post_timeout: Duration,
     /// The networks HTTP bots may be in; empty: anywhere.
     pub http_bot_networks: Vec<ipnet::IpNet>,
+    /// The largest event applied, in bytes; a larger one is dead-lettered (and the attempt it
+    /// reports on fails).
+    pub max_event_bytes: usize,
 }
 
 impl Settings {
@@ -110,6 +114,7 @@ impl Default for Settings {
             max_run_time: Duration::from_secs(3600),
             bot_post_timeout: Duration::from_secs(5),
             http_bot_networks: Vec::new(),
+            max_event_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -128,6 +133,10 @@ pub struct Pipeline {
     /// The attempts bots were told to stop, so each is told once (a bot that keeps reporting on
     /// a cancelled attempt is not sent a stop, and its report not recorded, for every report).
     told_to_stop: std::sync::Mutex<std::collections::HashSet<TaskRef>>,
+    /// For each bot whose heartbeats do not mention the task it holds by our records: that task,
+    /// and since when (the reconciliation's grace period runs from there).
+    unmentioned:
+        std::sync::Mutex<std::collections::HashMap<Uuid, (Uuid, chrono::DateTime<chrono::Utc>)>>,
     /// When this pipeline started: the sweeps judge nobody by what happened before it (what bots
     /// reported while no orchestrator ran is still queued, unread).
     started: chrono::DateTime<chrono::Utc>,
@@ -155,6 +164,7 @@ impl Pipeline {
             incidents,
             wake,
             told_to_stop: Default::default(),
+            unmentioned: Default::default(),
             started,
         })
     }
@@ -189,6 +199,32 @@ impl Pipeline {
             told.clear();
         }
         told.insert(task)
+    }
+
+    /// Since when `bot`'s heartbeats have not mentioned `task`, the task it holds: now, the
+    /// first time. `None` forgets it (the bot mentions what it holds, or holds nothing).
+    pub(crate) fn unmentioned_since(
+        &self,
+        bot: Uuid,
+        task: Option<Uuid>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> chrono::DateTime<chrono::Utc> {
+        let Ok(mut map) = self.unmentioned.lock() else {
+            return now;
+        };
+        match task {
+            None => {
+                map.remove(&bot);
+                now
+            }
+            Some(task) => match map.get(&bot) {
+                Some((seen, since)) if *seen == task => *since,
+                _ => {
+                    map.insert(bot, (task, now));
+                    now
+                }
+            },
+        }
     }
 
     /// Whether a bot was told to stop `task` already.
