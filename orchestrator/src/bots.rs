@@ -44,7 +44,8 @@ pub struct Bot {
     pub current_task_id: Option<Uuid>,
     /// Taken out of rotation by an operator: offered nothing, whatever it reports.
     pub paused: bool,
-    /// Offers it left unanswered in a row; reset when it answers one.
+    /// Offers in a row it did not take (unanswered or refused); reset when it takes one. Each
+    /// pauses its offers a while (the backoff), so no bot is offered task after task.
     pub unanswered_offers: u32,
     /// It gets no offer before this time (the backoff after unanswered offers).
     pub offers_paused_until: Option<DateTime<Utc>>,

@@ -688,6 +688,39 @@ async fn whatever_a_bot_reports_is_stored_or_ends_its_attempt(backend: Backend) 
     assert!(reasons[0].contains("over the 4194304-byte cap"), "{reasons:?}");
 }
 
+async fn a_bot_that_refuses_every_offer_is_offered_a_bounded_number_of_times(backend: Backend) {
+    let app = spawn(backend).await;
+    // It says it runs NOOP, and refuses every NOOP task (as a bot whose systems were edited
+    // beyond what it can run does).
+    let mut bot = ScriptedBot::online(&app, "refuser", &[System::Noop]).await;
+    let id = create(&app, noop("refused")).await;
+    let started = tokio::time::Instant::now();
+    let mut offers = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        let Ok(Some(command)) =
+            tokio::time::timeout(Duration::from_millis(200), bot.commands.recv()).await
+        else {
+            continue;
+        };
+        if let Command::AssignTask(offer) = command {
+            offers += 1;
+            bot.send(Event::TaskRejected {
+                task: offer.task,
+                bot: bot.name.clone(),
+                reason: "busy".into(),
+                at: Utc::now(),
+            })
+            .await;
+        }
+    }
+    // The backoff doubles from 100 ms (retry_base here): about 5 offers in 3 s, not thousands.
+    assert!((2..=8).contains(&offers), "{offers} offers in 3 s");
+    let kinds = history(&app, &id).await;
+    assert!(kinds.len() <= 2 + 2 * offers, "{} history rows for {offers} offers", kinds.len());
+    let bot_row = &app.get("/api/v1/bots?name=refuser").await.1["items"][0];
+    assert!(bot_row["unanswered_offers"].as_u64().unwrap() >= 2, "{bot_row}");
+}
+
 async fn a_bot_reporting_on_a_cancelled_attempt_is_told_to_stop_once(backend: Backend) {
     let app = spawn(backend).await;
     let mut bot = ScriptedBot::online(&app, "deaf", &[System::Noop]).await;
@@ -827,6 +860,7 @@ on_every_backend!(
     a_bot_reporting_on_a_cancelled_attempt_is_told_to_stop_once,
     a_task_its_bot_no_longer_mentions_is_taken_back_as_a_failed_run,
     whatever_a_bot_reports_is_stored_or_ends_its_attempt,
+    a_bot_that_refuses_every_offer_is_offered_a_bounded_number_of_times,
     an_offer_nobody_can_receive_goes_back_at_once,
     malformed_events_are_dead_lettered_and_the_consumer_goes_on,
     under_the_strict_sender_policy_a_bot_speaks_only_for_itself,

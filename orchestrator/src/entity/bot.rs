@@ -24,7 +24,7 @@ pub struct Model {
     pub session_id: Option<Uuid>,
     /// Taken out of rotation by an operator: offered nothing, whatever it reports.
     pub paused: bool,
-    /// Offers it left unanswered in a row (reset when it answers one).
+    /// Offers in a row it did not take, unanswered or refused (reset when it takes one).
     pub unanswered_offers: i32,
     /// No offer before this time (the backoff after unanswered offers).
     pub offers_paused_until: Option<DateTimeUtc>,

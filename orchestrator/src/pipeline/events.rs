@@ -422,17 +422,41 @@ impl Pipeline {
             row.run_deadline = Set(None);
         }
         let updated = row.update(txn).await?;
-        if matches!(verdict, Verdict::Start | Verdict::Requeue) && bot.unanswered_offers != 0 {
-            // It answers: the offers it left unanswered before are forgiven.
-            bot::Entity::update_many()
-                .col_expr(bot::Column::UnansweredOffers, Expr::value(0))
-                .col_expr(
-                    bot::Column::OffersPausedUntil,
-                    Expr::value(Option::<DateTime<Utc>>::None),
-                )
-                .filter(bot::Column::Id.eq(bot.id))
-                .exec(txn)
-                .await?;
+        match verdict {
+            Verdict::Start if bot.unanswered_offers != 0 => {
+                // It takes an offer: the ones it did not take before are forgiven.
+                bot::Entity::update_many()
+                    .col_expr(bot::Column::UnansweredOffers, Expr::value(0))
+                    .col_expr(
+                        bot::Column::OffersPausedUntil,
+                        Expr::value(Option::<DateTime<Utc>>::None),
+                    )
+                    .filter(bot::Column::Id.eq(bot.id))
+                    .exec(txn)
+                    .await?;
+            }
+            Verdict::Requeue => {
+                // A refusal is an answer, but a bot that refuses every offer (a system it cannot
+                // run, say it is busy) must not be offered task after task: the same backoff as
+                // for an unanswered offer, so its offers are rate-limited.
+                let in_a_row = bot.unanswered_offers + 1;
+                let pause = rules::retry_delay(
+                    to_u32(in_a_row),
+                    self.settings.retry_base,
+                    self.settings.retry_cap,
+                );
+                bot::Entity::update_many()
+                    .col_expr(bot::Column::UnansweredOffers, Expr::value(in_a_row))
+                    .col_expr(
+                        bot::Column::OffersPausedUntil,
+                        Expr::value(Some(crate::clock::after(now, pause))),
+                    )
+                    .filter(bot::Column::Id.eq(bot.id))
+                    .exec(txn)
+                    .await?;
+                batch.bots.remove(bot.name.as_str());
+            }
+            _ => {}
         }
         let mut detail = detail;
         if verdict == Verdict::RetryLater {
