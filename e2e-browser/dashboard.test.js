@@ -206,6 +206,13 @@ test("a CSV task uploaded through the page goes WAITING, RUNNING, COMPLETE live,
 
 test("a phone-sized screen shows everything without sideways scrolling, and the ops link is configured", async () => {
   const page = await openPage({ width: 390, height: 844 });
+  // Its security headers: the strict content policy holds (a violation would be a console error,
+  // which the first test counts), and no other site may frame it.
+  const headers = (await fetch(api + "/")).headers;
+  assert.match(headers.get("content-security-policy"), /frame-ancestors 'none'/);
+  assert.equal(headers.get("x-frame-options"), "DENY");
+  assert.equal(headers.get("x-content-type-options"), "nosniff");
+  assert.equal(headers.get("referrer-policy"), "no-referrer");
   await page.locator("#tasks-body tr").first().waitFor();
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 1, `the page is ${overflow}px wider than the screen`);

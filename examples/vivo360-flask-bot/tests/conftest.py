@@ -71,9 +71,11 @@ class Process:
             args, env={**os.environ, **env}, stdout=self.log, stderr=subprocess.STDOUT
         )
 
-    def output(self) -> str:
+    def output(self, last: int | None = 4000) -> str:
+        """The process's output: its last `last` characters, or all of it with None."""
         self.log.flush()
-        return self.log_path.read_text(errors="replace")[-4000:]
+        text = self.log_path.read_text(errors="replace")
+        return text if last is None else text[-last:]
 
     def stop(self) -> None:
         if self.child.poll() is None:

@@ -264,3 +264,26 @@ def test_a_frontend_on_another_origin_uses_the_crud_api(make_world):
     # Another origin gets no CORS grant.
     stranger = requests.get(world.url("/bots"), headers={"Origin": "http://evil.example"}, timeout=10)
     assert "access-control-allow-origin" not in stranger.headers
+
+
+def test_no_secret_sent_to_the_api_reaches_its_log(make_world):
+    world = make_world()
+    secret = "s3cret-token-that-must-not-be-logged"
+    requests.get(world.url("/tasks"), params={"access_token": secret}, timeout=10)
+    requests.get(world.url("/tasks"), headers={"Authorization": f"Bearer {secret}", "X-Api-Key": secret}, timeout=10)
+    requests.post(world.url("/bots"), params={"token": secret}, json={"name": "x", "ip_address": "127.0.0.1"}, timeout=10)
+    # The requests are in the log (so the scan reads the right file), their secrets are not.
+    until("the requests to be logged", lambda: world.orchestrator.output(None).count("/api/v1/tasks") >= 2, 10)
+    log = world.orchestrator.output(None)
+    assert secret not in log, "a secret reached the orchestrator's log"
+
+
+def test_the_dashboard_is_served_with_its_security_headers(make_world):
+    world = make_world()
+    page = requests.get(f"{world.api}/", timeout=10)
+    assert page.status_code == 200
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert "unsafe-inline" not in page.headers["content-security-policy"]
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert page.headers["referrer-policy"] == "no-referrer"

@@ -3,7 +3,7 @@
 //! internet).
 
 use axum::extract::State;
-use axum::http::header::CACHE_CONTROL;
+use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -64,6 +64,10 @@ fn parse_day(field: &'static str, raw: Option<String>) -> Result<Option<NaiveDat
 }
 
 async fn attendance_page() -> impl IntoResponse {
-    // The page changes with the binary: revalidate rather than cache for long.
-    ([(CACHE_CONTROL, "no-cache")], Html(PAGE))
+    // The page changes with the binary: revalidate rather than cache for long. Its script and
+    // style are inline: the dashboard's content policy, with those allowed.
+    let policy = super::CONTENT_SECURITY_POLICY
+        .replace("script-src 'self'", "script-src 'self' 'unsafe-inline'")
+        .replace("style-src 'self'", "style-src 'self' 'unsafe-inline'");
+    ([(CACHE_CONTROL, "no-cache".to_owned()), (CONTENT_SECURITY_POLICY, policy)], Html(PAGE))
 }
