@@ -271,6 +271,13 @@ async fn the_openapi_document_lists_the_equipment_routes(backend: Backend) {
     assert!(document["components"]["schemas"]["CpeRequest"].is_object());
 }
 
+async fn the_health_route_answers_where_such_services_keep_it(backend: Backend) {
+    let api = Api::spawn(backend).await;
+    let (status, health) = api.get("/api/v1/health").await;
+    assert_eq!((status, &health["status"]), (200, &json!("ok")), "{health}");
+    assert_eq!(api.get("/healthz").await, (status, health), "the same probe");
+}
+
 on_every_backend!(
     an_activation_is_a_waiting_cpe_task_reported_as_running,
     ended_activations_answer_completed_failed_or_cancelled,
@@ -278,6 +285,7 @@ on_every_backend!(
     bodies_that_are_not_activations_are_bad_requests,
     tasks_of_other_equipment_or_systems_are_not_found,
     the_openapi_document_lists_the_equipment_routes,
+    the_health_route_answers_where_such_services_keep_it,
 );
 
 #[derive(clap::Parser)]

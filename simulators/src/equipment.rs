@@ -13,6 +13,7 @@
 //!   `strict_parameters` is set, for `parameters` that are not the original interface's list of
 //!   one-key objects (as a service that takes only that shape answers). `timeoutInSeconds` is
 //!   the device's configuration timeout; the stand-in records it and does not enforce it.
+//! - `GET /api/v1/health` and `GET /healthz`: `{"status":"ok"}`.
 //! - `GET`/`PUT /_control`: the settings `{"delay_ms","fail_rate","fail_ids","known_ids",
 //!   "fail_first","strict_parameters"}` (`fail_first` is `{"ID": N}`: the first N requests for
 //!   ID answer 500).
@@ -281,6 +282,8 @@ impl EquipmentState {
 pub fn router(state: EquipmentState) -> Router {
     Router::new()
         .route(&format!("{}/{{id}}", cpe::EQUIPMENT_PATH), post(configure))
+        .route("/api/v1/health", get(health))
+        .route("/healthz", get(health))
         .route("/_control", get(settings).put(update_settings))
         .route("/_control/requests", get(requests).delete(forget_requests))
         .layer(TraceLayer::new_for_http())
@@ -366,6 +369,11 @@ async fn configure(
 
 /// What a strict service answers `parameters` that are not a list of one-key objects.
 pub const STRICT_PARAMETERS_MESSAGE: &str = "invalid configuration request: parameters must be a list of one-key objects, like [{\"vlan\": 534}]";
+
+/// `GET /api/v1/health` and `/healthz`: the service is up.
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
 
 async fn settings(State(state): State<EquipmentState>) -> Json<Settings> {
     Json(state.lock().settings.clone())

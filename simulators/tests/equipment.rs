@@ -309,3 +309,15 @@ async fn a_strict_service_takes_only_the_original_list_of_parameters() {
     service.control("PUT", "/_control", Some(json!({"strict_parameters": false}))).await;
     assert_eq!(service.configure("CPE000001", activation()).await, (200, success()));
 }
+
+#[tokio::test]
+async fn the_health_routes_answer_where_such_services_keep_them() {
+    let service = Service::https(fast()).await;
+    for path in ["/api/v1/health", "/healthz"] {
+        assert_eq!(
+            service.control("GET", path, None).await,
+            (200, json!({"status": "ok"})),
+            "{path}"
+        );
+    }
+}
