@@ -16,6 +16,9 @@ pub const DEFAULT_API_URL: &str = "http://127.0.0.1:8080";
 pub const DEFAULT_VIVO360_URL: &str = "http://127.0.0.1:8091";
 /// The equipment config service (the simulator's default address, over HTTPS).
 pub const DEFAULT_EQUIPMENT_URL: &str = "https://127.0.0.1:8092";
+/// Seconds a CPE bot waits for the equipment config service's answer by default: above the
+/// minute a real device takes to configure, with room to spare.
+pub const DEFAULT_EQUIPMENT_ANSWER_TIMEOUT_SECS: u64 = 120;
 /// The webhooks NOTIFY delivers to (the notification sink's default address).
 pub const DEFAULT_NOTIFY_URL: &str = "http://127.0.0.1:8093";
 /// The Vivo360 account the bots log in with (the simulator's default account).
@@ -107,6 +110,12 @@ pub struct AgentConfig {
     /// simulator of a test or a demo.
     #[arg(long, env = "BOTLINE_EQUIPMENT_INSECURE")]
     pub equipment_insecure: bool,
+    /// Seconds to wait for the equipment config service's answer to one activation (it answers
+    /// once the device is configured, about a minute). Not the activation's `timeoutInSeconds`,
+    /// which is the device's own timeout and goes to the service as given; the bot waits at
+    /// least that long too.
+    #[arg(long, env = "BOTLINE_EQUIPMENT_ANSWER_TIMEOUT", default_value_t = DEFAULT_EQUIPMENT_ANSWER_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub equipment_answer_timeout: u64,
     /// Where NOTIFY delivers communications: POST {notify-url}/webhooks/{channel}.
     #[arg(long, env = "BOTLINE_NOTIFY_URL", default_value = DEFAULT_NOTIFY_URL)]
     pub notify_url: String,
@@ -137,6 +146,7 @@ impl AgentConfig {
             equipment_url: DEFAULT_EQUIPMENT_URL.to_owned(),
             equipment_ca: None,
             equipment_insecure: false,
+            equipment_answer_timeout: DEFAULT_EQUIPMENT_ANSWER_TIMEOUT_SECS,
             notify_url: DEFAULT_NOTIFY_URL.to_owned(),
         }
     }
@@ -205,6 +215,7 @@ impl std::fmt::Debug for AgentConfig {
             equipment_url,
             equipment_ca,
             equipment_insecure,
+            equipment_answer_timeout,
             notify_url,
         } = self;
         f.debug_struct("AgentConfig")
@@ -228,6 +239,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("equipment_url", &broker_config::amqp::redact_url(equipment_url))
             .field("equipment_ca", equipment_ca)
             .field("equipment_insecure", equipment_insecure)
+            .field("equipment_answer_timeout", equipment_answer_timeout)
             .field("notify_url", &broker_config::amqp::redact_url(notify_url))
             .finish()
     }
@@ -397,5 +409,17 @@ mod tests {
         assert!(insecure.equipment_insecure);
         let both = ["--equipment-ca", "/etc/ca.pem", "--equipment-insecure"];
         assert!(parse(&[&["--name", "b", "--systems", "cpe"][..], &both[..]].concat()).is_err());
+    }
+
+    #[test]
+    fn the_bot_waits_for_the_equipment_service_longer_than_a_device_takes_by_default() {
+        let config = parse(&["--name", "b", "--systems", "cpe"]).expect("valid");
+        assert_eq!(config.equipment_answer_timeout, DEFAULT_EQUIPMENT_ANSWER_TIMEOUT_SECS);
+        assert!(config.equipment_answer_timeout > 60, "a real device takes about a minute");
+        let short = parse(&["--name", "b", "--systems", "cpe", "--equipment-answer-timeout", "5"])
+            .expect("valid");
+        assert_eq!(short.equipment_answer_timeout, 5);
+        let zero = ["--equipment-answer-timeout", "0"];
+        assert!(parse(&[&["--name", "b", "--systems", "cpe"][..], &zero[..]].concat()).is_err());
     }
 }

@@ -80,5 +80,8 @@ fn equipment(config: &AgentConfig) -> Result<Cpe, AgentError> {
         (None, false) => HttpsClient::with_system_roots().map_err(setup)?,
     };
     Cpe::new(&config.equipment_url, client)
+        .map(|cpe| {
+            cpe.with_answer_timeout(std::time::Duration::from_secs(config.equipment_answer_timeout))
+        })
         .map_err(|error| AgentError::Equipment(error.to_string()))
 }

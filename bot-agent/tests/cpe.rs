@@ -219,10 +219,34 @@ async fn an_activation_runs_on_a_bot_and_completes() {
     assert_eq!(received["counts"], json!({"CPE000001": 1}));
     let request = &received["requests"][0];
     assert_eq!(request["timeoutInSeconds"], 14);
-    assert_eq!(
-        request["parameters"],
-        json!({"username": "admin", "password": "admin", "vlan": 534, "interfaces": [1, 2, 3, 4]})
-    );
+    // Forwarded in the shape the client sent (it used to be rewritten into one object).
+    assert_eq!(request["parameters"], original_parameters());
+}
+
+/// The original interface's example `parameters`: a list of one-key objects.
+fn original_parameters() -> Value {
+    json!([{"username": "admin"}, {"password": "admin"}, {"vlan": 534}, {"interfaces": [1, 2, 3, 4]}])
+}
+
+/// The original example against a service A that takes only its list shape, with a device
+/// slower than the example's `timeoutInSeconds` (as 60 s is to 14 s, scaled down): the timeout
+/// is the device's, forwarded as given, and the bot waits for the answer with its own limit, so
+/// the device is configured once and the activation completes on its first attempt.
+#[tokio::test]
+async fn the_original_example_completes_once_against_a_strict_service_and_a_slow_device() {
+    let device =
+        EquipmentConfig { delay_ms: 2500, strict_parameters: true, ..EquipmentConfig::default() };
+    let world = World::start(device).await;
+    world.spawn_bot(world.agent_config("cpe-1"));
+    let task = world.activate("CPE000014", 1).await;
+    assert_eq!(world.outcome("CPE000014", &task, 30).await, completed());
+    let done = world.task(&task).await;
+    assert_eq!((&done["attempt"], &done["failures"]), (&json!(1), &json!(0)), "{done}");
+    let received = world.device_requests().await;
+    assert_eq!(received["counts"], json!({"CPE000014": 1}), "service A configured it once");
+    let request = &received["requests"][0];
+    assert_eq!(request["timeoutInSeconds"], 1, "the device's timeout, as given");
+    assert_eq!(request["parameters"], original_parameters(), "the list, as given");
 }
 
 #[tokio::test]
@@ -231,21 +255,29 @@ async fn equipment_the_service_does_not_know_fails_at_once_without_retries() {
         World::start(EquipmentConfig { known_ids: vec!["CPE000001".into()], ..quick() }).await;
     world.spawn_bot(world.agent_config("cpe-1"));
     let task = world.activate("CPE000404", 14).await;
-    assert_eq!(world.outcome("CPE000404", &task, 30).await, provisioning_failed());
+    // Service A's 404 reaches the client as service A said it (it used to be a 500
+    // "Internal provisioning exception").
+    assert_eq!(
+        world.outcome("CPE000404", &task, 30).await,
+        (404, json!({"code": 404, "message": "The requested equipment is not found"}))
+    );
     let failed = world.task(&task).await;
     assert_eq!(failed["status"], "FAILED");
     assert_eq!((&failed["attempt"], &failed["failures"]), (&json!(1), &json!(1)), "not retried");
     let error = failed["error"].as_str().unwrap();
-    assert!(error.contains("404 The requested equipment is not found"), "{error}");
+    assert!(error.starts_with("404 The requested equipment is not found"), "{error}");
     assert_eq!(world.device_requests().await["counts"], json!({"CPE000404": 1}));
 }
 
 #[tokio::test]
-async fn a_device_slower_than_the_timeout_is_retried_until_the_attempts_run_out() {
-    // The device answers after 1.5 s; the activation allows 1 s.
+async fn a_device_slower_than_the_bot_s_answer_timeout_is_retried_until_the_attempts_run_out() {
+    // The device answers after 1.5 s; the bot waits 1 s (its --equipment-answer-timeout; the
+    // activation's timeoutInSeconds used to be the wait), and the device's timeout is 1 s too.
     let world =
         World::start(EquipmentConfig { delay_ms: 1500, ..EquipmentConfig::default() }).await;
-    world.spawn_bot(world.agent_config("cpe-1"));
+    let mut config = world.agent_config("cpe-1");
+    config.equipment_answer_timeout = 1;
+    world.spawn_bot(config);
     let task = world.activate("SLOW00001", 1).await;
     assert_eq!(world.outcome("SLOW00001", &task, 60).await, provisioning_failed());
     let failed = world.task(&task).await;

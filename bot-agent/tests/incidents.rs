@@ -134,12 +134,17 @@ async fn every_communication_reaches_the_sink_exactly_once() {
                    {"minutes": 60, "who": "Coordination"}]
     });
     world.post("/api/v1/actions", &sample).await;
-    // Twelve reports, the original shape: the push (5th) and N1 (10th), once each.
-    let reports: Vec<Value> = (0..12)
-        .map(|n| json!({"servico": "login", "retorno": if n % 3 == 0 { "404" } else { "503" }}))
-        .collect();
-    let answer = world.post("/api/v1/incidents/triggers", &json!({"gatilhos": reports})).await;
-    let incident_id = answer["results"][0]["incident_id"].as_str().unwrap().to_owned();
+    // Twelve report requests in the original shape, each listing both pairs (one occurrence
+    // each; twelve reports in one request used to be twelve): the push (5th) and N1 (10th),
+    // once each.
+    let request = json!({"gatilhos": [{"servico": "login", "retorno": "503"},
+                                      {"servico": "login", "retorno": "404"}]});
+    let mut incident_id = String::new();
+    for n in 1..=12 {
+        let answer = world.post("/api/v1/incidents/triggers", &request).await;
+        assert_eq!(answer["results"][0]["occurrences"], n, "{answer}");
+        incident_id = answer["results"][0]["incident_id"].as_str().unwrap().to_owned();
+    }
     wait_until!("two deliveries", world.notify_tasks("COMPLETE").await == 2);
     // Resolving tells the customers it is back: one more delivery.
     world.post(&format!("/api/v1/incidents/{incident_id}/resolve"), &json!({})).await;

@@ -97,31 +97,59 @@ impl<'de> Deserialize<'de> for EquipmentId {
     }
 }
 
-/// The device settings of an activation (`username`, `password`, `vlan`, `interfaces`, …), as
-/// one JSON object. They are the device's business: Botline passes them on unchanged.
+/// The device settings of an activation (`username`, `password`, `vlan`, `interfaces`, …). They
+/// are the device's business: Botline checks them and passes them on in the shape the client
+/// sent.
 ///
 /// Reads an object, or a list of one-key objects (`[{"vlan": 534}, {"interfaces": [1, 2]}]`, as
-/// in the original interface's example), which it turns into the object; a key given twice is
-/// refused rather than one value silently winning.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-#[serde(transparent)]
-pub struct CpeParameters(Map<String, Value>);
+/// in the original interface's example); a key given twice is refused rather than one value
+/// silently winning. Written back in the shape it was read: a list stays a list, in its order,
+/// because an equipment config service that takes only the original shape refuses an object.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CpeParameters {
+    /// The parameters as one object, for reading them.
+    map: Map<String, Value>,
+    /// The list of one-key objects as the client sent it, when it sent one.
+    listed: Option<Vec<Value>>,
+}
 
 impl CpeParameters {
-    /// The parameters as one object.
+    /// The parameters as one object, whatever shape they came in.
     pub fn as_map(&self) -> &Map<String, Value> {
-        &self.0
+        &self.map
     }
 
     /// One parameter.
     pub fn get(&self, name: &str) -> Option<&Value> {
-        self.0.get(name)
+        self.map.get(name)
+    }
+
+    /// Whether they came as a list of one-key objects (and are written back as one).
+    pub fn is_list(&self) -> bool {
+        self.listed.is_some()
+    }
+
+    /// The parameters in the shape they came in: the object, or the list of one-key objects.
+    pub fn to_value(&self) -> Value {
+        match &self.listed {
+            Some(items) => Value::Array(items.clone()),
+            None => Value::Object(self.map.clone()),
+        }
     }
 }
 
 impl From<Map<String, Value>> for CpeParameters {
     fn from(map: Map<String, Value>) -> Self {
-        CpeParameters(map)
+        CpeParameters { map, listed: None }
+    }
+}
+
+impl Serialize for CpeParameters {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.listed {
+            Some(items) => items.serialize(serializer),
+            None => self.map.serialize(serializer),
+        }
     }
 }
 
@@ -129,10 +157,10 @@ impl<'de> Deserialize<'de> for CpeParameters {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         const EXPECTED: &str = "an object of device parameters, or a list of one-key objects such as [{\"vlan\": 534}]";
         match Value::deserialize(deserializer)? {
-            Value::Object(map) => Ok(CpeParameters(map)),
+            Value::Object(map) => Ok(CpeParameters { map, listed: None }),
             Value::Array(items) => {
                 let mut map = Map::new();
-                for (index, item) in items.into_iter().enumerate() {
+                for (index, item) in items.iter().enumerate() {
                     let Value::Object(pair) = item else {
                         return Err(de::Error::custom(format!(
                             "parameters[{index}] must be an object with one key, like {{\"vlan\": 534}}"
@@ -145,15 +173,15 @@ impl<'de> Deserialize<'de> for CpeParameters {
                         )));
                     }
                     for (key, value) in pair {
-                        if map.contains_key(&key) {
+                        if map.contains_key(key) {
                             return Err(de::Error::custom(format!(
                                 "parameter `{key}` is given twice"
                             )));
                         }
-                        map.insert(key, value);
+                        map.insert(key.clone(), value.clone());
                     }
                 }
-                Ok(CpeParameters(map))
+                Ok(CpeParameters { map, listed: Some(items) })
             }
             other => Err(de::Error::invalid_type(unexpected(&other), &EXPECTED)),
         }
@@ -208,11 +236,13 @@ fn timeout_seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D:
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CpeRequest {
-    /// How long the configuration call may take, in seconds (1 to 3600).
+    /// The device's configuration timeout, in seconds (1 to 3600): forwarded to the equipment
+    /// config service as given. It is not how long a bot waits for the service's answer (the
+    /// bot's `--equipment-answer-timeout` is).
     #[serde(rename = "timeoutInSeconds")]
     #[cfg_attr(feature = "openapi", schema(example = 14, minimum = 1, maximum = 3600))]
     pub timeout_in_seconds: u32,
-    /// The device settings: an object, or a list of one-key objects.
+    /// The device settings: an object, or a list of one-key objects, forwarded in that shape.
     #[cfg_attr(feature = "openapi", schema(value_type = Object, example = json!({"username": "admin", "password": "admin", "vlan": 534, "interfaces": [1, 2, 3, 4]})))]
     pub parameters: CpeParameters,
 }
@@ -251,15 +281,16 @@ impl<'de> Deserialize<'de> for CpeRequest {
 }
 
 /// A CPE task's payload: the activation request and the equipment it is for, stored on the task
-/// as `{"equipment_id": …, "timeoutInSeconds": …, "parameters": {…}}`.
+/// as `{"equipment_id": …, "timeoutInSeconds": …, "parameters": …}`, the parameters in the shape
+/// the client sent (payloads stored with an object before lists were kept read the same).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CpePayload {
     /// The equipment to configure.
     pub equipment_id: EquipmentId,
-    /// How long the configuration call may take, in seconds.
+    /// The device's configuration timeout, in seconds, forwarded as given.
     #[serde(rename = "timeoutInSeconds", deserialize_with = "timeout_seconds")]
     pub timeout_in_seconds: u32,
-    /// The device settings, as one object.
+    /// The device settings, in the shape the client sent.
     pub parameters: CpeParameters,
 }
 
@@ -314,6 +345,26 @@ impl CpeAnswer {
     }
 }
 
+/// Who a CPE task's error names when the equipment config service answered in its own shape.
+const SERVICE: &str = "(equipment config service)";
+
+/// A CPE task's error when the equipment config service answered `answer` in its own
+/// `{"code","message"}` shape: the code first, `404 The requested equipment is not found
+/// (equipment config service)`, so the activation API can tell the client what the service
+/// said, and incidents read the code as the failure's return.
+pub fn service_error(answer: &CpeAnswer) -> String {
+    format!("{} {} {SERVICE}", answer.code, answer.message)
+}
+
+/// The code the equipment config service answered, read back from a CPE task's error written by
+/// [`service_error`]; `None` for any other error (no answer, an answer not in the service's
+/// shape, a run that timed out).
+pub fn service_code(error: &str) -> Option<u16> {
+    let rest = error.strip_suffix(SERVICE)?;
+    let (code, _) = rest.split_once(' ')?;
+    code.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,15 +388,23 @@ mod tests {
     }
 
     #[test]
-    fn parameters_are_an_object_or_a_list_of_one_key_objects() {
+    fn parameters_are_an_object_or_a_list_of_one_key_objects_and_keep_their_shape() {
         let object = json!({"timeoutInSeconds": 14, "parameters": {"username": "admin", "password": "admin", "vlan": 534, "interfaces": [1, 2, 3, 4]}});
-        let list = json!({"timeoutInSeconds": 14, "parameters": [{"username": "admin"}, {"password": "admin"}, {"vlan": 534}, {"interfaces": [1, 2, 3, 4]}]});
+        // Not in key order, so a list rebuilt from a (sorted) map would differ.
+        let list = json!({"timeoutInSeconds": 14, "parameters": [{"vlan": 534}, {"username": "admin"}, {"password": "admin"}, {"interfaces": [1, 2, 3, 4]}]});
         let from_object: CpeRequest = serde_json::from_value(object.clone()).expect("object");
-        let from_list: CpeRequest = serde_json::from_value(list).expect("list");
-        assert_eq!(from_object, from_list);
+        let from_list: CpeRequest = serde_json::from_value(list.clone()).expect("list");
+        assert_eq!(from_object.parameters.as_map(), from_list.parameters.as_map());
         assert_eq!(from_object.timeout_in_seconds, 14);
-        assert_eq!(from_object.parameters.get("vlan"), Some(&json!(534)));
-        assert_eq!(serde_json::to_value(&from_list).expect("serializes"), object);
+        assert_eq!(from_list.parameters.get("vlan"), Some(&json!(534)));
+        assert!(from_list.parameters.is_list() && !from_object.parameters.is_list());
+        // Written back as they came: a list stays a list, in its order.
+        assert_eq!(serde_json::to_value(&from_list).expect("serializes"), list);
+        assert_eq!(serde_json::to_value(&from_object).expect("serializes"), object);
+        assert_eq!(from_list.parameters.to_value(), list["parameters"]);
+        let empty: CpeRequest =
+            serde_json::from_value(json!({"timeoutInSeconds": 1, "parameters": []})).expect("[]");
+        assert_eq!(serde_json::to_value(&empty).expect("serializes")["parameters"], json!([]));
     }
 
     #[test]
@@ -390,6 +449,23 @@ mod tests {
     }
 
     #[test]
+    fn the_service_s_code_is_read_back_from_the_task_s_error() {
+        let missing = CpeAnswer::new(404, message::EQUIPMENT_NOT_FOUND);
+        let error = service_error(&missing);
+        assert_eq!(error, "404 The requested equipment is not found (equipment config service)");
+        assert_eq!(service_code(&error), Some(404));
+        assert_eq!(service_code(&service_error(&CpeAnswer::new(500, "boom"))), Some(500));
+        for other in [
+            "equipment config service answered HTTP 404: <html>",
+            "404 something else",
+            "the equipment config service did not answer within 120 s",
+            "",
+        ] {
+            assert_eq!(service_code(other), None, "{other}");
+        }
+    }
+
+    #[test]
     fn the_payload_round_trips_as_stored_on_the_task() {
         let request: CpeRequest =
             serde_json::from_value(json!({"timeoutInSeconds": 9, "parameters": [{"vlan": 7}]}))
@@ -399,10 +475,18 @@ mod tests {
         let stored = payload.to_value();
         assert_eq!(
             stored,
-            json!({"equipment_id": "CPE000001", "timeoutInSeconds": 9, "parameters": {"vlan": 7}})
+            json!({"equipment_id": "CPE000001", "timeoutInSeconds": 9, "parameters": [{"vlan": 7}]})
         );
         assert_eq!(CpePayload::from_value(&stored).expect("reads"), payload);
         assert_eq!(payload.request(), request);
+        // A payload stored with an object (before lists were kept) still reads, as an object.
+        let old =
+            json!({"equipment_id": "CPE000001", "timeoutInSeconds": 9, "parameters": {"vlan": 7}});
+        let read = CpePayload::from_value(&old).expect("reads");
+        assert_eq!(
+            serde_json::to_value(read.request()).expect("serializes")["parameters"],
+            json!({"vlan": 7})
+        );
         assert!(
             CpePayload::from_value(
                 &json!({"equipment_id": "x", "timeoutInSeconds": 9, "parameters": {}})

@@ -95,6 +95,18 @@ impl Api {
         self.call(Method::GET, path, None).await
     }
 
+    /// Sets a task's error directly, as the pipeline stores a bot's report.
+    async fn force_error(&self, id: &str, error: &str) {
+        let row = task::Entity::find_by_id(id.parse::<uuid::Uuid>().unwrap())
+            .one(&self.app.db)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut row: task::ActiveModel = row.into();
+        row.error = Set(Some(error.to_owned()));
+        row.update(&self.app.db).await.unwrap();
+    }
+
     /// Moves a task to `status` directly, as the pipeline would.
     async fn force_status(&self, id: &str, status: TaskStatus) {
         let row = task::Entity::find_by_id(id.parse::<uuid::Uuid>().unwrap())
@@ -142,15 +154,16 @@ async fn an_activation_is_a_waiting_cpe_task_reported_as_running(backend: Backen
     assert_eq!(task["payload"], payload);
     assert_eq!(api.status("CPE000001", &task_id).await, still_running());
 
-    // The original example's shape: parameters as a list of one-key objects, stored as one.
+    // The original example's shape: parameters as a list of one-key objects, stored as a list
+    // (it used to be rewritten into one object), in its order, to be forwarded as sent.
     let listed =
-        json!({"timeoutInSeconds": 30, "parameters": [{"username": "admin"}, {"vlan": 534}]});
+        json!({"timeoutInSeconds": 30, "parameters": [{"vlan": 534}, {"username": "admin"}]});
     let (status, second) = api.activate("a1b2c3d4", &listed).await;
     assert_eq!(status, 200, "{second}");
     let (_, task) = api.get(&format!("/api/v1/tasks/{}", second["taskId"].as_str().unwrap())).await;
     assert_eq!(
         task["payload"],
-        json!({"equipment_id": "a1b2c3d4", "timeoutInSeconds": 30, "parameters": {"username": "admin", "vlan": 534}})
+        json!({"equipment_id": "a1b2c3d4", "timeoutInSeconds": 30, "parameters": [{"vlan": 534}, {"username": "admin"}]})
     );
     assert_ne!(second["taskId"], created["taskId"]);
 }
@@ -172,6 +185,18 @@ async fn ended_activations_answer_completed_failed_or_cancelled(backend: Backend
         api.status("CPE000001", &task).await,
         (500, json!({"code": 500, "message": "Internal provisioning exception"}))
     );
+    // Failed with service A's own answers, as a bot writes them.
+    api.force_error(&task, "500 Internal provisioning exception (equipment config service)").await;
+    assert_eq!(
+        api.status("CPE000001", &task).await,
+        (500, json!({"code": 500, "message": "Internal provisioning exception"}))
+    );
+    api.force_error(&task, "404 The requested equipment is not found (equipment config service)")
+        .await;
+    assert_eq!(api.status("CPE000001", &task).await, equipment_not_found(), "service A's 404");
+    // A 404 that was not service A's answer (a wrong URL, a proxy) is no "not found".
+    api.force_error(&task, "equipment config service answered HTTP 404: <html>").await;
+    assert_eq!(api.status("CPE000001", &task).await.0, 500);
 
     let cancelled = api.started("CPE000002").await;
     let (status, _) =
@@ -246,6 +271,13 @@ async fn the_openapi_document_lists_the_equipment_routes(backend: Backend) {
     assert!(document["components"]["schemas"]["CpeRequest"].is_object());
 }
 
+async fn the_health_route_answers_where_such_services_keep_it(backend: Backend) {
+    let api = Api::spawn(backend).await;
+    let (status, health) = api.get("/api/v1/health").await;
+    assert_eq!((status, &health["status"]), (200, &json!("ok")), "{health}");
+    assert_eq!(api.get("/healthz").await, (status, health), "the same probe");
+}
+
 on_every_backend!(
     an_activation_is_a_waiting_cpe_task_reported_as_running,
     ended_activations_answer_completed_failed_or_cancelled,
@@ -253,6 +285,7 @@ on_every_backend!(
     bodies_that_are_not_activations_are_bad_requests,
     tasks_of_other_equipment_or_systems_are_not_found,
     the_openapi_document_lists_the_equipment_routes,
+    the_health_route_answers_where_such_services_keep_it,
 );
 
 #[derive(clap::Parser)]

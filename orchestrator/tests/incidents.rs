@@ -252,16 +252,23 @@ async fn both_input_shapes_count_alike(backend: Backend) {
     let (status, answer) = app.post("/api/v1/incidents/triggers", &original).await;
     assert_eq!(status, 200, "{answer}");
     let results = answer["results"].as_array().unwrap();
+    // One request, one occurrence (each pair used to count): the second report shares the
+    // first one's outcome.
     assert_eq!(
         (results[0]["result"].as_str(), results[1]["result"].as_str()),
-        (Some("opened"), Some("counted"))
+        (Some("opened"), Some("opened"))
     );
+    assert_eq!(
+        (&results[0]["counted_with"], &results[1]["counted_with"]),
+        (&Value::Null, &json!(0))
+    );
+    assert_eq!((&results[0]["occurrences"], &results[1]["occurrences"]), (&json!(1), &json!(1)));
     assert_eq!(results[1]["service"], "login");
     assert_eq!(results[1]["status"], "404");
     let english = json!({"triggers": [{"service": "login", "status": "503"}, {"service": "search", "status": "503"}]});
     let (status, answer) = app.post("/api/v1/incidents/triggers", &english).await;
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["results"][0]["occurrences"], 3);
+    assert_eq!(answer["results"][0]["occurrences"], 2);
     assert_eq!(answer["results"][1]["result"], "unclassified");
     assert_eq!(app.total("/api/v1/incidents").await, 1);
 }
@@ -515,6 +522,231 @@ async fn the_openapi_document_lists_the_incident_routes(backend: Backend) {
     }
 }
 
+/// The original's report request: both login pairs together, as its sample sends them.
+fn original_request() -> Value {
+    json!({"gatilhos": [{"servico": "login", "retorno": "503"}, {"servico": "login", "retorno": "404"}]})
+}
+
+/// POSTs `body` to the triggers route; the whole answer.
+async fn report_request(app: &TestApp, body: &Value) -> Value {
+    let (status, answer) = app.post("/api/v1/incidents/triggers", body).await;
+    assert_eq!(status, 200, "{answer}");
+    answer
+}
+
+/// `(channel, to)` of a communication in a request's summary.
+type Sent = (String, String);
+
+/// `(channel, to)` of each item of a summary list.
+fn summary(items: &Value) -> Vec<Sent> {
+    items
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["channel"].as_str().unwrap().into(), i["to"].as_str().unwrap().into()))
+        .collect()
+}
+
+async fn the_original_sample_counts_one_occurrence_per_request(backend: Backend) {
+    let app = spawn(backend).await;
+    // The sample the demo loads, as the original's final version has it.
+    orchestrator::incidents::sample::ensure_sample_action(&app.db, Utc::now()).await.unwrap();
+    let (_, actions) = app.get("/api/v1/actions").await;
+    assert_eq!(
+        actions[0]["levels"],
+        json!([
+            {"volume": 10, "minutes": 5, "who": "Analyst N1"},
+            {"volume": 20, "minutes": 20, "who": "Analyst N2"},
+            {"minutes": 60, "who": "Coordination"}
+        ])
+    );
+    let mut incident_id = Value::Null;
+    for n in 1..=20u64 {
+        let answer = report_request(&app, &original_request()).await;
+        let results = answer["results"].as_array().unwrap();
+        assert_eq!(results.len(), 2, "one outcome per report");
+        assert_eq!(results[0]["occurrences"], n, "request {n} is one occurrence");
+        assert_eq!(results[1]["counted_with"], 0);
+        assert_eq!(results[1]["communications"], json!([]));
+        incident_id = results[0]["incident_id"].clone();
+        let (external, internal) =
+            (summary(&answer["summary"]["external"]), summary(&answer["summary"]["internal"]));
+        let expected: (Vec<Sent>, Vec<Sent>) = match n {
+            // Customers on the 5th request (not the 3rd), N1 on the 10th (not the 5th).
+            5 => (vec![("Push".into(), "All app users".into())], vec![]),
+            10 => (vec![], vec![("internal".into(), "Analyst N1".into())]),
+            20 => (vec![], vec![("internal".into(), "Analyst N2".into())]),
+            _ => (vec![], vec![]),
+        };
+        assert_eq!((external, internal), expected, "request {n}");
+    }
+    let detail = incident(&app, incident_id.as_str().unwrap()).await;
+    assert_eq!(detail["occurrences"], 20);
+    assert_eq!(
+        sent(&detail["communications"]),
+        [
+            pair("external", "All app users"),
+            pair("internal", "Analyst N1"),
+            pair("internal", "Analyst N2"),
+        ]
+    );
+    let answer = report_request(&app, &original_request()).await;
+    assert_eq!(answer["summary"], json!({"external": [], "internal": []}), "nothing more due");
+    let item = &report_request(&app, &json!({"triggers": [{"service": "x", "status": "1"}]})).await;
+    assert_eq!(item["summary"], json!({"external": [], "internal": []}));
+}
+
+async fn a_request_that_repeats_a_pair_counts_it_once(backend: Backend) {
+    let app = spawn(backend).await;
+    create_action(&app, &classic_action()).await;
+    let mut other = classic_action();
+    other["name"] = json!("Search down");
+    other["code"] = json!("SEARCH_DOWN");
+    other["triggers"] = json!([{"service": "search", "status": "503"}]);
+    create_action(&app, &other).await;
+    let repeated = json!({"triggers": [
+        {"service": "login", "status": "503"},
+        {"service": "search", "status": "503"},
+        {"service": "Login", "status": "503"},
+        {"service": "pay", "status": "500"},
+        {"servico": "login", "retorno": 503},
+        {"service": "pay", "status": "500"}
+    ]});
+    let answer = report_request(&app, &repeated).await;
+    let results = answer["results"].as_array().unwrap();
+    let counted_with: Vec<&Value> = results.iter().map(|r| &r["counted_with"]).collect();
+    assert_eq!(
+        counted_with,
+        [&Value::Null, &Value::Null, &json!(0), &Value::Null, &json!(0), &json!(3)],
+        "{answer}"
+    );
+    let occurrences: Vec<&Value> = results.iter().map(|r| &r["occurrences"]).collect();
+    assert_eq!(
+        occurrences,
+        [&json!(1), &json!(1), &json!(1), &Value::Null, &json!(1), &Value::Null]
+    );
+    let (_, page) = app.get("/api/v1/incidents?order=oldest").await;
+    assert_eq!(page["total"], 2, "one incident per action");
+    for item in page["items"].as_array().unwrap() {
+        assert_eq!(item["occurrences"], 1, "{item}");
+    }
+    assert_eq!(app.total("/api/v1/incidents/unclassified").await, 1, "pay/500 recorded once");
+    // The next request counts again: once per request, not once ever.
+    let again = report_request(&app, &repeated).await;
+    assert_eq!(again["results"][0]["occurrences"], 2);
+    assert_eq!(again["results"][1]["occurrences"], 2);
+    assert_eq!(app.total("/api/v1/incidents/unclassified").await, 2);
+}
+
+async fn a_level_alerts_every_team_it_lists(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut action = classic_action();
+    action["external"] = Value::Null;
+    action["levels"] = json!([
+        {"volume": 2, "who": ["Analyst N1", "Infrastructure"]},
+        {"volume": 3, "who": "Analyst N2"}
+    ]);
+    let created = create_action(&app, &action).await;
+    assert_eq!(created["levels"], action["levels"], "written back as given");
+    report(&app, "login", "503").await;
+    let answer = report_request(&app, &original_request()).await;
+    assert_eq!(
+        summary(&answer["summary"]["internal"]),
+        [
+            ("internal".to_owned(), "Analyst N1".to_owned()),
+            ("internal".to_owned(), "Infrastructure".to_owned())
+        ]
+    );
+    assert_eq!(answer["summary"]["external"], json!([]));
+    let third = report_request(&app, &original_request()).await;
+    assert_eq!(
+        summary(&third["summary"]["internal"]),
+        [("internal".to_owned(), "Analyst N2".to_owned())]
+    );
+    let id = answer["results"][0]["incident_id"].as_str().unwrap();
+    let detail = incident(&app, id).await;
+    assert_eq!(detail["levels_notified"], json!([0, 1]));
+    assert_eq!(app.total("/api/v1/tasks?system=NOTIFY").await, 3, "one delivery per team");
+
+    let mut refused = action.clone();
+    refused["name"] = json!("Other");
+    refused["code"] = json!("OTHER");
+    refused["triggers"] = json!([{"service": "other", "status": "1"}]);
+    for (levels, field) in [
+        (json!([{"volume": 2, "who": []}]), "levels[0].who"),
+        (json!([{"volume": 2, "who": ["N1", " "]}]), "levels[0].who[1]"),
+        (json!([{"volume": 2, "who": ["N1", "N1"]}]), "levels[0].who[1]"),
+        (json!([{"volume": 2, "who": "N1"}, {"volume": 2, "who": "Infra"}]), "levels[1].volume"),
+    ] {
+        refused["levels"] = levels;
+        assert_error(
+            &app.post("/api/v1/actions", &refused).await,
+            422,
+            "invalid_field",
+            Some(field),
+        );
+    }
+}
+
+async fn service_restored_follows_the_action_s_language(backend: Backend) {
+    let app = spawn(backend).await;
+    let portuguese = json!({
+        "name": "Login fora do ar", "code": "LOGIN_FORA", "customers_group": "Todos",
+        "triggers": [{"servico": "login", "retorno": "503"}],
+        "external": {"min_occurrences": 1, "channel": "Push", "language": "pt-BR",
+                     "message": "Nosso app está indisponível"}
+    });
+    let created = create_action(&app, &portuguese).await;
+    assert_eq!(created["external"]["language"], "pt-BR");
+    let id = report(&app, "login", "503").await["incident_id"].as_str().unwrap().to_owned();
+    let (status, resolved) = app.post(&format!("/api/v1/incidents/{id}/resolve"), &json!({})).await;
+    assert_eq!(status, 200, "{resolved}");
+    let restored: Vec<&Value> = resolved["communications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["kind"] == "restored")
+        .collect();
+    assert_eq!(restored[0]["message"], "Nosso serviço voltou ao normal. Obrigado pela paciência.");
+
+    // An action that names no language (as every action stored before) reads English.
+    let english = json!({
+        "name": "Search down", "code": "SEARCH_DOWN", "customers_group": "All",
+        "triggers": [{"service": "search", "status": "503"}],
+        "external": {"min_occurrences": 1, "channel": "Push", "message": "Search is down"}
+    });
+    create_action(&app, &english).await;
+    let id = report(&app, "search", "503").await["incident_id"].as_str().unwrap().to_owned();
+    let (_, resolved) = app.post(&format!("/api/v1/incidents/{id}/resolve"), &json!({})).await;
+    let last = resolved["communications"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["message"], "Our service is back to normal. Thank you for your patience.");
+
+    // Customers told in a language with no default sentence: the action must give one.
+    let mut spanish = english.clone();
+    spanish["name"] = json!("Pago caído");
+    spanish["code"] = json!("PAGO");
+    spanish["triggers"] = json!([{"service": "pago", "status": "500"}]);
+    spanish["external"]["language"] = json!("es");
+    assert_error(
+        &app.post("/api/v1/actions", &spanish).await,
+        422,
+        "invalid_field",
+        Some("external.restored_message"),
+    );
+    spanish["external"]["restored_message"] = json!("El servicio volvió");
+    create_action(&app, &spanish).await;
+    spanish["external"]["language"] = json!("pt/../x");
+    spanish["code"] = json!("PAGO2");
+    spanish["name"] = json!("Pago 2");
+    spanish["triggers"] = json!([{"service": "pago", "status": "501"}]);
+    assert_error(
+        &app.post("/api/v1/actions", &spanish).await,
+        422,
+        "invalid_field",
+        Some("external.language"),
+    );
+}
+
 on_every_backend!(
     classic_scenario_step_by_step,
     quiet_incidents_resolve_by_themselves,
@@ -526,4 +758,8 @@ on_every_backend!(
     actions_are_validated_and_managed,
     failed_tasks_feed_incidents_but_notify_tasks_do_not,
     the_openapi_document_lists_the_incident_routes,
+    the_original_sample_counts_one_occurrence_per_request,
+    a_request_that_repeats_a_pair_counts_it_once,
+    a_level_alerts_every_team_it_lists,
+    service_restored_follows_the_action_s_language,
 );

@@ -9,13 +9,18 @@
 //!   exception"}` when failure injection strikes (`fail_ids`, `fail_first`, `fail_rate`). At
 //!   once: 404 `{"code":404,"message":"The requested equipment is not found"}` for an id that is
 //!   not 6 to 64 letters or digits, or not among `known_ids` when that list is not empty; 400
-//!   `{"code":400,"message":…}` for a body that is not such a request. The service itself does
-//!   not enforce `timeoutInSeconds`: the caller does.
+//!   `{"code":400,"message":…}` for a body that is not such a request, and, when
+//!   `strict_parameters` is set, for `parameters` that are not the original interface's list of
+//!   one-key objects (as a service that takes only that shape answers). `timeoutInSeconds` is
+//!   the device's configuration timeout; the stand-in records it and does not enforce it.
+//! - `GET /api/v1/health` and `GET /healthz`: `{"status":"ok"}`.
 //! - `GET`/`PUT /_control`: the settings `{"delay_ms","fail_rate","fail_ids","known_ids",
-//!   "fail_first"}` (`fail_first` is `{"ID": N}`: the first N requests for ID answer 500).
+//!   "fail_first","strict_parameters"}` (`fail_first` is `{"ID": N}`: the first N requests for
+//!   ID answer 500).
 //! - `GET /_control/requests`: `{"requests":[{"id","timeoutInSeconds","parameters","code","at"}],
-//!   "counts":{"ID":N}}`, every request with a well-formed id and body, as it arrived, with the
-//!   code it was (or is being) answered; `DELETE /_control/requests` forgets them and the counts.
+//!   "counts":{"ID":N}}`, every request with a well-formed id and body, as it arrived (the
+//!   parameters in the shape they came in), with the code it was (or is being) answered;
+//!   `DELETE /_control/requests` forgets them and the counts.
 //! - Served over HTTP ([`serve`]) or HTTPS ([`serve_tls`]).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -89,6 +94,11 @@ pub struct EquipmentConfig {
     /// `ID:N`, comma-separated: the first N requests for ID fail with 500.
     #[arg(long, value_delimiter = ',')]
     pub fail_first: Vec<FailFirst>,
+    /// Accept `parameters` only as the original interface's list of one-key objects
+    /// (`[{"vlan": 534}]`) and answer 400 to an object, like a service A that knows no other
+    /// shape.
+    #[arg(long, env = "EQUIPMENT_STRICT_PARAMETERS")]
+    pub strict_parameters: bool,
 }
 
 impl Default for EquipmentConfig {
@@ -99,6 +109,7 @@ impl Default for EquipmentConfig {
             fail_ids: Vec::new(),
             known_ids: Vec::new(),
             fail_first: Vec::new(),
+            strict_parameters: false,
         }
     }
 }
@@ -111,6 +122,7 @@ struct Settings {
     fail_ids: BTreeSet<String>,
     known_ids: BTreeSet<String>,
     fail_first: BTreeMap<String, u32>,
+    strict_parameters: bool,
 }
 
 /// A change to some of the [`Settings`] (`PUT /_control`); absent fields stay as they are.
@@ -122,6 +134,7 @@ struct SettingsUpdate {
     fail_ids: Option<Vec<String>>,
     known_ids: Option<Vec<String>>,
     fail_first: Option<BTreeMap<String, u32>>,
+    strict_parameters: Option<bool>,
 }
 
 /// Trimmed, non-empty ids.
@@ -155,6 +168,9 @@ impl Settings {
                 .map(|(id, count)| (id.trim().to_owned(), count))
                 .filter(|(id, _)| !id.is_empty())
                 .collect();
+        }
+        if let Some(strict) = update.strict_parameters {
+            self.strict_parameters = strict;
         }
         Ok(())
     }
@@ -249,6 +265,7 @@ impl EquipmentState {
             fail_ids: Some(config.fail_ids),
             known_ids: Some(config.known_ids),
             fail_first: Some(config.fail_first.into_iter().map(|f| (f.id, f.count)).collect()),
+            strict_parameters: Some(config.strict_parameters),
         })?;
         let device = Device { settings, ..Device::default() };
         Ok(EquipmentState { device: Arc::new(Mutex::new(device)), shutdown })
@@ -265,6 +282,8 @@ impl EquipmentState {
 pub fn router(state: EquipmentState) -> Router {
     Router::new()
         .route(&format!("{}/{{id}}", cpe::EQUIPMENT_PATH), post(configure))
+        .route("/api/v1/health", get(health))
+        .route("/healthz", get(health))
         .route("/_control", get(settings).put(update_settings))
         .route("/_control/requests", get(requests).delete(forget_requests))
         .layer(TraceLayer::new_for_http())
@@ -322,6 +341,10 @@ async fn configure(
         Ok(request) => request,
         Err(error) => return answer(400, format!("invalid configuration request: {error}")),
     };
+    if state.lock().settings.strict_parameters && !request.parameters.is_list() {
+        tracing::info!(%id, "parameters not in the original list shape (strict)");
+        return answer(400, STRICT_PARAMETERS_MESSAGE);
+    }
     let roll = rand::rng().random::<f64>();
     let verdict = state.lock().receive(&id, request, roll, Utc::now());
     if verdict.code == 404 {
@@ -342,6 +365,14 @@ async fn configure(
         tracing::info!(%id, "configuration failed (injected)");
         answer(verdict.code, cpe::message::PROVISIONING_FAILED)
     }
+}
+
+/// What a strict service answers `parameters` that are not a list of one-key objects.
+pub const STRICT_PARAMETERS_MESSAGE: &str = "invalid configuration request: parameters must be a list of one-key objects, like [{\"vlan\": 534}]";
+
+/// `GET /api/v1/health` and `/healthz`: the service is up.
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
 }
 
 async fn settings(State(state): State<EquipmentState>) -> Json<Settings> {

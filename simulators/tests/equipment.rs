@@ -105,6 +105,11 @@ fn activation() -> Value {
     json!({"timeoutInSeconds": 14, "parameters": {"username": "admin", "password": "admin", "vlan": 534, "interfaces": [1, 2, 3, 4]}})
 }
 
+/// The original interface's shape of `parameters`: a list of one-key objects.
+fn listed_parameters() -> Value {
+    json!([{"username": "admin"}, {"password": "admin"}, {"vlan": 534}, {"interfaces": [1, 2, 3, 4]}])
+}
+
 fn success() -> Value {
     json!({"code": 200, "message": "success"})
 }
@@ -122,7 +127,7 @@ async fn a_configuration_succeeds_over_https_and_is_recorded() {
     let service = Service::https(fast()).await;
     assert_eq!(service.configure("CPE000001", activation()).await, (200, success()));
     // The original example's shape: parameters as a list of one-key objects.
-    let listed = json!({"timeoutInSeconds": 14, "parameters": [{"username": "admin"}, {"password": "admin"}, {"vlan": 534}, {"interfaces": [1, 2, 3, 4]}]});
+    let listed = json!({"timeoutInSeconds": 14, "parameters": listed_parameters()});
     assert_eq!(service.configure("CPE000001", listed).await, (200, success()));
     assert_eq!(service.configure("a1b2c3d4e5", activation()).await, (200, success()));
 
@@ -130,8 +135,13 @@ async fn a_configuration_succeeds_over_https_and_is_recorded() {
     assert_eq!(report["counts"], json!({"CPE000001": 2, "a1b2c3d4e5": 1}));
     let requests = report["requests"].as_array().unwrap();
     assert_eq!(requests.len(), 3);
+    // Recorded in the shape they came in (they used to be normalised to one object).
+    let shapes: Vec<&Value> = requests.iter().map(|r| &r["parameters"]).collect();
+    assert_eq!(
+        shapes,
+        [&activation()["parameters"], &listed_parameters(), &activation()["parameters"]]
+    );
     for request in requests {
-        assert_eq!(request["parameters"], activation()["parameters"], "normalised to one object");
         assert_eq!((&request["timeoutInSeconds"], &request["code"]), (&json!(14), &json!(200)));
     }
     assert_eq!(service.control("DELETE", "/_control/requests", None).await.0, 204);
@@ -280,4 +290,34 @@ async fn stopping_cuts_a_configuration_short() {
     service.stop().await.unwrap();
     let answer = pending.await.unwrap().unwrap();
     assert_eq!(answer.status, 503);
+}
+
+#[tokio::test]
+async fn a_strict_service_takes_only_the_original_list_of_parameters() {
+    let service = Service::https(EquipmentConfig { strict_parameters: true, ..fast() }).await;
+    let listed = json!({"timeoutInSeconds": 14, "parameters": listed_parameters()});
+    assert_eq!(service.configure("CPE000001", listed).await, (200, success()));
+    let (status, refused) = service.configure("CPE000001", activation()).await;
+    assert_eq!((status, &refused["code"]), (400, &json!(400)), "{refused}");
+    assert_eq!(refused["message"], equipment::STRICT_PARAMETERS_MESSAGE);
+    let report = service.requests().await;
+    assert_eq!(report["counts"], json!({"CPE000001": 1}), "the refused object is not recorded");
+    assert_eq!(report["requests"][0]["parameters"], listed_parameters());
+    // Strictness is a setting like the others.
+    let (_, settings) = service.control("GET", "/_control", None).await;
+    assert_eq!(settings["strict_parameters"], true);
+    service.control("PUT", "/_control", Some(json!({"strict_parameters": false}))).await;
+    assert_eq!(service.configure("CPE000001", activation()).await, (200, success()));
+}
+
+#[tokio::test]
+async fn the_health_routes_answer_where_such_services_keep_them() {
+    let service = Service::https(fast()).await;
+    for path in ["/api/v1/health", "/healthz"] {
+        assert_eq!(
+            service.control("GET", path, None).await,
+            (200, json!({"status": "ok"})),
+            "{path}"
+        );
+    }
 }

@@ -1,9 +1,12 @@
 //! CPE: activates a customer's equipment through the equipment config service ("service A").
 //!
-//! Payload: `{"equipment_id": …, "timeoutInSeconds": …, "parameters": {…}}`
+//! Payload: `{"equipment_id": …, "timeoutInSeconds": …, "parameters": …}`
 //! ([`broker_config::CpePayload`]). The bot POSTs `{"timeoutInSeconds", "parameters"}` to
-//! `{equipment-url}/api/v1/equipment/cpe/{id}` and waits at most `timeoutInSeconds` for the
-//! answer, which the service gives only once the device is configured (about a minute).
+//! `{equipment-url}/api/v1/equipment/cpe/{id}` exactly as the client gave them (the timeout is
+//! the device's, the parameters keep their shape) and waits for the answer, which the service
+//! gives only once the device is configured (about a minute), up to the bot's answer timeout
+//! (`--equipment-answer-timeout`, 120 s) or `timeoutInSeconds`, whichever is longer: cutting
+//! the call short of the device's own timeout would only configure the device again.
 //!
 //! | answer | outcome |
 //! |---|---|
@@ -12,11 +15,15 @@
 //! | 500 (any 5xx), 408, 429, no connection, no answer in time | failed, retried with backoff |
 //!
 //! The code inside the body wins over the HTTP status when both are there: a service that
-//! answers every outcome with HTTP 200 and `{"code": 500, …}` is read right too.
+//! answers every outcome with HTTP 200 and `{"code": 500, …}` is read right too. An answer in
+//! the service's `{"code","message"}` shape fails the task with
+//! [`broker_config::cpe::service_error`] (`404 The requested equipment is not found (equipment
+//! config service)`), which the activation API reads back to answer the client as the service
+//! did; any other answer is described without that form.
 
 use std::time::Duration;
 
-use broker_config::cpe::CpeAnswer;
+use broker_config::cpe::{self, CpeAnswer};
 use broker_config::{Assignment, CpePayload};
 use serde::Deserialize as _;
 use serde_json::{Value, json};
@@ -30,6 +37,18 @@ use crate::https::{self, HttpsClient, RequestError};
 pub struct Cpe {
     client: HttpsClient,
     base_url: String,
+    answer_timeout: Duration,
+}
+
+/// How long the bot waits for the service's answer by default.
+pub const DEFAULT_ANSWER_TIMEOUT: Duration =
+    Duration::from_secs(crate::config::DEFAULT_EQUIPMENT_ANSWER_TIMEOUT_SECS);
+
+/// How long to wait for the service's answer to an activation whose device timeout is
+/// `timeout_in_seconds`: the bot's answer timeout, or the device's if it is longer, since the
+/// service may take that long by the client's own word. Pure.
+pub fn answer_wait(answer_timeout: Duration, timeout_in_seconds: u32) -> Duration {
+    answer_timeout.max(Duration::from_secs(timeout_in_seconds.into()))
 }
 
 impl Cpe {
@@ -38,7 +57,13 @@ impl Cpe {
     pub fn new(base_url: &str, client: HttpsClient) -> Result<Cpe, RequestError> {
         let base_url = base_url.trim_end_matches('/').to_owned();
         https::check_url(&base_url)?;
-        Ok(Cpe { client, base_url })
+        Ok(Cpe { client, base_url, answer_timeout: DEFAULT_ANSWER_TIMEOUT })
+    }
+
+    /// The same automation, waiting up to `answer_timeout` for the service's answer (at least
+    /// the activation's `timeoutInSeconds`).
+    pub fn with_answer_timeout(self, answer_timeout: Duration) -> Cpe {
+        Cpe { answer_timeout, ..self }
     }
 
     /// Runs a CPE task.
@@ -53,8 +78,8 @@ impl Cpe {
             }
         };
         let url = format!("{}{}", self.base_url, payload.equipment_id.path());
-        let timeout = Duration::from_secs(payload.timeout_in_seconds.into());
-        tracing::info!(equipment_id = %payload.equipment_id, timeout_s = payload.timeout_in_seconds, "configuring the equipment");
+        let timeout = answer_wait(self.answer_timeout, payload.timeout_in_seconds);
+        tracing::info!(equipment_id = %payload.equipment_id, device_timeout_s = payload.timeout_in_seconds, wait_s = timeout.as_secs(), "configuring the equipment");
         let request = payload.request();
         let response = tokio::select! {
             () = cancel.cancelled() => return Outcome::Cancelled,
@@ -85,19 +110,22 @@ pub fn judge_answer(response: Result<https::Response, RequestError>) -> Outcome 
     let body: Option<Value> = response.json().ok();
     let answer = body.as_ref().and_then(|body| CpeAnswer::deserialize(body).ok());
     let code = answer.as_ref().map_or(response.status, |answer| answer.code);
-    let message = match &answer {
-        Some(answer) => answer.message.clone(),
-        None => String::from_utf8_lossy(&response.body).chars().take(200).collect(),
+    let (message, error) = match &answer {
+        Some(answer) => (answer.message.clone(), cpe::service_error(answer)),
+        None => {
+            // Not the service's shape (a proxy's page, a wrong URL): described, never read back
+            // as the service's own "not found".
+            let text: String = String::from_utf8_lossy(&response.body).chars().take(200).collect();
+            let error = format!("equipment config service answered HTTP {code}: {text}");
+            (text, error)
+        }
     };
     match code {
         200..=299 => Outcome::Completed {
             output: Some(body.unwrap_or_else(|| json!({ "code": code, "message": message }))),
         },
-        404 => Outcome::fatal(format!("equipment config service: 404 {message}")),
-        408 | 429 | 500..=599 => {
-            Outcome::retryable(format!("equipment config service: {code} {message}"))
-        }
-        _ => Outcome::fatal(format!("equipment config service: {code} {message}")),
+        408 | 429 | 500..=599 => Outcome::retryable(error),
+        _ => Outcome::fatal(error),
     }
 }
 
@@ -123,7 +151,7 @@ mod tests {
         ));
         assert_eq!(
             missing,
-            Outcome::fatal("equipment config service: 404 The requested equipment is not found")
+            Outcome::fatal("404 The requested equipment is not found (equipment config service)")
         );
         let failed = judge_answer(answer(
             500,
@@ -131,14 +159,22 @@ mod tests {
         ));
         assert_eq!(
             failed,
-            Outcome::retryable("equipment config service: 500 Internal provisioning exception")
+            Outcome::retryable("500 Internal provisioning exception (equipment config service)")
+        );
+        // A 404 not in the service's shape is no "equipment not found".
+        let wrong_url = judge_answer(answer(404, "<html>no such route</html>"));
+        assert_eq!(
+            wrong_url,
+            Outcome::fatal(
+                "equipment config service answered HTTP 404: <html>no such route</html>"
+            )
         );
         assert!(matches!(
             judge_answer(answer(400, r#"{"code":400,"message":"bad"}"#)),
             Outcome::Failed { retryable: false, .. }
         ));
         assert!(
-            matches!(judge_answer(answer(503, "<html>down</html>")), Outcome::Failed { retryable: true, ref error } if error.contains("503 <html>down"))
+            matches!(judge_answer(answer(503, "<html>down</html>")), Outcome::Failed { retryable: true, ref error } if error.contains("HTTP 503: <html>down"))
         );
     }
 
@@ -159,6 +195,16 @@ mod tests {
             plain,
             Outcome::Completed { output: Some(json!({"code": 200, "message": "OK"})) }
         );
+    }
+
+    #[test]
+    fn the_bot_waits_its_answer_timeout_or_the_device_s_if_longer() {
+        let two_minutes = Duration::from_secs(120);
+        // The original example: a device timeout of 14 s, a device that takes a minute.
+        assert_eq!(answer_wait(two_minutes, 14), two_minutes);
+        assert_eq!(answer_wait(two_minutes, 600), Duration::from_secs(600));
+        assert_eq!(answer_wait(Duration::from_secs(1), 1), Duration::from_secs(1));
+        assert_eq!(DEFAULT_ANSWER_TIMEOUT, two_minutes);
     }
 
     #[test]

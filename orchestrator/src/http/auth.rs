@@ -480,8 +480,9 @@ impl IntoResponse for Refusal {
 
 /// Whether anyone may make this request: the probes and the dashboard's static files.
 pub fn is_public(method: &Method, path: &str) -> bool {
-    const PUBLIC: [&str; 7] = [
+    const PUBLIC: [&str; 8] = [
         "/healthz",
+        "/api/v1/health",
         "/readyz",
         "/",
         "/assets/app.js",
@@ -883,7 +884,8 @@ mod tests {
 
     #[test]
     fn only_the_probes_and_the_dashboard_files_are_public() {
-        for path in ["/healthz", "/readyz", "/", "/assets/app.js", "/favicon.svg"] {
+        for path in ["/healthz", "/api/v1/health", "/readyz", "/", "/assets/app.js", "/favicon.svg"]
+        {
             assert!(is_public(&Method::GET, path), "{path}");
             assert!(!is_public(&Method::POST, path), "POST {path}");
         }

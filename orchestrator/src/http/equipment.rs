@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use broker_config::cpe::{CpeAnswer, CpePayload, CpeRequest, EquipmentId, message};
+use broker_config::cpe::{self, CpeAnswer, CpePayload, CpeRequest, EquipmentId, message};
 use broker_config::{System, TaskStatus};
 use serde::Serialize;
 use uuid::Uuid;
@@ -126,7 +126,8 @@ fn parse_request(body: Result<Bytes, BytesRejection>) -> Result<CpeRequest, Equi
 }
 
 /// Starts an activation: stores a CPE task (WAITING) for a bot to run and answers with its id
-/// at once. The body's `parameters` may also be a list of one-key objects.
+/// at once. The body's `parameters` may also be a list of one-key objects; they are stored and
+/// forwarded in the shape given, and `timeoutInSeconds` (the device's) goes on as given.
 #[utoipa::path(post, path = "/api/v1/equipment/cpe/{id}", tag = "equipment",
     params(("id" = String, Path, description = "The equipment: 6 to 64 letters or digits")),
     request_body = CpeRequest,
@@ -160,12 +161,13 @@ pub async fn create_activation(
 }
 
 /// An activation's status: `Completed`; still running (code 204 in an HTTP 200) while it
-/// waits for a bot or runs; 500 once it failed for good; 410 if an operator cancelled it.
+/// waits for a bot or runs; 404 "equipment not found" when the equipment config service said
+/// so; 500 once it failed for good otherwise; 410 if an operator cancelled it.
 #[utoipa::path(get, path = "/api/v1/equipment/cpe/{id}/task/{task}", tag = "equipment",
     params(("id" = String, Path, description = "The equipment"), ("task" = Uuid, Path, description = "The activation's task id")),
     responses(
         (status = 200, body = CpeAnswer, description = "`{\"code\":200,\"message\":\"Completed\"}`, or `{\"code\":204,\"message\":\"Task is still running\"}`"),
-        (status = 404, body = CpeAnswer, description = "The requested equipment (or task) is not found"),
+        (status = 404, body = CpeAnswer, description = "The requested equipment (or task) is not found; also once the equipment config service answered that the equipment is unknown"),
         (status = 410, body = CpeAnswer, description = "The task was cancelled"),
         (status = 500, body = CpeAnswer, description = "Internal provisioning exception")))]
 pub async fn activation_status(
@@ -200,6 +202,11 @@ pub async fn activation_status(
         TaskStatus::Waiting | TaskStatus::Assigned | TaskStatus::Running => {
             let running = CpeAnswer::new(StatusCode::NO_CONTENT.as_u16(), message::STILL_RUNNING);
             (StatusCode::OK, Json(running)).into_response()
+        }
+        // The service's own "not found" for a well-formed id it does not know reaches the
+        // client as the service said it; every other failure is a provisioning exception.
+        TaskStatus::Failed if row.error.as_deref().and_then(cpe::service_code) == Some(404) => {
+            answer(StatusCode::NOT_FOUND, message::EQUIPMENT_NOT_FOUND)
         }
         TaskStatus::Failed => {
             answer(StatusCode::INTERNAL_SERVER_ERROR, message::PROVISIONING_FAILED)

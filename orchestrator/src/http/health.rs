@@ -20,7 +20,7 @@ pub struct Health {
     pub broker: Option<String>,
 }
 
-/// The process is up.
+/// The process is up. Also served at `/api/v1/health`, where the equipment services keep it.
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok", database: None, broker: None })

@@ -13,7 +13,9 @@ use crate::clock::now;
 use crate::error::{ApiError, ErrorBody};
 use crate::incidents::actions::{self, Action, ActionRequest, ActionSpec};
 use crate::incidents::report::{self, TriggersRequest};
-use crate::incidents::{self, Incident, IncidentDetail, ReportOutcome, Source, UnclassifiedReport};
+use crate::incidents::{
+    self, Incident, IncidentDetail, ReportOutcome, SentSummary, Source, UnclassifiedReport,
+};
 use crate::pagination::{Order, Page, PageRequest};
 
 /// The incident routes.
@@ -87,16 +89,21 @@ pub async fn delete_action(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// What `POST /api/v1/incidents/triggers` answers: one outcome per report, in order.
+/// What `POST /api/v1/incidents/triggers` answers: one outcome per report, in order, and what
+/// went out because of the request.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TriggersAnswer {
     /// What became of each report.
     pub results: Vec<ReportOutcome>,
+    /// The communications this request sent, to customers and to support teams.
+    pub summary: SentSummary,
 }
 
 /// Reports failures: `{"triggers":[{"service":"login","status":"503"}]}` or
-/// `{"gatilhos":[{"servico":"login","retorno":"503"}]}`. Each report is one occurrence. The
-/// whole list is checked first: one bad report (or an empty list) is a 400 and nothing counts.
+/// `{"gatilhos":[{"servico":"login","retorno":"503"}]}`. A request is one occurrence for each
+/// action whose triggers it lists (login/503 and login/404 together: one occurrence), as the
+/// original counts. The whole list is checked first: one bad report (or an empty list) is a
+/// 400 and nothing counts.
 #[utoipa::path(post, path = "/api/v1/incidents/triggers", tag = "incidents",
     request_body = TriggersRequest,
     responses((status = 200, body = TriggersAnswer),
@@ -108,7 +115,8 @@ pub async fn report_triggers(
     let triggers = report::parse_triggers(&body)
         .map_err(|e| ApiError::MalformedBody(format!("{}: {}", e.field, e.message)))?;
     let results = state.pipeline.incidents.report(&triggers, Source::Api, now()).await?;
-    Ok(Json(TriggersAnswer { results }))
+    let summary = incidents::summarize(&results);
+    Ok(Json(TriggersAnswer { results, summary }))
 }
 
 /// Filters and paging for `GET /api/v1/incidents`.

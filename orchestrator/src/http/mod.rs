@@ -1,4 +1,5 @@
-//! The REST API under `/api/v1`, plus `/healthz` and `/readyz`. Each resource module exposes its
+//! The REST API under `/api/v1` (with `/api/v1/health`, where the equipment services keep their
+//! probe), plus `/healthz` and `/readyz`. Each resource module exposes its
 //! `router()`; handlers are thin: parse at the edge, call [`crate::bots`] / [`crate::tasks`].
 //! [`auth`] checks every request's bearer token before it reaches a handler.
 
@@ -50,6 +51,7 @@ pub fn router(state: AppState) -> Router {
     let body_limit = body_limit(state.max_attachment_bytes);
     Router::new()
         .route("/healthz", get(health::healthz))
+        .route("/api/v1/health", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/api/v1/openapi.json", get(openapi::openapi_json))
         .route("/api/v1/events", get(live::events))

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::IncidentStatus;
 use super::entity::{action, action_trigger, incident};
 use super::report::{RawTrigger, Trigger};
-use super::rules::{self, ActionRules, External, Level};
+use super::rules::{self, ActionRules, External, Level, Who};
 use crate::error::{ApiError, unique_violation};
 
 /// The longest action name.
@@ -28,6 +28,10 @@ pub const MAX_TEXT_CHARS: usize = 2000;
 pub const MAX_LEVELS: usize = 20;
 /// The longest channel name.
 pub const MAX_CHANNEL_CHARS: usize = 32;
+/// The most teams one level may alert.
+pub const MAX_TEAMS_PER_LEVEL: usize = 20;
+/// The longest language tag (BCP 47 allows 35).
+pub const MAX_LANGUAGE_CHARS: usize = 35;
 
 /// An action's fields as a client sends them (POST and PUT).
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -109,15 +113,41 @@ impl ActionSpec {
             .levels
             .into_iter()
             .enumerate()
-            .map(|(index, level)| {
-                Ok(Level {
-                    who: text(&format!("levels[{index}].who"), &level.who, MAX_NAME_CHARS)?,
-                    ..level
-                })
-            })
+            .map(|(index, level)| Ok(Level { who: check_who(index, &level.who)?, ..level }))
             .collect::<Result<Vec<_>, ApiError>>()?;
         rules::validate_levels(&levels).map_err(|v| ApiError::invalid(v.field, v.message))?;
         Ok(ActionSpec { name, code, triggers, customers_group, external, levels })
+    }
+}
+
+/// Checks whom level `index` alerts: each team named, none twice.
+fn check_who(index: usize, who: &Who) -> Result<Who, ApiError> {
+    let field = format!("levels[{index}].who");
+    match who {
+        Who::One(team) => Ok(Who::One(text(&field, team, MAX_NAME_CHARS)?)),
+        Who::Many(teams) => {
+            if teams.is_empty() {
+                return Err(ApiError::invalid(field, "a level alerts at least one team"));
+            }
+            if teams.len() > MAX_TEAMS_PER_LEVEL {
+                return Err(ApiError::invalid(
+                    field,
+                    format!("a level alerts at most {MAX_TEAMS_PER_LEVEL} teams"),
+                ));
+            }
+            let mut checked: Vec<String> = Vec::with_capacity(teams.len());
+            for (n, team) in teams.iter().enumerate() {
+                let team = text(&format!("{field}[{n}]"), team, MAX_NAME_CHARS)?;
+                if checked.contains(&team) {
+                    return Err(ApiError::invalid(
+                        format!("{field}[{n}]"),
+                        format!("'{team}' is listed twice in this level"),
+                    ));
+                }
+                checked.push(team);
+            }
+            Ok(Who::Many(checked))
+        }
     }
 }
 
@@ -145,7 +175,31 @@ fn check_external(external: External) -> Result<External, ApiError> {
         .restored_message
         .map(|m| text("external.restored_message", &m, MAX_TEXT_CHARS))
         .transpose()?;
-    Ok(External { min_occurrences: external.min_occurrences, channel, message, restored_message })
+    let language = external.language.map(|tag| tag.trim().to_owned());
+    if let Some(tag) = &language {
+        let valid = !tag.is_empty()
+            && tag.chars().count() <= MAX_LANGUAGE_CHARS
+            && tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid {
+            return Err(ApiError::invalid(
+                "external.language",
+                format!(
+                    "external.language must be a language tag such as en or pt-BR (1 to {MAX_LANGUAGE_CHARS} letters, digits or '-')"
+                ),
+            ));
+        }
+    }
+    let external = External {
+        min_occurrences: external.min_occurrences,
+        channel,
+        message,
+        restored_message,
+        language,
+    };
+    // Customers told in a language with no default "service restored" sentence must be given
+    // one, rather than read it in English.
+    rules::restored_message(&external).map_err(|v| ApiError::invalid(v.field, v.message))?;
+    Ok(external)
 }
 
 /// An action, as the API shows it.

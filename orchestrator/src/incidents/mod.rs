@@ -9,7 +9,8 @@
 //! - [`report`]: the two input shapes, checked into [`Trigger`]s.
 //! - [`actions`]: actions (CRUD), checked into [`ActionSpec`](actions::ActionSpec).
 //! - [`sample`]: the classic action the demo loads.
-//! - [`Incidents`] (here): the engine. [`Incidents::report`] counts reports,
+//! - [`Incidents`] (here): the engine. [`Incidents::report`] counts a request's reports (one
+//!   occurrence per action the request matches, as the original counts them),
 //!   [`Incidents::check_incidents`] escalates by minutes and resolves quiet incidents (the timer
 //!   calls it; tests call it with a clock of their own), [`Incidents::resolve`] resolves on
 //!   request, and [`Incidents::run`] runs the timer and the consumer of
@@ -52,7 +53,7 @@ use uuid::Uuid;
 use self::actions::Action;
 use self::entity::{action, action_trigger, communication, incident, unclassified_report};
 use self::report::Trigger;
-use self::rules::{Due, IncidentState};
+use self::rules::{Due, IncidentState, Target};
 use crate::changes::Changes;
 use crate::entity::task;
 use crate::error::ApiError;
@@ -61,9 +62,7 @@ use crate::tasks::{self, TaskRequest, TaskSpec};
 
 /// The channel internal escalations are delivered on (`/webhooks/internal`).
 pub const INTERNAL_CHANNEL: &str = "internal";
-/// What customers read when an incident is resolved and its action gives no sentence of its own.
-pub const DEFAULT_RESTORED_MESSAGE: &str =
-    "Our service is back to normal. Thank you for your patience.";
+pub use self::rules::{DEFAULT_RESTORED_MESSAGE, DEFAULT_RESTORED_MESSAGE_PT};
 /// Priority of the NOTIFY tasks: a communication goes before bulk work.
 pub const NOTIFY_PRIORITY: i32 = 100;
 /// Attempts of a NOTIFY task (a webhook that is down is tried again later).
@@ -295,6 +294,70 @@ pub struct ReportOutcome {
     pub occurrences: Option<u32>,
     /// The communications this report made due (and sent).
     pub communications: Vec<Communication>,
+    /// When an earlier report of the same request already counted for the same action (or was
+    /// the same unmatched pair): its index. This one made no occurrence of its own.
+    pub counted_with: Option<usize>,
+}
+
+impl ReportOutcome {
+    /// The outcome of `trigger`, a later report of the request that counted with report `first`.
+    fn counted_with(&self, trigger: &Trigger, first: usize) -> ReportOutcome {
+        let message = match self.result {
+            ReportResult::Unclassified => format!(
+                "{trigger} is repeated in this request: recorded once, with triggers[{first}]"
+            ),
+            _ => format!(
+                "{trigger} counted with triggers[{first}] ({}): one occurrence per request for an action",
+                self.trigger
+            ),
+        };
+        ReportOutcome {
+            trigger: trigger.clone(),
+            message,
+            communications: Vec::new(),
+            counted_with: Some(first),
+            ..self.clone()
+        }
+    }
+}
+
+/// One communication, as a request's summary lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct SentItem {
+    /// Where it went (`Push`, `internal`, …).
+    pub channel: String,
+    /// To whom: the customers' group, or a team.
+    pub to: String,
+    /// What it said.
+    pub message: String,
+}
+
+/// What went out because of one request, split as the original's answer is: to customers
+/// (`external`) and to the support teams (`internal`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct SentSummary {
+    /// Told to customers.
+    pub external: Vec<SentItem>,
+    /// Told to support teams (escalation levels).
+    pub internal: Vec<SentItem>,
+}
+
+/// The summary of what `outcomes` sent, in order. Pure.
+pub fn summarize(outcomes: &[ReportOutcome]) -> SentSummary {
+    let mut summary = SentSummary::default();
+    for communication in outcomes.iter().flat_map(|o| &o.communications) {
+        let item = SentItem {
+            channel: communication.channel.clone(),
+            to: communication.recipient.clone(),
+            message: communication.message.clone(),
+        };
+        if communication.kind == CommunicationKind::Internal.as_str() {
+            summary.internal.push(item);
+        } else {
+            summary.external.push(item);
+        }
+    }
+    summary
 }
 
 /// What one timer pass did.
@@ -366,41 +429,78 @@ impl Incidents {
         &self.settings
     }
 
-    /// Counts reports, one transaction each, in order, and says what became of each.
+    /// Counts the reports of one request as the original does: one occurrence for each action
+    /// the request matches, however many of its pairs it lists, and each unmatched pair recorded
+    /// once ([`rules::group_request`]); one transaction per action, in the order of the reports.
+    /// Says what became of each report: a later report of an action (or a repeated pair) shares
+    /// the first one's outcome, with `counted_with` naming it.
     pub async fn report(
         &self,
         triggers: &[Trigger],
         source: Source,
         now: DateTime<Utc>,
     ) -> Result<Vec<ReportOutcome>, ApiError> {
-        let mut outcomes = Vec::with_capacity(triggers.len());
+        let mut targets = Vec::with_capacity(triggers.len());
         for trigger in triggers {
-            outcomes.push(self.report_one(trigger, source, now).await?);
+            targets.push(match self.action_of(trigger).await? {
+                Some(action_id) => Target::Action(action_id),
+                None => Target::Unclassified(trigger.clone()),
+            });
         }
-        Ok(outcomes)
+        let mut outcomes: Vec<Option<ReportOutcome>> = vec![None; triggers.len()];
+        for (target, indexes) in rules::group_request(&targets) {
+            let Some((&first, rest)) = indexes.split_first() else { continue };
+            let trigger = &triggers[first];
+            let outcome = match target {
+                Target::Action(action_id) => self.count(action_id, trigger, source, now).await?,
+                Target::Unclassified(_) => self.unclassified(trigger, source, now).await?,
+            };
+            for &index in rest {
+                outcomes[index] = Some(outcome.counted_with(&triggers[index], first));
+            }
+            outcomes[first] = Some(outcome);
+        }
+        Ok(outcomes.into_iter().flatten().collect())
     }
 
-    /// Counts one report: opens an incident for its action or counts one more on the open one,
-    /// and sends what that makes due; records it as unclassified when no action matches.
+    /// Counts one report (a broker message, a failed task): opens an incident for its action or
+    /// counts one more on the open one, and sends what that makes due; records it as
+    /// unclassified when no action matches.
     pub async fn report_one(
         &self,
         trigger: &Trigger,
         source: Source,
         now: DateTime<Utc>,
     ) -> Result<ReportOutcome, ApiError> {
+        match self.action_of(trigger).await? {
+            Some(action_id) => self.count(action_id, trigger, source, now).await,
+            None => self.unclassified(trigger, source, now).await,
+        }
+    }
+
+    /// The action `trigger` belongs to, if any.
+    async fn action_of(&self, trigger: &Trigger) -> Result<Option<Uuid>, ApiError> {
         let matched =
             action_trigger::Entity::find_by_id((trigger.service.clone(), trigger.status.clone()))
                 .one(&self.db)
                 .await?;
-        let Some(matched) = matched else {
-            return self.unclassified(trigger, source, now).await;
-        };
+        Ok(matched.map(|m| m.action_id))
+    }
+
+    /// Counts one occurrence of action `action_id`, reported as `trigger`.
+    async fn count(
+        &self,
+        action_id: Uuid,
+        trigger: &Trigger,
+        source: Source,
+        now: DateTime<Utc>,
+    ) -> Result<ReportOutcome, ApiError> {
         let txn = self.db.begin().await?;
         if txn.get_database_backend() == DatabaseBackend::Postgres {
             // Serialises the reports of one action, so only one of them may open its incident.
             // (SQLite ignores FOR UPDATE; there the UPDATE below, the transaction's first
             // statement, takes the database's write lock.)
-            action::Entity::find_by_id(matched.action_id).lock_exclusive().one(&txn).await?;
+            action::Entity::find_by_id(action_id).lock_exclusive().one(&txn).await?;
         }
         let counted = incident::Entity::update_many()
             .col_expr(
@@ -409,11 +509,11 @@ impl Incidents {
             )
             .col_expr(incident::Column::LastOccurrenceAt, Expr::value(now))
             .col_expr(incident::Column::UpdatedAt, Expr::value(now))
-            .filter(incident::Column::ActionId.eq(matched.action_id))
+            .filter(incident::Column::ActionId.eq(action_id))
             .filter(incident::Column::Status.eq(IncidentStatus::Open.as_str()))
             .exec_with_returning(&txn)
             .await?;
-        let Some(action) = load_action(&txn, matched.action_id).await? else {
+        let Some(action) = load_action(&txn, action_id).await? else {
             // Deleted since the trigger was read.
             drop(txn);
             return self.unclassified(trigger, source, now).await;
@@ -461,6 +561,7 @@ impl Incidents {
             incident_id: Some(row.id),
             occurrences: Some(occurrences),
             communications: sent,
+            counted_with: None,
         })
     }
 
@@ -490,6 +591,7 @@ impl Incidents {
             incident_id: None,
             occurrences: None,
             communications: Vec::new(),
+            counted_with: None,
         })
     }
 
@@ -581,10 +683,11 @@ impl Incidents {
                 kind: CommunicationKind::Restored,
                 channel: external.channel.clone(),
                 recipient: action.customers_group.clone(),
-                message: external
-                    .restored_message
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_RESTORED_MESSAGE.to_owned()),
+                message: rules::restored_message(external).unwrap_or_else(|violation| {
+                    // Only a row written by hand gets here: actions are checked when stored.
+                    tracing::warn!(action = %action.code, %violation, "restored message in English");
+                    DEFAULT_RESTORED_MESSAGE.to_owned()
+                }),
             };
             sent.push(self.send(txn, action, &row, outgoing, now).await?);
         }
@@ -624,20 +727,27 @@ impl Incidents {
                 Due::Level(index) => {
                     let Some(level) = action.levels.get(index) else { continue };
                     levels.insert(index);
-                    Outgoing {
-                        kind: CommunicationKind::Internal,
-                        channel: INTERNAL_CHANNEL.to_owned(),
-                        recipient: level.who.clone(),
-                        message: format!(
-                            "[{}] {}: {} occurrences, open for {} min since {}; escalated to {}",
-                            action.code,
-                            action.name,
-                            row.occurrences,
-                            rules::minutes_ongoing(row.opened_at, at),
-                            row.opened_at.format("%Y-%m-%d %H:%M UTC"),
-                            level.who
-                        ),
+                    let message = format!(
+                        "[{}] {}: {} occurrences, open for {} min since {}; escalated to {}",
+                        action.code,
+                        action.name,
+                        row.occurrences,
+                        rules::minutes_ongoing(row.opened_at, at),
+                        row.opened_at.format("%Y-%m-%d %H:%M UTC"),
+                        level.who
+                    );
+                    // Each team of the level is alerted on its own: one communication (and
+                    // one delivery) per recipient.
+                    for team in level.who.teams() {
+                        let outgoing = Outgoing {
+                            kind: CommunicationKind::Internal,
+                            channel: INTERNAL_CHANNEL.to_owned(),
+                            recipient: team.to_owned(),
+                            message: message.clone(),
+                        };
+                        sent.push(self.send(txn, action, &row, outgoing, now).await?);
                     }
+                    continue;
                 }
             };
             sent.push(self.send(txn, action, &row, outgoing, now).await?);

@@ -1,7 +1,7 @@
-//! The classic sample action, loaded by `orchestrator demo`: the login service answering 503 or
-//! 404; customers get a push after 5 occurrences; Analyst N1 at 10 occurrences or 5 minutes,
-//! Analyst N2 at 50 or 20 minutes, Coordination at 60 minutes. (The original gave N2 a volume
-//! of 5, below N1's 10: levels must rise, so it is 50 here.)
+//! The classic sample action, loaded by `orchestrator demo`, as the original's final version has
+//! it: the login service answering 503 or 404; customers get a push after 5 occurrences;
+//! Analyst N1 at 10 occurrences or 5 minutes, Analyst N2 at 20 or 20 minutes, Coordination at
+//! 60 minutes. An occurrence is one report request that lists either pair (or both).
 
 use chrono::{DateTime, Utc};
 use sea_orm::DatabaseConnection;
@@ -31,7 +31,7 @@ pub fn sample_request() -> Result<ActionRequest, serde_json::Error> {
         },
         "levels": [
             {"volume": 10, "minutes": 5, "who": "Analyst N1"},
-            {"volume": 50, "minutes": 20, "who": "Analyst N2"},
+            {"volume": 20, "minutes": 20, "who": "Analyst N2"},
             {"minutes": 60, "who": "Coordination"}
         ]
     }))
@@ -60,6 +60,17 @@ mod tests {
         let spec = ActionSpec::parse(request).expect("the sample is valid");
         assert_eq!(spec.code, SAMPLE_CODE);
         assert_eq!(spec.triggers.len(), 2);
-        assert_eq!(spec.levels.len(), 3);
+        let thresholds: Vec<(Option<u32>, Option<u32>, String)> =
+            spec.levels.iter().map(|l| (l.volume, l.minutes, l.who.to_string())).collect();
+        assert_eq!(
+            thresholds,
+            [
+                (Some(10), Some(5), "Analyst N1".to_owned()),
+                (Some(20), Some(20), "Analyst N2".to_owned()),
+                (None, Some(60), "Coordination".to_owned()),
+            ],
+            "the original's final version"
+        );
+        assert_eq!(spec.external.as_ref().map(|e| e.min_occurrences), Some(5));
     }
 }
