@@ -477,9 +477,12 @@ mod tests {
         );
         assert_eq!(
             permissions.read,
-            r"^(botline\.attendance|botline\.attendance\.etl|botline\.dlx|botline\.events|botline\.monitoring|botline\.monitoring\.incidents|botline\.orchestrator\.events)$"
+            r"^(amq\.topic|botline\.attendance|botline\.attendance\.etl|botline\.dlx|botline\.events|botline\.monitoring|botline\.monitoring\.incidents|botline\.orchestrator\.events)$",
+            "read on amq.topic: binding the ETL's queue there (for STOMP producers) needs it"
         );
         assert!(!permissions.read.contains("bot\\."), "no bot queue: {}", permissions.read);
+        assert!(!permissions.configure.contains("amq"), "amq.topic is RabbitMQ's, not declared");
+        assert!(!permissions.write.contains("amq"), "{}", permissions.write);
     }
 
     #[test]
