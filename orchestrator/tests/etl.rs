@@ -1,6 +1,7 @@
 //! The attendance ETL end to end: records published to `botline.attendance` on a real RabbitMQ,
 //! loaded by the running orchestrator into a real database (SQLite and PostgreSQL), bad ones
-//! dead-lettered with their reasons, and the report computed over them.
+//! dead-lettered with their reasons, and the report computed over them. Records also come the
+//! way the original's producer sent them: over STOMP to `/topic/attendance`.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -8,7 +9,9 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use broker_config::access::publisher_permissions;
 use broker_config::amqp;
+use broker_config::testing::stomp::StompClient;
 use broker_config::topology::{ATTENDANCE_ETL_QUEUE, ATTENDANCE_EXCHANGE};
 use chrono::{NaiveDate, TimeZone as _, Utc};
 use common::{Backend, TestApp, assert_error};
@@ -215,6 +218,61 @@ async fn each_kind_of_bad_record_is_dead_lettered_with_its_reasons(backend: Back
     assert_eq!(dead.len(), cases.len());
     assert_eq!(rows(&app).await, 2, "only the good records are loaded, none half-loaded");
     assert_eq!(attendance_service::Entity::find().count(&app.db).await.unwrap(), 4);
+}
+
+/// The EloGroup case: a producer moved from ActiveMQ sends its records over STOMP to
+/// `/topic/attendance` (which RabbitMQ's STOMP plugin publishes to `amq.topic`), logging in with
+/// a publisher's user and naming the vhost in the `host` header.
+async fn records_sent_over_stomp_to_topic_attendance_are_loaded(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let unique = &uuid::Uuid::new_v4().simple().to_string()[..12];
+    let (user, password) = (format!("platform-{unique}"), format!("pw-{unique}"));
+    app.vhost.create_user(&user, &password, &publisher_permissions()).await.unwrap();
+    let mut stomp = StompClient::connect(&user, &password, Some(app.vhost.name())).await.unwrap();
+    let json = ("content-type", "application/json");
+    let persistent = ("persistent", "true");
+    // The original's shape, with the header the plugin maps to the AMQP message-id.
+    let sends: [(&str, Vec<(&str, &str)>, Value); 4] = [
+        ("/topic/attendance", vec![json, persistent, ("amqp-message-id", "stomp-1")], example()),
+        // No id and no content type, as many ActiveMQ producers send: keyed by its hash.
+        ("/topic/attendance.whatsapp", vec![persistent], with("name", json!("Yennefer"))),
+        (
+            "/topic/attendance",
+            vec![json, ("amqp-message-id", "stomp-bad")],
+            with("age", json!("quarenta")),
+        ),
+        (
+            "/exchange/botline.attendance/attendance.telefone",
+            vec![json, persistent, ("amqp-message-id", "stomp-3")],
+            with("name", json!("Ciri")),
+        ),
+    ];
+    for (destination, headers, record) in &sends {
+        stomp
+            .send(destination, headers, &json_body(record))
+            .await
+            .unwrap_or_else(|e| panic!("{destination}: {e}"));
+    }
+    stomp.disconnect().await.unwrap();
+    wait_for_key(&app, "stomp-3").await;
+    let row = attendance::Entity::find()
+        .filter(attendance::Column::MessageKey.eq("stomp-1"))
+        .one(&app.db)
+        .await
+        .unwrap()
+        .expect("the record sent to /topic/attendance is loaded, keyed by amqp-message-id");
+    assert_eq!((row.name.as_str(), row.channel.as_str()), ("Geralt", "whatsapp"));
+    assert_eq!(row.raw, example(), "kept as the producer sent it");
+    let hashed = attendance::Entity::find()
+        .filter(attendance::Column::Name.eq("Yennefer"))
+        .one(&app.db)
+        .await
+        .unwrap()
+        .expect("the record sent to /topic/attendance.whatsapp is loaded");
+    assert!(hashed.message_key.starts_with("sha256:"), "{}", hashed.message_key);
+    assert_eq!(rows(&app).await, 3);
+    let dead = dead_letters(&app, 1).await;
+    assert_eq!(dead["stomp-bad"], "age: \"quarenta\" is not a whole number");
 }
 
 async fn duplicated_and_redelivered_records_are_loaded_once(backend: Backend) {
@@ -498,6 +556,7 @@ on_every_backend!(
     the_example_record_is_loaded_normalized,
     dates_are_read_in_the_configured_time_zone,
     each_kind_of_bad_record_is_dead_lettered_with_its_reasons,
+    records_sent_over_stomp_to_topic_attendance_are_loaded,
     duplicated_and_redelivered_records_are_loaded_once,
     ten_thousand_records_published_fast_are_all_loaded,
     the_report_matches_a_hand_computed_data_set,
