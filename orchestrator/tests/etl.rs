@@ -275,6 +275,54 @@ async fn records_sent_over_stomp_to_topic_attendance_are_loaded(backend: Backend
     assert_eq!(dead["stomp-bad"], "age: \"quarenta\" is not a whole number");
 }
 
+/// A record of 20 MB (an unknown field) is over the size limit: dead-lettered with its size,
+/// never parsed nor stored, and the records around it are loaded.
+async fn an_oversized_record_is_dead_lettered_and_the_others_keep_flowing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let huge = json_body(&with("anexo", json!("x".repeat(20 * 1024 * 1024))));
+    publish(
+        &app,
+        &[
+            (Some("before"), json_body(&example())),
+            (Some("huge"), huge.clone()),
+            (Some("after"), json_body(&with("name", json!("Yennefer")))),
+        ],
+    )
+    .await;
+    wait_for_key(&app, "after").await;
+    assert_eq!(rows(&app).await, 2, "the huge record is not loaded");
+    let dead = app.vhost.dead_letters(1).await.unwrap();
+    assert_eq!(dead[0].message_id.as_deref(), Some("huge"));
+    assert_eq!(
+        dead[0].reason.as_deref(),
+        Some(
+            format!(
+                "record: is {} bytes, more than the 65536 a record may have (--etl-max-record-bytes)",
+                huge.len()
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(dead[0].data.len(), huge.len(), "the dead letter keeps the record for inspection");
+    publish(&app, &[(Some("later"), json_body(&with("name", json!("Ciri"))))]).await;
+    wait_for_key(&app, "later").await;
+}
+
+/// `--etl-max-record-bytes` sets the limit: a record of exactly the limit is loaded, one byte more
+/// is not.
+async fn the_size_limit_is_a_setting(backend: Backend) {
+    let fits = json_body(&with("name", json!("Ciri")));
+    let limit = fits.len() as u64;
+    let app = TestApp::spawn_with(backend, |config| config.etl_max_record_bytes = limit).await;
+    let over = json_body(&with("name", json!("Ciria")));
+    assert_eq!(over.len() as u64, limit + 1);
+    publish(&app, &[(Some("over"), over), (Some("fits"), fits)]).await;
+    wait_for_key(&app, "fits").await;
+    assert_eq!(rows(&app).await, 1);
+    let dead = dead_letters(&app, 1).await;
+    assert!(dead["over"].starts_with(&format!("record: is {} bytes", limit + 1)), "{dead:?}");
+}
+
 async fn duplicated_and_redelivered_records_are_loaded_once(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let other = with("name", json!("Ciri"));
@@ -557,6 +605,8 @@ on_every_backend!(
     dates_are_read_in_the_configured_time_zone,
     each_kind_of_bad_record_is_dead_lettered_with_its_reasons,
     records_sent_over_stomp_to_topic_attendance_are_loaded,
+    an_oversized_record_is_dead_lettered_and_the_others_keep_flowing,
+    the_size_limit_is_a_setting,
     duplicated_and_redelivered_records_are_loaded_once,
     ten_thousand_records_published_fast_are_all_loaded,
     the_report_matches_a_hand_computed_data_set,
