@@ -556,6 +556,40 @@ async fn the_report_matches_a_hand_computed_data_set(backend: Backend) {
     assert_eq!(earlier["attendances"], 1);
     assert_eq!(earlier["by_day"][0]["day"], "2021-07-31");
 
+    // The chart's series: every day of the range, 4 August (no attendance) at zero.
+    let (_, week) = app.get("/api/v1/reports/attendance?from=2021-07-31&to=2021-08-06").await;
+    let series: Vec<(&str, i64, &str)> = week["day_series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let label = d["label"].as_str().unwrap();
+            (d["day"].as_str().unwrap(), d["attendances"].as_i64().unwrap(), label)
+        })
+        .collect();
+    assert_eq!(
+        series,
+        [
+            ("2021-07-31", 1, "07-31"),
+            ("2021-08-01", 2, "08-01"),
+            ("2021-08-02", 3, "08-02"),
+            ("2021-08-03", 3, "08-03"),
+            ("2021-08-04", 0, "08-04"),
+            ("2021-08-05", 1, "08-05"),
+            ("2021-08-06", 0, "08-06"),
+        ]
+    );
+    assert_eq!(
+        week["by_day"].as_array().unwrap().len(),
+        5,
+        "by_day keeps the days with attendances"
+    );
+    assert_eq!(all["day_series"].as_array().unwrap().len(), 6, "open ends: 31 July to 5 August");
+    let (_, new_year) = app.get("/api/v1/reports/attendance?from=2020-12-31&to=2021-08-01").await;
+    let new_year = new_year["day_series"].as_array().unwrap();
+    assert_eq!(new_year[0]["label"], "2020-12-31", "the range crosses a year: labels carry it");
+    assert_eq!(new_year.last().unwrap()["tick"], true, "the last day is labelled");
+
     // Nothing in range: zeros, and null where a ratio has no denominator.
     let (status, none) = app.get("/api/v1/reports/attendance?from=2030-01-01&to=2030-01-31").await;
     assert_eq!(status, 200);
@@ -566,6 +600,7 @@ async fn the_report_matches_a_hand_computed_data_set(backend: Backend) {
     assert_eq!(none["by_channel"], json!([]));
     assert_eq!(none["by_service"], json!([]));
     assert_eq!(none["by_day"], json!([]));
+    assert_eq!(none["day_series"], json!([]), "no attendances: no chart");
 }
 
 async fn report_parameters_are_checked(backend: Backend) {
