@@ -220,6 +220,9 @@ async fn each_kind_of_bad_record_is_dead_lettered_with_its_reasons(backend: Back
     assert_eq!(attendance_service::Entity::find().count(&app.db).await.unwrap(), 4);
 }
 
+/// A STOMP frame's headers.
+type Headers<'a> = Vec<(&'a str, &'a str)>;
+
 /// The EloGroup case: a producer moved from ActiveMQ sends its records over STOMP to
 /// `/topic/attendance` (which RabbitMQ's STOMP plugin publishes to `amq.topic`), logging in with
 /// a publisher's user and naming the vhost in the `host` header.
@@ -232,7 +235,7 @@ async fn records_sent_over_stomp_to_topic_attendance_are_loaded(backend: Backend
     let json = ("content-type", "application/json");
     let persistent = ("persistent", "true");
     // The original's shape, with the header the plugin maps to the AMQP message-id.
-    let sends: [(&str, Vec<(&str, &str)>, Value); 4] = [
+    let sends: [(&str, Headers, Value); 4] = [
         ("/topic/attendance", vec![json, persistent, ("amqp-message-id", "stomp-1")], example()),
         // No id and no content type, as many ActiveMQ producers send: keyed by its hash.
         ("/topic/attendance.whatsapp", vec![persistent], with("name", json!("Yennefer"))),
