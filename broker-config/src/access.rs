@@ -20,6 +20,11 @@
 //! - the orchestrator: configure and bind the core topology ([`Topology::core`]); write
 //!   `botline.tasks` (offers and cancellations) and `botline.dlx`; read its queues. It does not
 //!   read the bots' queues.
+//! - a publisher ([`publisher_permissions`]; `broker-config users --publisher NAME`): an
+//!   attendance or monitoring platform. Configure and read nothing; write `botline.attendance`,
+//!   `botline.monitoring` and `amq.topic`, the last only with the attendance routing keys
+//!   ([`publisher_topic_permissions`]): that is where a STOMP producer's `/topic/attendance`
+//!   lands, and the keys keep it from reaching anything else bound there.
 //!
 //! The orchestrator then checks each event's `user-id` against the bot the event names
 //! ([`check_sender`]), so a bot cannot report for another.
@@ -36,7 +41,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::BotName;
 use crate::topology::{
-    DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, QueueType, TASKS_EXCHANGE, Topology, bot_queue,
+    ATTENDANCE_EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, MONITORING_EXCHANGE, QueueType,
+    STOMP_TOPIC_EXCHANGE, TASKS_EXCHANGE, Topology, bot_queue,
 };
 
 /// The prefix of a bot's broker user: bot `vm-1` connects as `bot-vm-1`. Reserved: no other user
@@ -67,6 +73,47 @@ pub fn bot_permissions(name: &BotName) -> Permissions {
         write: only([EVENTS_EXCHANGE, DEAD_LETTER_EXCHANGE]),
         read: only([bot_queue(name).as_str()]),
     }
+}
+
+/// A user's topic permissions on one topic exchange (RabbitMQ's topic authorisation): anchored
+/// regular expressions over the routing keys it may publish with, and bind or subscribe with.
+/// Without any for an exchange, every routing key is allowed there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicPermissions {
+    /// The topic exchange they apply to.
+    pub exchange: String,
+    /// The routing keys the user may publish with.
+    pub write: String,
+    /// The routing keys the user may consume with (bind, subscribe).
+    pub read: String,
+}
+
+/// The routing keys a publisher may use on [`STOMP_TOPIC_EXCHANGE`]: `attendance` and
+/// `attendance.<words>`, what the ETL's binding there
+/// ([`STOMP_ATTENDANCE_KEYS`](crate::topology::STOMP_ATTENDANCE_KEYS)) takes.
+pub const PUBLISHER_TOPIC_KEYS: &str = r"^attendance(\..+)?$";
+
+/// What a publisher (an attendance or monitoring platform) may do: configure nothing, read
+/// nothing, write the attendance and monitoring exchanges, and `amq.topic`, where the STOMP
+/// plugin publishes `/topic/…` destinations (limited to the attendance keys by
+/// [`publisher_topic_permissions`]).
+pub fn publisher_permissions() -> Permissions {
+    Permissions {
+        configure: only([]),
+        write: only([ATTENDANCE_EXCHANGE, MONITORING_EXCHANGE, STOMP_TOPIC_EXCHANGE]),
+        read: only([]),
+    }
+}
+
+/// A publisher's topic permissions: on `amq.topic`, only [`PUBLISHER_TOPIC_KEYS`], and no key to
+/// subscribe with. `amq.topic` is shared (MQTT and other STOMP clients use it too), so a
+/// publisher may write there only what reaches the ETL.
+pub fn publisher_topic_permissions() -> Vec<TopicPermissions> {
+    vec![TopicPermissions {
+        exchange: STOMP_TOPIC_EXCHANGE.to_owned(),
+        write: PUBLISHER_TOPIC_KEYS.to_owned(),
+        read: only([]),
+    }]
 }
 
 /// What the orchestrator may do: declare and bind the core topology (computed from
@@ -274,9 +321,11 @@ impl fmt::Debug for Credentials {
 /// Why users cannot be defined as asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AccessError {
-    /// The orchestrator's user name is not acceptable.
-    #[error("orchestrator user name '{name}': {reason}")]
+    /// A user name (the orchestrator's, a publisher's) is not acceptable.
+    #[error("{role} user name '{name}': {reason}")]
     UserName {
+        /// Whose name it is: `orchestrator` or `publisher`.
+        role: &'static str,
         /// The name given.
         name: String,
         /// What is wrong with it.
@@ -285,6 +334,9 @@ pub enum AccessError {
     /// The same bot was given twice.
     #[error("bot {0} is given twice")]
     DuplicateBot(BotName),
+    /// The same user name was given twice (two publishers, or a publisher and the orchestrator).
+    #[error("user '{0}' is given twice")]
+    DuplicateUser(String),
     /// A line of the passwords file is malformed (the line is not repeated: it may hold a
     /// password).
     #[error("passwords file, line {line}: {reason}")]
@@ -296,7 +348,7 @@ pub enum AccessError {
     },
     /// The passwords file names a user that is not being defined.
     #[error(
-        "passwords file names user '{0}', which is neither the orchestrator's nor a given bot's"
+        "passwords file names user '{0}', which is neither the orchestrator's nor a given publisher's or bot's"
     )]
     UnknownUser(String),
 }
@@ -326,10 +378,12 @@ pub fn parse_passwords(text: &str) -> Result<BTreeMap<String, String>, AccessErr
     Ok(passwords)
 }
 
-/// The broker users of one deployment: the orchestrator's and one per bot, with their passwords.
+/// The broker users of one deployment: the orchestrator's, the publishers' and one per bot, with
+/// their passwords.
 #[derive(Debug, Clone)]
 pub struct UserPlan {
     orchestrator: Credentials,
+    publishers: Vec<Credentials>,
     bots: Vec<(BotName, Credentials)>,
     queue_type: QueueType,
 }
@@ -343,9 +397,28 @@ impl UserPlan {
     pub fn new(
         orchestrator: &str,
         bots: &[BotName],
+        given: BTreeMap<String, String>,
+    ) -> Result<UserPlan, AccessError> {
+        UserPlan::with_publishers(orchestrator, &[], bots, given)
+    }
+
+    /// As [`UserPlan::new`], with a publisher user for each of `publishers` (an attendance or
+    /// monitoring platform: [`publisher_permissions`]). A publisher's name follows the
+    /// orchestrator's rules, and no name may be given twice.
+    pub fn with_publishers(
+        orchestrator: &str,
+        publishers: &[String],
+        bots: &[BotName],
         mut given: BTreeMap<String, String>,
     ) -> Result<UserPlan, AccessError> {
-        check_user_name(orchestrator)?;
+        check_user_name("orchestrator", orchestrator)?;
+        let mut names = BTreeSet::from([orchestrator]);
+        for publisher in publishers {
+            check_user_name("publisher", publisher)?;
+            if !names.insert(publisher.as_str()) {
+                return Err(AccessError::DuplicateUser(publisher.clone()));
+            }
+        }
         let mut seen = BTreeSet::new();
         if let Some(twice) = bots.iter().find(|bot| !seen.insert(*bot)) {
             return Err(AccessError::DuplicateBot((*twice).clone()));
@@ -359,6 +432,7 @@ impl UserPlan {
         };
         let plan = UserPlan {
             orchestrator: credentials(orchestrator.to_owned()),
+            publishers: publishers.iter().map(|p| credentials(p.clone())).collect(),
             bots: bots.iter().map(|bot| (bot.clone(), credentials(bot_user(bot)))).collect(),
             queue_type: QueueType::Classic,
         };
@@ -384,10 +458,17 @@ impl UserPlan {
         &self.bots
     }
 
-    /// Every user with its permissions: the orchestrator first.
+    /// The publishers' users, in the order given.
+    pub fn publishers(&self) -> &[Credentials] {
+        &self.publishers
+    }
+
+    /// Every user with its permissions: the orchestrator first, then the bots, then the
+    /// publishers.
     pub fn users(&self) -> Vec<(&Credentials, Permissions)> {
         std::iter::once((&self.orchestrator, orchestrator_permissions()))
             .chain(self.bots.iter().map(|(bot, credentials)| (credentials, bot_permissions(bot))))
+            .chain(self.publishers.iter().map(|credentials| (credentials, publisher_permissions())))
             .collect()
     }
 
@@ -424,12 +505,28 @@ impl UserPlan {
                 })
             })
             .collect();
+        definitions["topic_permissions"] = self
+            .publishers
+            .iter()
+            .flat_map(|credentials| {
+                publisher_topic_permissions().into_iter().map(|topic| {
+                    json!({
+                        "user": credentials.user,
+                        "vhost": vhost,
+                        "exchange": topic.exchange,
+                        "write": topic.write,
+                        "read": topic.read,
+                    })
+                })
+            })
+            .collect();
         definitions
     }
 }
 
-fn check_user_name(name: &str) -> Result<(), AccessError> {
-    let refuse = |reason: &str| AccessError::UserName { name: name.into(), reason: reason.into() };
+fn check_user_name(role: &'static str, name: &str) -> Result<(), AccessError> {
+    let refuse =
+        |reason: &str| AccessError::UserName { role, name: name.into(), reason: reason.into() };
     if name.is_empty() || name.len() > 64 {
         return Err(refuse("must be 1 to 64 characters"));
     }
@@ -477,9 +574,80 @@ mod tests {
         );
         assert_eq!(
             permissions.read,
-            r"^(botline\.attendance|botline\.attendance\.etl|botline\.dlx|botline\.events|botline\.monitoring|botline\.monitoring\.incidents|botline\.orchestrator\.events)$"
+            r"^(amq\.topic|botline\.attendance|botline\.attendance\.etl|botline\.dlx|botline\.events|botline\.monitoring|botline\.monitoring\.incidents|botline\.orchestrator\.events)$",
+            "read on amq.topic: binding the ETL's queue there (for STOMP producers) needs it"
         );
         assert!(!permissions.read.contains("bot\\."), "no bot queue: {}", permissions.read);
+        assert!(!permissions.configure.contains("amq"), "amq.topic is RabbitMQ's, not declared");
+        assert!(!permissions.write.contains("amq"), "{}", permissions.write);
+    }
+
+    #[test]
+    fn a_publisher_writes_only_the_attendance_and_monitoring_exchanges() {
+        assert_eq!(
+            publisher_permissions(),
+            Permissions {
+                configure: "^$".into(),
+                write: r"^(amq\.topic|botline\.attendance|botline\.monitoring)$".into(),
+                read: "^$".into(),
+            }
+        );
+        assert_eq!(
+            publisher_topic_permissions(),
+            [TopicPermissions {
+                exchange: "amq.topic".into(),
+                write: r"^attendance(\..+)?$".into(),
+                read: "^$".into(),
+            }],
+            "on the shared amq.topic, only the keys the ETL is bound with"
+        );
+    }
+
+    #[test]
+    fn publishers_get_users_and_topic_permissions_and_names_are_checked() {
+        let given = BTreeMap::from([("platform".to_owned(), "p-pass".to_owned())]);
+        let publishers = ["platform".to_owned(), "monitor".to_owned()];
+        let plan = UserPlan::with_publishers("orchestrator", &publishers, &[bot("vm-1")], given)
+            .expect("valid");
+        let users: Vec<(&str, bool)> =
+            plan.users().iter().map(|(c, _)| (c.user(), c.generated())).collect();
+        assert_eq!(
+            users,
+            [("orchestrator", true), ("bot-vm-1", true), ("platform", false), ("monitor", true)]
+        );
+        let definitions = plan.to_definitions("/");
+        let permissions = definitions["permissions"].as_array().expect("permissions");
+        assert_eq!(permissions[2]["user"], "platform");
+        assert_eq!(
+            permissions[2]["write"],
+            r"^(amq\.topic|botline\.attendance|botline\.monitoring)$"
+        );
+        assert_eq!(permissions[2]["configure"], "^$");
+        assert_eq!(permissions[2]["read"], "^$");
+        let topic = definitions["topic_permissions"].as_array().expect("topic permissions");
+        assert_eq!(topic.len(), 2, "one per publisher: {topic:?}");
+        assert_eq!(
+            topic[0],
+            json!({"user": "platform", "vhost": "/", "exchange": "amq.topic",
+                "write": r"^attendance(\..+)?$", "read": "^$"})
+        );
+        assert!(!definitions.to_string().contains("p-pass"));
+
+        let refused = |publishers: &[&str]| {
+            let publishers: Vec<String> = publishers.iter().map(|p| (*p).to_owned()).collect();
+            UserPlan::with_publishers("orchestrator", &publishers, &[], BTreeMap::new())
+                .expect_err("refused")
+                .to_string()
+        };
+        assert_eq!(
+            refused(&["bot-x"]),
+            "publisher user name 'bot-x': 'bot-' starts the names of bot users"
+        );
+        assert_eq!(refused(&["orchestrator"]), "user 'orchestrator' is given twice");
+        assert_eq!(refused(&["p", "p"]), "user 'p' is given twice");
+        assert!(refused(&["a b"]).contains("may only hold"));
+        let none = UserPlan::new("orchestrator", &[], BTreeMap::new()).expect("valid");
+        assert_eq!(none.to_definitions("/")["topic_permissions"], json!([]));
     }
 
     #[test]

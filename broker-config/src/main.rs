@@ -1,5 +1,5 @@
 //! `broker-config`: prints Botline's RabbitMQ topology as a definitions file; `broker-config users`
-//! adds least-privilege users for the orchestrator and each bot.
+//! adds least-privilege users for the orchestrator, each bot and each publisher.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -34,13 +34,20 @@ struct Cli {
 enum Command {
     /// Prints the topology with least-privilege users: one for the orchestrator and one per
     /// --bot (user bot-<name>: reads only its own queue, writes only botline.events and
-    /// botline.dlx, configures nothing; run the agent with --no-declare). Passwords not in
-    /// --passwords are generated and printed once, to stderr, as user:password lines (the
-    /// format --passwords reads); the definitions hold only salted hashes.
+    /// botline.dlx, configures nothing; run the agent with --no-declare), and one per
+    /// --publisher. Passwords not in --passwords are generated and printed once, to stderr, as
+    /// user:password lines (the format --passwords reads); the definitions hold only salted
+    /// hashes.
     Users {
         /// The orchestrator's user name (it may not start with "bot-").
         #[arg(long, default_value = "orchestrator")]
         orchestrator: String,
+        /// A publisher's user name (repeatable, or comma-separated): an attendance or monitoring
+        /// platform, which may publish to botline.attendance and botline.monitoring, and to
+        /// amq.topic with the attendance routing keys (STOMP's /topic/attendance), and do
+        /// nothing else.
+        #[arg(long = "publisher", env = "BOTLINE_BROKER_PUBLISHERS", value_delimiter = ',')]
+        publishers: Vec<String>,
         /// A file of user:password lines (# comments) with the passwords to use.
         #[arg(long, env = "BOTLINE_BROKER_PASSWORDS")]
         passwords: Option<PathBuf>,
@@ -55,7 +62,7 @@ fn main() -> anyhow::Result<()> {
             let topology = cli.bots.iter().fold(core, |t, bot| t.merge(Topology::bot(bot)));
             print(&topology.to_definitions(&cli.vhost))
         }
-        Some(Command::Users { orchestrator, passwords }) => {
+        Some(Command::Users { orchestrator, publishers, passwords }) => {
             let given = match &passwords {
                 Some(path) => {
                     let text = std::fs::read_to_string(path)
@@ -64,8 +71,8 @@ fn main() -> anyhow::Result<()> {
                 }
                 None => Default::default(),
             };
-            let plan =
-                UserPlan::new(&orchestrator, &cli.bots, given)?.with_queue_type(cli.queue_type);
+            let plan = UserPlan::with_publishers(&orchestrator, &publishers, &cli.bots, given)?
+                .with_queue_type(cli.queue_type);
             // The definitions first: the passwords are shown only once they are written.
             print(&plan.to_definitions(&cli.vhost))?;
             let generated: Vec<_> =

@@ -1,7 +1,10 @@
 //! Test support (feature `test-support`): a RabbitMQ vhost of a test's own, made and removed
-//! through the management API, so tests never see each other's queues.
+//! through the management API, so tests never see each other's queues; and [`stomp`], a STOMP
+//! producer.
 
 use std::time::Duration;
+
+pub mod stomp;
 
 use serde_json::Value;
 

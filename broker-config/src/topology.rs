@@ -21,8 +21,18 @@ pub const MONITORING_EXCHANGE: &str = "botline.monitoring";
 pub const MONITORING_INCIDENTS_QUEUE: &str = "botline.monitoring.incidents";
 /// Customer-service records for the attendance ETL.
 pub const ATTENDANCE_EXCHANGE: &str = "botline.attendance";
-/// The attendance ETL's queue: every record published to [`ATTENDANCE_EXCHANGE`] (`#`).
+/// The attendance ETL's queue: every record published to [`ATTENDANCE_EXCHANGE`] (`#`), and
+/// those published to [`STOMP_TOPIC_EXCHANGE`] with [`STOMP_ATTENDANCE_KEYS`].
 pub const ATTENDANCE_ETL_QUEUE: &str = "botline.attendance.etl";
+/// RabbitMQ's built-in topic exchange, where the STOMP plugin publishes what is sent to
+/// `/topic/<key>` (routing key `<key>`): a producer moved from ActiveMQ sends its records to
+/// `/topic/attendance`. It exists in every vhost and its `amq.` name is reserved, so Botline
+/// binds to it and never declares it.
+pub const STOMP_TOPIC_EXCHANGE: &str = "amq.topic";
+/// The routing keys of attendance records on [`STOMP_TOPIC_EXCHANGE`]: `attendance` itself (a
+/// topic pattern's `#` matches zero words too) and `attendance.<anything>`, the keys the README
+/// names for [`ATTENDANCE_EXCHANGE`].
+pub const STOMP_ATTENDANCE_KEYS: &str = "attendance.#";
 /// Where rejected and undeliverable messages go.
 pub const DEAD_LETTER_EXCHANGE: &str = "botline.dlx";
 /// The queue that keeps dead letters for inspection.
@@ -166,6 +176,9 @@ impl Topology {
                 binding(EVENTS_EXCHANGE, ORCHESTRATOR_EVENTS_QUEUE, "#"),
                 binding(MONITORING_EXCHANGE, MONITORING_INCIDENTS_QUEUE, "#"),
                 binding(ATTENDANCE_EXCHANGE, ATTENDANCE_ETL_QUEUE, "#"),
+                // STOMP producers (`/topic/attendance`) reach amq.topic: without this binding
+                // RabbitMQ confirms their records and drops them, routed nowhere.
+                binding(STOMP_TOPIC_EXCHANGE, ATTENDANCE_ETL_QUEUE, STOMP_ATTENDANCE_KEYS),
             ],
             passive: false,
             queue_type: QueueType::Classic,
@@ -348,6 +361,14 @@ mod tests {
             "botline.attendance.etl",
             "#"
         )));
+        assert!(
+            core.bindings.contains(&binding("amq.topic", "botline.attendance.etl", "attendance.#")),
+            "STOMP's /topic/attendance reaches the ETL"
+        );
+        assert!(
+            core.exchanges.iter().all(|e| !e.name.starts_with("amq.")),
+            "amq.* exchanges are RabbitMQ's: bound to, never declared"
+        );
     }
 
     #[test]

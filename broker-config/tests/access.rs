@@ -12,8 +12,11 @@ use broker_config::access::{
 };
 use broker_config::amqp::{self, Publisher};
 use broker_config::testing::TestVhost;
+use broker_config::testing::stomp::{StompClient, StompError};
 use broker_config::topology::{
-    DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, ORCHESTRATOR_EVENTS_QUEUE, TASKS_EXCHANGE, bot_queue,
+    ATTENDANCE_ETL_QUEUE, ATTENDANCE_EXCHANGE, DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE,
+    EVENTS_EXCHANGE, MONITORING_EXCHANGE, MONITORING_INCIDENTS_QUEUE, ORCHESTRATOR_EVENTS_QUEUE,
+    STOMP_TOPIC_EXCHANGE, TASKS_EXCHANGE, bot_queue,
 };
 use broker_config::{BotName, ConsumerSpec, Decision, Message, Published, Topology, consume};
 use lapin::options::{
@@ -37,12 +40,21 @@ struct World {
 
 impl World {
     async fn start(prefix: &str) -> World {
+        World::start_with(prefix, false).await
+    }
+
+    /// A world with a publisher user too (`publisher-<unique>`), when `publisher`.
+    async fn start_with(prefix: &str, publisher: bool) -> World {
         let vhost = TestVhost::create(prefix).await.unwrap();
         let unique = uuid::Uuid::new_v4().simple().to_string();
         let a = BotName::parse(&format!("a-{}", &unique[..12])).unwrap();
         let b = BotName::parse(&format!("b-{}", &unique[..12])).unwrap();
         let orchestrator = format!("orchestrator-{}", &unique[..12]);
-        let plan = UserPlan::new(&orchestrator, &[a.clone(), b.clone()], BTreeMap::new()).unwrap();
+        let publishers: Vec<String> =
+            if publisher { vec![format!("publisher-{}", &unique[..12])] } else { Vec::new() };
+        let bots = [a.clone(), b.clone()];
+        let plan =
+            UserPlan::with_publishers(&orchestrator, &publishers, &bots, BTreeMap::new()).unwrap();
         vhost.import_definitions(&plan.to_definitions(vhost.name())).await.unwrap();
         World { vhost, a, b, plan }
     }
@@ -353,6 +365,108 @@ async fn consumers_dead_letter_with_their_reason_under_their_own_users() {
     assert_eq!(dead[1].data, b"{worse");
     assert_eq!(dead[1].reason.as_deref(), Some("malformed event"));
     shutdown.cancel();
+}
+
+/// How many messages wait in `queue`, taking them (as the test's own user, which may read all).
+async fn drain(vhost: &TestVhost, queue: &str) -> usize {
+    let connection = amqp::connect(&vhost.amqp_url(), "test drain").await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let mut taken = 0;
+    while channel.basic_get(queue.into(), BasicGetOptions { no_ack: true }).await.unwrap().is_some()
+    {
+        taken += 1;
+    }
+    connection.close(200, "done".into()).await.unwrap();
+    taken
+}
+
+#[tokio::test]
+async fn a_publisher_publishes_attendance_and_monitoring_and_nothing_else() {
+    let world = World::start_with("access-publisher", true).await;
+    let publisher = &world.plan.publishers()[0];
+    let url = world.vhost.amqp_url_as(publisher.user(), publisher.password());
+    let connection = amqp::connect(&url, "test publisher").await.unwrap();
+    let allowed = [
+        (ATTENDANCE_EXCHANGE, "attendance.whatsapp"),
+        (MONITORING_EXCHANGE, "alert.vm-1"),
+        // Where STOMP's /topic/attendance and /topic/attendance.<channel> land.
+        (STOMP_TOPIC_EXCHANGE, "attendance"),
+        (STOMP_TOPIC_EXCHANGE, "attendance.phone"),
+    ];
+    for (exchange, key) in allowed {
+        publish_on(&connection, exchange, key, BasicProperties::default())
+            .await
+            .unwrap_or_else(|e| panic!("the publisher may publish to {exchange} ({key}): {e}"));
+    }
+    let forbidden = [
+        (EVENTS_EXCHANGE, "bot.heartbeat"),
+        (TASKS_EXCHANGE, world.a.as_str()),
+        (DEAD_LETTER_EXCHANGE, "x"),
+        (STOMP_TOPIC_EXCHANGE, "task.accepted"),
+        (STOMP_TOPIC_EXCHANGE, "attendancex"),
+        ("", ATTENDANCE_ETL_QUEUE),
+        ("amq.direct", "attendance"),
+    ];
+    for (exchange, key) in forbidden {
+        let words = refused(
+            publish_on(&connection, exchange, key, BasicProperties::default()).await,
+            "ACCESS_REFUSED",
+        );
+        assert!(words.contains("refused"), "{exchange} {key}: {words}");
+    }
+    let channel = connection.create_channel().await.unwrap();
+    refused(consume_on(&channel, ATTENDANCE_ETL_QUEUE).await, "ACCESS_REFUSED");
+    let channel = connection.create_channel().await.unwrap();
+    let get = channel.basic_get(DEAD_LETTER_QUEUE.into(), BasicGetOptions::default());
+    refused(get.await, "ACCESS_REFUSED");
+    let channel = connection.create_channel().await.unwrap();
+    let declare =
+        channel.queue_declare("mine".into(), QueueDeclareOptions::default(), FieldTable::default());
+    refused(declare.await, "ACCESS_REFUSED");
+    let channel = connection.create_channel().await.unwrap();
+    let bind = channel.queue_bind(
+        ATTENDANCE_ETL_QUEUE.into(),
+        EVENTS_EXCHANGE.into(),
+        "#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    );
+    refused(bind.await, "ACCESS_REFUSED");
+    connection.close(200, "done".into()).await.unwrap();
+
+    // What it published reached the ETL and the incident engine, and nothing else.
+    assert_eq!(drain(&world.vhost, ATTENDANCE_ETL_QUEUE).await, 3);
+    assert_eq!(drain(&world.vhost, MONITORING_INCIDENTS_QUEUE).await, 1);
+    for queue in [ORCHESTRATOR_EVENTS_QUEUE, DEAD_LETTER_QUEUE, &bot_queue(&world.a)] {
+        assert_eq!(drain(&world.vhost, queue).await, 0, "{queue}");
+    }
+
+    // The same over STOMP, as a producer moved from ActiveMQ logs in.
+    let (user, password, vhost) = (publisher.user(), publisher.password(), world.vhost.name());
+    let mut stomp = StompClient::connect(user, password, Some(vhost)).await.unwrap();
+    for destination in
+        ["/topic/attendance", "/topic/attendance.whatsapp", "/exchange/botline.monitoring/alert"]
+    {
+        stomp.send(destination, &[], b"{}").await.unwrap_or_else(|e| panic!("{destination}: {e}"));
+    }
+    stomp.disconnect().await.unwrap();
+    for destination in
+        ["/topic/task.accepted", "/exchange/botline.events/bot.heartbeat", "/queue/attendance"]
+    {
+        // An ERROR ends a STOMP session: one session per refusal.
+        let mut stomp = StompClient::connect(user, password, Some(vhost)).await.unwrap();
+        match stomp.send(destination, &[], b"{}").await {
+            Err(StompError::Refused { message, body }) => {
+                assert_eq!(message, "access_refused", "{destination}: {body}");
+            }
+            other => panic!("{destination} should be refused: {other:?}"),
+        }
+    }
+    assert_eq!(drain(&world.vhost, ATTENDANCE_ETL_QUEUE).await, 2);
+    assert_eq!(drain(&world.vhost, MONITORING_INCIDENTS_QUEUE).await, 1);
+    assert_eq!(drain(&world.vhost, ORCHESTRATOR_EVENTS_QUEUE).await, 0);
+    let wrong = StompClient::connect(user, "not-the-password", Some(vhost)).await;
+    assert!(matches!(wrong, Err(StompError::Refused { .. })), "{:?}", wrong.err());
 }
 
 fn broker_config(args: &[&str]) -> std::process::Output {

@@ -62,8 +62,8 @@ pub enum StartError {
 pub struct Orchestrator {
     state: AppState,
     amqp_url: String,
-    /// The time zone of the attendance records' dates.
-    timezone: chrono_tz::Tz,
+    /// How the attendance ETL reads records.
+    etl: crate::etl::EtlSettings,
     shutdown: CancellationToken,
     /// The HTTPS configuration, when the API is served over HTTPS.
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -118,7 +118,7 @@ impl Orchestrator {
                 cors_origins: config.cors_origins.clone(),
             },
             amqp_url: config.broker_url(),
-            timezone: config.timezone,
+            etl: config.etl_settings(),
             shutdown,
             tls,
         })
@@ -171,7 +171,7 @@ impl Orchestrator {
             self.state.db.clone(),
             self.amqp_url.clone(),
             topology,
-            self.timezone,
+            self.etl,
             shutdown.clone(),
         ));
         pipeline.wake();

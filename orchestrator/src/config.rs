@@ -76,6 +76,11 @@ pub struct Config {
     #[arg(long, env = "BOTLINE_TIMEZONE", default_value = "America/Sao_Paulo", value_parser = parse_timezone)]
     pub timezone: chrono_tz::Tz,
 
+    /// The largest attendance record the ETL loads, in bytes; a larger one is dead-lettered with
+    /// its size as the reason, unread.
+    #[arg(long, env = "BOTLINE_ETL_MAX_RECORD_BYTES", default_value_t = crate::etl::record::DEFAULT_MAX_RECORD_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
+    pub etl_max_record_bytes: u64,
+
     /// Seconds between incident checks: escalation by minutes ongoing, and resolution of quiet
     /// incidents.
     #[arg(long, env = "BOTLINE_INCIDENT_CHECK_INTERVAL", default_value = "30", value_parser = parse_seconds)]
@@ -218,6 +223,7 @@ impl Config {
             tls_cert: None,
             tls_key: None,
             timezone: chrono_tz::America::Sao_Paulo,
+            etl_max_record_bytes: crate::etl::record::DEFAULT_MAX_RECORD_BYTES,
             incident_check_interval: settings.incidents.check_interval,
             incident_quiet_period: settings.incidents.quiet_period,
             bots: BotBoundary::default(),
@@ -235,6 +241,14 @@ impl Config {
     /// The certificate and key files to serve HTTPS with, when both are given.
     pub fn tls_files(&self) -> Option<(&Path, &Path)> {
         Some((self.tls_cert.as_deref()?, self.tls_key.as_deref()?))
+    }
+
+    /// The attendance ETL's settings.
+    pub fn etl_settings(&self) -> crate::etl::EtlSettings {
+        crate::etl::EtlSettings {
+            timezone: self.timezone,
+            max_record_bytes: self.etl_max_record_bytes,
+        }
     }
 
     /// The pipeline timings these settings give.
@@ -282,6 +296,7 @@ impl fmt::Debug for Config {
             tls_cert,
             tls_key,
             timezone,
+            etl_max_record_bytes,
             incident_check_interval,
             incident_quiet_period,
             bots,
@@ -304,6 +319,7 @@ impl fmt::Debug for Config {
             .field("tls_cert", tls_cert)
             .field("tls_key", tls_key)
             .field("timezone", timezone)
+            .field("etl_max_record_bytes", etl_max_record_bytes)
             .field("incident_check_interval", incident_check_interval)
             .field("incident_quiet_period", incident_quiet_period)
             .field("bots", bots)

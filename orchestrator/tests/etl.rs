@@ -1,6 +1,7 @@
 //! The attendance ETL end to end: records published to `botline.attendance` on a real RabbitMQ,
 //! loaded by the running orchestrator into a real database (SQLite and PostgreSQL), bad ones
-//! dead-lettered with their reasons, and the report computed over them.
+//! dead-lettered with their reasons, and the report computed over them. Records also come the
+//! way the original's producer sent them: over STOMP to `/topic/attendance`.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -8,7 +9,9 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use broker_config::access::publisher_permissions;
 use broker_config::amqp;
+use broker_config::testing::stomp::StompClient;
 use broker_config::topology::{ATTENDANCE_ETL_QUEUE, ATTENDANCE_EXCHANGE};
 use chrono::{NaiveDate, TimeZone as _, Utc};
 use common::{Backend, TestApp, assert_error};
@@ -215,6 +218,112 @@ async fn each_kind_of_bad_record_is_dead_lettered_with_its_reasons(backend: Back
     assert_eq!(dead.len(), cases.len());
     assert_eq!(rows(&app).await, 2, "only the good records are loaded, none half-loaded");
     assert_eq!(attendance_service::Entity::find().count(&app.db).await.unwrap(), 4);
+}
+
+/// A STOMP frame's headers.
+type Headers<'a> = Vec<(&'a str, &'a str)>;
+
+/// The EloGroup case: a producer moved from ActiveMQ sends its records over STOMP to
+/// `/topic/attendance` (which RabbitMQ's STOMP plugin publishes to `amq.topic`), logging in with
+/// a publisher's user and naming the vhost in the `host` header.
+async fn records_sent_over_stomp_to_topic_attendance_are_loaded(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let unique = &uuid::Uuid::new_v4().simple().to_string()[..12];
+    let (user, password) = (format!("platform-{unique}"), format!("pw-{unique}"));
+    app.vhost.create_user(&user, &password, &publisher_permissions()).await.unwrap();
+    let mut stomp = StompClient::connect(&user, &password, Some(app.vhost.name())).await.unwrap();
+    let json = ("content-type", "application/json");
+    let persistent = ("persistent", "true");
+    // The original's shape, with the header the plugin maps to the AMQP message-id.
+    let sends: [(&str, Headers, Value); 4] = [
+        ("/topic/attendance", vec![json, persistent, ("amqp-message-id", "stomp-1")], example()),
+        // No id and no content type, as many ActiveMQ producers send: keyed by its hash.
+        ("/topic/attendance.whatsapp", vec![persistent], with("name", json!("Yennefer"))),
+        (
+            "/topic/attendance",
+            vec![json, ("amqp-message-id", "stomp-bad")],
+            with("age", json!("quarenta")),
+        ),
+        (
+            "/exchange/botline.attendance/attendance.telefone",
+            vec![json, persistent, ("amqp-message-id", "stomp-3")],
+            with("name", json!("Ciri")),
+        ),
+    ];
+    for (destination, headers, record) in &sends {
+        stomp
+            .send(destination, headers, &json_body(record))
+            .await
+            .unwrap_or_else(|e| panic!("{destination}: {e}"));
+    }
+    stomp.disconnect().await.unwrap();
+    wait_for_key(&app, "stomp-3").await;
+    let row = attendance::Entity::find()
+        .filter(attendance::Column::MessageKey.eq("stomp-1"))
+        .one(&app.db)
+        .await
+        .unwrap()
+        .expect("the record sent to /topic/attendance is loaded, keyed by amqp-message-id");
+    assert_eq!((row.name.as_str(), row.channel.as_str()), ("Geralt", "whatsapp"));
+    assert_eq!(row.raw, example(), "kept as the producer sent it");
+    let hashed = attendance::Entity::find()
+        .filter(attendance::Column::Name.eq("Yennefer"))
+        .one(&app.db)
+        .await
+        .unwrap()
+        .expect("the record sent to /topic/attendance.whatsapp is loaded");
+    assert!(hashed.message_key.starts_with("sha256:"), "{}", hashed.message_key);
+    assert_eq!(rows(&app).await, 3);
+    let dead = dead_letters(&app, 1).await;
+    assert_eq!(dead["stomp-bad"], "age: \"quarenta\" is not a whole number");
+}
+
+/// A record of 20 MB (an unknown field) is over the size limit: dead-lettered with its size,
+/// never parsed nor stored, and the records around it are loaded.
+async fn an_oversized_record_is_dead_lettered_and_the_others_keep_flowing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let huge = json_body(&with("anexo", json!("x".repeat(20 * 1024 * 1024))));
+    publish(
+        &app,
+        &[
+            (Some("before"), json_body(&example())),
+            (Some("huge"), huge.clone()),
+            (Some("after"), json_body(&with("name", json!("Yennefer")))),
+        ],
+    )
+    .await;
+    wait_for_key(&app, "after").await;
+    assert_eq!(rows(&app).await, 2, "the huge record is not loaded");
+    let dead = app.vhost.dead_letters(1).await.unwrap();
+    assert_eq!(dead[0].message_id.as_deref(), Some("huge"));
+    assert_eq!(
+        dead[0].reason.as_deref(),
+        Some(
+            format!(
+                "record: is {} bytes, more than the 65536 a record may have (--etl-max-record-bytes)",
+                huge.len()
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(dead[0].data.len(), huge.len(), "the dead letter keeps the record for inspection");
+    publish(&app, &[(Some("later"), json_body(&with("name", json!("Ciri"))))]).await;
+    wait_for_key(&app, "later").await;
+}
+
+/// `--etl-max-record-bytes` sets the limit: a record of exactly the limit is loaded, one byte more
+/// is not.
+async fn the_size_limit_is_a_setting(backend: Backend) {
+    let fits = json_body(&with("name", json!("Ciri")));
+    let limit = fits.len() as u64;
+    let app = TestApp::spawn_with(backend, |config| config.etl_max_record_bytes = limit).await;
+    let over = json_body(&with("name", json!("Ciria")));
+    assert_eq!(over.len() as u64, limit + 1);
+    publish(&app, &[(Some("over"), over), (Some("fits"), fits)]).await;
+    wait_for_key(&app, "fits").await;
+    assert_eq!(rows(&app).await, 1);
+    let dead = dead_letters(&app, 1).await;
+    assert!(dead["over"].starts_with(&format!("record: is {} bytes", limit + 1)), "{dead:?}");
 }
 
 async fn duplicated_and_redelivered_records_are_loaded_once(backend: Backend) {
@@ -450,6 +559,40 @@ async fn the_report_matches_a_hand_computed_data_set(backend: Backend) {
     assert_eq!(earlier["attendances"], 1);
     assert_eq!(earlier["by_day"][0]["day"], "2021-07-31");
 
+    // The chart's series: every day of the range, 4 August (no attendance) at zero.
+    let (_, week) = app.get("/api/v1/reports/attendance?from=2021-07-31&to=2021-08-06").await;
+    let series: Vec<(&str, i64, &str)> = week["day_series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let label = d["label"].as_str().unwrap();
+            (d["day"].as_str().unwrap(), d["attendances"].as_i64().unwrap(), label)
+        })
+        .collect();
+    assert_eq!(
+        series,
+        [
+            ("2021-07-31", 1, "07-31"),
+            ("2021-08-01", 2, "08-01"),
+            ("2021-08-02", 3, "08-02"),
+            ("2021-08-03", 3, "08-03"),
+            ("2021-08-04", 0, "08-04"),
+            ("2021-08-05", 1, "08-05"),
+            ("2021-08-06", 0, "08-06"),
+        ]
+    );
+    assert_eq!(
+        week["by_day"].as_array().unwrap().len(),
+        5,
+        "by_day keeps the days with attendances"
+    );
+    assert_eq!(all["day_series"].as_array().unwrap().len(), 6, "open ends: 31 July to 5 August");
+    let (_, new_year) = app.get("/api/v1/reports/attendance?from=2020-12-31&to=2021-08-01").await;
+    let new_year = new_year["day_series"].as_array().unwrap();
+    assert_eq!(new_year[0]["label"], "2020-12-31", "the range crosses a year: labels carry it");
+    assert_eq!(new_year.last().unwrap()["tick"], true, "the last day is labelled");
+
     // Nothing in range: zeros, and null where a ratio has no denominator.
     let (status, none) = app.get("/api/v1/reports/attendance?from=2030-01-01&to=2030-01-31").await;
     assert_eq!(status, 200);
@@ -460,6 +603,7 @@ async fn the_report_matches_a_hand_computed_data_set(backend: Backend) {
     assert_eq!(none["by_channel"], json!([]));
     assert_eq!(none["by_service"], json!([]));
     assert_eq!(none["by_day"], json!([]));
+    assert_eq!(none["day_series"], json!([]), "no attendances: no chart");
 }
 
 async fn report_parameters_are_checked(backend: Backend) {
@@ -498,6 +642,9 @@ on_every_backend!(
     the_example_record_is_loaded_normalized,
     dates_are_read_in_the_configured_time_zone,
     each_kind_of_bad_record_is_dead_lettered_with_its_reasons,
+    records_sent_over_stomp_to_topic_attendance_are_loaded,
+    an_oversized_record_is_dead_lettered_and_the_others_keep_flowing,
+    the_size_limit_is_a_setting,
     duplicated_and_redelivered_records_are_loaded_once,
     ten_thousand_records_published_fast_are_all_loaded,
     the_report_matches_a_hand_computed_data_set,

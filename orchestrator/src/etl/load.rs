@@ -5,7 +5,6 @@ use std::collections::HashSet;
 
 use broker_config::{Decision, Message};
 use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
 use sea_orm::{
     ColumnTrait as _, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait as _,
     QueryFilter as _, QuerySelect as _, Set, TransactionTrait as _,
@@ -13,6 +12,7 @@ use sea_orm::{
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::EtlSettings;
 use super::record::{self, Attendance};
 use crate::clock::now;
 use crate::entity::{attendance, attendance_service};
@@ -32,10 +32,14 @@ pub struct Prepared {
     pub attendance: Attendance,
 }
 
-/// Decodes and validates one message: the record to load, or every reason it cannot be.
-pub fn prepare(message: &Message, tz: Tz) -> Result<Prepared, String> {
+/// Decodes and validates one message: the record to load, or every reason it cannot be. A body
+/// over `settings.max_record_bytes` is refused before it is parsed.
+pub fn prepare(message: &Message, settings: EtlSettings) -> Result<Prepared, String> {
+    record::check_size(message.data.len(), settings.max_record_bytes)
+        .map_err(|problem| problem.to_string())?;
     let raw = record::decode(&message.data).map_err(|problem| problem.to_string())?;
-    let attendance = record::parse_record(&raw, tz).map_err(|p| record::reasons(&p))?;
+    let attendance =
+        record::parse_record(&raw, settings.timezone).map_err(|p| record::reasons(&p))?;
     let key = record::message_key(message.message_id.as_deref(), &raw);
     Ok(Prepared { key, raw, attendance })
 }
@@ -45,11 +49,15 @@ pub fn prepare(message: &Message, tz: Tz) -> Result<Prepared, String> {
 /// database cannot take them now. Valid records share one transaction; should it fail for a
 /// reason other than the database being unreachable, they are loaded one by one so that one
 /// record the database refuses cannot hold back the others.
-pub async fn load_batch(db: &DatabaseConnection, tz: Tz, messages: &[Message]) -> Vec<Decision> {
+pub async fn load_batch(
+    db: &DatabaseConnection,
+    settings: EtlSettings,
+    messages: &[Message],
+) -> Vec<Decision> {
     let mut decisions = vec![Decision::Ack; messages.len()];
     let mut valid = Vec::with_capacity(messages.len());
     for (index, message) in messages.iter().enumerate() {
-        match prepare(message, tz) {
+        match prepare(message, settings) {
             Ok(prepared) => valid.push((index, prepared)),
             Err(reasons) => {
                 if let Some(decision) = decisions.get_mut(index) {

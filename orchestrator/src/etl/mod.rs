@@ -29,13 +29,31 @@ pub const MAX_WAIT: Duration = Duration::from_millis(50);
 /// Records the broker may send ahead: two batches, so the next fills while one is loaded.
 const PREFETCH: u16 = 1000;
 
+/// How the ETL reads records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EtlSettings {
+    /// The time zone of the platform's local dates.
+    pub timezone: Tz,
+    /// The largest record loaded, in bytes; larger ones are dead-lettered with their size.
+    pub max_record_bytes: u64,
+}
+
+impl Default for EtlSettings {
+    fn default() -> EtlSettings {
+        EtlSettings {
+            timezone: chrono_tz::America::Sao_Paulo,
+            max_record_bytes: record::DEFAULT_MAX_RECORD_BYTES,
+        }
+    }
+}
+
 /// Consumes `botline.attendance.etl` (declaring `topology`) until `shutdown` fires, loading each
-/// batch of records into `db` (dates read in `tz`). Reconnects to the broker when it is lost.
+/// batch of records into `db` as `settings` say. Reconnects to the broker when it is lost.
 pub async fn run_etl(
     db: DatabaseConnection,
     amqp_url: String,
     topology: Topology,
-    tz: Tz,
+    settings: EtlSettings,
     shutdown: CancellationToken,
 ) {
     let spec = ConsumerSpec {
@@ -47,7 +65,7 @@ pub async fn run_etl(
     };
     consume_batches(spec, MAX_BATCH, MAX_WAIT, shutdown, move |messages: Vec<Message>| {
         let db = db.clone();
-        async move { load::load_batch(&db, tz, &messages).await }
+        async move { load::load_batch(&db, settings, &messages).await }
     })
     .await;
 }
@@ -70,8 +88,9 @@ pub async fn run_standalone(
             reason: e.to_string(),
         })?;
     let _ = connection.close(200, "checked".into()).await;
-    tracing::info!(timezone = %config.timezone, "attendance ETL running");
+    let settings = config.etl_settings();
+    tracing::info!(timezone = %settings.timezone, max_record_bytes = settings.max_record_bytes, "attendance ETL running");
     let topology = config.pipeline_settings().topology();
-    run_etl(db, config.broker_url(), topology, config.timezone, shutdown).await;
+    run_etl(db, config.broker_url(), topology, settings, shutdown).await;
     Ok(())
 }

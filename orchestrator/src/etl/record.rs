@@ -12,6 +12,11 @@ use sha2::{Digest as _, Sha256};
 /// The format of the platform's dates: day/month/year hours:minutes:seconds, local time.
 pub const DATE_FORMAT: &str = "%d/%m/%Y %H:%M:%S";
 
+/// The default of the largest record loaded, in bytes (`--etl-max-record-bytes`): the platform's
+/// records are about 400 bytes, so 64 KiB leaves room for long names and many services while a
+/// record carrying megabytes of anything is refused rather than stored whole.
+pub const DEFAULT_MAX_RECORD_BYTES: u64 = 64 * 1024;
+
 /// The longest name or service kept (characters); longer ones are refused, not cut.
 const MAX_TEXT: usize = 200;
 /// The most services one attendance may list.
@@ -205,6 +210,21 @@ impl fmt::Display for Problem {
 /// Every problem of a record, as one dead-letter reason: `age: …; date: …`.
 pub fn reasons(problems: &[Problem]) -> String {
     problems.iter().map(Problem::to_string).collect::<Vec<_>>().join("; ")
+}
+
+/// Checks a message body's size, `len` bytes, against `limit`, before anything reads it: a record
+/// over the limit is refused whole (its fields are not looked at, unknown ones included).
+pub fn check_size(len: usize, limit: u64) -> Result<(), Problem> {
+    let len = u64::try_from(len).unwrap_or(u64::MAX);
+    if len <= limit {
+        return Ok(());
+    }
+    Err(Problem {
+        field: "record",
+        message: format!(
+            "is {len} bytes, more than the {limit} a record may have (--etl-max-record-bytes)"
+        ),
+    })
 }
 
 /// Decodes a message body: it must be a JSON object.
@@ -749,6 +769,23 @@ mod tests {
             problems(&with("extra", json!("a\u{0}b"))),
             ["record: contains a NUL character"]
         );
+    }
+
+    #[test]
+    fn a_record_over_the_size_limit_is_refused_with_its_size() {
+        assert_eq!(check_size(0, 10), Ok(()));
+        assert_eq!(check_size(10, 10), Ok(()), "the limit itself is allowed");
+        let over = check_size(11, 10).unwrap_err();
+        assert_eq!(
+            over.to_string(),
+            "record: is 11 bytes, more than the 10 a record may have (--etl-max-record-bytes)"
+        );
+        let body = serde_json::to_vec(&example()).unwrap();
+        assert!(check_size(body.len(), DEFAULT_MAX_RECORD_BYTES).is_ok());
+        let mut huge = example();
+        huge["notes"] = json!("x".repeat(20 * 1024 * 1024));
+        let huge = serde_json::to_vec(&huge).unwrap();
+        assert!(check_size(huge.len(), DEFAULT_MAX_RECORD_BYTES).is_err(), "20 MB");
     }
 
     #[test]
