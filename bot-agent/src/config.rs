@@ -256,6 +256,11 @@ impl ApiToken {
         ApiToken(token.trim().to_owned())
     }
 
+    /// The key the orchestrator signs its commands to this bot with (`broker_config::push`).
+    pub fn push_key(&self) -> broker_config::push::PushKey {
+        broker_config::push::PushKey::from_token(&self.0)
+    }
+
     /// The `Authorization` header carrying it, marked sensitive (kept out of debug output);
     /// `None` when the token has characters a header cannot carry.
     pub fn header(&self) -> Option<reqwest::header::HeaderValue> {

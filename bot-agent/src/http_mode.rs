@@ -3,17 +3,18 @@
 //! orchestrator's API. No broker at all.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use broker_config::amqp::Backoff;
 use broker_config::messages::decode;
+use broker_config::push::{self, SIGNATURE_HEADER, Verifier};
 use broker_config::{BotStatus, Command, Delivery};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
@@ -80,7 +81,16 @@ pub(crate) async fn run(
     let heartbeats = tokio::spawn(
         Arc::clone(&agent).heartbeats(config.heartbeat_interval(), heartbeat_stop.clone()),
     );
-    let served = axum::serve(listener, router(Arc::clone(&agent)))
+    let verifier = match api_token(&config)? {
+        Some(token) => Some(Verifier::new(token.push_key())),
+        None => {
+            tracing::warn!(
+                "no API token: the commands POSTed to this bot cannot be checked (anyone who reaches it may send them); give it --api-token"
+            );
+            None
+        }
+    };
+    let served = axum::serve(listener, router_checked(Arc::clone(&agent), verifier))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await;
     tracing::info!("shutting down");
@@ -91,9 +101,9 @@ pub(crate) async fn run(
     served.map_err(AgentError::Serve)
 }
 
-/// The client for the orchestrator's API: every call carries the bot's token, when it has one.
-fn api_client(config: &AgentConfig) -> Result<reqwest::Client, AgentError> {
-    let token = match (&config.api_token, &config.api_token_file) {
+/// The bot's API token, from the flag or its file.
+fn api_token(config: &AgentConfig) -> Result<Option<ApiToken>, AgentError> {
+    Ok(match (&config.api_token, &config.api_token_file) {
         (Some(token), _) => Some(token.clone()),
         (None, Some(path)) => {
             Some(ApiToken::new(&std::fs::read_to_string(path).map_err(|error| {
@@ -104,7 +114,12 @@ fn api_client(config: &AgentConfig) -> Result<reqwest::Client, AgentError> {
             })?))
         }
         (None, None) => None,
-    };
+    })
+}
+
+/// The client for the orchestrator's API: every call carries the bot's token, when it has one.
+fn api_client(config: &AgentConfig) -> Result<reqwest::Client, AgentError> {
+    let token = api_token(config)?;
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(token) = token {
         let header = token.header().ok_or_else(|| {
@@ -121,21 +136,57 @@ fn api_client(config: &AgentConfig) -> Result<reqwest::Client, AgentError> {
         .map_err(|error| AgentError::HttpClient(error.to_string()))
 }
 
-/// The bot's routes: offers on `POST /tasks`, stops on `POST /tasks/{id}/cancel` (orchestrators
-/// before the cancel route sent stops to `/tasks` too, which is still read).
+/// What the bot's routes share: the agent, and the check of the orchestrator's signature when
+/// the bot has a token.
+struct Endpoint {
+    agent: Arc<Agent>,
+    verifier: Option<Mutex<Verifier>>,
+}
+
+impl Endpoint {
+    /// Refuses a command the orchestrator did not sign (forged, changed, stale, replayed).
+    fn check(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), push::Refused> {
+        let Some(verifier) = &self.verifier else { return Ok(()) };
+        let header = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
+        let checked = match verifier.lock() {
+            Ok(mut verifier) => verifier.check(header, body, Utc::now().timestamp()),
+            Err(_) => Err(push::Refused::Forged),
+        };
+        if let Err(refused) = &checked {
+            tracing::warn!(reason = %refused, "command refused");
+        }
+        checked
+    }
+}
+
+/// The bot's routes without a signature check (a bot without a token).
+#[cfg(test)]
 pub(crate) fn router(agent: Arc<Agent>) -> Router {
+    router_checked(agent, None)
+}
+
+/// The bot's routes: offers on `POST /tasks`, stops on `POST /tasks/{id}/cancel` (orchestrators
+/// before the cancel route sent stops to `/tasks` too, which is still read). With a verifier,
+/// every command must carry the orchestrator's signature.
+pub(crate) fn router_checked(agent: Arc<Agent>, verifier: Option<Verifier>) -> Router {
+    let endpoint = Endpoint { agent, verifier: verifier.map(Mutex::new) };
     Router::new()
         .route("/tasks", post(receive_command))
         .route("/tasks/{id}/cancel", post(receive_cancel))
-        .with_state(agent)
+        .with_state(Arc::new(endpoint))
 }
 
 /// `POST /tasks/{id}/cancel`: stop working on an attempt of the task.
 async fn receive_cancel(
-    State(agent): State<Arc<Agent>>,
+    State(endpoint): State<Arc<Endpoint>>,
     axum::extract::Path(id): axum::extract::Path<Uuid>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Err(refused) = endpoint.check(&headers, &body) {
+        return TaskAnswer::refused(StatusCode::UNAUTHORIZED, refused.to_string());
+    }
+    let agent = &endpoint.agent;
     match decode::<Command>(&body) {
         Ok(Command::CancelTask { task, reason }) if task.task_id == id => {
             agent.cancel(task, &reason);
@@ -150,7 +201,15 @@ async fn receive_cancel(
 }
 
 /// `POST /tasks`: an assignment or a cancellation.
-async fn receive_command(State(agent): State<Arc<Agent>>, body: Bytes) -> Response {
+async fn receive_command(
+    State(endpoint): State<Arc<Endpoint>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(refused) = endpoint.check(&headers, &body) {
+        return TaskAnswer::refused(StatusCode::UNAUTHORIZED, refused.to_string());
+    }
+    let agent = &endpoint.agent;
     let command = match decode::<Command>(&body) {
         Ok(command) => command,
         Err(error) => return TaskAnswer::refused(StatusCode::BAD_REQUEST, error.to_string()),
@@ -282,6 +341,7 @@ async fn try_find_or_register(
 mod tests {
     use super::*;
     use crate::automations::vivo360::Vivo360;
+    use crate::config::ApiToken;
     use broker_config::messages::encode;
     use broker_config::{Assignment, BotName, Event, System, TaskRef};
     use tokio::sync::mpsc;
@@ -473,6 +533,68 @@ mod tests {
                 return event;
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_bot_with_a_token_refuses_unsigned_forged_stale_and_replayed_commands() {
+        let (api_url, mut events, stop) = fake_api().await;
+        let name = BotName::parse("signed-bot").expect("name");
+        let config = AgentConfig::new(name, vec![System::Noop], "amqp://unused");
+        let reporter =
+            Reporter::Http(HttpReporter::new(reqwest::Client::new(), &api_url, Uuid::new_v4()));
+        let vivo360 = Vivo360::new("http://127.0.0.1:9", "u", "p").expect("client");
+        let notify = crate::automations::notify::Notify::new("http://127.0.0.1:9").expect("client");
+        let agent =
+            Arc::new(Agent::new(&config, reporter, Automations { vivo360, cpe: None, notify }));
+        let token = ApiToken::new("bot-token-0123456789abcdef");
+        let verifier = Verifier::new(token.push_key());
+        let bot_url = serve(router_checked(Arc::clone(&agent), Some(verifier)), &stop).await;
+        let client = reqwest::Client::new();
+        let post = |path: String, body: Vec<u8>, signature: Option<String>| {
+            let mut request = client.post(format!("{bot_url}{path}")).body(body);
+            if let Some(signature) = signature {
+                request = request.header(SIGNATURE_HEADER, signature);
+            }
+            request.send()
+        };
+        let now = Utc::now().timestamp();
+        let long = assignment(60_000, System::Noop);
+        let offer = encode(&Command::AssignTask(long.clone()));
+
+        let unsigned = post("/tasks".into(), offer.clone(), None).await.expect("answer");
+        assert_eq!(unsigned.status(), StatusCode::UNAUTHORIZED);
+        let forger = ApiToken::new("not-the-bot-token-0123").push_key();
+        let forged = post("/tasks".into(), offer.clone(), Some(forger.sign(now, &offer)));
+        assert_eq!(forged.await.expect("answer").status(), StatusCode::UNAUTHORIZED);
+        let stale =
+            post("/tasks".into(), offer.clone(), Some(token.push_key().sign(now - 3600, &offer)));
+        assert_eq!(stale.await.expect("answer").status(), StatusCode::UNAUTHORIZED);
+
+        let signature = token.push_key().sign(now, &offer);
+        let taken =
+            post("/tasks".into(), offer.clone(), Some(signature.clone())).await.expect("answer");
+        assert_eq!(taken.status(), StatusCode::ACCEPTED);
+        assert!(
+            matches!(next(&mut events).await, Event::TaskAccepted { task, .. } if task == long.task)
+        );
+        let replayed = post("/tasks".into(), offer.clone(), Some(signature)).await.expect("answer");
+        assert_eq!(replayed.status(), StatusCode::UNAUTHORIZED);
+
+        // A forged stop is refused and the task goes on; the orchestrator's own stops it.
+        let cancel = encode(&Command::CancelTask { task: long.task, reason: "forged".into() });
+        let path = format!("/tasks/{}/cancel", long.task.task_id);
+        let refused = post(path.clone(), cancel.clone(), Some(forger.sign(now, &cancel)));
+        assert_eq!(refused.await.expect("answer").status(), StatusCode::UNAUTHORIZED);
+        let other = encode(&Command::AssignTask(assignment(0, System::Noop)));
+        let busy = post("/tasks".into(), other.clone(), Some(token.push_key().sign(now, &other)));
+        assert_eq!(
+            busy.await.expect("answer").status(),
+            StatusCode::CONFLICT,
+            "the task still runs"
+        );
+        let stopped = post(path, cancel.clone(), Some(token.push_key().sign(now, &cancel)));
+        assert_eq!(stopped.await.expect("answer").status(), StatusCode::ACCEPTED);
+        stop.cancel();
     }
 
     #[tokio::test]

@@ -29,6 +29,7 @@ pub mod attachment;
 pub mod bot_name;
 pub mod cpe;
 pub mod messages;
+pub mod push;
 pub mod status;
 pub mod system;
 #[cfg(feature = "test-support")]

@@ -106,7 +106,9 @@ impl Orchestrator {
             reason: e.to_string(),
         })?;
         tracing::info!(broker = %redact(&config.broker_url()), "broker ready");
-        let pipeline = Pipeline::new(db.clone(), publisher, config.pipeline_settings());
+        let mut settings = config.pipeline_settings();
+        settings.push_keys = access.push_keys();
+        let pipeline = Pipeline::new(db.clone(), publisher, settings);
         Ok(Orchestrator {
             state: AppState {
                 db,

@@ -292,6 +292,20 @@ impl Access {
         Ok(Access { grants })
     }
 
+    /// Each bot's push key (the digest of its token): the orchestrator signs what it POSTs to
+    /// that bot with it (`broker_config::push`).
+    pub fn push_keys(&self) -> std::collections::HashMap<String, broker_config::push::PushKey> {
+        self.grants
+            .iter()
+            .filter_map(|(digest, principal)| match principal {
+                Principal::Bot(name) => {
+                    Some((name.to_string(), broker_config::push::PushKey::from_digest(*digest)))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Whether no token is configured (loopback clients only).
     pub fn is_open(&self) -> bool {
         self.grants.is_empty()
