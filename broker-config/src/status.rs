@@ -95,6 +95,11 @@ named_enum!(TaskStatus, "status", {
 });
 
 impl TaskStatus {
+    /// Whether a bot reports this status on the task it holds (RUNNING, COMPLETE, FAILED).
+    pub fn is_report(self) -> bool {
+        matches!(self, TaskStatus::Running | TaskStatus::Complete | TaskStatus::Failed)
+    }
+
     /// Whether the task has ended and will not change again by itself.
     pub fn is_final(self) -> bool {
         matches!(self, TaskStatus::Complete | TaskStatus::Failed | TaskStatus::Cancelled)

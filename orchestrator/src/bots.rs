@@ -417,16 +417,16 @@ pub async fn list_bots(
     .await
 }
 
-/// Replaces a bot's fields, provided it still holds `holding` (the task the caller saw, or
-/// none): a bot that took or ended a task meanwhile is a 409, so a status decided from what it
-/// held is never written over what it holds now.
+/// Replaces a bot's fields, provided it is still as `current` shows it: the same status and the
+/// same task held (or none). A bot that took or ended a task, or was found lost, meanwhile is a
+/// 409, so a status decided from what the caller read is never written over what holds now.
 pub async fn update_bot(
     db: &impl ConnectionTrait,
-    id: Uuid,
+    current: &Bot,
     spec: BotSpec,
-    holding: Option<Uuid>,
     now: DateTime<Utc>,
 ) -> Result<Bot, ApiError> {
+    let id = current.id;
     let update = bot::Entity::update_many()
         .col_expr(bot::Column::Name, Expr::value(spec.name.to_string()))
         .col_expr(bot::Column::IpAddress, Expr::value(spec.ip_address.to_string()))
@@ -436,8 +436,9 @@ pub async fn update_bot(
         .col_expr(bot::Column::HttpPort, Expr::value(spec.http_port.map(i32::from)))
         .col_expr(bot::Column::Paused, Expr::value(spec.paused))
         .col_expr(bot::Column::UpdatedAt, Expr::value(now))
-        .filter(bot::Column::Id.eq(id));
-    let update = match holding {
+        .filter(bot::Column::Id.eq(id))
+        .filter(bot::Column::Status.eq(current.status.as_str()));
+    let update = match current.current_task_id {
         Some(task) => update.filter(bot::Column::CurrentTaskId.eq(task)),
         None => update.filter(bot::Column::CurrentTaskId.is_null()),
     };
@@ -447,7 +448,7 @@ pub async fn update_bot(
         return Err(ApiError::conflict(
             "bot_changed",
             None,
-            "the bot took or ended a task meanwhile; read it again and repeat the change",
+            "the bot changed meanwhile (it took or ended a task, or was found lost); read it again and repeat the change",
         ));
     }
     get_bot(db, id).await

@@ -240,6 +240,19 @@ pub struct TaskPatch {
     /// Read-only: ignored.
     #[schema(value_type = Option<Object>)]
     pub has_attachment: Option<Value>,
+    /// The offer's contract version, when a bot sends back the offer it was POSTed: ignored.
+    #[schema(value_type = Option<Object>)]
+    pub v: Option<Value>,
+    /// The offer's `type` (`task.assign`), when a bot sends back the offer: ignored.
+    #[serde(rename = "type")]
+    #[schema(value_type = Option<Object>)]
+    pub kind: Option<Value>,
+    /// The offer's `task_id` (the task's id), when a bot sends back the offer: ignored.
+    #[schema(value_type = Option<Object>)]
+    pub task_id: Option<Value>,
+    /// The offer's `resume_after_row`, when a bot sends back the offer: ignored.
+    #[schema(value_type = Option<Object>)]
+    pub resume_after_row: Option<Value>,
     /// Read-only: ignored.
     #[schema(value_type = Option<Object>)]
     pub failures: Option<Value>,
@@ -289,7 +302,16 @@ pub struct TaskPatch {
 impl TaskPatch {
     /// Whether this write is a bot's report (RUNNING, COMPLETE or FAILED).
     pub fn is_report(&self) -> bool {
-        matches!(self.status, Some(TaskStatus::Running | TaskStatus::Complete | TaskStatus::Failed))
+        self.status.is_some_and(TaskStatus::is_report)
+    }
+
+    /// Whether this write is a report on `current`: a report status on a task a bot holds, or
+    /// one that would change its status. The same status on a task no bot holds (`FAILED` on a
+    /// FAILED task, with a new description) is an edit.
+    pub fn is_report_on(&self, current: &task::Model) -> bool {
+        let held = current.status == TaskStatus::Assigned.as_str()
+            || current.status == TaskStatus::Running.as_str();
+        self.is_report() && (held || self.status.is_some_and(|s| s.as_str() != current.status))
     }
 
     /// Checks the identity fields a client sent back against `current`.
@@ -503,6 +525,7 @@ pub fn report_of_write(
     if from == status {
         return Ok(None);
     }
+    let csv = current.progress_total.is_some();
     let holder = match (from, holder) {
         (TaskStatus::Assigned | TaskStatus::Running, Some(holder)) => holder,
         _ => {
@@ -534,7 +557,9 @@ pub fn report_of_write(
         Reporter::Bot(name) if name.as_str() != holder.name => {
             return Err(another(format!("bot {name}")));
         }
-        Reporter::Unnamed { peer: Some(ip) } if ip.to_string() != holder.ip_address => {
+        Reporter::Unnamed { peer: Some(ip) }
+            if Some(ip.to_canonical()) != holder.ip_address.parse::<std::net::IpAddr>().ok() =>
+        {
             return Err(another(format!("a client at {ip} (the bot is at {})", holder.ip_address)));
         }
         _ => {}
@@ -563,7 +588,9 @@ pub fn report_of_write(
         attempt: u32::try_from(current.attempt).map_err(|_| corrupt(current.id, "attempt"))?,
     };
     let at = Utc::now();
-    let rows = match (patch.rows, patch.result.as_ref().and_then(|r| r.get("rows"))) {
+    // Rows are a CSV task's; another task's output may have a key named so.
+    let listed_rows = patch.result.as_ref().filter(|_| csv).and_then(|r| r.get("rows"));
+    let rows = match (patch.rows, listed_rows) {
         (Some(rows), _) => rows,
         (None, Some(rows)) => serde_json::from_value(rows.clone()).map_err(|e| {
             ApiError::invalid(
@@ -1188,6 +1215,48 @@ mod tests {
             ..request(System::Noop)
         };
         assert!(TaskSpec::parse(noop, None, 1024).is_ok());
+    }
+
+    #[test]
+    fn a_status_write_is_a_report_only_on_a_held_task_or_when_it_changes_the_status() {
+        let now = crate::clock::now();
+        let row = |status: TaskStatus| task::Model {
+            id: Uuid::nil(),
+            description: "d".into(),
+            system: "NOOP".into(),
+            status: status.as_str().into(),
+            attachment: None,
+            payload: None,
+            priority: 0,
+            not_before: now,
+            attempt: 1,
+            max_attempts: 3,
+            failures: 0,
+            bot_id: None,
+            avoid_bot_id: None,
+            offer_expires_at: None,
+            progress_done: 0,
+            progress_total: None,
+            result: None,
+            error: None,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            updated_at: now,
+            unanswered_offers: 0,
+            max_run_seconds: None,
+            run_deadline: None,
+        };
+        let write = |status| TaskPatch { status: Some(status), ..Default::default() };
+        assert!(write(TaskStatus::Complete).is_report_on(&row(TaskStatus::Running)));
+        assert!(write(TaskStatus::Running).is_report_on(&row(TaskStatus::Assigned)));
+        assert!(
+            write(TaskStatus::Complete).is_report_on(&row(TaskStatus::Waiting)),
+            "refused as a report"
+        );
+        // FAILED again, with a new description, on a FAILED task: an edit.
+        assert!(!write(TaskStatus::Failed).is_report_on(&row(TaskStatus::Failed)));
+        assert!(!write(TaskStatus::Cancelled).is_report_on(&row(TaskStatus::Running)));
     }
 
     #[test]

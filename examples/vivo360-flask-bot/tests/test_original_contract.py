@@ -87,6 +87,12 @@ def test_the_offer_carries_the_task_as_the_crud_api_shows_it(make_world):
         assert body["id"] == body["task_id"] == task["id"]
         assert base64.b64decode(body["attachment"]).decode() == USERS
         assert body["system"] == "VIVO360" and body["type"] == "task.assign"
+        # A bot may send the offer back as it got it, with a new status: a plain write.
+        running = requests.put(world.url(f"/tasks/{task['id']}"), json=dict(body, status="RUNNING"), timeout=10)
+        assert running.status_code == 200 and running.json()["status"] == "RUNNING", running.text
+        rows = [{"row": n, "status": "DONE", "message": "ok"} for n in (1, 2, 3)]
+        done = requests.put(world.url(f"/tasks/{task['id']}"), json=dict(body, status="COMPLETE", result={"rows": rows}), timeout=10)
+        assert done.status_code == 200 and done.json()["progress"] == {"done": 3, "total": 3}, done.text
     finally:
         server.shutdown()
 
@@ -195,8 +201,10 @@ def test_a_paused_bot_is_offered_nothing_until_resumed(make_world):
     task = vivo360_task(world)
     time.sleep(2)
     assert world.get(f"/tasks/{task['id']}")["status"] == "WAITING"
-    # The bot's own status write does not undo the pause.
+    # The bot's own status write does not undo the pause, nor a PUT of the bot read before it.
     requests.put(world.url(f"/bots/{bot['id']}"), json={"status": "AVAILABLE"}, timeout=10)
+    stale = dict(bot, paused=False, current_task_id=None)
+    assert requests.put(world.url(f"/bots/{bot['id']}"), json=stale, timeout=10).json()["paused"] is True
     time.sleep(1.5)
     assert world.get(f"/tasks/{task['id']}")["status"] == "WAITING"
     requests.patch(world.url(f"/bots/{bot['id']}"), json={"paused": False}, timeout=10).raise_for_status()
@@ -287,3 +295,49 @@ def test_the_dashboard_is_served_with_its_security_headers(make_world):
     assert page.headers["x-frame-options"] == "DENY"
     assert page.headers["x-content-type-options"] == "nosniff"
     assert page.headers["referrer-policy"] == "no-referrer"
+
+
+def test_a_redirect_from_a_bot_is_not_followed(make_world):
+    """A bot (or whatever answers on its address) cannot send the orchestrator's POST elsewhere."""
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    import threading
+
+    world = make_world()
+    hits: list[str] = []
+
+    class Elsewhere(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    elsewhere = HTTPServer(("127.0.0.1", 0), Elsewhere)
+    target = f"http://127.0.0.1:{elsewhere.server_address[1]}/stolen"
+
+    class Redirecting(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            self.send_response(307)
+            self.send_header("Location", target)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    redirecting = HTTPServer(("127.0.0.1", 0), Redirecting)
+    for server in (elsewhere, redirecting):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = redirecting.server_address[1]
+        body = {"name": "redirector", "ip_address": "127.0.0.1", "http_port": port, "status": "AVAILABLE"}
+        assert requests.post(world.url("/bots"), json=body, timeout=10).status_code == 201
+        task = vivo360_task(world)
+        until("the offer to be taken back", lambda: "offer_undeliverable" in world.kinds(task["id"]), 20)
+        undeliverable = [e for e in world.history(task["id"]) if e["kind"] == "offer_undeliverable"][0]
+        assert "HTTP 307" in undeliverable["detail"]["reason"], undeliverable
+        assert hits == [], "the POST followed the redirect"
+    finally:
+        elsewhere.shutdown()
+        redirecting.shutdown()

@@ -634,6 +634,11 @@ async fn check_bot_write(
                     Err(()) => false,
                 },
             };
+            if write == BotWrite::ChangeBot(id) && !body.is_event() && pauses(&bytes) {
+                return Err(not_this_bot(
+                    "may not pause or resume that bot: only an operator takes a bot out of rotation",
+                ));
+            }
             if !own_body {
                 return Err(not_this_bot("may only send that bot's own events and keep its name"));
             }
@@ -660,6 +665,15 @@ async fn check_bot_write(
     Ok(Request::from_parts(parts, Body::from(bytes)))
 }
 
+/// Whether a JSON body sets `paused`.
+fn pauses(bytes: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        paused: Option<serde::de::IgnoredAny>,
+    }
+    serde_json::from_slice::<Probe>(bytes).is_ok_and(|probe| probe.paused.is_some())
+}
+
 /// Whether a body is a plain status report (RUNNING, COMPLETE, FAILED): the handler then checks
 /// that the task is this bot's and that nothing but the report's fields change.
 fn is_status_report(bytes: &[u8]) -> bool {
@@ -667,16 +681,8 @@ fn is_status_report(bytes: &[u8]) -> bool {
     struct Probe {
         status: Option<broker_config::TaskStatus>,
     }
-    serde_json::from_slice::<Probe>(bytes).is_ok_and(|probe| {
-        matches!(
-            probe.status,
-            Some(
-                broker_config::TaskStatus::Running
-                    | broker_config::TaskStatus::Complete
-                    | broker_config::TaskStatus::Failed
-            )
-        )
-    })
+    serde_json::from_slice::<Probe>(bytes)
+        .is_ok_and(|probe| probe.status.is_some_and(broker_config::TaskStatus::is_report))
 }
 
 /// The `name` of a JSON object body: `Ok(None)` without one, `Err` when the body is not such an

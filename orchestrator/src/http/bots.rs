@@ -117,7 +117,10 @@ pub async fn replace_bot(
         apply_http_bot_event(&state, &current, event).await?;
         return Ok(Json(bots::get_bot(&state.db, current.id).await?));
     }
-    let patch: BotPatch = extract::parse_json(&body.0)?;
+    let mut patch: BotPatch = extract::parse_json(&body.0)?;
+    // A PUT is often the whole bot a client read earlier: its `paused` may be from before an
+    // operator's pause, so only PATCH pauses and resumes.
+    patch.paused = None;
     change_bot(&state, current, patch).await.map(Json)
 }
 
@@ -153,7 +156,7 @@ async fn change_bot(state: &AppState, current: Bot, patch: BotPatch) -> Result<B
     let status = bots::status_after_write(current.status, patch.status, holds)?;
     let spec = BotSpec::parse(patch.apply_to(&current, status), current.status)?;
     check_network(state, &spec)?;
-    let bot = bots::update_bot(&state.db, current.id, spec, current.current_task_id, now()).await?;
+    let bot = bots::update_bot(&state.db, &current, spec, now()).await?;
     state.pipeline.changes.bot(bot.id);
     if bot.status == BotStatus::Available && !bot.paused {
         state.pipeline.wake();
@@ -186,7 +189,7 @@ async fn apply_http_bot_event(
             };
             let spec = BotSpec::parse(request, BotStatus::Available)?;
             check_network(state, &spec)?;
-            bots::update_bot(&state.db, current.id, spec, current.current_task_id, now()).await?;
+            bots::update_bot(&state.db, current, spec, now()).await?;
             state.pipeline.changes.bot(current.id);
             let heartbeat = broker_config::Event::BotHeartbeat {
                 bot: broker_config::BotName::parse(&current.name)

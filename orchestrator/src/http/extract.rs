@@ -58,9 +58,12 @@ impl JsonBytes {
         #[derive(serde::Deserialize)]
         struct Probe {
             #[serde(rename = "type")]
-            kind: Option<serde::de::IgnoredAny>,
+            kind: Option<String>,
         }
-        serde_json::from_slice::<Probe>(&self.0).is_ok_and(|p| p.kind.is_some())
+        // A bot of the original contract may send back the offer it was POSTed (its `type` is
+        // `task.assign`) with a new status: that is a plain write, not an event.
+        serde_json::from_slice::<Probe>(&self.0)
+            .is_ok_and(|p| p.kind.is_some_and(|kind| kind != "task.assign"))
     }
 
     /// Parses the body as a bot event.

@@ -365,7 +365,7 @@ async fn change_task(
 ) -> Result<Task, ApiError> {
     let current = tasks::find_task(&state.db, id).await?;
     patch.check_identity(&current)?;
-    if patch.is_report() {
+    if patch.is_report_on(&current) {
         let holder = match current.bot_id {
             Some(bot_id) => bots::find_by_id(&state.db, bot_id).await?,
             None => None,

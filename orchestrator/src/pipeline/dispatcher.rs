@@ -250,7 +250,21 @@ impl Pipeline {
             self.changes.task(offer.task.id);
             self.changes.bot(offer.bot.id);
         }
-        join_all(offers.into_iter().map(|offer| self.deliver(offer, now))).await;
+        // An HTTP bot may take seconds to answer (or not answer): its POST goes on in a task of
+        // its own. Publishes to queues are quick and stay in line.
+        let (http, queued): (Vec<Offer>, Vec<Offer>) =
+            offers.into_iter().partition(|offer| offer.bot.delivery == Delivery::Http.as_str());
+        let mut queued = queued;
+        match self.me.upgrade() {
+            Some(me) => {
+                for offer in http {
+                    let me = me.clone();
+                    tokio::spawn(async move { me.deliver(offer, now).await });
+                }
+            }
+            None => queued.extend(http),
+        }
+        join_all(queued.into_iter().map(|offer| self.deliver(offer, now))).await;
     }
 
     /// Marks `task` ASSIGNED to `bot` (guarded); `None` when either moved on meanwhile.
@@ -284,6 +298,13 @@ impl Pipeline {
             .col_expr(bot::Column::UpdatedAt, Expr::value(now))
             .filter(bot::Column::Id.eq(bot.id))
             .filter(bot::Column::Status.eq(BotStatus::Available.as_str()))
+            // Paused or backed off since the pass read it: no offer.
+            .filter(bot::Column::Paused.eq(false))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(bot::Column::OffersPausedUntil.is_null())
+                    .add(bot::Column::OffersPausedUntil.lte(now)),
+            )
             .exec(txn)
             .await?;
         if busy.rows_affected != 1 {
@@ -330,9 +351,12 @@ impl Pipeline {
             Ok(Delivery::Http) => {
                 match self.post_to_bot(&bot, "/tasks", http_offer(&task, &command)).await {
                     Ok(status) if (200..300).contains(&status) => None,
-                    Ok(409) => Some("the bot says it is busy".to_owned()),
-                    Ok(status) => Some(format!("the bot answered HTTP {status}")),
-                    Err(reason) => Some(format!("the bot's endpoint does not answer: {reason}")),
+                    // The bot's state, not the task's: the bot backs off, the task counts nothing.
+                    Ok(409) => Some(("the bot says it is busy".to_owned(), false)),
+                    Ok(status) => Some((format!("the bot answered HTTP {status}"), true)),
+                    Err(reason) => {
+                        Some((format!("the bot's endpoint does not answer: {reason}"), true))
+                    }
                 }
             }
             _ => match self
@@ -342,7 +366,7 @@ impl Pipeline {
             {
                 Ok(Published::Delivered) => None,
                 Ok(Published::Unroutable) => {
-                    Some("the bot has no queue: it has never come online".to_owned())
+                    Some(("the bot has no queue: it has never come online".to_owned(), true))
                 }
                 Err(err) => {
                     tracing::warn!(task_id = %task.id, bot = %bot.name, error = %err, "offer not confirmed; the expiry sweep will take it back");
@@ -354,14 +378,14 @@ impl Pipeline {
             None => {
                 tracing::info!(task_id = %task.id, attempt = task.attempt, bot = %bot.name, "task offered")
             }
-            Some(reason) => {
+            Some((reason, counts)) => {
                 tracing::warn!(task_id = %task.id, bot = %bot.name, %reason, "offer undeliverable");
                 if let Err(err) = self
                     .take_back(
                         &task,
                         &bot,
                         EventKind::OfferUndeliverable,
-                        &reason,
+                        (&reason, counts),
                         BotStatus::Unavailable,
                         now,
                     )
@@ -375,20 +399,20 @@ impl Pipeline {
     }
 
     /// Puts an ASSIGNED task back to WAITING (guarded by its attempt), avoiding `bot` next time,
-    /// and sets the bot's status. The offer went unanswered: the task counts it, and past
-    /// `max_unanswered_offers` it ends FAILED instead; the bot counts it too and gets no offer
-    /// for a while (doubling with each unanswered offer in a row), so other bots come first.
+    /// and sets the bot's status. The offer went unanswered: the task counts it when `counts`
+    /// (not when the bot said it is busy), and past `max_unanswered_offers` it ends FAILED
+    /// instead; the bot backs off ([`Pipeline::back_off_bot`]), so other bots come first.
     async fn take_back(
         &self,
         task: &task::Model,
         bot: &bot::Model,
         why: EventKind,
-        reason: &str,
+        (reason, counts): (&str, bool),
         bot_status: BotStatus,
         now: DateTime<Utc>,
     ) -> Result<bool, ApiError> {
         let txn = self.begin().await?;
-        let unanswered = task.unanswered_offers + 1;
+        let unanswered = task.unanswered_offers + i32::from(counts);
         let limit = i32::try_from(self.settings.max_unanswered_offers).unwrap_or(i32::MAX);
         let gives_up = unanswered >= limit;
         let mut back = task::Entity::update_many()
@@ -417,21 +441,7 @@ impl Pipeline {
             .await?;
         if back.rows_affected == 1 {
             bots::release_bot(&txn, bot.id, task.id, bot_status, now).await?;
-            let in_a_row = bot.unanswered_offers + 1;
-            let pause = rules::retry_delay(
-                to_u32(in_a_row),
-                self.settings.retry_base,
-                self.settings.retry_cap,
-            );
-            bot::Entity::update_many()
-                .col_expr(bot::Column::UnansweredOffers, Expr::value(in_a_row))
-                .col_expr(
-                    bot::Column::OffersPausedUntil,
-                    Expr::value(Some(crate::clock::after(now, pause))),
-                )
-                .filter(bot::Column::Id.eq(bot.id))
-                .exec(&txn)
-                .await?;
+            let pause = self.back_off_bot(&txn, bot, now).await?;
             let detail = json!({ "bot": bot.name, "reason": reason, "unanswered_offers": unanswered, "status": status, "bot_paused_for_s": pause.as_secs_f64() });
             record(&txn, task.id, Some(bot.id), task.attempt, why, Some(detail), now).await?;
         }
@@ -445,6 +455,30 @@ impl Pipeline {
             }
         }
         Ok(back.rows_affected == 1)
+    }
+
+    /// Counts an offer `bot` did not take (unanswered, refused, or a run it could not be stopped
+    /// from) and pauses its offers for the retry backoff of that count: 5 s, doubling, 5 min at
+    /// most. Returns the pause.
+    pub(crate) async fn back_off_bot(
+        &self,
+        txn: &impl ConnectionTrait,
+        bot: &bot::Model,
+        now: DateTime<Utc>,
+    ) -> Result<std::time::Duration, ApiError> {
+        let in_a_row = bot.unanswered_offers + 1;
+        let pause =
+            rules::retry_delay(to_u32(in_a_row), self.settings.retry_base, self.settings.retry_cap);
+        bot::Entity::update_many()
+            .col_expr(bot::Column::UnansweredOffers, Expr::value(in_a_row))
+            .col_expr(
+                bot::Column::OffersPausedUntil,
+                Expr::value(Some(crate::clock::after(now, pause))),
+            )
+            .filter(bot::Column::Id.eq(bot.id))
+            .exec(txn)
+            .await?;
+        Ok(pause)
     }
 
     /// Takes back every offer whose bot did not answer in time; the task is offered again,
@@ -472,7 +506,7 @@ impl Pipeline {
                     &task,
                     &bot,
                     EventKind::OfferExpired,
-                    "no answer before the offer expired",
+                    ("no answer before the offer expired", true),
                     BotStatus::Available,
                     now,
                 )
@@ -493,9 +527,19 @@ impl Pipeline {
     /// attempts); the bot is told to stop and is UNAVAILABLE until it shows it is free again (a
     /// heartbeat holding nothing, or, for an HTTP bot, a probe). Returns how many.
     pub async fn expire_runs(&self, now: DateTime<Utc>) -> Result<usize, ApiError> {
+        // Runs accepted before deadlines existed have none: they are judged by when they began.
+        let before_deadlines = now
+            - chrono::Duration::from_std(self.settings.max_run_time)
+                .unwrap_or(chrono::Duration::MAX);
         let overdue = task::Entity::find()
             .filter(task::Column::Status.eq(TaskStatus::Running.as_str()))
-            .filter(task::Column::RunDeadline.lt(now))
+            .filter(
+                sea_orm::Condition::any().add(task::Column::RunDeadline.lt(now)).add(
+                    sea_orm::Condition::all()
+                        .add(task::Column::RunDeadline.is_null())
+                        .add(task::Column::StartedAt.lt(before_deadlines)),
+                ),
+            )
             .all(&self.db)
             .await?;
         let mut count = 0;
@@ -535,6 +579,11 @@ impl Pipeline {
             }
             if let Some(bot_id) = task.bot_id {
                 bots::release_bot(&txn, bot_id, task.id, BotStatus::Unavailable, now).await?;
+                // A bot that cannot be stopped (no cancel route) may still be at it: no offer
+                // for a while, even if a probe finds it listening.
+                if let Some(bot) = bot::Entity::find_by_id(bot_id).one(&txn).await? {
+                    self.back_off_bot(&txn, &bot, now).await?;
+                }
             }
             let detail = json!({ "reason": error, "status": status, "retry_at": (status == TaskStatus::Waiting).then_some(not_before) });
             record(&txn, task.id, task.bot_id, task.attempt, EventKind::Failed, Some(detail), now)
@@ -681,20 +730,38 @@ impl Pipeline {
             .all(txn)
             .await?;
         let mut requeued = Vec::new();
+        let unanswered_limit =
+            i32::try_from(self.settings.max_unanswered_offers).unwrap_or(i32::MAX);
         for task in held {
             let was_running = task.status == TaskStatus::Running.as_str();
             let failures = task.failures + i32::from(was_running);
+            // An offer lost with its bot went unanswered: counted, so an offer that kills its bot
+            // every time ends (and it goes to another bot first).
+            let unanswered = task.unanswered_offers + i32::from(!was_running);
             let out_of_attempts = failures >= task.max_attempts;
-            let status = if out_of_attempts { TaskStatus::Failed } else { TaskStatus::Waiting };
+            let out_of_offers = unanswered >= unanswered_limit;
+            let status = if out_of_attempts || out_of_offers {
+                TaskStatus::Failed
+            } else {
+                TaskStatus::Waiting
+            };
             let mut update = task::Entity::update_many()
                 .col_expr(task::Column::Status, Expr::value(status.as_str()))
                 .col_expr(task::Column::Failures, Expr::value(failures))
+                .col_expr(task::Column::UnansweredOffers, Expr::value(unanswered))
                 .col_expr(task::Column::BotId, Expr::value(Option::<Uuid>::None))
+                .col_expr(task::Column::AvoidBotId, Expr::value(Some(bot.id)))
                 .col_expr(task::Column::OfferExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
                 .col_expr(task::Column::RunDeadline, Expr::value(Option::<DateTime<Utc>>::None))
                 .col_expr(task::Column::UpdatedAt, Expr::value(now));
-            if out_of_attempts {
-                let error = format!("{reason} ({failures} of {} attempts used)", task.max_attempts);
+            if out_of_attempts || out_of_offers {
+                let error = if out_of_attempts {
+                    format!("{reason} ({failures} of {} attempts used)", task.max_attempts)
+                } else {
+                    format!(
+                        "{reason}; offered {unanswered} times without an answer (limit: --max-unanswered-offers {unanswered_limit})"
+                    )
+                };
                 update = update
                     .col_expr(task::Column::Error, Expr::value(Some(error)))
                     .col_expr(task::Column::FinishedAt, Expr::value(Some(now)));

@@ -89,7 +89,13 @@ impl Pipeline {
                             "the event is {} bytes, over the {max_bytes}-byte cap (--max-event-bytes)",
                             message.data.len()
                         );
-                        oversized.extend(failure_for_oversized(&message.data, &reason));
+                        // Under the strict policy, only the bot itself may end its attempt so.
+                        oversized.extend(
+                            failure_for_oversized(&message.data, &reason).filter(|failure| {
+                                check_sender(message.user_id.as_deref(), failure.bot(), senders)
+                                    .is_ok()
+                            }),
+                        );
                         decisions[index] = Decision::DeadLetter(reason);
                         continue;
                     }
@@ -423,8 +429,11 @@ impl Pipeline {
         }
         let updated = row.update(txn).await?;
         match verdict {
-            Verdict::Start if bot.unanswered_offers != 0 => {
-                // It takes an offer: the ones it did not take before are forgiven.
+            Verdict::Start | Verdict::Complete | Verdict::RetryLater | Verdict::Fail
+                if bot.unanswered_offers != 0 =>
+            {
+                // It takes an offer (or reports its end straight away): the ones it did not
+                // take before are forgiven.
                 bot::Entity::update_many()
                     .col_expr(bot::Column::UnansweredOffers, Expr::value(0))
                     .col_expr(
@@ -439,21 +448,7 @@ impl Pipeline {
                 // A refusal is an answer, but a bot that refuses every offer (a system it cannot
                 // run, say it is busy) must not be offered task after task: the same backoff as
                 // for an unanswered offer, so its offers are rate-limited.
-                let in_a_row = bot.unanswered_offers + 1;
-                let pause = rules::retry_delay(
-                    to_u32(in_a_row),
-                    self.settings.retry_base,
-                    self.settings.retry_cap,
-                );
-                bot::Entity::update_many()
-                    .col_expr(bot::Column::UnansweredOffers, Expr::value(in_a_row))
-                    .col_expr(
-                        bot::Column::OffersPausedUntil,
-                        Expr::value(Some(crate::clock::after(now, pause))),
-                    )
-                    .filter(bot::Column::Id.eq(bot.id))
-                    .exec(txn)
-                    .await?;
+                self.back_off_bot(txn, &bot, now).await?;
                 batch.bots.remove(bot.name.as_str());
             }
             _ => {}

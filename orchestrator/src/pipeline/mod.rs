@@ -133,6 +133,9 @@ pub struct Pipeline {
     /// The incident engine (its communications are tasks of this pipeline).
     pub incidents: Incidents,
     wake: Arc<Notify>,
+    /// This pipeline, for the deliveries to HTTP bots it hands to tasks of their own (a bot that
+    /// answers slowly must not hold up a batch of events or an API request).
+    me: std::sync::Weak<Pipeline>,
     /// The attempts bots were told to stop, so each is told once (a bot that keeps reporting on
     /// a cancelled attempt is not sent a stop, and its report not recorded, for every report).
     told_to_stop: std::sync::Mutex<std::collections::HashSet<TaskRef>>,
@@ -148,9 +151,13 @@ pub struct Pipeline {
 impl Pipeline {
     /// A pipeline over `db`, publishing with `publisher`.
     pub fn new(db: DatabaseConnection, publisher: Publisher, settings: Settings) -> Arc<Pipeline> {
+        // No redirect is followed and no proxy used: a bot (or whatever answers on its address)
+        // could otherwise send the orchestrator's POST outside --http-bot-networks.
         let http = reqwest::Client::builder()
             .timeout(settings.bot_post_timeout)
             .connect_timeout(Duration::from_secs(2))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
         let changes = Changes::default();
@@ -158,7 +165,8 @@ impl Pipeline {
         let incidents =
             Incidents::new(db.clone(), changes.clone(), wake.clone(), settings.incidents.clone());
         let started = crate::clock::now();
-        Arc::new(Pipeline {
+        Arc::new_cyclic(|me| Pipeline {
+            me: me.clone(),
             db,
             publisher,
             http,
@@ -252,7 +260,15 @@ impl Pipeline {
                     Command::AssignTask(_) => "/tasks".to_owned(),
                     Command::CancelTask { task, .. } => format!("/tasks/{}/cancel", task.task_id),
                 };
-                self.post_to_bot(bot, &route, body).await.map(|_| ())
+                if let Some(me) = self.me.upgrade() {
+                    let bot = bot.clone();
+                    tokio::spawn(async move {
+                        if let Err(reason) = me.post_to_bot(&bot, &route, body).await {
+                            tracing::warn!(bot = %bot.name, task_id = %task.task_id, attempt = task.attempt, %reason, "command not delivered");
+                        }
+                    });
+                }
+                Ok(())
             }
             _ => self
                 .publisher

@@ -86,12 +86,40 @@ fn rows(rows: &[RowOutcome]) -> Option<Vec<RowOutcome>> {
     })
 }
 
+/// Whether anything in `event` must change to be stored: checked without copying, since nearly
+/// every event needs nothing.
+fn needs_care(event: &Event) -> bool {
+    let text_needs = |s: &str, max: usize| s.contains('\0') || s.len() > max;
+    let rows_need =
+        |rows: &[RowOutcome]| rows.iter().any(|r| text_needs(&r.message, MAX_MESSAGE_CHARS));
+    match event {
+        Event::TaskRejected { reason, .. } => text_needs(reason, MAX_ERROR_CHARS),
+        Event::TaskProgress { rows, .. } => rows_need(rows),
+        Event::TaskCompleted { rows, output, .. } => {
+            rows_need(rows)
+                || output
+                    .as_ref()
+                    .is_some_and(|o| has_nul(o) || o.to_string().len() > MAX_OUTPUT_BYTES)
+        }
+        Event::TaskFailed { rows, error, .. } => {
+            rows_need(rows) || text_needs(error, MAX_ERROR_CHARS)
+        }
+        Event::TaskReleased { rows, reason, .. } => {
+            rows_need(rows) || text_needs(reason, MAX_ERROR_CHARS)
+        }
+        _ => false,
+    }
+}
+
 /// The event as it can be stored, or `None` when it can be stored as it is.
 pub fn event(event: &Event) -> Option<Event> {
     let changed_text = |s: &str, max| match text(s, max) {
         Cow::Owned(clean) => Some(clean),
         Cow::Borrowed(_) => None,
     };
+    if !needs_care(event) {
+        return None;
+    }
     let mut clean = event.clone();
     let changed = match &mut clean {
         Event::TaskRejected { reason, .. } => {
