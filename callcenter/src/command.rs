@@ -45,9 +45,27 @@ fn check_word(raw: &str) -> Result<(), IdError> {
     Ok(())
 }
 
+/// An id as a client sends it: text, or a whole number (`{"command": "call", "id": 3}`, as some
+/// peer clients send it), which is read as its digits.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SentId {
+    Text(String),
+    Number(u64),
+}
+
+impl From<SentId> for String {
+    fn from(id: SentId) -> String {
+        match id {
+            SentId::Text(text) => text,
+            SentId::Number(n) => n.to_string(),
+        }
+    }
+}
+
 /// The id of a call, chosen by whoever places it (`call 7`): one word, case-sensitive.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[serde(try_from = "SentId", into = "String")]
 pub struct CallId(String);
 
 impl CallId {
@@ -64,11 +82,11 @@ impl CallId {
     }
 }
 
-impl TryFrom<String> for CallId {
+impl TryFrom<SentId> for CallId {
     type Error = IdError;
 
-    fn try_from(raw: String) -> Result<Self, Self::Error> {
-        Self::parse(raw)
+    fn try_from(raw: SentId) -> Result<Self, Self::Error> {
+        Self::parse(String::from(raw))
     }
 }
 
@@ -86,7 +104,7 @@ impl fmt::Display for CallId {
 
 /// The id of an operator (`A`, `B`): one word without commas, case-sensitive.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[serde(try_from = "SentId", into = "String")]
 pub struct OperatorId(String);
 
 impl OperatorId {
@@ -106,11 +124,11 @@ impl OperatorId {
     }
 }
 
-impl TryFrom<String> for OperatorId {
+impl TryFrom<SentId> for OperatorId {
     type Error = IdError;
 
-    fn try_from(raw: String) -> Result<Self, Self::Error> {
-        Self::parse(raw)
+    fn try_from(raw: SentId) -> Result<Self, Self::Error> {
+        Self::parse(String::from(raw))
     }
 }
 
@@ -316,6 +334,12 @@ mod tests {
             serde_json::from_str(r#"{"command":"answer","id":"A"}"#).expect("valid request");
         assert_eq!(answer, Command::Answer(OperatorId::parse("A").expect("valid operator")));
         assert!(serde_json::from_str::<Command>(r#"{"command":"call","id":""}"#).is_err());
+        // Some peer clients send the call's id as a number: the same call.
+        assert_eq!(
+            serde_json::from_str::<Command>(r#"{"command":"call","id":3}"#).expect("a number"),
+            serde_json::from_str::<Command>(r#"{"command":"call","id":"3"}"#).expect("text"),
+        );
+        assert!(serde_json::from_str::<Command>(r#"{"command":"call","id":true}"#).is_err());
         assert!(serde_json::from_str::<Command>(r#"{"command":"dial","id":"1"}"#).is_err());
         assert!(serde_json::from_str::<Command>(r#"{"command":"call"}"#).is_err());
     }
