@@ -109,6 +109,7 @@ pub async fn measure(bots: usize, waiting: usize, passes: usize) -> anyhow::Resu
                 paused: Set(false),
                 unanswered_offers: Set(0),
                 offers_paused_until: Set(None),
+                tls: Set(false),
             });
         }
         bot::Entity::insert_many(rows).exec(&db).await?;

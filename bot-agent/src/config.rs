@@ -77,6 +77,14 @@ pub struct AgentConfig {
     /// speak AMQP); reports go to --api-url.
     #[arg(long, env = "BOTLINE_BOT_HTTP")]
     pub http: Option<SocketAddr>,
+    /// In HTTP mode, serve HTTPS with this certificate chain (PEM), so the orchestrator's pushes
+    /// cross the network encrypted; the bot registers with `tls: true` and the orchestrator checks
+    /// the certificate against its --bot-ca-file.
+    #[arg(long, env = "BOTLINE_BOT_HTTP_TLS_CERT", requires = "http_tls_key")]
+    pub http_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --http-tls-cert.
+    #[arg(long, env = "BOTLINE_BOT_HTTP_TLS_KEY", requires = "http_tls_cert")]
+    pub http_tls_key: Option<PathBuf>,
     /// The address the bot announces [default: the local address that reaches the broker (or
     /// the API in HTTP mode), else 127.0.0.1].
     #[arg(long, env = "BOTLINE_BOT_IP")]
@@ -136,6 +144,8 @@ impl AgentConfig {
             api_token: None,
             api_token_file: None,
             http: None,
+            http_tls_cert: None,
+            http_tls_key: None,
             ip_address: None,
             heartbeat_interval_ms: 5000,
             progress_interval_ms: 250,
@@ -205,6 +215,8 @@ impl std::fmt::Debug for AgentConfig {
             api_token,
             api_token_file,
             http,
+            http_tls_cert,
+            http_tls_key,
             ip_address,
             heartbeat_interval_ms,
             progress_interval_ms,
@@ -229,6 +241,8 @@ impl std::fmt::Debug for AgentConfig {
             .field("api_token", api_token)
             .field("api_token_file", api_token_file)
             .field("http", http)
+            .field("http_tls_cert", http_tls_cert)
+            .field("http_tls_key", http_tls_key)
             .field("ip_address", ip_address)
             .field("heartbeat_interval_ms", heartbeat_interval_ms)
             .field("progress_interval_ms", progress_interval_ms)

@@ -21,7 +21,10 @@ pub enum AgentError {
     /// The broker URL does not parse, or its TLS files are missing or unusable.
     #[error("cannot use the broker URL: {0}")]
     Broker(String),
-    /// The HTTP client could not be set up.
+    /// HTTP mode's certificate or key cannot serve HTTPS.
+    #[error("cannot serve HTTPS: {0}")]
+    HttpsServer(String),
+    /// The HTTP client could not be built.
     #[error("cannot set up the HTTP client: {0}")]
     HttpClient(String),
     /// HTTP mode could not listen on its address.

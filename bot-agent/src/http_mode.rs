@@ -61,6 +61,8 @@ pub(crate) async fn run(
     automations: Automations,
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
+    // A certificate that cannot serve stops the start, before the bot registers.
+    let tls = server_tls(&config)?;
     let listener =
         TcpListener::bind(address).await.map_err(|source| AgentError::Bind { address, source })?;
     let port = listener.local_addr().map_or(address.port(), |a| a.port());
@@ -69,7 +71,8 @@ pub(crate) async fn run(
         Some(ip) => ip.clone(),
         None => local_ip_towards(&config.api_url).await,
     };
-    let Some(bot_id) = find_or_register(&client, &config, &ip_address, port, &shutdown).await?
+    let endpoint = BotEndpoint { port, tls: tls.is_some() };
+    let Some(bot_id) = find_or_register(&client, &config, &ip_address, endpoint, &shutdown).await?
     else {
         return Ok(());
     };
@@ -90,15 +93,74 @@ pub(crate) async fn run(
             None
         }
     };
-    let served = axum::serve(listener, router_checked(Arc::clone(&agent), verifier))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await;
+    let router = router_checked(Arc::clone(&agent), verifier);
+    let served = match tls {
+        None => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .await
+        }
+        Some(tls) => serve_https(listener, router, tls, shutdown.clone()).await,
+    };
     tracing::info!("shutting down");
     agent.shut_down(config.shutdown_grace()).await;
     heartbeat_stop.cancel();
     let _ = heartbeats.await;
     agent.announce_offline().await;
     served.map_err(AgentError::Serve)
+}
+
+/// Where the orchestrator reaches this bot: its port, and whether it serves HTTPS there.
+#[derive(Debug, Clone, Copy)]
+struct BotEndpoint {
+    port: u16,
+    tls: bool,
+}
+
+/// The HTTPS configuration of `--http-tls-cert` and `--http-tls-key` (ring), if given.
+fn server_tls(config: &AgentConfig) -> Result<Option<Arc<rustls::ServerConfig>>, AgentError> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (Some(cert), Some(key)) = (&config.http_tls_cert, &config.http_tls_key) else {
+        return Ok(None);
+    };
+    let fail = |what: &str, path: &std::path::Path, e: String| {
+        AgentError::HttpsServer(format!("{what} {}: {e}", path.display()))
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| fail("no certificate in", cert, e.to_string()))?;
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| fail("no private key in", key, e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|builder| builder.with_no_client_auth().with_single_cert(chain, key_der))
+        .map_err(|e| AgentError::HttpsServer(e.to_string()))?;
+    Ok(Some(Arc::new(server)))
+}
+
+/// Serves `router` over HTTPS on `listener` until `shutdown`, then lets requests in flight finish.
+async fn serve_https(
+    listener: TcpListener,
+    router: Router,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        stopper.graceful_shutdown(Some(Duration::from_secs(10)));
+    });
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(
+        axum_server::tls_rustls::RustlsConfig::from_config(tls),
+    );
+    axum_server::Server::<SocketAddr>::from_listener(listener)
+        .acceptor(acceptor)
+        .handle(handle)
+        .serve(router.into_make_service())
+        .await
 }
 
 /// The bot's API token, from the flag or its file.
@@ -251,13 +313,13 @@ async fn find_or_register(
     client: &reqwest::Client,
     config: &AgentConfig,
     ip_address: &str,
-    port: u16,
+    endpoint: BotEndpoint,
     shutdown: &CancellationToken,
 ) -> Result<Option<Uuid>, AgentError> {
     let api = config.api_url.trim_end_matches('/');
     let mut backoff = Backoff::default();
     loop {
-        match try_find_or_register(client, api, config, ip_address, port).await {
+        match try_find_or_register(client, api, config, ip_address, endpoint).await {
             Ok(id) => return Ok(Some(id)),
             Err(Attempt::Refused(reason)) => return Err(AgentError::Registration(reason)),
             Err(Attempt::Unreachable(reason)) => {
@@ -281,7 +343,7 @@ async fn try_find_or_register(
     api: &str,
     config: &AgentConfig,
     ip_address: &str,
-    port: u16,
+    endpoint: BotEndpoint,
 ) -> Result<Uuid, Attempt> {
     let unreachable = |error: reqwest::Error| Attempt::Unreachable(error.to_string());
     // Bot names are URL-safe by construction: no escaping needed.
@@ -312,7 +374,8 @@ async fn try_find_or_register(
         "ip_address": ip_address,
         "systems": config.systems,
         "delivery": Delivery::Http,
-        "http_port": port,
+        "http_port": endpoint.port,
+        "tls": endpoint.tls,
         "status": BotStatus::Available,
     });
     let response = client

@@ -193,8 +193,20 @@ impl HttpsClient {
         body: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<Response, RequestError> {
+        self.request_with(method, url, body, &[], timeout).await
+    }
+
+    /// [`HttpsClient::request`] with more headers (`name`, value).
+    pub async fn request_with(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, String)],
+        timeout: Duration,
+    ) -> Result<Response, RequestError> {
         let target = Target::parse(url)?;
-        tokio::time::timeout(timeout, self.exchange(method, &target, body))
+        tokio::time::timeout(timeout, self.exchange(method, &target, body, headers))
             .await
             .map_err(|_| RequestError::Timeout(timeout))?
     }
@@ -204,6 +216,7 @@ impl HttpsClient {
         method: Method,
         target: &Target,
         body: Option<Vec<u8>>,
+        headers: &[(&str, String)],
     ) -> Result<Response, RequestError> {
         let address = format!("{}:{}", target.host, target.port);
         let tcp = TcpStream::connect((target.host.as_str(), target.port)).await.map_err(|e| {
@@ -218,6 +231,9 @@ impl HttpsClient {
             .header(ACCEPT, "application/json");
         if body.is_some() {
             request = request.header(CONTENT_TYPE, "application/json");
+        }
+        for (name, value) in headers {
+            request = request.header(*name, value.as_str());
         }
         let request = request
             .body(Full::new(Bytes::from(body.unwrap_or_default())))

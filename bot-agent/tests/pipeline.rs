@@ -228,3 +228,44 @@ async fn a_bot_in_http_push_mode_runs_tasks_through_the_rest_api() {
         "taken at the first offer"
     );
 }
+
+#[tokio::test]
+async fn a_bot_serving_https_gets_its_tasks_over_tls() {
+    // A certificate for the loopback, which the orchestrator is told to trust (--bot-ca-file).
+    let material = simulators::tls::TlsMaterial::self_signed().unwrap();
+    let dir = std::env::temp_dir().join(format!("botline-https-bot-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, &material.cert_pem).unwrap();
+    std::fs::write(&key, &material.key_pem).unwrap();
+    let trusted = cert.clone();
+    let world = World::start_with(0, |config| config.bots.bot_ca_file = Some(trusted)).await;
+    let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
+    let mut config = world.agent_config("tls-bot", &[System::Noop]);
+    config.http = Some(SocketAddr::from(([127, 0, 0, 1], port)));
+    config.http_tls_cert = Some(cert);
+    config.http_tls_key = Some(key);
+    world.spawn_bot(config);
+    wait_until!(
+        "the HTTPS bot registered",
+        world.get("/api/v1/bots?name=tls-bot&status=AVAILABLE").await["total"] == 1
+    );
+    assert_eq!(world.get("/api/v1/bots?name=tls-bot").await["items"][0]["tls"], true);
+    let id = world
+        .create_task(
+            json!({"description": "over https", "system": "NOOP", "payload": {"duration_ms": 10}}),
+        )
+        .await;
+    world.wait_status(&id, "COMPLETE").await;
+    let history: Vec<String> =
+        world.history(&id).await.into_iter().filter(|k| k != "progress").collect();
+    assert_eq!(history, ["created", "assigned", "accepted", "completed"], "taken over TLS at once");
+    // The bot's port speaks only TLS: a plain HTTP POST gets no answer.
+    let plain = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/tasks"))
+        .body("{}")
+        .send()
+        .await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -85,4 +85,6 @@ pub enum Bots {
     UnansweredOffers,
     /// Added by m20261202_150000_add_rotation_to_bots.
     OffersPausedUntil,
+    /// Added by m20261202_160000_add_tls_to_bots.
+    Tls,
 }

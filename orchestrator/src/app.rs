@@ -46,6 +46,9 @@ pub enum StartError {
         /// Why.
         reason: String,
     },
+    /// The trust for HTTPS bots (`--bot-ca-file`) cannot be set up.
+    #[error("cannot set up the trust for HTTPS bots: {0}")]
+    BotTls(String),
     /// RabbitMQ cannot be reached.
     #[error(
         "cannot reach RabbitMQ at {url}: {reason}. Start one (`rabbitmq-server -detached`, or `scripts/services`) or point BOTLINE_AMQP_URL at yours"
@@ -108,6 +111,14 @@ impl Orchestrator {
         tracing::info!(broker = %redact(&config.broker_url()), "broker ready");
         let mut settings = config.pipeline_settings();
         settings.push_keys = access.push_keys();
+        // Trust for HTTPS bots: a bad CA file stops the start, as a bad certificate does.
+        settings.https = Some(
+            match &config.bots.bot_ca_file {
+                Some(path) => bot_agent::https::HttpsClient::with_ca_file(path),
+                None => bot_agent::https::HttpsClient::with_system_roots(),
+            }
+            .map_err(|e| StartError::BotTls(e.to_string()))?,
+        );
         let pipeline = Pipeline::new(db.clone(), publisher, settings);
         Ok(Orchestrator {
             state: AppState {

@@ -38,6 +38,8 @@ pub struct Bot {
     pub delivery: Delivery,
     /// Its HTTP port, for `delivery: http`.
     pub http_port: Option<u16>,
+    /// Whether that port serves HTTPS (the orchestrator then POSTs over TLS).
+    pub tls: bool,
     /// When it last said it was alive.
     pub last_heartbeat_at: Option<DateTime<Utc>>,
     /// The task it holds, if any (the orchestrator's to set: never written by a client).
@@ -71,6 +73,7 @@ impl TryFrom<bot::Model> for Bot {
             status: row.status.parse().map_err(|_| corrupt("status"))?,
             delivery: row.delivery.parse().map_err(|_| corrupt("delivery"))?,
             http_port: row.http_port.and_then(|p| u16::try_from(p).ok()),
+            tls: row.tls,
             systems,
             name: row.name,
             ip_address: row.ip_address,
@@ -111,6 +114,9 @@ pub struct BotRequest {
     /// answers, an AMQP bot when it comes online). Never BUSY: a new bot holds no task.
     #[serde(default)]
     pub status: Option<BotStatus>,
+    /// An HTTP bot that serves HTTPS on its port (default false).
+    #[serde(default)]
+    pub tls: Option<bool>,
     /// Out of rotation from the start.
     #[serde(default)]
     pub paused: Option<bool>,
@@ -154,6 +160,8 @@ pub struct BotPatch {
     pub delivery: Option<Delivery>,
     /// New HTTP port.
     pub http_port: Option<u16>,
+    /// Whether its port serves HTTPS.
+    pub tls: Option<bool>,
     /// AVAILABLE or UNAVAILABLE; BUSY only as it is (the orchestrator sets it while the bot
     /// holds a task). See [`status_after_write`].
     pub status: Option<BotStatus>,
@@ -186,6 +194,7 @@ impl BotPatch {
             http_port,
             status: Some(status),
             paused: Some(self.paused.unwrap_or(current.paused)),
+            tls: Some(self.tls.unwrap_or(current.tls) && delivery == Delivery::Http),
         }
     }
 }
@@ -237,6 +246,8 @@ pub struct BotSpec {
     pub status: BotStatus,
     /// Out of rotation.
     pub paused: bool,
+    /// Its port serves HTTPS.
+    pub tls: bool,
 }
 
 impl BotSpec {
@@ -282,6 +293,12 @@ impl BotSpec {
             (Delivery::Http, Some(0)) => {
                 return Err(ApiError::invalid("http_port", "http_port must be 1 to 65535"));
             }
+            (Delivery::Amqp, _) if request.tls == Some(true) => {
+                return Err(ApiError::invalid(
+                    "tls",
+                    "tls is only for delivery http; amqp bots receive from their queue",
+                ));
+            }
             (Delivery::Amqp, Some(_)) => {
                 return Err(ApiError::invalid(
                     "http_port",
@@ -298,6 +315,7 @@ impl BotSpec {
             http_port: request.http_port,
             status: request.status.unwrap_or(default_status),
             paused: request.paused.unwrap_or(false),
+            tls: request.tls.unwrap_or(false),
         })
     }
 }
@@ -370,6 +388,7 @@ pub async fn create_bot(
         paused: Set(spec.paused),
         unanswered_offers: Set(0),
         offers_paused_until: Set(None),
+        tls: Set(spec.tls),
     };
     row.insert(db).await.map_err(|e| taken(e, &spec))?.try_into()
 }
@@ -435,6 +454,7 @@ pub async fn update_bot(
         .col_expr(bot::Column::Delivery, Expr::value(spec.delivery.as_str()))
         .col_expr(bot::Column::HttpPort, Expr::value(spec.http_port.map(i32::from)))
         .col_expr(bot::Column::Paused, Expr::value(spec.paused))
+        .col_expr(bot::Column::Tls, Expr::value(spec.tls))
         .col_expr(bot::Column::UpdatedAt, Expr::value(now))
         .filter(bot::Column::Id.eq(id))
         .filter(bot::Column::Status.eq(current.status.as_str()));
@@ -538,6 +558,7 @@ mod tests {
             http_port: None,
             status: None,
             paused: None,
+            tls: None,
         }
     }
 
@@ -590,6 +611,7 @@ mod tests {
             systems: vec![System::Noop],
             delivery: Delivery::Http,
             http_port: Some(9000),
+            tls: false,
             last_heartbeat_at: None,
             current_task_id: None,
             paused: false,

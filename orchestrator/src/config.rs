@@ -140,6 +140,11 @@ pub struct BotBoundary {
     #[arg(long, env = "BOTLINE_MAX_EVENT_BYTES", default_value_t = 16 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=(128 * 1024 * 1024)))]
     pub max_event_bytes: u64,
 
+    /// The CA (or the certificate itself), PEM, that HTTPS bots' certificates are checked against
+    /// (bots registered with `tls: true`); without it, the system's root certificates.
+    #[arg(long, env = "BOTLINE_BOT_CA_FILE")]
+    pub bot_ca_file: Option<PathBuf>,
+
     /// Seconds an HTTP bot has to answer the POST of an offer (it should answer at once and work
     /// afterwards).
     #[arg(long, env = "BOTLINE_BOT_POST_TIMEOUT", default_value = "5", value_parser = parse_seconds)]
@@ -154,6 +159,7 @@ impl Default for BotBoundary {
             max_run_time: Duration::from_secs(3600),
             http_bot_networks: Vec::new(),
             max_event_bytes: 16 * 1024 * 1024,
+            bot_ca_file: None,
             bot_post_timeout: Duration::from_secs(5),
         }
     }

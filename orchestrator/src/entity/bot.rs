@@ -28,6 +28,8 @@ pub struct Model {
     pub unanswered_offers: i32,
     /// No offer before this time (the backoff after unanswered offers).
     pub offers_paused_until: Option<DateTimeUtc>,
+    /// An HTTP bot served over HTTPS.
+    pub tls: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -186,6 +186,7 @@ async fn apply_http_bot_event(
                     BotStatus::Available
                 }),
                 paused: Some(current.paused),
+                tls: Some(current.tls),
             };
             let spec = BotSpec::parse(request, BotStatus::Available)?;
             check_network(state, &spec)?;

@@ -544,6 +544,7 @@ impl Pipeline {
                     paused: Set(false),
                     unanswered_offers: Set(0),
                     offers_paused_until: Set(None),
+                    tls: Set(false),
                 }
                 .insert(txn)
                 .await?;

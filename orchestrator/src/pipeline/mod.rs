@@ -82,6 +82,8 @@ pub struct Settings {
     pub max_event_bytes: usize,
     /// The keys that sign what is POSTed to each HTTP bot that has a token, by bot name.
     pub push_keys: std::collections::HashMap<String, broker_config::push::PushKey>,
+    /// The client for HTTPS bots (`tls: true`), with the trust `--bot-ca-file` gives.
+    pub https: Option<bot_agent::https::HttpsClient>,
 }
 
 impl Settings {
@@ -118,6 +120,7 @@ impl Default for Settings {
             http_bot_networks: Vec::new(),
             max_event_bytes: 16 * 1024 * 1024,
             push_keys: Default::default(),
+            https: None,
         }
     }
 }
@@ -307,6 +310,9 @@ impl Pipeline {
     ) -> Result<u16, String> {
         let url = self.bot_url(bot, route)?;
         let key = self.settings.push_keys.get(&bot.name);
+        if bot.tls {
+            return self.post_over_https(bot, &url, key, body).await;
+        }
         let mut pause = Duration::from_millis(500);
         for attempt in 1..=3 {
             let mut request =
@@ -329,6 +335,48 @@ impl Pipeline {
                         "no answer to the POST within {:?} (answer at once, then work)",
                         self.settings.bot_post_timeout
                     ));
+                }
+                Err(error) => return Err(error.to_string()),
+            }
+        }
+        Err("the bot refused the connection three times".to_owned())
+    }
+
+    /// [`Pipeline::post_to_bot`] to a bot that serves HTTPS: its certificate checked against
+    /// `--bot-ca-file` (or the system's roots), no redirect followed.
+    async fn post_over_https(
+        &self,
+        bot: &bot::Model,
+        url: &str,
+        key: Option<&broker_config::push::PushKey>,
+        body: Vec<u8>,
+    ) -> Result<u16, String> {
+        use bot_agent::https::RequestError;
+        let client = self.settings.https.as_ref().ok_or(
+            "the bot serves HTTPS and the orchestrator has no trust for it (see --bot-ca-file)",
+        )?;
+        let mut pause = Duration::from_millis(500);
+        for attempt in 1..=3 {
+            let mut headers = Vec::new();
+            if let Some(key) = key {
+                let signature = key.sign(chrono::Utc::now().timestamp(), &body);
+                headers.push((broker_config::push::SIGNATURE_HEADER, signature));
+            }
+            let sent = client
+                .request_with(
+                    bot_agent::https::Method::POST,
+                    url,
+                    Some(body.clone()),
+                    &headers,
+                    self.settings.bot_post_timeout,
+                )
+                .await;
+            match sent {
+                Ok(response) => return Ok(response.status),
+                Err(RequestError::Connect { .. }) if attempt < 3 => {
+                    tracing::debug!(bot = %bot.name, %url, attempt, "the bot refused the connection; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
                 }
                 Err(error) => return Err(error.to_string()),
             }
@@ -364,6 +412,7 @@ impl Pipeline {
             std::net::IpAddr::V6(v6) => format!("[{v6}]"),
             std::net::IpAddr::V4(v4) => v4.to_string(),
         };
-        Ok(format!("http://{host}:{port}{route}"))
+        let scheme = if bot.tls { "https" } else { "http" };
+        Ok(format!("{scheme}://{host}:{port}{route}"))
     }
 }
