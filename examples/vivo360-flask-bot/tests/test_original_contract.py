@@ -341,3 +341,26 @@ def test_a_redirect_from_a_bot_is_not_followed(make_world):
     finally:
         elsewhere.shutdown()
         redirecting.shutdown()
+
+
+def test_a_report_that_cannot_be_stored_as_sent_is_stored_marked_not_refused(make_world, database):
+    """A NUL (PostgreSQL stores none) and a 3 MB message: the report is applied, the task ends."""
+    world = make_world(database)
+    world.bot("quiet", fault="silent")  # it takes the task; the test reports as it would
+    task = vivo360_task(world)
+    until("the offer", lambda: world.get(f"/tasks/{task['id']}")["status"] == "ASSIGNED", 20)
+    assert requests.put(world.url(f"/tasks/{task['id']}"), json={"status": "RUNNING"}, timeout=10).status_code == 200
+    rows = [
+        {"row": 1, "status": "CREATED", "message": "success\u0000"},
+        {"row": 2, "status": "REJECTED", "message": "x" * 3_000_000},
+        {"row": 3, "status": "FAILED", "message": "portal down"},
+    ]
+    done = requests.put(world.url(f"/tasks/{task['id']}"), json={"status": "COMPLETE", "result": {"rows": rows}}, timeout=30)
+    assert done.status_code == 200, done.text[:300]
+    stored = {row["row"]: row["message"] for row in done.json()["result"]["rows"]}
+    assert stored[1] == "success\ufffd [NUL characters replaced]"
+    assert len(stored[2]) < 3_000 and stored[2].endswith("[truncated: 3000000 bytes in all]")
+    assert done.json()["status"] == "COMPLETE"
+    # An edit is still refused for a NUL: it would be stored as sent.
+    edit = requests.put(world.url(f"/tasks/{task['id']}"), json={"description": "bad\u0000"}, timeout=10)
+    assert edit.status_code == 422 and edit.json()["error"]["field"] == "description", edit.text

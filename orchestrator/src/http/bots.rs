@@ -117,6 +117,7 @@ pub async fn replace_bot(
         apply_http_bot_event(&state, &current, event).await?;
         return Ok(Json(bots::get_bot(&state.db, current.id).await?));
     }
+    body.refuse_unstorable()?;
     let mut patch: BotPatch = extract::parse_json(&body.0)?;
     // A PUT is often the whole bot a client read earlier: its `paused` may be from before an
     // operator's pause, so only PATCH pauses and resumes.

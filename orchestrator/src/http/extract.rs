@@ -32,7 +32,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
 }
 
 /// A JSON body, unparsed: for handlers that choose the shape from the content (a bot's event or a
-/// user's edit on the same route).
+/// user's edit on the same route). Not checked for what cannot be stored: a bot's report is made
+/// storable where it is applied (a refused report would leave its task RUNNING); the handler
+/// checks an edit with [`JsonBytes::refuse_unstorable`].
 #[derive(Debug, Clone)]
 pub struct JsonBytes(pub Bytes);
 
@@ -46,12 +48,15 @@ impl<S: Send + Sync> FromRequest<S> for JsonBytes {
             ));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(body_rejection)?;
-        refuse_unstorable(&bytes)?;
         Ok(JsonBytes(bytes))
     }
 }
 
 impl JsonBytes {
+    /// [`refuse_unstorable`] on the body: for an edit, which is stored as sent.
+    pub fn refuse_unstorable(&self) -> Result<(), ApiError> {
+        refuse_unstorable(&self.0)
+    }
     /// Whether the body is a bot event (`{"v":…,"type":"task.accepted",…}`) rather than a
     /// resource: events carry `type`, resources never do.
     pub fn is_event(&self) -> bool {

@@ -110,8 +110,10 @@ pub struct TriggersAnswer {
         (status = 400, description = "empty list, a missing or blank field: nothing counted", body = ErrorBody)))]
 pub async fn report_triggers(
     State(state): State<AppState>,
-    JsonBytes(body): JsonBytes,
+    body: JsonBytes,
 ) -> Result<Json<TriggersAnswer>, ApiError> {
+    body.refuse_unstorable()?;
+    let JsonBytes(body) = body;
     let triggers = report::parse_triggers(&body)
         .map_err(|e| ApiError::MalformedBody(format!("{}: {}", e.field, e.message)))?;
     let results = state.pipeline.incidents.report(&triggers, Source::Api, now()).await?;

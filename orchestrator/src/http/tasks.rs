@@ -261,8 +261,10 @@ pub async fn create_task(
         (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create_tasks(
     State(state): State<AppState>,
-    extract::JsonBytes(body): extract::JsonBytes,
+    body: extract::JsonBytes,
 ) -> Result<(StatusCode, Json<BulkTasks>), ApiError> {
+    body.refuse_unstorable()?;
+    let extract::JsonBytes(body) = body;
     let bulk: BulkTaskRequest = extract::parse_json(&body).map_err(|err| {
         // serde would read a bare list as the object's fields in order, and say so obscurely.
         let is_list = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
@@ -339,7 +341,7 @@ pub async fn replace_task(
         return Ok(Json(tasks::get_task(&state.db, id).await?));
     }
     let patch: TaskPatch = extract::parse_json(&body.0)?;
-    change_task(&state, id, &caller, patch).await.map(Json)
+    change_task(&state, id, &caller, patch, &body).await.map(Json)
 }
 
 /// Changes a task: the same as `PUT` (see there), for clients that say PATCH.
@@ -351,9 +353,10 @@ pub async fn patch_task(
     State(state): State<AppState>,
     Path(id): Path<String>,
     caller: Caller,
-    extract::Json(patch): extract::Json<TaskPatch>,
+    body: extract::JsonBytes,
 ) -> Result<Json<Task>, ApiError> {
-    change_task(&state, parse_id(&id)?, &caller, patch).await.map(Json)
+    let patch: TaskPatch = extract::parse_json(&body.0)?;
+    change_task(&state, parse_id(&id)?, &caller, patch, &body).await.map(Json)
 }
 
 /// A user's edit, or a bot's report when `status` is RUNNING, COMPLETE or FAILED.
@@ -362,10 +365,12 @@ async fn change_task(
     id: uuid::Uuid,
     caller: &Caller,
     patch: TaskPatch,
+    body: &extract::JsonBytes,
 ) -> Result<Task, ApiError> {
     let current = tasks::find_task(&state.db, id).await?;
     patch.check_identity(&current)?;
     if patch.is_report_on(&current) {
+        // What a bot reports is made storable where it is applied, never refused for it.
         let holder = match current.bot_id {
             Some(bot_id) => bots::find_by_id(&state.db, bot_id).await?,
             None => None,
@@ -376,6 +381,7 @@ async fn change_task(
         }
         return tasks::get_task(&state.db, id).await;
     }
+    body.refuse_unstorable()?;
     let limit = state.max_attachment_bytes;
     let update = |current: &_| {
         let request = patch.apply_to(current)?;
