@@ -111,14 +111,19 @@ impl Orchestrator {
         tracing::info!(broker = %redact(&config.broker_url()), "broker ready");
         let mut settings = config.pipeline_settings();
         settings.push_keys = access.push_keys();
-        // Trust for HTTPS bots: a bad CA file stops the start, as a bad certificate does.
-        settings.https = Some(
-            match &config.bots.bot_ca_file {
-                Some(path) => bot_agent::https::HttpsClient::with_ca_file(path),
-                None => bot_agent::https::HttpsClient::with_system_roots(),
-            }
-            .map_err(|e| StartError::BotTls(e.to_string()))?,
-        );
+        // Trust for HTTPS bots: a bad CA file stops the start, as a bad certificate does; a machine
+        // without system roots only cannot reach HTTPS bots (each offer to one says so).
+        settings.https = match &config.bots.bot_ca_file {
+            Some(path) => Some(
+                bot_agent::https::HttpsClient::with_ca_file(path)
+                    .map_err(|e| StartError::BotTls(e.to_string()))?,
+            ),
+            None => bot_agent::https::HttpsClient::with_system_roots()
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, "no system roots: HTTPS bots cannot be reached without --bot-ca-file");
+                })
+                .ok(),
+        };
         let pipeline = Pipeline::new(db.clone(), publisher, settings);
         Ok(Orchestrator {
             state: AppState {
