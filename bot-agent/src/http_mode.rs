@@ -207,6 +207,14 @@ struct Endpoint {
 
 impl Endpoint {
     /// Refuses a command the orchestrator did not sign (forged, changed, stale, replayed).
+    /// The command in a request: signed by the orchestrator (when the bot has a token) and well
+    /// formed, or the answer refusing it.
+    fn command(&self, headers: &HeaderMap, body: &[u8]) -> Result<Command, (StatusCode, String)> {
+        self.check(headers, body)
+            .map_err(|refused| (StatusCode::UNAUTHORIZED, refused.to_string()))?;
+        decode::<Command>(body).map_err(|error| (StatusCode::BAD_REQUEST, error.to_string()))
+    }
+
     fn check(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), push::Refused> {
         let Some(verifier) = &self.verifier else { return Ok(()) };
         let header = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
@@ -245,20 +253,16 @@ async fn receive_cancel(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(refused) = endpoint.check(&headers, &body) {
-        return TaskAnswer::refused(StatusCode::UNAUTHORIZED, refused.to_string());
-    }
-    let agent = &endpoint.agent;
-    match decode::<Command>(&body) {
+    match endpoint.command(&headers, &body) {
         Ok(Command::CancelTask { task, reason }) if task.task_id == id => {
-            agent.cancel(task, &reason);
+            endpoint.agent.cancel(task, &reason);
             TaskAnswer::taken()
         }
         Ok(_) => TaskAnswer::refused(
             StatusCode::BAD_REQUEST,
             format!("the body is not a task.cancel for task {id}"),
         ),
-        Err(error) => TaskAnswer::refused(StatusCode::BAD_REQUEST, error.to_string()),
+        Err((status, reason)) => TaskAnswer::refused(status, reason),
     }
 }
 
@@ -268,13 +272,10 @@ async fn receive_command(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(refused) = endpoint.check(&headers, &body) {
-        return TaskAnswer::refused(StatusCode::UNAUTHORIZED, refused.to_string());
-    }
     let agent = &endpoint.agent;
-    let command = match decode::<Command>(&body) {
+    let command = match endpoint.command(&headers, &body) {
         Ok(command) => command,
-        Err(error) => return TaskAnswer::refused(StatusCode::BAD_REQUEST, error.to_string()),
+        Err((status, reason)) => return TaskAnswer::refused(status, reason),
     };
     match command {
         Command::AssignTask(assignment) => match agent.claim(&assignment, Utc::now()) {

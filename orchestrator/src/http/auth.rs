@@ -36,7 +36,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::extract::JsonBytes;
-use crate::entity::{bot, task, task_event};
+use crate::entity::{task, task_event};
 use crate::error::{ApiError, ErrorBody, ErrorDetail};
 use crate::tasks::EventKind;
 
@@ -697,7 +697,7 @@ fn named(bytes: &[u8]) -> Result<Option<String>, ()> {
 
 /// Whether the bot `id` exists and is named `me`.
 async fn is_bot(db: &DatabaseConnection, id: Uuid, me: &BotName) -> Result<bool, ApiError> {
-    let record = bot::Entity::find_by_id(id).one(db).await?;
+    let record = crate::bots::find_by_id(db, id).await?;
     Ok(record.is_some_and(|bot| bot.name == me.as_str()))
 }
 

@@ -32,6 +32,14 @@ pub mod events;
 pub mod rules;
 pub mod storable;
 
+/// Why one POST to a bot did not get an answer.
+enum PostError {
+    /// The connection was refused (the bot may not listen yet): worth a quick retry.
+    Refused(String),
+    /// Anything else: no retry.
+    Failed(String),
+}
+
 /// The advisory lock key of the pipeline's transactions on PostgreSQL ("botline" in ASCII).
 const PIPELINE_LOCK: i64 = 0x0062_6f74_6c69_6e65;
 
@@ -310,78 +318,75 @@ impl Pipeline {
     ) -> Result<u16, String> {
         let url = self.bot_url(bot, route)?;
         let key = self.settings.push_keys.get(&bot.name);
-        if bot.tls {
-            return self.post_over_https(bot, &url, key, body).await;
-        }
         let mut pause = Duration::from_millis(500);
         for attempt in 1..=3 {
-            let mut request =
-                self.http.post(&url).header("content-type", "application/json").body(body.clone());
-            if let Some(key) = key {
-                // Signed at each try: a bot refuses a signature it has seen (a replay).
-                let signature = key.sign(chrono::Utc::now().timestamp(), &body);
-                request = request.header(broker_config::push::SIGNATURE_HEADER, signature);
-            }
-            let sent = request.send().await;
+            // Signed at each try: a bot refuses a signature it has seen (a replay).
+            let signature = key.map(|key| key.sign(chrono::Utc::now().timestamp(), &body));
+            let sent = if bot.tls {
+                self.post_https_once(&url, signature, &body).await
+            } else {
+                self.post_http_once(&url, signature, &body).await
+            };
             match sent {
-                Ok(response) => return Ok(response.status().as_u16()),
-                Err(error) if error.is_connect() && attempt < 3 => {
+                Err(PostError::Refused(_)) if attempt < 3 => {
                     tracing::debug!(bot = %bot.name, %url, attempt, "the bot refused the connection; trying again");
                     tokio::time::sleep(pause).await;
                     pause *= 2;
                 }
-                Err(error) if error.is_timeout() => {
-                    return Err(format!(
-                        "no answer to the POST within {:?} (answer at once, then work)",
-                        self.settings.bot_post_timeout
-                    ));
-                }
-                Err(error) => return Err(error.to_string()),
+                Err(PostError::Refused(reason) | PostError::Failed(reason)) => return Err(reason),
+                Ok(status) => return Ok(status),
             }
         }
         Err("the bot refused the connection three times".to_owned())
     }
 
-    /// [`Pipeline::post_to_bot`] to a bot that serves HTTPS: its certificate checked against
-    /// `--bot-ca-file` (or the system's roots), no redirect followed.
-    async fn post_over_https(
+    /// One POST over plain HTTP (reqwest: no redirect, no proxy).
+    async fn post_http_once(
         &self,
-        bot: &bot::Model,
         url: &str,
-        key: Option<&broker_config::push::PushKey>,
-        body: Vec<u8>,
-    ) -> Result<u16, String> {
-        use bot_agent::https::RequestError;
-        let client = self.settings.https.as_ref().ok_or(
-            "the bot serves HTTPS and the orchestrator has no trust for it (see --bot-ca-file)",
-        )?;
-        let mut pause = Duration::from_millis(500);
-        for attempt in 1..=3 {
-            let mut headers = Vec::new();
-            if let Some(key) = key {
-                let signature = key.sign(chrono::Utc::now().timestamp(), &body);
-                headers.push((broker_config::push::SIGNATURE_HEADER, signature));
-            }
-            let sent = client
-                .request_with(
-                    bot_agent::https::Method::POST,
-                    url,
-                    Some(body.clone()),
-                    &headers,
-                    self.settings.bot_post_timeout,
-                )
-                .await;
-            match sent {
-                Ok(response) => return Ok(response.status),
-                Err(RequestError::Connect { .. }) if attempt < 3 => {
-                    tracing::debug!(bot = %bot.name, %url, attempt, "the bot refused the connection; trying again");
-                    tokio::time::sleep(pause).await;
-                    pause *= 2;
-                }
-                Err(error) => return Err(error.to_string()),
-            }
+        signature: Option<String>,
+        body: &[u8],
+    ) -> Result<u16, PostError> {
+        let mut request =
+            self.http.post(url).header("content-type", "application/json").body(body.to_vec());
+        if let Some(signature) = signature {
+            request = request.header(broker_config::push::SIGNATURE_HEADER, signature);
         }
-        Err("the bot refused the connection three times".to_owned())
+        match request.send().await {
+            Ok(response) => Ok(response.status().as_u16()),
+            Err(error) if error.is_connect() => Err(PostError::Refused(error.to_string())),
+            Err(error) if error.is_timeout() => Err(PostError::Failed(format!(
+                "no answer to the POST within {:?} (answer at once, then work)",
+                self.settings.bot_post_timeout
+            ))),
+            Err(error) => Err(PostError::Failed(error.to_string())),
+        }
+    }
+
+    /// One POST to a bot that serves HTTPS: its certificate checked against `--bot-ca-file` (or
+    /// the system's roots), no redirect followed.
+    async fn post_https_once(
+        &self,
+        url: &str,
+        signature: Option<String>,
+        body: &[u8],
+    ) -> Result<u16, PostError> {
+        use bot_agent::https::RequestError;
+        let client = self.settings.https.as_ref().ok_or_else(|| {
+            PostError::Failed(
+                "the bot serves HTTPS and the orchestrator has no trust for it (see --bot-ca-file)"
+                    .to_owned(),
+            )
+        })?;
+        let headers: Vec<(&str, String)> =
+            signature.map(|s| (broker_config::push::SIGNATURE_HEADER, s)).into_iter().collect();
+        let method = bot_agent::https::Method::POST;
+        let timeout = self.settings.bot_post_timeout;
+        match client.request_with(method, url, Some(body.to_vec()), &headers, timeout).await {
+            Ok(response) => Ok(response.status),
+            Err(error @ RequestError::Connect { .. }) => Err(PostError::Refused(error.to_string())),
+            Err(error) => Err(PostError::Failed(error.to_string())),
+        }
     }
 
     /// Whether an HTTP bot's address takes a TCP connection within a second: the liveness of a

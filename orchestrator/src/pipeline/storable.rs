@@ -43,7 +43,7 @@ pub fn text(text: &str, max: usize) -> Cow<'_, str> {
 /// `value` with every NUL in its strings and keys replaced, or, when it serializes to more than
 /// [`MAX_OUTPUT_BYTES`], a note of its size in its place.
 pub fn output(value: &Value) -> Option<Value> {
-    let size = serde_json::to_vec(value).map_or(usize::MAX, |bytes| bytes.len());
+    let size = serialized_len(value);
     if size > MAX_OUTPUT_BYTES {
         return Some(serde_json::json!({
             "truncated": true,
@@ -51,6 +51,26 @@ pub fn output(value: &Value) -> Option<Value> {
         }));
     }
     has_nul(value).then(|| without_nul(value))
+}
+
+/// How many bytes `value` serializes to, counted without writing them anywhere (it is checked
+/// for every completion that carries an output).
+fn serialized_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
+    }
 }
 
 fn has_nul(value: &Value) -> bool {
@@ -99,7 +119,7 @@ fn needs_care(event: &Event) -> bool {
             rows_need(rows)
                 || output
                     .as_ref()
-                    .is_some_and(|o| has_nul(o) || o.to_string().len() > MAX_OUTPUT_BYTES)
+                    .is_some_and(|o| has_nul(o) || serialized_len(o) > MAX_OUTPUT_BYTES)
         }
         Event::TaskFailed { rows, error, .. } => {
             rows_need(rows) || text_needs(error, MAX_ERROR_CHARS)
