@@ -69,6 +69,7 @@ macro_rules! named_enum {
 /// Where a task is in its life (docs/architecture.md, "The task life").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "sea-orm", derive(sea_orm::DeriveValueType), sea_orm(value_type = "String"))]
 #[serde(rename_all = "UPPERCASE")]
 pub enum TaskStatus {
     /// Stored and due (or waiting for its `not_before`), not offered to any bot.
@@ -109,6 +110,7 @@ impl TaskStatus {
 /// Whether a bot can take work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "sea-orm", derive(sea_orm::DeriveValueType), sea_orm(value_type = "String"))]
 #[serde(rename_all = "UPPERCASE")]
 pub enum BotStatus {
     /// Online and free.
@@ -128,6 +130,7 @@ named_enum!(BotStatus, "status", {
 /// How the orchestrator hands tasks to a bot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "sea-orm", derive(sea_orm::DeriveValueType), sea_orm(value_type = "String"))]
 #[serde(rename_all = "lowercase")]
 pub enum Delivery {
     /// Through the bot's own RabbitMQ queue.

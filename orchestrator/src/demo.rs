@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::now;
 use crate::config::Config;
-use crate::tasks::{TaskRequest, TaskSpec, create_task};
+use crate::store::tasks::create_task;
+use crate::tasks::{TaskRequest, TaskSpec};
 use crate::{Orchestrator, StartError};
 
 /// The Vivo360 portal's usual port; the demo falls back to any free port.

@@ -1,21 +1,26 @@
 //! Botline's orchestrator: it keeps bots and tasks in the database and serves the REST API.
 //!
-//! Layout:
+//! Layout (docs/architecture.md has the schema, the topology and the task life):
 //! - [`config`]: flags with environment variables behind them.
 //! - [`app`]: [`Orchestrator::start`] opens and migrates the database; [`Orchestrator::serve`]
 //!   runs the API on a given listener until a cancellation token fires (tests bind port 0).
-//! - [`http`]: routes and handlers, thin shells over [`bots`] and [`tasks`].
-//! - [`bots`], [`tasks`]: validated inputs, API views, and storage of each resource.
+//! - [`http`]: routes and handlers, thin shells over the modules below.
+//! - [`tasks`], [`bots`]: what clients send and are shown, and the status changes they may ask
+//!   for; pure.
 //! - [`pipeline`]: the dispatcher, the event consumer and the sweeps (the task life).
 //! - [`incidents`]: monitoring reports counted into incidents, escalated and communicated as
 //!   NOTIFY tasks; actions (the rules), the timer and the `botline.monitoring` consumer.
 //! - [`etl`]: the attendance ETL (records from `botline.attendance` into the database), its
 //!   synthetic producer and its reports.
-//! - [`demo`]: `orchestrator demo`, everything plus simulators and three bots in one process.
+//! - [`store`]: tasks, bots and history as stored, and the transaction rule; [`entity`]: the
+//!   sea-orm rows under it.
 //! - [`changes`]: notices of committed changes, streamed to the dashboard.
 //! - [`pagination`]: limit/offset and cursor paging shared by the lists.
-//! - [`entity`]: sea-orm rows; [`error`]: [`ApiError`](error::ApiError), the one error type
-//!   mapped to HTTP; [`clock`]: timestamps as stored.
+//! - [`error`]: [`ApiError`](error::ApiError), the one error type mapped to HTTP; [`clock`]:
+//!   timestamps as stored; [`failpoint`]: crashes on purpose, for the fault tests.
+//!
+//! Modules point down this list, never up: `http` → `pipeline`, `incidents` → `store` →
+//! `entity`; `tasks` and `bots` are read by all of them and read only `entity` and `error`.
 
 pub mod app;
 pub mod bots;
@@ -31,6 +36,7 @@ pub mod http;
 pub mod incidents;
 pub mod pagination;
 pub mod pipeline;
+pub mod store;
 pub mod tasks;
 
 pub use app::{Orchestrator, StartError};

@@ -171,7 +171,7 @@ async fn a_bot_running_a_task_cannot_be_deleted(backend: Backend) {
         async move {
             let row = task::Entity::find_by_id(task_id).one(&db).await.unwrap().unwrap();
             let mut row: task::ActiveModel = row.into();
-            row.status = Set(status.as_str().to_owned());
+            row.status = Set(status);
             row.bot_id = Set(Some(bot_id));
             row.attempt = Set(1);
             row.update(&db).await.unwrap();

@@ -115,7 +115,7 @@ impl Api {
             .unwrap()
             .unwrap();
         let mut row: task::ActiveModel = row.into();
-        row.status = Set(status.as_str().to_owned());
+        row.status = Set(status);
         row.update(&self.app.db).await.unwrap();
     }
 }

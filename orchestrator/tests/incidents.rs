@@ -485,7 +485,7 @@ async fn failed_tasks_feed_incidents_but_notify_tasks_do_not(backend: Backend) {
         // As the pipeline leaves a task that failed for good.
         let row = task::Entity::find_by_id(id).one(&app.db).await.unwrap().unwrap();
         let mut row: task::ActiveModel = row.into();
-        row.status = Set("FAILED".into());
+        row.status = Set(broker_config::TaskStatus::Failed);
         row.error = Set(Some(format!("{system} told to fail")));
         row.update(&app.db).await.unwrap();
         failed.push(id);

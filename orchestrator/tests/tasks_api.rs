@@ -8,7 +8,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use broker_config::TaskStatus;
 use common::{Backend, ErrorCase, TestApp, assert_error};
 use orchestrator::entity::{task, task_event};
-use orchestrator::tasks::{EventKind, History};
+use orchestrator::store::history::History;
+use orchestrator::tasks::EventKind;
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _,
     Set, TransactionTrait as _,
@@ -35,7 +36,7 @@ async fn force_status(app: &TestApp, id: &str, status: TaskStatus) {
         .unwrap()
         .unwrap();
     let mut row: task::ActiveModel = row.into();
-    row.status = Set(status.as_str().to_owned());
+    row.status = Set(status);
     row.update(&app.db).await.unwrap();
 }
 

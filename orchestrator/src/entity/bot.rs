@@ -1,6 +1,7 @@
 //! A row of `bots`.
 #![allow(missing_docs)]
 
+use broker_config::{BotStatus, Delivery};
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -11,10 +12,12 @@ pub struct Model {
     #[sea_orm(unique)]
     pub name: String,
     pub ip_address: String,
-    pub status: String,
+    /// Stored as its name (`AVAILABLE`, …); changed only as [`crate::bots::status`] says.
+    pub status: BotStatus,
     /// Comma-separated system names.
     pub systems: String,
-    pub delivery: String,
+    /// Stored as its name (`amqp`, `http`).
+    pub delivery: Delivery,
     pub http_port: Option<i32>,
     pub last_heartbeat_at: Option<DateTimeUtc>,
     pub current_task_id: Option<Uuid>,

@@ -1,6 +1,6 @@
-//! sea-orm entities: the rows as stored. Statuses and systems are stored as their names and
-//! parsed into broker-config's types where they are read ([`crate::bots`], [`crate::tasks`],
-//! the pipeline).
+//! sea-orm entities: the rows as stored. Statuses and a bot's delivery are typed columns
+//! (broker-config's enums, stored as their names); systems stay names (text), as they are to
+//! become data. The storage functions over them are [`crate::store`].
 
 pub mod attendance;
 pub mod attendance_service;

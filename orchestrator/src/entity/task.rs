@@ -1,6 +1,7 @@
 //! A row of `tasks`.
 #![allow(missing_docs)]
 
+use broker_config::TaskStatus;
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -9,8 +10,11 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: Uuid,
     pub description: String,
+    /// The system's name. Text, not `System`: systems are to become data (registered at run
+    /// time), and a name the orchestrator no longer knows must still read back.
     pub system: String,
-    pub status: String,
+    /// Stored as its name (`WAITING`, …).
+    pub status: TaskStatus,
     /// The CSV, base64 encoded.
     pub attachment: Option<String>,
     pub payload: Option<Json>,

@@ -697,7 +697,7 @@ fn named(bytes: &[u8]) -> Result<Option<String>, ()> {
 
 /// Whether the bot `id` exists and is named `me`.
 async fn is_bot(db: &DatabaseConnection, id: Uuid, me: &BotName) -> Result<bool, ApiError> {
-    let record = crate::bots::find_by_id(db, id).await?;
+    let record = crate::store::bots::find_by_id(db, id).await?;
     Ok(record.is_some_and(|bot| bot.name == me.as_str()))
 }
 
@@ -705,7 +705,7 @@ async fn is_bot(db: &DatabaseConnection, id: Uuid, me: &BotName) -> Result<bool,
 /// held a task may still report on it: its late events are fenced by attempt, recorded as stale
 /// and change nothing, exactly as they would over the broker.
 async fn was_given(db: &DatabaseConnection, id: Uuid, me: &BotName) -> Result<bool, ApiError> {
-    let Some(bot) = crate::bots::find_by_name(db, me.as_str()).await? else {
+    let Some(bot) = crate::store::bots::find_by_name(db, me.as_str()).await? else {
         return Ok(false);
     };
     let Some(task) = task::Entity::find_by_id(id).one(db).await? else {

@@ -8,11 +8,11 @@ use serde::Deserialize;
 
 use super::extract::{self, Query};
 use super::{AppState, parse_id, parse_list};
-use crate::bots::{self, Bot, BotFilter, BotPatch, BotRequest, BotSpec};
+use crate::bots::{self, Bot, BotPatch, BotRequest, BotSpec};
 use crate::clock::now;
 use crate::error::{ApiError, ErrorBody};
 use crate::pagination::{Order, Page, PageRequest};
-use crate::tasks;
+use crate::store::bots::BotFilter;
 use broker_config::BotStatus;
 
 /// The bot routes.
@@ -59,7 +59,7 @@ pub async fn list_bots(
         name: q.name,
     };
     let page = PageRequest::parse(q.limit, q.offset, q.cursor.as_deref(), q.order)?;
-    Ok(Json(bots::list_bots(&state.db, &filter, page).await?))
+    Ok(Json(crate::store::bots::list_bots(&state.db, &filter, page).await?))
 }
 
 /// Registers a bot. Name and address suffice (the original contract): such a bot runs every
@@ -74,7 +74,7 @@ pub async fn create_bot(
 ) -> Result<(StatusCode, Json<Bot>), ApiError> {
     let spec = BotSpec::parse_new(request, state.default_bot_port)?;
     check_network(&state, &spec)?;
-    let bot = bots::create_bot(&state.db, spec, now()).await?;
+    let bot = crate::store::bots::create_bot(&state.db, spec, now()).await?;
     state.pipeline.changes.bot(bot.id);
     if bot.status == BotStatus::Available {
         state.pipeline.wake();
@@ -90,7 +90,7 @@ pub async fn get_bot(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Bot>, ApiError> {
-    Ok(Json(bots::get_bot(&state.db, parse_id(&id)?).await?))
+    Ok(Json(crate::store::bots::get_bot(&state.db, parse_id(&id)?).await?))
 }
 
 /// Changes a bot: the fields given change, the others stay (a client may send back the whole
@@ -108,14 +108,14 @@ pub async fn replace_bot(
     Path(id): Path<String>,
     body: extract::JsonBytes,
 ) -> Result<Json<Bot>, ApiError> {
-    let current = bots::get_bot(&state.db, parse_id(&id)?).await?;
+    let current = crate::store::bots::get_bot(&state.db, parse_id(&id)?).await?;
     if body.is_event() {
         let event = body.event()?;
         if event.bot().as_str() != current.name || event.task().is_some() {
             return Err(ApiError::invalid("bot", "the event is not a bot event from this bot"));
         }
         apply_http_bot_event(&state, &current, event).await?;
-        return Ok(Json(bots::get_bot(&state.db, current.id).await?));
+        return Ok(Json(crate::store::bots::get_bot(&state.db, current.id).await?));
     }
     body.refuse_unstorable()?;
     let mut patch: BotPatch = extract::parse_json(&body.0)?;
@@ -144,20 +144,16 @@ fn check_network(state: &AppState, spec: &BotSpec) -> Result<(), ApiError> {
 /// Applies a client's change to `current`.
 async fn change_bot(state: &AppState, current: Bot, patch: BotPatch) -> Result<Bot, ApiError> {
     patch.check_identity(&current)?;
-    let holds =
-        match current.current_task_id {
-            Some(task_id) => Some((
-                task_id,
-                tasks::find_task(&state.db, task_id).await?.status.parse().map_err(|_| {
-                    ApiError::invalid("status", "the held task's status is unreadable")
-                })?,
-            )),
-            None => None,
-        };
+    let holds = match current.current_task_id {
+        Some(task_id) => {
+            Some((task_id, crate::store::tasks::find_task(&state.db, task_id).await?.status))
+        }
+        None => None,
+    };
     let status = bots::status_after_write(current.status, patch.status, holds)?;
     let spec = BotSpec::parse(patch.apply_to(&current, status), current.status)?;
     check_network(state, &spec)?;
-    let bot = bots::update_bot(&state.db, &current, spec, now()).await?;
+    let bot = crate::store::bots::update_bot(&state.db, &current, spec, now()).await?;
     state.pipeline.changes.bot(bot.id);
     if bot.status == BotStatus::Available && !bot.paused {
         state.pipeline.wake();
@@ -191,7 +187,7 @@ async fn apply_http_bot_event(
             };
             let spec = BotSpec::parse(request, BotStatus::Available)?;
             check_network(state, &spec)?;
-            bots::update_bot(&state.db, current, spec, now()).await?;
+            crate::store::bots::update_bot(&state.db, current, spec, now()).await?;
             state.pipeline.changes.bot(current.id);
             let heartbeat = broker_config::Event::BotHeartbeat {
                 bot: broker_config::BotName::parse(&current.name)
@@ -216,7 +212,7 @@ pub async fn patch_bot(
     Path(id): Path<String>,
     extract::Json(patch): extract::Json<BotPatch>,
 ) -> Result<Json<Bot>, ApiError> {
-    let current = bots::get_bot(&state.db, parse_id(&id)?).await?;
+    let current = crate::store::bots::get_bot(&state.db, parse_id(&id)?).await?;
     change_bot(&state, current, patch).await.map(Json)
 }
 
@@ -228,7 +224,7 @@ pub async fn delete_bot(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
-    bots::delete_bot(&state.db, id, now()).await?;
+    crate::store::bots::delete_bot(&state.db, id, now()).await?;
     state.pipeline.changes.bot(id);
     tracing::info!(bot_id = %id, "bot deleted");
     Ok(StatusCode::NO_CONTENT)

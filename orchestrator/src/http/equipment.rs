@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::AppState;
 use crate::clock::now;
 use crate::error::ApiError;
-use crate::tasks::{self, TaskRequest, TaskSpec};
+use crate::tasks::{TaskRequest, TaskSpec};
 
 /// Attempts an activation gets: a device that fails or answers late is tried twice more.
 pub const ACTIVATION_MAX_ATTEMPTS: u32 = 3;
@@ -154,7 +154,7 @@ pub async fn create_activation(
         status: None,
     };
     let spec = TaskSpec::parse(task_request, None, state.max_attachment_bytes)?;
-    let task = tasks::create_task(&state.db, spec, now()).await?;
+    let task = crate::store::tasks::create_task(&state.db, spec, now()).await?;
     state.pipeline.wake();
     tracing::info!(task_id = %task.id, %equipment_id, timeout_s = payload.timeout_in_seconds, "activation created");
     Ok(Json(ActivationCreated { code: 200, task_id: task.id }))
@@ -176,7 +176,7 @@ pub async fn activation_status(
 ) -> Result<Response, EquipmentError> {
     let equipment_id = equipment_id(&id)?;
     let task_id: Uuid = task.parse().map_err(|_| EquipmentError::TaskNotFound)?;
-    let row = match tasks::find_task(&state.db, task_id).await {
+    let row = match crate::store::tasks::find_task(&state.db, task_id).await {
         Ok(row) => row,
         Err(ApiError::NotFound(_)) => return Err(EquipmentError::TaskNotFound),
         Err(error) => return Err(error.into()),
@@ -192,12 +192,7 @@ pub async fn activation_status(
     if !belongs {
         return Err(EquipmentError::TaskNotFound);
     }
-    let status: TaskStatus = row.status.parse().map_err(|_| {
-        ApiError::Internal(sea_orm::DbErr::Type(format!(
-            "task {task_id}: stored status is invalid"
-        )))
-    })?;
-    Ok(match status {
+    Ok(match row.status {
         TaskStatus::Complete => answer(StatusCode::OK, message::COMPLETED),
         TaskStatus::Waiting | TaskStatus::Assigned | TaskStatus::Running => {
             let running = CpeAnswer::new(StatusCode::NO_CONTENT.as_u16(), message::STILL_RUNNING);

@@ -16,13 +16,12 @@ use serde::Deserialize;
 use super::auth::Caller;
 use super::extract::{self, Query};
 use super::{AppState, parse_id, parse_list};
-use crate::bots;
 use crate::clock::now;
 use crate::error::{ApiError, ErrorBody};
 use crate::pagination::{Order, Page, PageRequest};
+use crate::store::tasks::{TaskFilter, UpdateEffects};
 use crate::tasks::{
-    self, BulkTaskRequest, BulkTasks, Task, TaskEvent, TaskFilter, TaskPatch, TaskRequest,
-    TaskSpec, UpdateEffects,
+    self, BulkTaskRequest, BulkTasks, Task, TaskEvent, TaskPatch, TaskRequest, TaskSpec,
 };
 
 /// The task routes.
@@ -80,7 +79,7 @@ pub async fn list_tasks(
             .transpose()?,
     };
     let page = PageRequest::parse(q.limit, q.offset, q.cursor.as_deref(), q.order)?;
-    Ok(Json(tasks::list_tasks(&state.db, &filter, page).await?))
+    Ok(Json(crate::store::tasks::list_tasks(&state.db, &filter, page).await?))
 }
 
 /// How many tasks are in each status, for the dashboard's counters.
@@ -89,7 +88,7 @@ pub async fn list_tasks(
 pub async fn task_stats(
     State(state): State<AppState>,
 ) -> Result<Json<std::collections::BTreeMap<String, u64>>, ApiError> {
-    Ok(Json(tasks::count_by_status(&state.db).await?))
+    Ok(Json(crate::store::tasks::count_by_status(&state.db).await?))
 }
 
 /// A multipart task submission, as documented; the handler reads the parts itself.
@@ -245,7 +244,7 @@ pub async fn create_task(
     NewTask { request, upload }: NewTask,
 ) -> Result<(StatusCode, Json<Task>), ApiError> {
     let spec = TaskSpec::parse_new(request, upload, state.max_attachment_bytes)?;
-    let task = tasks::create_task(&state.db, spec, now()).await?;
+    let task = crate::store::tasks::create_task(&state.db, spec, now()).await?;
     state.pipeline.changes.task(task.id);
     state.pipeline.wake();
     tracing::info!(task_id = %task.id, system = %task.system, rows = ?task.progress.total, "task created");
@@ -277,7 +276,7 @@ pub async fn create_tasks(
         }
     })?;
     let specs = bulk.parse(state.max_attachment_bytes)?;
-    let created = tasks::create_tasks(&state.db, specs, now()).await?;
+    let created = crate::store::tasks::create_tasks(&state.db, specs, now()).await?;
     created.iter().for_each(|task| state.pipeline.changes.task(task.id));
     state.pipeline.wake();
     tracing::info!(tasks = created.len(), "tasks created");
@@ -291,7 +290,7 @@ pub async fn get_task(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Task>, ApiError> {
-    Ok(Json(tasks::get_task(&state.db, parse_id(&id)?).await?))
+    Ok(Json(crate::store::tasks::get_task(&state.db, parse_id(&id)?).await?))
 }
 
 /// Carries out what an update implies: stop the bot of a cancelled task, wake the dispatcher.
@@ -336,9 +335,9 @@ pub async fn replace_task(
                 "the event is about another task (or no task)",
             ));
         }
-        tasks::find_task(&state.db, id).await?;
+        crate::store::tasks::find_task(&state.db, id).await?;
         state.pipeline.handle_event(event).await?;
-        return Ok(Json(tasks::get_task(&state.db, id).await?));
+        return Ok(Json(crate::store::tasks::get_task(&state.db, id).await?));
     }
     let patch: TaskPatch = extract::parse_json(&body.0)?;
     change_task(&state, id, &caller, patch, &body).await.map(Json)
@@ -367,19 +366,19 @@ async fn change_task(
     patch: TaskPatch,
     body: &extract::JsonBytes,
 ) -> Result<Task, ApiError> {
-    let current = tasks::find_task(&state.db, id).await?;
+    let current = crate::store::tasks::find_task(&state.db, id).await?;
     patch.check_identity(&current)?;
     if patch.is_report_on(&current) {
         // What a bot reports is made storable where it is applied, never refused for it.
         let holder = match current.bot_id {
-            Some(bot_id) => bots::find_by_id(&state.db, bot_id).await?,
+            Some(bot_id) => crate::store::bots::find_by_id(&state.db, bot_id).await?,
             None => None,
         };
         let reporter = caller.reporter();
         if let Some(event) = tasks::report_of_write(&current, holder.as_ref(), &reporter, patch)? {
             state.pipeline.handle_event(event).await?;
         }
-        return tasks::get_task(&state.db, id).await;
+        return crate::store::tasks::get_task(&state.db, id).await;
     }
     body.refuse_unstorable()?;
     let limit = state.max_attachment_bytes;
@@ -388,7 +387,7 @@ async fn change_task(
         let status = request.status;
         Ok((TaskSpec::parse(request, None, limit)?, status))
     };
-    let (task, effects) = tasks::update_task(&state.db, id, update, now()).await?;
+    let (task, effects) = crate::store::tasks::update_task(&state.db, id, update, now()).await?;
     follow_up(state, &task, effects).await?;
     Ok(task)
 }
@@ -404,7 +403,8 @@ async fn set_status(
         request.status = Some(status);
         Ok((TaskSpec::parse(request, None, limit)?, Some(status)))
     };
-    let (task, effects) = tasks::update_task(&state.db, parse_id(id)?, update, now()).await?;
+    let (task, effects) =
+        crate::store::tasks::update_task(&state.db, parse_id(id)?, update, now()).await?;
     follow_up(state, &task, effects).await?;
     Ok(Json(task))
 }
@@ -437,7 +437,7 @@ pub async fn delete_task(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
-    tasks::delete_task(&state.db, id).await?;
+    crate::store::tasks::delete_task(&state.db, id).await?;
     state.pipeline.changes.task(id);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -450,7 +450,7 @@ pub async fn get_attachment(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = parse_id(&id)?;
-    let csv = tasks::get_attachment(&state.db, id).await?;
+    let csv = crate::store::tasks::get_attachment(&state.db, id).await?;
     Ok((
         [
             (CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
@@ -467,5 +467,5 @@ pub async fn list_task_events(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<TaskEvent>>, ApiError> {
-    Ok(Json(tasks::list_events(&state.db, parse_id(&id)?).await?))
+    Ok(Json(crate::store::history::list_events(&state.db, parse_id(&id)?).await?))
 }

@@ -58,7 +58,7 @@ use crate::changes::Changes;
 use crate::entity::task;
 use crate::error::ApiError;
 use crate::pagination::{Page, PageRequest, fetch_page};
-use crate::tasks::{self, TaskRequest, TaskSpec};
+use crate::tasks::{TaskRequest, TaskSpec};
 
 /// The channel internal escalations are delivered on (`/webhooks/internal`).
 pub const INTERNAL_CHANNEL: &str = "internal";
@@ -793,7 +793,7 @@ impl Incidents {
             status: None,
         };
         let spec = TaskSpec::parse(request, None, 0)?;
-        let task = tasks::create_task(txn, spec, now).await?;
+        let task = crate::store::tasks::create_task(txn, spec, now).await?;
         let row = communication::ActiveModel {
             id: Set(id),
             incident_id: Set(incident.id),
@@ -830,7 +830,7 @@ impl Incidents {
         }
         let failed = task::Entity::find()
             .filter(task::Column::Id.is_in(ids.iter().copied()))
-            .filter(task::Column::Status.eq(TaskStatus::Failed.as_str()))
+            .filter(task::Column::Status.eq(TaskStatus::Failed))
             .filter(task::Column::System.ne(System::Notify.as_str()))
             .all(&self.db)
             .await;

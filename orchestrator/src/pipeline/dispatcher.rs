@@ -20,11 +20,12 @@ use uuid::Uuid;
 
 use super::Pipeline;
 use super::rules::{self, DueTask, FreeBot};
-use crate::bots;
+use crate::bots::BotChange;
 use crate::clock::now;
 use crate::entity::{bot, task};
 use crate::error::ApiError;
-use crate::tasks::{EventKind, History, record};
+use crate::store::history::{History, record};
+use crate::tasks::EventKind;
 
 /// An offer committed to the database, to deliver.
 pub(crate) struct Offer {
@@ -153,7 +154,7 @@ impl Pipeline {
         now: DateTime<Utc>,
     ) -> Result<Pairing, ApiError> {
         let bot_rows = bot::Entity::find()
-            .filter(bot::Column::Status.eq(BotStatus::Available.as_str()))
+            .filter(bot::Column::Status.eq(BotStatus::Available))
             .filter(bot::Column::Paused.eq(false))
             .filter(
                 sea_orm::Condition::any()
@@ -180,7 +181,7 @@ impl Pipeline {
         let mut candidates = HashMap::new();
         for (system, limit) in capacity {
             let rows = task::Entity::find()
-                .filter(task::Column::Status.eq(TaskStatus::Waiting.as_str()))
+                .filter(task::Column::Status.eq(TaskStatus::Waiting))
                 .filter(task::Column::System.eq(system.as_str()))
                 .filter(task::Column::NotBefore.lte(now))
                 .order_by_desc(task::Column::Priority)
@@ -232,7 +233,7 @@ impl Pipeline {
         let waiting = task::Entity::find()
             .select_only()
             .column(task::Column::Id)
-            .filter(task::Column::Status.eq(TaskStatus::Waiting.as_str()))
+            .filter(task::Column::Status.eq(TaskStatus::Waiting))
             .limit(1)
             .into_tuple::<Uuid>()
             .one(txn)
@@ -253,7 +254,7 @@ impl Pipeline {
         // An HTTP bot may take seconds to answer (or not answer): its POST goes on in a task of
         // its own. Publishes to queues are quick and stay in line.
         let (http, queued): (Vec<Offer>, Vec<Offer>) =
-            offers.into_iter().partition(|offer| offer.bot.delivery == Delivery::Http.as_str());
+            offers.into_iter().partition(|offer| offer.bot.delivery == Delivery::Http);
         let mut queued = queued;
         match self.me.upgrade() {
             Some(me) => {
@@ -279,13 +280,13 @@ impl Pipeline {
         let attempt = task.attempt + 1;
         let expires = crate::clock::after(now, self.settings.offer_timeout);
         let taken = task::Entity::update_many()
-            .col_expr(task::Column::Status, Expr::value(TaskStatus::Assigned.as_str()))
+            .col_expr(task::Column::Status, Expr::value(TaskStatus::Assigned))
             .col_expr(task::Column::Attempt, Expr::value(attempt))
             .col_expr(task::Column::BotId, Expr::value(Some(bot.id)))
             .col_expr(task::Column::OfferExpiresAt, Expr::value(Some(expires)))
             .col_expr(task::Column::UpdatedAt, Expr::value(now))
             .filter(task::Column::Id.eq(task.id))
-            .filter(task::Column::Status.eq(TaskStatus::Waiting.as_str()))
+            .filter(task::Column::Status.eq(TaskStatus::Waiting))
             .filter(task::Column::Attempt.eq(task.attempt))
             .exec(txn)
             .await?;
@@ -293,11 +294,11 @@ impl Pipeline {
             return Ok(None);
         }
         let busy = bot::Entity::update_many()
-            .col_expr(bot::Column::Status, Expr::value(BotStatus::Busy.as_str()))
+            .col_expr(bot::Column::Status, Expr::value(BotChange::Offered.status(true)))
             .col_expr(bot::Column::CurrentTaskId, Expr::value(Some(task.id)))
             .col_expr(bot::Column::UpdatedAt, Expr::value(now))
             .filter(bot::Column::Id.eq(bot.id))
-            .filter(bot::Column::Status.eq(BotStatus::Available.as_str()))
+            .filter(bot::Column::Status.eq(BotStatus::Available))
             // Paused or backed off since the pass read it: no offer.
             .filter(bot::Column::Paused.eq(false))
             .filter(
@@ -310,7 +311,7 @@ impl Pipeline {
         if busy.rows_affected != 1 {
             // The bot left or was taken meanwhile: put the task back as it was.
             task::Entity::update_many()
-                .col_expr(task::Column::Status, Expr::value(TaskStatus::Waiting.as_str()))
+                .col_expr(task::Column::Status, Expr::value(TaskStatus::Waiting))
                 .col_expr(task::Column::Attempt, Expr::value(task.attempt))
                 .col_expr(task::Column::BotId, Expr::value(Option::<Uuid>::None))
                 .col_expr(task::Column::OfferExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
@@ -324,7 +325,7 @@ impl Pipeline {
         history.push(task.id, Some(bot.id), attempt, EventKind::Assigned, Some(detail), now);
         let mut offered = task.clone();
         offered.attempt = attempt;
-        offered.status = TaskStatus::Assigned.as_str().to_owned();
+        offered.status = TaskStatus::Assigned;
         offered.bot_id = Some(bot.id);
         offered.offer_expires_at = Some(expires);
         Ok(Some(Offer { task: offered, bot: bot.clone(), resume_after_row }))
@@ -347,8 +348,8 @@ impl Pipeline {
             resume_after_row,
             offer_expires_at: task.offer_expires_at.unwrap_or(now),
         });
-        let undeliverable = match bot.delivery.parse::<Delivery>() {
-            Ok(Delivery::Http) => {
+        let undeliverable = match bot.delivery {
+            Delivery::Http => {
                 match self.post_to_bot(&bot, "/tasks", http_offer(&task, &command)).await {
                     Ok(status) if (200..300).contains(&status) => None,
                     // The bot's state, not the task's: the bot backs off, the task counts nothing.
@@ -386,7 +387,7 @@ impl Pipeline {
                         &bot,
                         EventKind::OfferUndeliverable,
                         (&reason, counts),
-                        BotStatus::Unavailable,
+                        BotChange::Unreachable,
                         now,
                     )
                     .await
@@ -408,7 +409,7 @@ impl Pipeline {
         bot: &bot::Model,
         why: EventKind,
         (reason, counts): (&str, bool),
-        bot_status: BotStatus,
+        bot_change: BotChange,
         now: DateTime<Utc>,
     ) -> Result<bool, ApiError> {
         let txn = self.begin().await?;
@@ -433,14 +434,14 @@ impl Pipeline {
             TaskStatus::Waiting
         };
         let back = back
-            .col_expr(task::Column::Status, Expr::value(status.as_str()))
+            .col_expr(task::Column::Status, Expr::value(status))
             .filter(task::Column::Id.eq(task.id))
-            .filter(task::Column::Status.eq(TaskStatus::Assigned.as_str()))
+            .filter(task::Column::Status.eq(TaskStatus::Assigned))
             .filter(task::Column::Attempt.eq(task.attempt))
             .exec(&txn)
             .await?;
         if back.rows_affected == 1 {
-            bots::release_bot(&txn, bot.id, task.id, bot_status, now).await?;
+            crate::store::bots::release_bot(&txn, bot.id, task.id, bot_change, now).await?;
             let pause = self.back_off_bot(&txn, bot, now).await?;
             let detail = json!({ "bot": bot.name, "reason": reason, "unanswered_offers": unanswered, "status": status, "bot_paused_for_s": pause.as_secs_f64() });
             record(&txn, task.id, Some(bot.id), task.attempt, why, Some(detail), now).await?;
@@ -491,7 +492,7 @@ impl Pipeline {
             return Ok(0);
         }
         let expired = task::Entity::find()
-            .filter(task::Column::Status.eq(TaskStatus::Assigned.as_str()))
+            .filter(task::Column::Status.eq(TaskStatus::Assigned))
             .filter(task::Column::OfferExpiresAt.lt(now))
             .all(&self.db)
             .await?;
@@ -507,7 +508,7 @@ impl Pipeline {
                     &bot,
                     EventKind::OfferExpired,
                     ("no answer before the offer expired", true),
-                    BotStatus::Available,
+                    BotChange::Freed,
                     now,
                 )
                 .await?
@@ -532,7 +533,7 @@ impl Pipeline {
             - chrono::Duration::from_std(self.settings.max_run_time)
                 .unwrap_or(chrono::Duration::MAX);
         let overdue = task::Entity::find()
-            .filter(task::Column::Status.eq(TaskStatus::Running.as_str()))
+            .filter(task::Column::Status.eq(TaskStatus::Running))
             .filter(
                 sea_orm::Condition::any().add(task::Column::RunDeadline.lt(now)).add(
                     sea_orm::Condition::all()
@@ -561,7 +562,7 @@ impl Pipeline {
                 (TaskStatus::Waiting, crate::clock::after(now, delay), None)
             };
             let done = task::Entity::update_many()
-                .col_expr(task::Column::Status, Expr::value(status.as_str()))
+                .col_expr(task::Column::Status, Expr::value(status))
                 .col_expr(task::Column::Failures, Expr::value(failures))
                 .col_expr(task::Column::BotId, Expr::value(Option::<Uuid>::None))
                 .col_expr(task::Column::RunDeadline, Expr::value(Option::<DateTime<Utc>>::None))
@@ -570,7 +571,7 @@ impl Pipeline {
                 .col_expr(task::Column::Error, Expr::value(Some(error.clone())))
                 .col_expr(task::Column::UpdatedAt, Expr::value(now))
                 .filter(task::Column::Id.eq(task.id))
-                .filter(task::Column::Status.eq(TaskStatus::Running.as_str()))
+                .filter(task::Column::Status.eq(TaskStatus::Running))
                 .filter(task::Column::Attempt.eq(task.attempt))
                 .exec(&txn)
                 .await?;
@@ -578,7 +579,8 @@ impl Pipeline {
                 continue;
             }
             if let Some(bot_id) = task.bot_id {
-                bots::release_bot(&txn, bot_id, task.id, BotStatus::Unavailable, now).await?;
+                crate::store::bots::release_bot(&txn, bot_id, task.id, BotChange::Unreachable, now)
+                    .await?;
                 // A bot that cannot be stopped (no cancel route) may still be at it: no offer
                 // for a while, even if a probe finds it listening.
                 if let Some(bot) = bot::Entity::find_by_id(bot_id).one(&txn).await? {
@@ -612,8 +614,8 @@ impl Pipeline {
     /// never says it is back. Returns how many.
     pub async fn revive_http_bots(&self, now: DateTime<Utc>) -> Result<usize, ApiError> {
         let candidates = bot::Entity::find()
-            .filter(bot::Column::Status.eq(BotStatus::Unavailable.as_str()))
-            .filter(bot::Column::Delivery.eq(Delivery::Http.as_str()))
+            .filter(bot::Column::Status.eq(BotStatus::Unavailable))
+            .filter(bot::Column::Delivery.eq(Delivery::Http))
             .filter(bot::Column::Paused.eq(false))
             .filter(bot::Column::CurrentTaskId.is_null())
             .all(&self.db)
@@ -625,11 +627,11 @@ impl Pipeline {
                 continue;
             }
             let back = bot::Entity::update_many()
-                .col_expr(bot::Column::Status, Expr::value(BotStatus::Available.as_str()))
+                .col_expr(bot::Column::Status, Expr::value(BotChange::Online.status(false)))
                 .col_expr(bot::Column::LastHeartbeatAt, Expr::value(Some(now)))
                 .col_expr(bot::Column::UpdatedAt, Expr::value(now))
                 .filter(bot::Column::Id.eq(bot.id))
-                .filter(bot::Column::Status.eq(BotStatus::Unavailable.as_str()))
+                .filter(bot::Column::Status.eq(BotStatus::Unavailable))
                 .filter(bot::Column::CurrentTaskId.is_null())
                 .exec(&self.db)
                 .await?;
@@ -650,10 +652,7 @@ impl Pipeline {
     /// answer a probe either. Returns how many bots were lost.
     pub async fn detect_lost_bots(&self, now: DateTime<Utc>) -> Result<usize, ApiError> {
         let live = bot::Entity::find()
-            .filter(
-                bot::Column::Status
-                    .is_in([BotStatus::Available.as_str(), BotStatus::Busy.as_str()]),
-            )
+            .filter(bot::Column::Status.is_in([BotStatus::Available, BotStatus::Busy]))
             .all(&self.db)
             .await?;
         let mut lost = 0;
@@ -669,7 +668,7 @@ impl Pipeline {
             ) {
                 continue;
             }
-            if bot.delivery == Delivery::Http.as_str() && self.probe(&bot).await {
+            if bot.delivery == Delivery::Http && self.probe(&bot).await {
                 bot::Entity::update_many()
                     .col_expr(bot::Column::LastHeartbeatAt, Expr::value(Some(now)))
                     .filter(bot::Column::Id.eq(bot.id))
@@ -679,11 +678,11 @@ impl Pipeline {
             }
             let txn = self.begin().await?;
             let marked = bot::Entity::update_many()
-                .col_expr(bot::Column::Status, Expr::value(BotStatus::Unavailable.as_str()))
+                .col_expr(bot::Column::Status, Expr::value(BotChange::Offline.status(false)))
                 .col_expr(bot::Column::CurrentTaskId, Expr::value(Option::<Uuid>::None))
                 .col_expr(bot::Column::UpdatedAt, Expr::value(now))
                 .filter(bot::Column::Id.eq(bot.id))
-                .filter(bot::Column::Status.eq(bot.status.as_str()))
+                .filter(bot::Column::Status.eq(bot.status))
                 .filter(bot::Column::UpdatedAt.eq(bot.updated_at))
                 .exec(&txn)
                 .await?;
@@ -723,17 +722,14 @@ impl Pipeline {
     ) -> Result<Vec<Uuid>, ApiError> {
         let held = task::Entity::find()
             .filter(task::Column::BotId.eq(bot.id))
-            .filter(
-                task::Column::Status
-                    .is_in([TaskStatus::Assigned.as_str(), TaskStatus::Running.as_str()]),
-            )
+            .filter(task::Column::Status.is_in([TaskStatus::Assigned, TaskStatus::Running]))
             .all(txn)
             .await?;
         let mut requeued = Vec::new();
         let unanswered_limit =
             i32::try_from(self.settings.max_unanswered_offers).unwrap_or(i32::MAX);
         for task in held {
-            let was_running = task.status == TaskStatus::Running.as_str();
+            let was_running = task.status == TaskStatus::Running;
             let failures = task.failures + i32::from(was_running);
             // An offer lost with its bot went unanswered: counted, so an offer that kills its bot
             // every time ends (and it goes to another bot first).
@@ -746,7 +742,7 @@ impl Pipeline {
                 TaskStatus::Waiting
             };
             let mut update = task::Entity::update_many()
-                .col_expr(task::Column::Status, Expr::value(status.as_str()))
+                .col_expr(task::Column::Status, Expr::value(status))
                 .col_expr(task::Column::Failures, Expr::value(failures))
                 .col_expr(task::Column::UnansweredOffers, Expr::value(unanswered))
                 .col_expr(task::Column::BotId, Expr::value(Option::<Uuid>::None))

@@ -27,11 +27,12 @@ use uuid::Uuid;
 use super::Pipeline;
 use super::dispatcher::Offer;
 use super::rules::{self, Report, TaskState, Verdict};
-use crate::bots;
+use crate::bots::BotChange;
 use crate::clock::now;
 use crate::entity::{bot, task};
 use crate::error::ApiError;
-use crate::tasks::{EventKind, History};
+use crate::store::history::History;
+use crate::tasks::EventKind;
 
 /// What applied events leave to do once their transaction has committed.
 #[derive(Default)]
@@ -313,12 +314,8 @@ impl Pipeline {
             tracing::warn!(bot = %bot_name, task_id = %task_ref.task_id, "event about an unknown task ignored");
             return Ok(());
         };
-        let status: TaskStatus = task
-            .status
-            .parse()
-            .map_err(|_| ApiError::Internal(sea_orm::DbErr::Type("task status".into())))?;
         let state = TaskState {
-            status,
+            status: task.status,
             attempt: to_u32(task.attempt),
             bot_id: task.bot_id,
             failures: to_u32(task.failures),
@@ -361,7 +358,7 @@ impl Pipeline {
                 return Ok(());
             }
             Verdict::Start => {
-                row.status = Set(TaskStatus::Running.as_str().to_owned());
+                row.status = Set(TaskStatus::Running);
                 row.offer_expires_at = Set(None);
                 let limit = task.max_run_seconds.map_or(self.settings.max_run_time, |s| {
                     Duration::from_secs(u64::try_from(s).unwrap_or_default())
@@ -373,11 +370,11 @@ impl Pipeline {
                 (EventKind::Accepted, None)
             }
             Verdict::Requeue => {
-                row.status = Set(TaskStatus::Waiting.as_str().to_owned());
+                row.status = Set(TaskStatus::Waiting);
                 row.bot_id = Set(None);
                 row.avoid_bot_id = Set(Some(bot.id));
                 row.offer_expires_at = Set(None);
-                (EventKind::Rejected, Some(BotStatus::Available))
+                (EventKind::Rejected, Some(BotChange::Freed))
             }
             Verdict::Progress => {
                 merge_rows(&mut row, &task, rows);
@@ -388,10 +385,10 @@ impl Pipeline {
                 if task.progress_total.is_none() {
                     row.result = Set(extra.clone());
                 }
-                row.status = Set(TaskStatus::Complete.as_str().to_owned());
+                row.status = Set(TaskStatus::Complete);
                 row.finished_at = Set(Some(now));
                 row.error = Set(None);
-                (EventKind::Completed, Some(BotStatus::Available))
+                (EventKind::Completed, Some(BotChange::Freed))
             }
             Verdict::RetryLater | Verdict::Fail => {
                 merge_rows(&mut row, &task, rows);
@@ -407,21 +404,21 @@ impl Pipeline {
                         self.settings.retry_cap,
                     );
                     let retry_at = crate::clock::after(now, delay);
-                    row.status = Set(TaskStatus::Waiting.as_str().to_owned());
+                    row.status = Set(TaskStatus::Waiting);
                     row.not_before = Set(retry_at);
                 } else {
-                    row.status = Set(TaskStatus::Failed.as_str().to_owned());
+                    row.status = Set(TaskStatus::Failed);
                     row.finished_at = Set(Some(now));
                 }
-                (EventKind::Failed, Some(BotStatus::Available))
+                (EventKind::Failed, Some(BotChange::Freed))
             }
             Verdict::Release => {
                 merge_rows(&mut row, &task, rows);
-                row.status = Set(TaskStatus::Waiting.as_str().to_owned());
+                row.status = Set(TaskStatus::Waiting);
                 row.bot_id = Set(None);
                 row.offer_expires_at = Set(None);
                 // Only a stopping bot hands tasks back.
-                (EventKind::Released, Some(BotStatus::Unavailable))
+                (EventKind::Released, Some(BotChange::Unreachable))
             }
         };
         if verdict != Verdict::Start && verdict != Verdict::Progress {
@@ -460,7 +457,7 @@ impl Pipeline {
         batch.history.push(task.id, Some(bot.id), attempt, kind, Some(detail), now);
         fx.tasks.push(task.id);
         if let Some(status) = bot_after {
-            bots::release_bot(txn, bot.id, task.id, status, now).await?;
+            crate::store::bots::release_bot(txn, bot.id, task.id, status, now).await?;
             fx.bots.push(bot.id);
             fx.wake = true;
         }
@@ -498,7 +495,7 @@ impl Pipeline {
         systems.sort();
         systems.dedup();
         let systems = systems.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",");
-        let bot_id = match bots::find_by_name(txn, name.as_str()).await? {
+        let bot_id = match crate::store::bots::find_by_name(txn, name.as_str()).await? {
             Some(existing) if session.is_some() && existing.session_id == session => {
                 // The same announcement again (redelivered): this run is registered already,
                 // and whatever it holds it still holds.
@@ -516,9 +513,9 @@ impl Pipeline {
                 let mut row: bot::ActiveModel = existing.into();
                 row.ip_address = Set(ip.to_string());
                 row.systems = Set(systems);
-                row.delivery = Set(broker_config::Delivery::Amqp.as_str().to_owned());
+                row.delivery = Set(broker_config::Delivery::Amqp);
                 row.http_port = Set(None);
-                row.status = Set(BotStatus::Available.as_str().to_owned());
+                row.status = Set(BotChange::Online.status(false));
                 row.current_task_id = Set(None);
                 row.last_heartbeat_at = Set(Some(now));
                 row.updated_at = Set(now);
@@ -532,9 +529,9 @@ impl Pipeline {
                     id: Set(bot_id),
                     name: Set(name.to_string()),
                     ip_address: Set(ip.to_string()),
-                    status: Set(BotStatus::Available.as_str().to_owned()),
+                    status: Set(BotChange::Online.status(false)),
                     systems: Set(systems),
-                    delivery: Set(broker_config::Delivery::Amqp.as_str().to_owned()),
+                    delivery: Set(broker_config::Delivery::Amqp),
                     http_port: Set(None),
                     last_heartbeat_at: Set(Some(now)),
                     current_task_id: Set(None),
@@ -566,7 +563,7 @@ impl Pipeline {
         fx: &mut Effects,
         history: &mut History,
     ) -> Result<(), ApiError> {
-        let Some(bot) = bots::find_by_name(txn, name.as_str()).await? else {
+        let Some(bot) = crate::store::bots::find_by_name(txn, name.as_str()).await? else {
             tracing::warn!(bot = %name, "heartbeat from an unknown bot ignored (it registers with bot.online)");
             return Ok(());
         };
@@ -579,10 +576,7 @@ impl Pipeline {
                 task::Entity::find_by_id(t.task_id)
                     .filter(task::Column::BotId.eq(bot.id))
                     .filter(task::Column::Attempt.eq(i32::try_from(t.attempt).unwrap_or(i32::MAX)))
-                    .filter(
-                        task::Column::Status
-                            .is_in([TaskStatus::Assigned.as_str(), TaskStatus::Running.as_str()]),
-                    )
+                    .filter(task::Column::Status.is_in([TaskStatus::Assigned, TaskStatus::Running]))
                     .one(txn)
                     .await?
             }
@@ -591,12 +585,12 @@ impl Pipeline {
             .col_expr(bot::Column::LastHeartbeatAt, Expr::value(Some(now)))
             .filter(bot::Column::Id.eq(bot.id));
         // A bot presumed lost that is alive and idle is available again.
-        let back = bot.status == BotStatus::Unavailable.as_str()
+        let back = bot.status == BotStatus::Unavailable
             && working_on.is_none()
             && bot.current_task_id.is_none();
         if back {
             update = update
-                .col_expr(bot::Column::Status, Expr::value(BotStatus::Available.as_str()))
+                .col_expr(bot::Column::Status, Expr::value(BotChange::Online.status(false)))
                 .col_expr(bot::Column::UpdatedAt, Expr::value(now));
             fx.wake = true;
             tracing::info!(bot = %name, "bot is back");
@@ -641,7 +635,7 @@ impl Pipeline {
         }
         // An offer not yet accepted is not the bot's to mention: only a RUNNING task is taken back.
         let running = task::Entity::find_by_id(held)
-            .filter(task::Column::Status.eq(TaskStatus::Running.as_str()))
+            .filter(task::Column::Status.eq(TaskStatus::Running))
             .filter(task::Column::BotId.eq(bot.id))
             .one(txn)
             .await?;
@@ -657,10 +651,10 @@ impl Pipeline {
             grace.as_secs_f64()
         );
         let requeued = self.requeue_held_tasks(txn, history, bot, &reason, now).await?;
-        let status =
-            if working_on.is_none() { BotStatus::Available } else { BotStatus::Unavailable };
+        let status = if working_on.is_none() { BotChange::Freed } else { BotChange::Unreachable }
+            .status(false);
         bot::Entity::update_many()
-            .col_expr(bot::Column::Status, Expr::value(status.as_str()))
+            .col_expr(bot::Column::Status, Expr::value(status))
             .col_expr(bot::Column::CurrentTaskId, Expr::value(Option::<Uuid>::None))
             .col_expr(bot::Column::LastHeartbeatAt, Expr::value(Some(now)))
             .col_expr(bot::Column::UpdatedAt, Expr::value(now))
@@ -684,12 +678,12 @@ impl Pipeline {
         now: DateTime<Utc>,
         fx: &mut Effects,
     ) -> Result<(), ApiError> {
-        let Some(bot) = bots::find_by_name(txn, name.as_str()).await? else {
+        let Some(bot) = crate::store::bots::find_by_name(txn, name.as_str()).await? else {
             return Ok(());
         };
-        let status = rules::bot_status_after_report(reported, bot.current_task_id.is_some());
+        let status = BotChange::Reported(reported).status(bot.current_task_id.is_some());
         bot::Entity::update_many()
-            .col_expr(bot::Column::Status, Expr::value(status.as_str()))
+            .col_expr(bot::Column::Status, Expr::value(status))
             .col_expr(bot::Column::LastHeartbeatAt, Expr::value(Some(now)))
             .col_expr(bot::Column::UpdatedAt, Expr::value(now))
             .filter(bot::Column::Id.eq(bot.id))
@@ -708,14 +702,14 @@ impl Pipeline {
         fx: &mut Effects,
         history: &mut History,
     ) -> Result<(), ApiError> {
-        let Some(bot) = bots::find_by_name(txn, name.as_str()).await? else {
+        let Some(bot) = crate::store::bots::find_by_name(txn, name.as_str()).await? else {
             return Ok(());
         };
         let requeued = self
             .requeue_held_tasks(txn, history, &bot, "the bot went offline holding it", now)
             .await?;
         bot::Entity::update_many()
-            .col_expr(bot::Column::Status, Expr::value(BotStatus::Unavailable.as_str()))
+            .col_expr(bot::Column::Status, Expr::value(BotChange::Offline.status(false)))
             .col_expr(bot::Column::CurrentTaskId, Expr::value(Option::<Uuid>::None))
             .col_expr(bot::Column::UpdatedAt, Expr::value(now))
             .filter(bot::Column::Id.eq(bot.id))
@@ -780,7 +774,7 @@ impl Batch {
         if let Some(bot) = self.bots.get(name.as_str()) {
             return Ok(Some(bot.clone()));
         }
-        let found = bots::find_by_name(txn, name.as_str()).await?;
+        let found = crate::store::bots::find_by_name(txn, name.as_str()).await?;
         if let Some(bot) = &found {
             self.bots.insert(name.to_string(), bot.clone());
         }

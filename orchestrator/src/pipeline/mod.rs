@@ -15,10 +15,7 @@ use broker_config::amqp::Publisher;
 use broker_config::messages::{self, Command};
 use broker_config::topology::{QueueType, TASKS_EXCHANGE};
 use broker_config::{Delivery, TaskRef, Topology};
-use sea_orm::{
-    ConnectionTrait as _, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait as _,
-    TransactionTrait,
-};
+use sea_orm::{DatabaseConnection, DatabaseTransaction, EntityTrait as _};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -38,20 +35,6 @@ enum PostError {
     Refused(String),
     /// Anything else: no retry.
     Failed(String),
-}
-
-/// The advisory lock key of the pipeline's transactions on PostgreSQL ("botline" in ASCII).
-const PIPELINE_LOCK: i64 = 0x0062_6f74_6c69_6e65;
-
-/// Begins a transaction that waits its turn behind the pipeline's own ([`Pipeline::begin`]):
-/// also for the API's writes that change a task and its bot together (cancel, delete), which
-/// could otherwise deadlock with a batch of events on PostgreSQL.
-pub(crate) async fn begin_in_line<D: TransactionTrait>(db: &D) -> Result<D::Transaction, ApiError> {
-    let txn = db.begin().await?;
-    if txn.get_database_backend() == DbBackend::Postgres {
-        txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({PIPELINE_LOCK})")).await?;
-    }
-    Ok(txn)
 }
 
 /// Timings of the task life (docs/architecture.md defaults; tests shorten them).
@@ -203,7 +186,7 @@ impl Pipeline {
     /// a dispatch pass both update several bot and task rows, and in no common order, which
     /// deadlocked. SQLite has a single writer anyway.
     pub(crate) async fn begin(&self) -> Result<DatabaseTransaction, ApiError> {
-        begin_in_line(&self.db).await
+        crate::store::begin_in_line(&self.db).await
     }
 
     /// Whether the broker connection is up (for `/readyz`).
@@ -263,8 +246,8 @@ impl Pipeline {
             return;
         }
         let body = messages::encode(command);
-        let result = match bot.delivery.parse::<Delivery>() {
-            Ok(Delivery::Http) => {
+        let result = match bot.delivery {
+            Delivery::Http => {
                 // Each command on its own route: a bot of the original contract reads every
                 // POST /tasks as a task to run.
                 let route = match command {
