@@ -52,7 +52,7 @@ pub enum DemoError {
     },
     /// The equipment service's self-signed certificate could not be made.
     #[error("cannot set up the equipment service's HTTPS: {0}")]
-    Tls(#[from] simulators::tls::TlsError),
+    Tls(#[from] simulators::tls::SelfSignedError),
     /// A sample task was refused (a bug in the samples).
     #[error("cannot create the sample tasks: {0}")]
     Samples(String),
@@ -113,7 +113,7 @@ pub async fn run_demo(
     let equipment = tokio::spawn(simulators::equipment::serve_tls(
         equipment,
         equipment_config,
-        simulators::tls::TlsMaterial::self_signed()?,
+        simulators::tls::self_signed()?,
         services.clone(),
     ));
     let sink = tokio::spawn(simulators::notify::serve(sink, Default::default(), services.clone()));

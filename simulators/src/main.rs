@@ -9,10 +9,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use broker_config::https::TlsMaterial;
 use clap::{Parser, Subcommand};
 use simulators::equipment::{self, EquipmentConfig};
 use simulators::notify::{self, NotifyConfig};
-use simulators::tls::TlsMaterial;
 use simulators::vivo360::{self, Vivo360Config};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -105,7 +105,7 @@ async fn main() -> anyhow::Result<()> {
             let material = match (cert, key) {
                 (Some(cert), Some(key)) => Some(TlsMaterial::from_files(&cert, &key)?),
                 _ if tls || save_cert.is_some() => {
-                    let material = TlsMaterial::self_signed()?;
+                    let material = simulators::tls::self_signed()?;
                     if let Some(path) = save_cert {
                         std::fs::write(&path, &material.cert_pem).with_context(|| {
                             format!("cannot write the certificate to {}", path.display())

@@ -91,7 +91,7 @@ pub struct Settings {
     /// The keys that sign what is POSTed to each HTTP bot that has a token, by bot name.
     pub push_keys: std::collections::HashMap<String, broker_config::push::PushKey>,
     /// The client for HTTPS bots (`tls: true`), with the trust `--bot-ca-file` gives.
-    pub https: Option<bot_agent::https::HttpsClient>,
+    pub https: Option<broker_config::https::HttpsClient>,
 }
 
 impl Settings {
@@ -371,7 +371,7 @@ impl Pipeline {
         signature: Option<String>,
         body: &[u8],
     ) -> Result<u16, PostError> {
-        use bot_agent::https::RequestError;
+        use broker_config::https::RequestError;
         let client = self.settings.https.as_ref().ok_or_else(|| {
             PostError::Failed(
                 "the bot serves HTTPS and the orchestrator has no trust for it (see --bot-ca-file)"
@@ -380,7 +380,7 @@ impl Pipeline {
         })?;
         let headers: Vec<(&str, String)> =
             signature.map(|s| (broker_config::push::SIGNATURE_HEADER, s)).into_iter().collect();
-        let method = bot_agent::https::Method::POST;
+        let method = broker_config::https::Method::POST;
         let timeout = self.settings.bot_post_timeout;
         match client.request_with(method, url, Some(body.to_vec()), &headers, timeout).await {
             Ok(response) => Ok(response.status),
