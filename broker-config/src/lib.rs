@@ -24,6 +24,8 @@
 //! - [`push`]: the signatures of the orchestrator's pushes to HTTP bots.
 //! - `https` (feature `https`): HTTP over TLS between the programs: the client of bots and of
 //!   the equipment service, and serving a router over HTTPS.
+//! - [`signal`]: Ctrl-C and SIGTERM, the same in every program: the first stops gracefully, a
+//!   second at once (exit code 130).
 //! - `testing` (feature `test-support`): a RabbitMQ vhost per test.
 
 pub mod access;
@@ -35,6 +37,7 @@ pub mod cpe;
 pub mod https;
 pub mod messages;
 pub mod push;
+pub mod signal;
 pub mod status;
 pub mod system;
 #[cfg(feature = "test-support")]

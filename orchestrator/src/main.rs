@@ -88,9 +88,13 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// What a stop forced by a second signal leaves behind, and who takes it back.
+const HAND_BACK: &str = "unacknowledged messages go back to their queues, and the offers and runs \
+     this orchestrator held are taken back by the sweeps of the next orchestrator";
+
 async fn run(Cli { config, command }: Cli) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
-    tokio::spawn(stop_on_signal(shutdown.clone()));
+    broker_config::signal::stop_on_signals(shutdown.clone(), HAND_BACK);
     match command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let orchestrator = Orchestrator::start(&config).await?;
@@ -167,29 +171,4 @@ fn print_banner(at: &DemoAddresses) {
         portal = at.portal,
         equipment = at.equipment
     );
-}
-
-/// Cancels `token` on Ctrl-C or SIGTERM, so in-flight work finishes before the process exits.
-async fn stop_on_signal(token: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        () = term => {}
-    }
-    tracing::info!("shutting down");
-    token.cancel();
 }
