@@ -11,7 +11,6 @@
 //!   NOTIFY tasks; actions (the rules), the timer and the `botline.monitoring` consumer.
 //! - [`etl`]: the attendance ETL (records from `botline.attendance` into the database), its
 //!   synthetic producer and its reports.
-//! - [`demo`]: `orchestrator demo`, everything plus simulators and three bots in one process.
 //! - [`changes`]: notices of committed changes, streamed to the dashboard.
 //! - [`pagination`]: limit/offset and cursor paging shared by the lists.
 //! - [`entity`]: sea-orm rows; [`error`]: [`ApiError`](error::ApiError), the one error type
@@ -22,7 +21,6 @@ pub mod bots;
 pub mod changes;
 pub mod clock;
 pub mod config;
-pub mod demo;
 pub mod entity;
 pub mod error;
 pub mod etl;

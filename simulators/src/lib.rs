@@ -19,7 +19,7 @@
 //! - `src/main.rs`: the thin `simulators` binary, one subcommand per stand-in.
 //!
 //! Every simulator exposes a `…Config` (with `Default`), a `router(state)` and
-//! `serve(listener, config, shutdown)`, so tests and the orchestrator's demo mode start them
+//! `serve(listener, config, shutdown)`, so tests and the demo (`botline-demo`) start them
 //! in-process on port 0 and stop them with a cancellation token. Each has a JSON control API
 //! under `/_control` that failure injection never touches.
 

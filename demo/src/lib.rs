@@ -1,6 +1,10 @@
-//! `orchestrator demo`: everything in one process so a newcomer sees tasks flow within seconds:
-//! the API, dispatcher and event consumer, the Vivo360 portal, the equipment config service
-//! (HTTPS, self-signed) and the notification sink, three bot agents, and a few sample tasks.
+//! `botline-demo`: everything in one process so a newcomer sees tasks flow within seconds: the
+//! orchestrator (API, dispatcher, event consumer), the Vivo360 portal, the equipment config
+//! service (HTTPS, self-signed) and the notification sink, three bot agents, and a few sample
+//! tasks.
+//!
+//! A crate of its own so the orchestrator's binary links neither the bot agent nor the
+//! simulators (nor their certificate generator): it depends on all three.
 
 use std::net::SocketAddr;
 
@@ -11,10 +15,9 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::now;
-use crate::config::Config;
-use crate::tasks::{TaskRequest, TaskSpec, create_task};
-use crate::{Orchestrator, StartError};
+use orchestrator::clock::now;
+use orchestrator::tasks::{TaskRequest, TaskSpec, create_task};
+use orchestrator::{Config, Orchestrator, StartError};
 
 /// The Vivo360 portal's usual port; the demo falls back to any free port.
 const PORTAL_PORT: u16 = 8091;
@@ -119,7 +122,7 @@ pub async fn run_demo(
     let sink = tokio::spawn(simulators::notify::serve(sink, Default::default(), services.clone()));
     seed_samples(&orchestrator).await?;
     // The classic incident action (login 503/404), unless one with its code exists.
-    crate::incidents::sample::ensure_sample_action(orchestrator.db(), now())
+    orchestrator::incidents::sample::ensure_sample_action(orchestrator.db(), now())
         .await
         .map_err(|e| DemoError::Samples(e.to_string()))?;
     let server = tokio::spawn(orchestrator.serve(api, services.clone()));
