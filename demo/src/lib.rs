@@ -138,8 +138,8 @@ pub async fn run_demo(
         agent.equipment_insecure = true;
         agent.notify_url = format!("http://{}", addresses.sink);
         agent.ip_address = Some("127.0.0.1".into());
-        agent.heartbeat_interval_ms =
-            u64::try_from(config.heartbeat_interval.as_millis()).unwrap_or(5000);
+        agent.heartbeat_interval_ms = u64::try_from(config.heartbeat_interval.as_millis())
+            .unwrap_or(bot_agent::config::DEFAULT_HEARTBEAT_INTERVAL_MS);
         let stop = bots_stop.clone();
         bots.push(tokio::spawn(async move {
             if let Err(err) = bot_agent::run(agent, stop).await {

@@ -54,7 +54,7 @@ pub(crate) async fn begin_in_line<D: TransactionTrait>(db: &D) -> Result<D::Tran
     Ok(txn)
 }
 
-/// Timings of the task life (docs/architecture.md defaults; tests shorten them).
+/// Timings of the task life (the defaults of the flags, `config::defaults`; tests shorten them).
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// How long a bot has to answer an offer.
@@ -111,22 +111,23 @@ impl Settings {
 
 impl Default for Settings {
     fn default() -> Settings {
+        use crate::config::defaults;
         Settings {
-            offer_timeout: Duration::from_secs(10),
-            sweep_interval: Duration::from_secs(10),
-            heartbeat_interval: Duration::from_secs(5),
+            offer_timeout: defaults::OFFER_TIMEOUT,
+            sweep_interval: defaults::SWEEP_INTERVAL,
+            heartbeat_interval: defaults::HEARTBEAT_INTERVAL,
             missed_heartbeats: 3,
-            retry_base: Duration::from_secs(5),
+            retry_base: defaults::RETRY_BASE,
             retry_cap: Duration::from_secs(300),
             events_prefetch: 64,
             incidents: IncidentSettings::default(),
-            event_senders: SenderPolicy::Open,
-            queue_type: QueueType::Classic,
-            max_unanswered_offers: 5,
-            max_run_time: Duration::from_secs(3600),
-            bot_post_timeout: Duration::from_secs(5),
+            event_senders: SenderPolicy::default(),
+            queue_type: QueueType::default(),
+            max_unanswered_offers: defaults::MAX_UNANSWERED_OFFERS,
+            max_run_time: defaults::MAX_RUN_TIME,
+            bot_post_timeout: defaults::BOT_POST_TIMEOUT,
             http_bot_networks: Vec::new(),
-            max_event_bytes: 16 * 1024 * 1024,
+            max_event_bytes: usize::try_from(defaults::MAX_EVENT_BYTES).unwrap_or(usize::MAX),
             push_keys: Default::default(),
             https: None,
         }
