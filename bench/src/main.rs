@@ -102,7 +102,28 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match run(Cli::parse()).await {
+    // Results go to standard output; only warnings, and what a signal does, are logged.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,broker_config::signal=info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    broker_config::signal::stop_on_signals(
+        shutdown.clone(),
+        "the orchestrator and bot processes it started are left running, and its RabbitMQ vhosts \
+         (botline-test-*) and PostgreSQL databases (botline_test_bench_*) are left behind",
+    );
+    // A stopped benchmark measures nothing: the run is dropped, which kills the processes it
+    // started and deletes its RabbitMQ vhost.
+    let finished = tokio::select! {
+        finished = run(cli) => finished,
+        () = shutdown.cancelled() => Err(anyhow::anyhow!("stopped by a signal; no results written")),
+    };
+    match finished {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");

@@ -1,5 +1,6 @@
 //! The agent's configuration: command-line flags with environment variables behind them, also
-//! constructible in code ([`AgentConfig::new`]) for the orchestrator's demo mode and tests.
+//! constructible in code ([`AgentConfig::new`]) for the demo and tests, with the same defaults
+//! (each written once, as a `DEFAULT_…` constant both read).
 
 use broker_config::topology::QueueType;
 use std::net::SocketAddr;
@@ -23,6 +24,12 @@ pub const DEFAULT_EQUIPMENT_ANSWER_TIMEOUT_SECS: u64 = 120;
 pub const DEFAULT_NOTIFY_URL: &str = "http://127.0.0.1:8093";
 /// The Vivo360 account the bots log in with (the simulator's default account).
 pub const DEFAULT_VIVO360_CREDENTIAL: &str = "botline";
+/// Milliseconds between heartbeats (the orchestrator's --heartbeat-interval, 5 s).
+pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 5000;
+/// Least milliseconds between two progress reports of a task.
+pub const DEFAULT_PROGRESS_INTERVAL_MS: u64 = 250;
+/// Seconds a running task may take to finish at shutdown before it is handed back.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 
 /// How a bot agent runs. `Debug` hides the passwords (the broker URL's and the portal's).
 #[derive(Clone, PartialEq, clap::Parser)]
@@ -61,7 +68,7 @@ pub struct AgentConfig {
     pub no_declare: bool,
     /// The type of the queue it declares: classic (one broker) or quorum (a RabbitMQ cluster);
     /// the same as the orchestrator's --queue-type.
-    #[arg(long, env = "BOTLINE_QUEUE_TYPE", value_enum, default_value_t = QueueType::Classic)]
+    #[arg(long, env = "BOTLINE_QUEUE_TYPE", value_enum, default_value_t)]
     pub queue_type: QueueType,
     /// The orchestrator's API (HTTP mode).
     #[arg(long, env = "BOTLINE_API_URL", default_value = DEFAULT_API_URL)]
@@ -90,13 +97,13 @@ pub struct AgentConfig {
     #[arg(long, env = "BOTLINE_BOT_IP")]
     pub ip_address: Option<String>,
     /// Milliseconds between heartbeats.
-    #[arg(long, env = "BOTLINE_HEARTBEAT_INTERVAL_MS", default_value_t = 5000)]
+    #[arg(long, env = "BOTLINE_HEARTBEAT_INTERVAL_MS", default_value_t = DEFAULT_HEARTBEAT_INTERVAL_MS)]
     pub heartbeat_interval_ms: u64,
     /// Least milliseconds between two progress reports of a task.
-    #[arg(long, env = "BOTLINE_PROGRESS_INTERVAL_MS", default_value_t = 250)]
+    #[arg(long, env = "BOTLINE_PROGRESS_INTERVAL_MS", default_value_t = DEFAULT_PROGRESS_INTERVAL_MS)]
     pub progress_interval_ms: u64,
     /// Seconds a running task may take to finish at shutdown before it is handed back.
-    #[arg(long, env = "BOTLINE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    #[arg(long, env = "BOTLINE_SHUTDOWN_GRACE_SECS", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
     pub shutdown_grace_secs: u64,
     /// The Vivo360 portal.
     #[arg(long, env = "BOTLINE_VIVO360_URL", default_value = DEFAULT_VIVO360_URL)]
@@ -139,7 +146,7 @@ impl AgentConfig {
             amqp_url: amqp_url.into(),
             amqp_tls: Default::default(),
             no_declare: false,
-            queue_type: QueueType::Classic,
+            queue_type: QueueType::default(),
             api_url: DEFAULT_API_URL.to_owned(),
             api_token: None,
             api_token_file: None,
@@ -147,9 +154,9 @@ impl AgentConfig {
             http_tls_cert: None,
             http_tls_key: None,
             ip_address: None,
-            heartbeat_interval_ms: 5000,
-            progress_interval_ms: 250,
-            shutdown_grace_secs: 10,
+            heartbeat_interval_ms: DEFAULT_HEARTBEAT_INTERVAL_MS,
+            progress_interval_ms: DEFAULT_PROGRESS_INTERVAL_MS,
+            shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
             vivo360_url: DEFAULT_VIVO360_URL.to_owned(),
             vivo360_username: DEFAULT_VIVO360_CREDENTIAL.to_owned(),
             vivo360_password: DEFAULT_VIVO360_CREDENTIAL.to_owned(),
@@ -399,6 +406,17 @@ mod tests {
         assert_eq!(file.api_token_file, Some(PathBuf::from("/run/t")));
         let both = ["--api-token", token, "--api-token-file", "/run/t"];
         assert!(parse(&[&["--name", "b", "--systems", "noop"][..], &both[..]].concat()).is_err());
+    }
+
+    #[test]
+    fn a_configuration_built_in_code_has_the_flags_defaults() {
+        let parsed = parse(&["--name", "b", "--systems", "noop"]).expect("valid");
+        let built = AgentConfig::new(
+            BotName::parse("b").expect("valid"),
+            vec![System::Noop],
+            broker_config::amqp::DEFAULT_AMQP_URL,
+        );
+        assert_eq!(built, parsed, "{built:#?}\n!=\n{parsed:#?}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use broker_config::amqp::Backoff;
+use broker_config::https::{self, TlsMaterial};
 use broker_config::messages::decode;
 use broker_config::push::{self, SIGNATURE_HEADER, Verifier};
 use broker_config::{BotStatus, Command, Delivery};
@@ -100,7 +101,7 @@ pub(crate) async fn run(
                 .with_graceful_shutdown(shutdown.clone().cancelled_owned())
                 .await
         }
-        Some(tls) => serve_https(listener, router, tls, shutdown.clone()).await,
+        Some(tls) => https::serve(listener, router, tls, shutdown.clone()).await,
     };
     tracing::info!("shutting down");
     agent.shut_down(config.shutdown_grace()).await;
@@ -119,48 +120,15 @@ struct BotEndpoint {
 
 /// The HTTPS configuration of `--http-tls-cert` and `--http-tls-key` (ring), if given.
 fn server_tls(config: &AgentConfig) -> Result<Option<Arc<rustls::ServerConfig>>, AgentError> {
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let (Some(cert), Some(key)) = (&config.http_tls_cert, &config.http_tls_key) else {
         return Ok(None);
     };
-    let fail = |what: &str, path: &std::path::Path, e: String| {
-        AgentError::HttpsServer(format!("{what} {}: {e}", path.display()))
-    };
-    let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| fail("no certificate in", cert, e.to_string()))?;
-    let key_der = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| fail("no private key in", key, e.to_string()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .and_then(|builder| builder.with_no_client_auth().with_single_cert(chain, key_der))
-        .map_err(|e| AgentError::HttpsServer(e.to_string()))?;
-    Ok(Some(Arc::new(server)))
-}
-
-/// Serves `router` over HTTPS on `listener` until `shutdown`, then lets requests in flight finish.
-async fn serve_https(
-    listener: TcpListener,
-    router: Router,
-    tls: Arc<rustls::ServerConfig>,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let handle = axum_server::Handle::new();
-    let stopper = handle.clone();
-    tokio::spawn(async move {
-        shutdown.cancelled().await;
-        stopper.graceful_shutdown(Some(Duration::from_secs(10)));
-    });
-    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(
-        axum_server::tls_rustls::RustlsConfig::from_config(tls),
-    );
-    axum_server::Server::<SocketAddr>::from_listener(listener)
-        .acceptor(acceptor)
-        .handle(handle)
-        .serve(router.into_make_service())
-        .await
+    TlsMaterial::from_files(cert, key)
+        .and_then(|material| material.server_config())
+        .map(Some)
+        .map_err(|error| {
+            AgentError::HttpsServer(format!("{} and {}: {error}", cert.display(), key.display()))
+        })
 }
 
 /// The bot's API token, from the flag or its file.

@@ -13,8 +13,8 @@
 //!   that batches them into `task.progress` events.
 //! - [`automations`]: one module per system (NOOP, VIVO360, CPE, NOTIFY), each
 //!   `run(assignment, &mut ProgressSink, cancel) -> Outcome`.
-//! - [`https`]: the small HTTP/HTTPS client (hyper, rustls with ring) the CPE automation calls
-//!   the equipment config service with.
+//! - The CPE automation calls the equipment config service with `broker_config::https`'s client,
+//!   and HTTP mode serves HTTPS with its server half.
 //! - [`net`]: finding the address the bot announces.
 //! - `src/main.rs`: the thin binary (logging, signals).
 
@@ -24,7 +24,6 @@ pub mod automations;
 pub mod config;
 pub mod error;
 mod http_mode;
-pub mod https;
 pub mod net;
 pub mod progress;
 pub mod reporter;
@@ -44,7 +43,7 @@ use automations::cpe::Cpe;
 use automations::notify::Notify;
 use automations::vivo360::Vivo360;
 use broker_config::System;
-use https::HttpsClient;
+use broker_config::https::{self, HttpsClient};
 
 /// Runs a bot agent until `shutdown` is cancelled, then shuts down gracefully: stops taking
 /// tasks, lets a running task finish for up to the grace period (else hands it back with

@@ -1,4 +1,5 @@
-//! `bot-agent`: runs one Botline bot until SIGTERM or Ctrl-C. See `bot-agent --help`.
+//! `bot-agent`: runs one Botline bot until SIGTERM or Ctrl-C (a second one stops it at once).
+//! See `bot-agent --help`.
 
 use clap::Parser as _;
 use tokio_util::sync::CancellationToken;
@@ -15,37 +16,12 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let config = bot_agent::AgentConfig::parse();
     let shutdown = CancellationToken::new();
-    tokio::spawn(stop_on_signal(shutdown.clone()));
+    broker_config::signal::stop_on_signals(
+        shutdown.clone(),
+        "no task.released and no bot.offline are sent: an unacknowledged command goes back to \
+         this bot's queue, and the orchestrator takes back the task this bot held when its \
+         heartbeats stop",
+    );
     bot_agent::run(config, shutdown).await?;
     Ok(())
-}
-
-/// Cancels `shutdown` on Ctrl-C or SIGTERM (what `docker stop` sends).
-async fn stop_on_signal(shutdown: CancellationToken) {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
-    tracing::info!("stop requested; shutting down gracefully");
-    shutdown.cancel();
 }

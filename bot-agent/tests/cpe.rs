@@ -8,13 +8,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bot_agent::AgentConfig;
-use bot_agent::https::{HttpsClient, Method};
+use broker_config::https::{HttpsClient, Method};
 use broker_config::testing::TestVhost;
 use broker_config::{BotName, System};
 use orchestrator::{Config, Orchestrator};
 use serde_json::{Value, json};
 use simulators::equipment::{EquipmentConfig, FailFirst};
-use simulators::tls::TlsMaterial;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -62,7 +61,7 @@ impl World {
         let dir =
             std::env::temp_dir().join(format!("botline-cpe-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
-        let api_tls = TlsMaterial::self_signed().unwrap();
+        let api_tls = simulators::tls::self_signed().unwrap();
         std::fs::write(dir.join("api-cert.pem"), &api_tls.cert_pem).unwrap();
         std::fs::write(dir.join("api-key.pem"), &api_tls.key_pem).unwrap();
 
@@ -82,7 +81,7 @@ impl World {
         let api = format!("https://{}", listener.local_addr().unwrap());
         tokio::spawn(orchestrator.serve(listener, stop.clone()));
 
-        let device_tls = TlsMaterial::self_signed().unwrap();
+        let device_tls = simulators::tls::self_signed().unwrap();
         let device_ca = dir.join("device-ca.pem");
         std::fs::write(&device_ca, &device_tls.cert_pem).unwrap();
         let device_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -232,7 +232,7 @@ async fn a_bot_in_http_push_mode_runs_tasks_through_the_rest_api() {
 #[tokio::test]
 async fn a_bot_serving_https_gets_its_tasks_over_tls() {
     // A certificate for the loopback, which the orchestrator is told to trust (--bot-ca-file).
-    let material = simulators::tls::TlsMaterial::self_signed().unwrap();
+    let material = simulators::tls::self_signed().unwrap();
     let dir = std::env::temp_dir().join(format!("botline-https-bot-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));

@@ -21,6 +21,11 @@
 //!   stream lapin speaks over.
 //! - [`access`]: broker least privilege: each program's RabbitMQ user and permissions, the
 //!   definitions that create them, and the check of an event's sender ([`access::check_sender`]).
+//! - [`push`]: the signatures of the orchestrator's pushes to HTTP bots.
+//! - `https` (feature `https`): HTTP over TLS between the programs: the client of bots and of
+//!   the equipment service, and serving a router over HTTPS.
+//! - [`signal`]: Ctrl-C and SIGTERM, the same in every program: the first stops gracefully, a
+//!   second at once (exit code 130).
 //! - `testing` (feature `test-support`): a RabbitMQ vhost per test.
 
 pub mod access;
@@ -28,8 +33,11 @@ pub mod amqp;
 pub mod attachment;
 pub mod bot_name;
 pub mod cpe;
+#[cfg(feature = "https")]
+pub mod https;
 pub mod messages;
 pub mod push;
+pub mod signal;
 pub mod status;
 pub mod system;
 #[cfg(feature = "test-support")]

@@ -81,7 +81,7 @@ impl Orchestrator {
         access.check_listen(config.listen)?;
         let tls = match config.tls_files() {
             Some((cert, key)) => Some(
-                simulators::tls::TlsMaterial::from_files(cert, key)
+                broker_config::https::TlsMaterial::from_files(cert, key)
                     .and_then(|material| material.server_config())
                     .map_err(|error| StartError::Tls {
                         cert: cert.display().to_string(),
@@ -115,10 +115,10 @@ impl Orchestrator {
         // without system roots only cannot reach HTTPS bots (each offer to one says so).
         settings.https = match &config.bots.bot_ca_file {
             Some(path) => Some(
-                bot_agent::https::HttpsClient::with_ca_file(path)
+                broker_config::https::HttpsClient::with_ca_file(path)
                     .map_err(|e| StartError::BotTls(e.to_string()))?,
             ),
-            None => bot_agent::https::HttpsClient::with_system_roots()
+            None => broker_config::https::HttpsClient::with_system_roots()
                 .inspect_err(|e| {
                     tracing::warn!(error = %e, "no system roots: HTTPS bots cannot be reached without --bot-ca-file");
                 })
@@ -195,7 +195,7 @@ impl Orchestrator {
         pipeline.wake();
         let served = match self.tls.clone() {
             Some(tls) => {
-                simulators::tls::serve(listener, self.router(), tls, shutdown.clone()).await
+                broker_config::https::serve(listener, self.router(), tls, shutdown.clone()).await
             }
             None => {
                 // The peer's address lets the API refuse clients that are not on this machine.

@@ -1,4 +1,6 @@
-//! Configuration: flags, with environment variables behind them.
+//! Configuration: flags, with environment variables behind them. Each default is written once,
+//! in [`defaults`], and read both by the flag and by the code that builds settings without flags
+//! ([`Config::for_database`], the `Default` of the pipeline's, incidents' and ETL's settings).
 
 use broker_config::topology::QueueType;
 use std::fmt;
@@ -8,6 +10,75 @@ use std::time::Duration;
 
 use crate::pipeline::Settings;
 
+/// The defaults of the flags, for the flags and for settings made in code.
+///
+/// A duration is a flag in seconds (`parse_seconds`), whose default clap takes as text: each is
+/// declared once with `seconds!`, which gives the [`Duration`] and its `…_ARG` text from the
+/// same literal.
+pub mod defaults {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    use std::time::Duration;
+
+    /// Declares a default duration in whole seconds: `NAME` (a [`Duration`]) and `NAME_ARG` (the
+    /// same number as the flag's default text).
+    macro_rules! seconds {
+        ($(#[$doc:meta])* $name:ident, $arg:ident = $secs:literal) => {
+            $(#[$doc])*
+            pub const $name: Duration = Duration::from_secs($secs);
+            #[doc = concat!("[`", stringify!($name), "`] as the flag's default text.")]
+            pub const $arg: &str = stringify!($secs);
+        };
+    }
+
+    /// Where the API listens: loopback only, so nothing is open to the network by default.
+    pub const LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+    /// The largest CSV attachment accepted, in bytes (decoded).
+    pub const MAX_ATTACHMENT_BYTES: usize = 10 * 1024 * 1024;
+    /// The RabbitMQ management UI the dashboard links to.
+    pub const RABBITMQ_UI_URL: &str = "http://127.0.0.1:15672/";
+    /// The time zone of the attendance platform's local dates.
+    pub const TIMEZONE: chrono_tz::Tz = chrono_tz::America::Sao_Paulo;
+    /// The port of an HTTP bot registered without one (Flask's own default).
+    pub const DEFAULT_BOT_PORT: u16 = 5000;
+    /// Offers of one task that may go unanswered before it ends FAILED.
+    pub const MAX_UNANSWERED_OFFERS: u32 = 5;
+    /// The largest event from a bot, in bytes (16 MiB; real ones are a few KiB).
+    pub const MAX_EVENT_BYTES: u64 = 16 * 1024 * 1024;
+
+    seconds!(
+        /// How long a bot has to accept or reject an offer.
+        OFFER_TIMEOUT, OFFER_TIMEOUT_ARG = 10
+    );
+    seconds!(
+        /// How often the dispatcher runs without being woken, and the sweeps run.
+        SWEEP_INTERVAL, SWEEP_INTERVAL_ARG = 10
+    );
+    seconds!(
+        /// How often bots heartbeat (a bot silent for 3 intervals is lost).
+        HEARTBEAT_INTERVAL, HEARTBEAT_INTERVAL_ARG = 5
+    );
+    seconds!(
+        /// The wait after a task's first failure (it doubles with each failure).
+        RETRY_BASE, RETRY_BASE_ARG = 5
+    );
+    seconds!(
+        /// How often incidents are escalated by minutes ongoing and quiet ones resolved.
+        INCIDENT_CHECK_INTERVAL, INCIDENT_CHECK_INTERVAL_ARG = 30
+    );
+    seconds!(
+        /// How long an OPEN incident goes without a report before it is resolved (30 minutes).
+        INCIDENT_QUIET_PERIOD, INCIDENT_QUIET_PERIOD_ARG = 1800
+    );
+    seconds!(
+        /// How long a run may last when its task does not say (an hour).
+        MAX_RUN_TIME, MAX_RUN_TIME_ARG = 3600
+    );
+    seconds!(
+        /// How long an HTTP bot has to answer the POST of an offer.
+        BOT_POST_TIMEOUT, BOT_POST_TIMEOUT_ARG = 5
+    );
+}
+
 /// The orchestrator's settings. `Debug` hides the passwords in the database and broker URLs.
 #[derive(Clone, clap::Args)]
 pub struct Config {
@@ -16,11 +87,11 @@ pub struct Config {
     pub database_url: String,
 
     /// Address the API listens on.
-    #[arg(long, env = "BOTLINE_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "BOTLINE_LISTEN", default_value_t = defaults::LISTEN)]
     pub listen: SocketAddr,
 
     /// Largest CSV attachment accepted, in bytes (decoded).
-    #[arg(long, env = "BOTLINE_MAX_ATTACHMENT_BYTES", default_value_t = 10 * 1024 * 1024)]
+    #[arg(long, env = "BOTLINE_MAX_ATTACHMENT_BYTES", default_value_t = defaults::MAX_ATTACHMENT_BYTES)]
     pub max_attachment_bytes: usize,
 
     /// RabbitMQ: amqp://USER:PASSWORD@HOST:PORT/VHOST (the vhost URL-encoded, %2f for /), or
@@ -36,32 +107,32 @@ pub struct Config {
     /// Which bot events to accept by their AMQP user-id: open (any; development, everything as
     /// guest) or strict (only from the user of the bot they name, `bot-<name>`, as `broker-config
     /// users` defines them; others are dead-lettered with the reason).
-    #[arg(long, env = "BOTLINE_EVENT_SENDERS", value_enum, default_value_t = broker_config::access::SenderPolicy::Open)]
+    #[arg(long, env = "BOTLINE_EVENT_SENDERS", value_enum, default_value_t)]
     pub event_senders: broker_config::access::SenderPolicy,
 
     /// The type of the queues it declares: classic (one broker) or quorum (a RabbitMQ cluster).
     /// Bot agents and `broker-config` must be given the same.
-    #[arg(long, env = "BOTLINE_QUEUE_TYPE", value_enum, default_value_t = QueueType::Classic)]
+    #[arg(long, env = "BOTLINE_QUEUE_TYPE", value_enum, default_value_t)]
     pub queue_type: QueueType,
 
     /// Seconds a bot has to accept or reject an offer.
-    #[arg(long, env = "BOTLINE_OFFER_TIMEOUT", default_value = "10", value_parser = parse_seconds)]
+    #[arg(long, env = "BOTLINE_OFFER_TIMEOUT", default_value = defaults::OFFER_TIMEOUT_ARG, value_parser = parse_seconds)]
     pub offer_timeout: Duration,
 
     /// Seconds between dispatcher sweeps (it also runs at once when woken).
-    #[arg(long, env = "BOTLINE_SWEEP_INTERVAL", default_value = "10", value_parser = parse_seconds)]
+    #[arg(long, env = "BOTLINE_SWEEP_INTERVAL", default_value = defaults::SWEEP_INTERVAL_ARG, value_parser = parse_seconds)]
     pub sweep_interval: Duration,
 
     /// Seconds between bot heartbeats; a bot silent for 3 intervals is lost.
-    #[arg(long, env = "BOTLINE_HEARTBEAT_INTERVAL", default_value = "5", value_parser = parse_seconds)]
+    #[arg(long, env = "BOTLINE_HEARTBEAT_INTERVAL", default_value = defaults::HEARTBEAT_INTERVAL_ARG, value_parser = parse_seconds)]
     pub heartbeat_interval: Duration,
 
     /// Seconds a task waits after its first failure; doubles with each failure (5 minutes at most).
-    #[arg(long, env = "BOTLINE_RETRY_BASE", default_value = "5", value_parser = parse_seconds)]
+    #[arg(long, env = "BOTLINE_RETRY_BASE", default_value = defaults::RETRY_BASE_ARG, value_parser = parse_seconds)]
     pub retry_base: Duration,
 
     /// The RabbitMQ management UI, linked from the dashboard for ops.
-    #[arg(long, env = "BOTLINE_RABBITMQ_UI_URL", default_value = "http://127.0.0.1:15672/")]
+    #[arg(long, env = "BOTLINE_RABBITMQ_UI_URL", default_value = defaults::RABBITMQ_UI_URL)]
     pub rabbitmq_ui_url: String,
 
     /// Serve the API over HTTPS with this certificate chain (PEM); needs --tls-key.
@@ -73,7 +144,7 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
 
     /// The time zone of the attendance platform's local dates (an IANA name).
-    #[arg(long, env = "BOTLINE_TIMEZONE", default_value = "America/Sao_Paulo", value_parser = parse_timezone)]
+    #[arg(long, env = "BOTLINE_TIMEZONE", default_value_t = defaults::TIMEZONE, value_parser = parse_timezone)]
     pub timezone: chrono_tz::Tz,
 
     /// The largest attendance record the ETL loads, in bytes; a larger one is dead-lettered with
@@ -83,11 +154,11 @@ pub struct Config {
 
     /// Seconds between incident checks: escalation by minutes ongoing, and resolution of quiet
     /// incidents.
-    #[arg(long, env = "BOTLINE_INCIDENT_CHECK_INTERVAL", default_value = "30", value_parser = parse_seconds)]
+    #[arg(long, env = "BOTLINE_INCIDENT_CHECK_INTERVAL", default_value = defaults::INCIDENT_CHECK_INTERVAL_ARG, value_parser = parse_seconds)]
     pub incident_check_interval: Duration,
 
     /// Seconds without a report after which an OPEN incident is resolved (30 minutes).
-    #[arg(long, env = "BOTLINE_INCIDENT_QUIET_PERIOD", default_value = "1800", value_parser = parse_seconds)]
+    #[arg(long, env = "BOTLINE_INCIDENT_QUIET_PERIOD", default_value = defaults::INCIDENT_QUIET_PERIOD_ARG, value_parser = parse_seconds)]
     pub incident_quiet_period: Duration,
 
     /// How the orchestrator treats bots at its boundary (HTTP bots, unanswered offers, run time).
@@ -110,17 +181,17 @@ pub struct Config {
 pub struct BotBoundary {
     /// The port of a bot registered through the API without `delivery` and `http_port`: such a
     /// bot is an HTTP bot, reached on this port (Flask's own default).
-    #[arg(long, env = "BOTLINE_DEFAULT_BOT_PORT", default_value_t = 5000, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "BOTLINE_DEFAULT_BOT_PORT", default_value_t = defaults::DEFAULT_BOT_PORT, value_parser = clap::value_parser!(u16).range(1..))]
     pub default_bot_port: u16,
 
     /// Offers of one task that may go unanswered (expired, or the bot could not be reached)
     /// before the task ends FAILED instead of being offered again.
-    #[arg(long, env = "BOTLINE_MAX_UNANSWERED_OFFERS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, env = "BOTLINE_MAX_UNANSWERED_OFFERS", default_value_t = defaults::MAX_UNANSWERED_OFFERS, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_unanswered_offers: u32,
 
     /// Seconds a run may last when its task does not say (`max_run_seconds`); past it the bot is
     /// told to stop and the run fails, retryably.
-    #[arg(long, env = "BOTLINE_MAX_RUN_TIME", default_value = "3600", value_parser = parse_seconds)]
+    #[arg(long, env = "BOTLINE_MAX_RUN_TIME", default_value = defaults::MAX_RUN_TIME_ARG, value_parser = parse_seconds)]
     pub max_run_time: Duration,
 
     /// The networks HTTP bots may be in (`10.20.0.0/16`; repeat or separate with commas). The
@@ -137,7 +208,7 @@ pub struct BotBoundary {
 
     /// The largest event from a bot, in bytes (16 MiB; real ones are a few KiB): a larger one is
     /// dead-lettered with the reason, and the attempt it reports on fails, retryably.
-    #[arg(long, env = "BOTLINE_MAX_EVENT_BYTES", default_value_t = 16 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=(128 * 1024 * 1024)))]
+    #[arg(long, env = "BOTLINE_MAX_EVENT_BYTES", default_value_t = defaults::MAX_EVENT_BYTES, value_parser = clap::value_parser!(u64).range(1024..=(128 * 1024 * 1024)))]
     pub max_event_bytes: u64,
 
     /// The CA (or the certificate itself), PEM, that HTTPS bots' certificates are checked against
@@ -147,20 +218,20 @@ pub struct BotBoundary {
 
     /// Seconds an HTTP bot has to answer the POST of an offer (it should answer at once and work
     /// afterwards).
-    #[arg(long, env = "BOTLINE_BOT_POST_TIMEOUT", default_value = "5", value_parser = parse_seconds)]
+    #[arg(long, env = "BOTLINE_BOT_POST_TIMEOUT", default_value = defaults::BOT_POST_TIMEOUT_ARG, value_parser = parse_seconds)]
     pub bot_post_timeout: Duration,
 }
 
 impl Default for BotBoundary {
     fn default() -> BotBoundary {
         BotBoundary {
-            default_bot_port: 5000,
-            max_unanswered_offers: 5,
-            max_run_time: Duration::from_secs(3600),
+            default_bot_port: defaults::DEFAULT_BOT_PORT,
+            max_unanswered_offers: defaults::MAX_UNANSWERED_OFFERS,
+            max_run_time: defaults::MAX_RUN_TIME,
             http_bot_networks: Vec::new(),
-            max_event_bytes: 16 * 1024 * 1024,
+            max_event_bytes: defaults::MAX_EVENT_BYTES,
             bot_ca_file: None,
-            bot_post_timeout: Duration::from_secs(5),
+            bot_post_timeout: defaults::BOT_POST_TIMEOUT,
         }
     }
 }
@@ -212,26 +283,25 @@ pub fn parse_seconds(text: &str) -> Result<Duration, String> {
 impl Config {
     /// The settings for a database, with every other value at its default.
     pub fn for_database(database_url: impl Into<String>) -> Config {
-        let settings = Settings::default();
         Config {
             database_url: database_url.into(),
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            max_attachment_bytes: 10 * 1024 * 1024,
+            listen: defaults::LISTEN,
+            max_attachment_bytes: defaults::MAX_ATTACHMENT_BYTES,
             amqp_url: broker_config::amqp::DEFAULT_AMQP_URL.to_owned(),
             amqp_tls: Default::default(),
-            event_senders: broker_config::access::SenderPolicy::Open,
-            queue_type: QueueType::Classic,
-            offer_timeout: settings.offer_timeout,
-            sweep_interval: settings.sweep_interval,
-            heartbeat_interval: settings.heartbeat_interval,
-            retry_base: settings.retry_base,
-            rabbitmq_ui_url: "http://127.0.0.1:15672/".to_owned(),
+            event_senders: Default::default(),
+            queue_type: QueueType::default(),
+            offer_timeout: defaults::OFFER_TIMEOUT,
+            sweep_interval: defaults::SWEEP_INTERVAL,
+            heartbeat_interval: defaults::HEARTBEAT_INTERVAL,
+            retry_base: defaults::RETRY_BASE,
+            rabbitmq_ui_url: defaults::RABBITMQ_UI_URL.to_owned(),
             tls_cert: None,
             tls_key: None,
-            timezone: chrono_tz::America::Sao_Paulo,
+            timezone: defaults::TIMEZONE,
             etl_max_record_bytes: crate::etl::record::DEFAULT_MAX_RECORD_BYTES,
-            incident_check_interval: settings.incidents.check_interval,
-            incident_quiet_period: settings.incidents.quiet_period,
+            incident_check_interval: defaults::INCIDENT_CHECK_INTERVAL,
+            incident_quiet_period: defaults::INCIDENT_QUIET_PERIOD,
             bots: BotBoundary::default(),
             cors_origins: Vec::new(),
             auth: Default::default(),
@@ -338,6 +408,26 @@ impl fmt::Debug for Config {
 #[cfg(test)]
 mod tests {
     use super::redact;
+
+    #[test]
+    fn settings_made_in_code_have_the_flags_defaults() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            config: super::Config,
+        }
+        let parsed = Flags::try_parse_from(["orchestrator"]).expect("the defaults parse").config;
+        let built = super::Config::for_database(migrations::DEFAULT_DATABASE_URL);
+        assert_eq!(format!("{built:#?}"), format!("{parsed:#?}"));
+        // The settings the flags give, and those made without flags.
+        let settings = format!("{:#?}", super::Settings::default());
+        assert_eq!(format!("{:#?}", parsed.pipeline_settings()), settings);
+        assert_eq!(parsed.etl_settings(), crate::etl::EtlSettings::default());
+        assert_eq!(format!("{:?}", parsed.bots), format!("{:?}", super::BotBoundary::default()));
+        assert_eq!(parsed.offer_timeout, super::defaults::OFFER_TIMEOUT, "the text is the number");
+        assert_eq!(parsed.incident_quiet_period, super::defaults::INCIDENT_QUIET_PERIOD);
+    }
 
     #[test]
     fn seconds_parse_with_fractions_and_refuse_nonsense() {

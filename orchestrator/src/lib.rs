@@ -27,7 +27,6 @@ pub mod bots;
 pub mod changes;
 pub mod clock;
 pub mod config;
-pub mod demo;
 pub mod entity;
 pub mod error;
 pub mod etl;

@@ -1,9 +1,8 @@
-//! `orchestrator`: the API, dispatcher and event consumer on the configured database and broker;
-//! `orchestrator demo`: the same plus the simulators, three bots and sample tasks.
+//! `orchestrator`: the API, dispatcher and event consumer on the configured database and broker.
+//! The demo (the same plus the simulators, three bots and sample tasks) is `botline-demo`.
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use orchestrator::demo::{DemoAddresses, run_demo};
 use orchestrator::etl::{self, produce::ProduceOptions, produce::produce};
 use orchestrator::{Config, Orchestrator};
 use tokio::net::TcpListener;
@@ -23,8 +22,8 @@ struct Cli {
 enum Command {
     /// Run the orchestrator (the default).
     Serve,
-    /// Run everything in one process: the orchestrator, the Vivo360 portal and notification sink
-    /// stand-ins, three bot agents and a few sample tasks, against the local RabbitMQ.
+    /// Moved: the demo is its own program, `botline-demo` (`cargo run -p botline-demo`); this
+    /// only says so and exits with status 2.
     Demo,
     /// Exit 0 when the orchestrator answers /readyz (its database and broker are up), 1 otherwise:
     /// for container health checks (the image has no shell or curl).
@@ -78,7 +77,12 @@ async fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| "info,sqlx=warn,sea_orm=warn,lapin=warn".into()),
         )
         .init();
-    match run(Cli::parse()).await {
+    let cli = Cli::parse();
+    if let Some(Command::Demo) = cli.command {
+        eprintln!("error: {DEMO_MOVED}");
+        return std::process::ExitCode::from(2);
+    }
+    match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             // One line, causes included, no backtrace: this is for the person at the terminal.
@@ -88,9 +92,18 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// What `orchestrator demo` says: the demo links the bot agent and the simulators, which the
+/// orchestrator's binary does not.
+const DEMO_MOVED: &str = "`orchestrator demo` has moved to its own program: run `botline-demo` \
+     (from the repository: `cargo run -p botline-demo`), with the same flags";
+
+/// What a stop forced by a second signal leaves behind, and who takes it back.
+const HAND_BACK: &str = "unacknowledged messages go back to their queues, and the offers and runs \
+     this orchestrator held are taken back by the sweeps of the next orchestrator";
+
 async fn run(Cli { config, command }: Cli) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
-    tokio::spawn(stop_on_signal(shutdown.clone()));
+    broker_config::signal::stop_on_signals(shutdown.clone(), HAND_BACK);
     match command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let orchestrator = Orchestrator::start(&config).await?;
@@ -99,7 +112,8 @@ async fn run(Cli { config, command }: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
             orchestrator.serve(listener, shutdown).await?;
         }
-        Command::Demo => run_demo(config, shutdown, print_banner).await?,
+        // Answered in `main`, before anything starts.
+        Command::Demo => anyhow::bail!(DEMO_MOVED),
         Command::Healthcheck { url } => {
             // The client here speaks plain HTTP only (HTTPS is checked from outside: curl -k).
             anyhow::ensure!(
@@ -150,46 +164,4 @@ fn readyz_url(config: &Config) -> String {
         address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     format!("http://{address}/readyz")
-}
-
-fn print_banner(at: &DemoAddresses) {
-    println!(
-        "\nBotline demo running. Ctrl-C stops it.\n\
-         \n  API             http://{api}/api/v1/tasks   (OpenAPI: http://{api}/api/v1/openapi.json)\
-         \n  bots            http://{api}/api/v1/bots    (bot-1, bot-2: VIVO360+CPE+NOOP; bot-3: NOOP)\
-         \n  Vivo360 portal  http://{portal}/_control/users   (users the bots created)\
-         \n  equipment       https://{equipment}/_control/requests   (CPE configurations; self-signed: curl -k)\
-         \n  CPE activation  curl -s http://{api}/api/v1/equipment/cpe/CPE000042 -d '{{\"timeoutInSeconds\":14,\"parameters\":{{\"vlan\":534}}}}'\
-         \n  RabbitMQ UI     http://127.0.0.1:15672   (guest/guest: queues botline.bot.*, exchanges botline.*)\
-         \n\nSample tasks were submitted; watch them go WAITING -> ASSIGNED -> RUNNING -> COMPLETE:\
-         \n  curl -s 'http://{api}/api/v1/tasks?order=oldest' | python3 -m json.tool\n",
-        api = at.api,
-        portal = at.portal,
-        equipment = at.equipment
-    );
-}
-
-/// Cancels `token` on Ctrl-C or SIGTERM, so in-flight work finishes before the process exits.
-async fn stop_on_signal(token: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        () = term => {}
-    }
-    tracing::info!("shutting down");
-    token.cancel();
 }

@@ -8,15 +8,15 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bot_agent::https::{HttpsClient, Method};
 use broker_config::TaskStatus;
+use broker_config::https::TlsMaterial;
+use broker_config::https::{HttpsClient, Method};
 use clap::Parser as _;
 use common::{Backend, TestApp};
 use orchestrator::entity::task;
 use orchestrator::{Config, Orchestrator, StartError};
 use sea_orm::{ActiveModelTrait as _, EntityTrait as _, Set};
 use serde_json::{Value, json};
-use simulators::tls::TlsMaterial;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -53,7 +53,7 @@ struct Api {
 
 impl Api {
     async fn spawn(backend: Backend) -> Api {
-        let material = TlsMaterial::self_signed().unwrap();
+        let material = simulators::tls::self_signed().unwrap();
         let files = PemFiles::write(&material);
         let app = TestApp::spawn_with(backend, |config| {
             config.tls_cert = Some(files.cert.clone());
@@ -309,8 +309,8 @@ fn https_needs_both_a_certificate_and_a_key() {
 
 #[tokio::test]
 async fn a_certificate_that_cannot_serve_stops_the_start_at_once() {
-    let material = TlsMaterial::self_signed().unwrap();
-    let other = TlsMaterial::self_signed().unwrap();
+    let material = simulators::tls::self_signed().unwrap();
+    let other = simulators::tls::self_signed().unwrap();
     let mismatched = TlsMaterial { key_pem: other.key_pem, ..material };
     let files = PemFiles::write(&mismatched);
     // Neither the database nor the broker is reached: the certificate is checked first.

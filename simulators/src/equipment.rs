@@ -36,6 +36,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use broker_config::cpe::{self, CpeAnswer, CpeParameters, CpeRequest, EquipmentId};
+use broker_config::https::TlsMaterial;
 use chrono::{DateTime, Utc};
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
@@ -44,7 +45,6 @@ use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 use crate::control::{self, ControlJson};
-use crate::tls::TlsMaterial;
 use crate::vivo360::{InvalidSetting, parse_fail_rate};
 
 /// `ID:N` (`--fail-first`): the first N requests for the equipment ID answer 500.
@@ -319,7 +319,7 @@ pub async fn serve_tls(
     if let Ok(address) = listener.local_addr() {
         tracing::info!(%address, "equipment config service listening (HTTPS)");
     }
-    crate::tls::serve(listener, router(state), server_config, shutdown).await
+    broker_config::https::serve(listener, router(state), server_config, shutdown).await
 }
 
 /// A `{"code","message"}` answer with `code` as the HTTP status too.

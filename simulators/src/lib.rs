@@ -14,12 +14,12 @@
 //!   to webhooks, honouring `Idempotency-Key`.
 //! - `control`: what the simulators share: the `down` / `delay_ms` failure injection in front
 //!   of their public routes and the JSON error shape of their control APIs.
-//! - [`tls`]: HTTPS serving shared by the simulators and the orchestrator: PEM material, a
-//!   self-signed certificate made at start, a rustls (ring) server configuration.
+//! - [`tls`]: self-signed certificates made at start (serving HTTPS is `broker_config::https`,
+//!   shared with the orchestrator and the agent).
 //! - `src/main.rs`: the thin `simulators` binary, one subcommand per stand-in.
 //!
 //! Every simulator exposes a `…Config` (with `Default`), a `router(state)` and
-//! `serve(listener, config, shutdown)`, so tests and the orchestrator's demo mode start them
+//! `serve(listener, config, shutdown)`, so tests and the demo (`botline-demo`) start them
 //! in-process on port 0 and stop them with a cancellation token. Each has a JSON control API
 //! under `/_control` that failure injection never touches.
 

@@ -2,17 +2,17 @@
 //!
 //! Prints `listening on <address>` on standard output once bound, so a caller that passes
 //! port 0 learns the port; logs go to standard error (`RUST_LOG` filters them). Stops on
-//! Ctrl-C or SIGTERM, letting in-flight requests finish.
+//! Ctrl-C or SIGTERM, letting in-flight requests finish; a second signal stops it at once.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use broker_config::https::TlsMaterial;
 use clap::{Parser, Subcommand};
 use simulators::equipment::{self, EquipmentConfig};
 use simulators::notify::{self, NotifyConfig};
-use simulators::tls::TlsMaterial;
 use simulators::vivo360::{self, Vivo360Config};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -86,7 +86,11 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    broker_config::signal::stop_on_signals(
+        shutdown.clone(),
+        "requests in flight are cut off (the bot making one sees a failed call); the stand-in's \
+         state lived in memory only",
+    );
     match cli.simulator {
         Simulator::Healthcheck { address } => {
             let connect = tokio::net::TcpStream::connect(address);
@@ -105,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
             let material = match (cert, key) {
                 (Some(cert), Some(key)) => Some(TlsMaterial::from_files(&cert, &key)?),
                 _ if tls || save_cert.is_some() => {
-                    let material = TlsMaterial::self_signed()?;
+                    let material = simulators::tls::self_signed()?;
                     if let Some(path) = save_cert {
                         std::fs::write(&path, &material.cert_pem).with_context(|| {
                             format!("cannot write the certificate to {}", path.display())
@@ -139,35 +143,4 @@ async fn bind(address: SocketAddr) -> anyhow::Result<TcpListener> {
     let bound = listener.local_addr().context("listener has no address")?;
     println!("listening on {bound}");
     Ok(listener)
-}
-
-/// Cancels `shutdown` on Ctrl-C or, on Unix, SIGTERM (what `docker stop` sends).
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::warn!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                terminate.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
-    tracing::info!("shutting down");
-    shutdown.cancel();
 }

@@ -1,145 +1,25 @@
-//! HTTPS for the simulators, and for the orchestrator's API, which serves the same way: PEM
-//! material (read from files, or a self-signed certificate made at start), a rustls server
-//! configuration with the ring provider, and serving a router over it until a cancellation
-//! token fires.
+//! Self-signed certificates for the simulators, the tests and the demo: the one place Botline
+//! makes certificates (rcgen), kept out of the production binaries, which read theirs from
+//! files. Serving with them is `broker_config::https`.
 
-use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
-
-use axum::Router;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use broker_config::https::TlsMaterial;
 
 /// The names a self-signed certificate is made for: the loopback, by name and address.
 pub const SELF_SIGNED_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
-/// A certificate chain and its private key, both PEM.
-#[derive(Clone, PartialEq, Eq)]
-pub struct TlsMaterial {
-    /// The certificate chain, leaf first; for a self-signed certificate, also what clients trust.
-    pub cert_pem: String,
-    /// The private key (PKCS#8, PKCS#1 or SEC1).
-    pub key_pem: String,
-}
-
-impl std::fmt::Debug for TlsMaterial {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Keys stay out of logs.
-        f.debug_struct("TlsMaterial").field("cert_pem", &self.cert_pem).finish_non_exhaustive()
-    }
-}
-
-/// Why TLS could not be set up.
+/// Why a self-signed certificate could not be made.
 #[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    /// A PEM file cannot be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: io::Error,
-    },
-    /// The certificate PEM holds no certificate, or a broken one.
-    #[error("no usable certificate in the certificate PEM: {0}")]
-    Certificate(String),
-    /// The key PEM holds no private key, or a broken one.
-    #[error("no usable private key in the key PEM: {0}")]
-    Key(String),
-    /// The certificate and key do not make a TLS configuration (a key that does not match).
-    #[error("the certificate and key do not make a TLS configuration: {0}")]
-    Config(#[from] rustls::Error),
-    /// A self-signed certificate could not be made.
-    #[error("cannot make a self-signed certificate: {0}")]
-    SelfSigned(#[from] rcgen::Error),
-}
+#[error("cannot make a self-signed certificate: {0}")]
+pub struct SelfSignedError(#[from] rcgen::Error);
 
-impl From<TlsError> for io::Error {
-    fn from(error: TlsError) -> io::Error {
-        io::Error::new(io::ErrorKind::InvalidInput, error)
-    }
-}
-
-impl TlsMaterial {
-    /// A fresh self-signed certificate for [`SELF_SIGNED_NAMES`], with its key.
-    pub fn self_signed() -> Result<TlsMaterial, TlsError> {
-        let names: Vec<String> = SELF_SIGNED_NAMES.iter().map(|&name| name.to_owned()).collect();
-        let certified = rcgen::generate_simple_self_signed(names)?;
-        Ok(TlsMaterial {
-            cert_pem: certified.cert.pem(),
-            key_pem: certified.signing_key.serialize_pem(),
-        })
-    }
-
-    /// The certificate chain and key in these PEM files.
-    pub fn from_files(cert: &Path, key: &Path) -> Result<TlsMaterial, TlsError> {
-        let read = |path: &Path| {
-            std::fs::read_to_string(path)
-                .map_err(|source| TlsError::Read { path: path.to_owned(), source })
-        };
-        Ok(TlsMaterial { cert_pem: read(cert)?, key_pem: read(key)? })
-    }
-
-    /// The certificates of the chain, leaf first.
-    pub fn certificates(&self) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-        certificates(&self.cert_pem)
-    }
-
-    /// A rustls server configuration (ring; TLS 1.2 and 1.3; HTTP/2 and HTTP/1.1 by ALPN).
-    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-        let chain = self.certificates()?;
-        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
-            .map_err(|error| TlsError::Key(error.to_string()))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(chain, key)?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Arc::new(config))
-    }
-}
-
-/// The certificates in `pem`, in order; at least one.
-pub fn certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let chain = CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| TlsError::Certificate(error.to_string()))?;
-    if chain.is_empty() {
-        return Err(TlsError::Certificate("no CERTIFICATE block".to_owned()));
-    }
-    Ok(chain)
-}
-
-/// How long in-flight requests may take to finish once `shutdown` fires.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-
-/// Serves `router` over HTTPS on `listener` until `shutdown` is cancelled, then lets in-flight
-/// requests finish (for up to 30 seconds).
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    config: Arc<rustls::ServerConfig>,
-    shutdown: CancellationToken,
-) -> io::Result<()> {
-    let handle = axum_server::Handle::new();
-    let stopper = handle.clone();
-    tokio::spawn(async move {
-        shutdown.cancelled().await;
-        stopper.graceful_shutdown(Some(SHUTDOWN_GRACE));
-    });
-    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(
-        axum_server::tls_rustls::RustlsConfig::from_config(config),
-    );
-    axum_server::Server::<std::net::SocketAddr>::from_listener(listener)
-        .acceptor(acceptor)
-        .handle(handle)
-        .serve(router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .await
+/// A fresh self-signed certificate for [`SELF_SIGNED_NAMES`], with its key.
+pub fn self_signed() -> Result<TlsMaterial, SelfSignedError> {
+    let names: Vec<String> = SELF_SIGNED_NAMES.iter().map(|&name| name.to_owned()).collect();
+    let certified = rcgen::generate_simple_self_signed(names)?;
+    Ok(TlsMaterial {
+        cert_pem: certified.cert.pem(),
+        key_pem: certified.signing_key.serialize_pem(),
+    })
 }
 
 #[cfg(test)]
@@ -148,24 +28,10 @@ mod tests {
 
     #[test]
     fn a_self_signed_certificate_makes_a_server_configuration() {
-        let material = TlsMaterial::self_signed().expect("generated");
+        let material = self_signed().expect("generated");
         assert!(material.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
         assert_eq!(material.certificates().expect("parses").len(), 1);
         assert!(material.server_config().is_ok());
-        assert!(!format!("{material:?}").contains("PRIVATE KEY"), "keys stay out of logs");
-    }
-
-    #[test]
-    fn broken_or_mismatched_material_is_refused() {
-        let one = TlsMaterial::self_signed().expect("generated");
-        let other = TlsMaterial::self_signed().expect("generated");
-        let no_cert = TlsMaterial { cert_pem: "nothing".into(), ..one.clone() };
-        assert!(matches!(no_cert.server_config(), Err(TlsError::Certificate(_))));
-        let no_key = TlsMaterial { key_pem: one.cert_pem.clone(), ..one.clone() };
-        assert!(matches!(no_key.server_config(), Err(TlsError::Key(_))));
-        let mismatched = TlsMaterial { key_pem: other.key_pem, ..one };
-        assert!(matches!(mismatched.server_config(), Err(TlsError::Config(_))));
-        let missing = TlsMaterial::from_files(Path::new("/nonexistent.pem"), Path::new("/x"));
-        assert!(matches!(missing, Err(TlsError::Read { .. })));
+        assert_ne!(material, self_signed().expect("generated"), "each is fresh");
     }
 }

@@ -4,10 +4,10 @@
 use std::io;
 use std::time::Duration;
 
-use bot_agent::https::{HttpsClient, Method, RequestError, Response};
+use broker_config::https::TlsMaterial;
+use broker_config::https::{HttpsClient, Method, RequestError, Response};
 use serde_json::{Value, json};
 use simulators::equipment::{self, EquipmentConfig, FailFirst};
-use simulators::tls::TlsMaterial;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -26,7 +26,7 @@ struct Service {
 
 impl Service {
     async fn https(config: EquipmentConfig) -> Service {
-        Service::https_with(config, TlsMaterial::self_signed().unwrap()).await
+        Service::https_with(config, simulators::tls::self_signed().unwrap()).await
     }
 
     async fn https_with(config: EquipmentConfig, material: TlsMaterial) -> Service {
@@ -239,7 +239,7 @@ async fn a_slow_device_outlasts_a_short_timeout_but_the_request_arrived() {
 #[tokio::test]
 async fn only_clients_that_trust_the_certificate_get_through() {
     let service = Service::https(fast()).await;
-    let stranger = TlsMaterial::self_signed().unwrap();
+    let stranger = simulators::tls::self_signed().unwrap();
     let wary = HttpsClient::with_ca_pem(stranger.cert_pem.as_bytes()).unwrap();
     let url = service.url("/_control");
     let refused = wary.get(&url, WAIT).await;
@@ -254,7 +254,7 @@ async fn only_clients_that_trust_the_certificate_get_through() {
 
 #[tokio::test]
 async fn certificate_files_are_served_and_plain_http_works_too() {
-    let material = TlsMaterial::self_signed().unwrap();
+    let material = simulators::tls::self_signed().unwrap();
     let dir = std::env::temp_dir().join(format!("botline-tls-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));

@@ -24,13 +24,13 @@
 use std::time::Duration;
 
 use broker_config::cpe::{self, CpeAnswer};
+use broker_config::https::{self, HttpsClient, RequestError};
 use broker_config::{Assignment, CpePayload};
 use serde::Deserialize as _;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::Outcome;
-use crate::https::{self, HttpsClient, RequestError};
 
 /// The CPE automation: where the equipment config service is and how to reach it.
 #[derive(Debug, Clone)]
@@ -132,7 +132,7 @@ pub fn judge_answer(response: Result<https::Response, RequestError>) -> Outcome 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hyper::body::Bytes;
+    use axum::body::Bytes;
 
     fn answer(status: u16, body: &str) -> Result<https::Response, RequestError> {
         Ok(https::Response { status, body: Bytes::from(body.to_owned()) })

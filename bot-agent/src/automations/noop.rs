@@ -11,7 +11,7 @@
 //! (`bot-agent/tests/chaos.rs`): the orchestrator must end it FAILED after `max_attempts` runs
 //! while the other tasks keep flowing. The whole agent stops, not just the task, so the mode is
 //! off unless the process runs with `BOTLINE_FAULT_INJECTION=1` (the chaos tests set it on the
-//! bot processes they start): elsewhere, e.g. the bots `orchestrator demo` runs inside its own
+//! bot processes they start): elsewhere, e.g. the bots `botline-demo` runs inside its own
 //! process, such a task fails (not retryable) instead of taking the process down.
 
 use std::time::Duration;

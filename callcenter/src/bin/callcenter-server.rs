@@ -3,7 +3,7 @@
 //!
 //! Prints `listening on <address>` on standard output once bound, so a caller that passes
 //! `--port 0` learns the port; logs go to standard error (`RUST_LOG` filters them).
-//! Stops on Ctrl-C or SIGTERM.
+//! Stops on Ctrl-C or SIGTERM; a second one stops it at once.
 
 use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
@@ -51,39 +51,11 @@ async fn main() -> anyhow::Result<()> {
     println!("listening on {address}");
 
     let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    broker_config::signal::stop_on_signals(
+        shutdown.clone(),
+        "connected clients are cut off, and the calls in the queue are lost (held in memory only)",
+    );
     callcenter::server::run(listener, CallQueue::new(&args.operators, args.ring_timeout), shutdown)
         .await;
     Ok(())
-}
-
-/// Cancels `shutdown` on Ctrl-C or, on Unix, SIGTERM (what `docker stop` sends).
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::warn!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                terminate.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
-    tracing::info!("shutting down");
-    shutdown.cancel();
 }

@@ -80,8 +80,8 @@ pub struct IncidentSettings {
 impl Default for IncidentSettings {
     fn default() -> IncidentSettings {
         IncidentSettings {
-            check_interval: Duration::from_secs(30),
-            quiet_period: Duration::from_secs(30 * 60),
+            check_interval: crate::config::defaults::INCIDENT_CHECK_INTERVAL,
+            quiet_period: crate::config::defaults::INCIDENT_QUIET_PERIOD,
         }
     }
 }

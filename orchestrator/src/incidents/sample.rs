@@ -1,7 +1,7 @@
-//! The classic sample action, loaded by `orchestrator demo`, as the original's final version has
-//! it: the login service answering 503 or 404; customers get a push after 5 occurrences;
-//! Analyst N1 at 10 occurrences or 5 minutes, Analyst N2 at 20 or 20 minutes, Coordination at
-//! 60 minutes. An occurrence is one report request that lists either pair (or both).
+//! The classic sample action, loaded by the demo (`botline-demo`), as the original's final
+//! version has it: the login service answering 503 or 404; customers get a push after 5
+//! occurrences; Analyst N1 at 10 occurrences or 5 minutes, Analyst N2 at 20 or 20 minutes,
+//! Coordination at 60 minutes. An occurrence is one report request that lists either pair (or both).
 
 use chrono::{DateTime, Utc};
 use sea_orm::DatabaseConnection;

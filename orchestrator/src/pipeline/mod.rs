@@ -37,7 +37,7 @@ enum PostError {
     Failed(String),
 }
 
-/// Timings of the task life (docs/architecture.md defaults; tests shorten them).
+/// Timings of the task life (the defaults of the flags, `config::defaults`; tests shorten them).
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// How long a bot has to answer an offer.
@@ -74,7 +74,7 @@ pub struct Settings {
     /// The keys that sign what is POSTed to each HTTP bot that has a token, by bot name.
     pub push_keys: std::collections::HashMap<String, broker_config::push::PushKey>,
     /// The client for HTTPS bots (`tls: true`), with the trust `--bot-ca-file` gives.
-    pub https: Option<bot_agent::https::HttpsClient>,
+    pub https: Option<broker_config::https::HttpsClient>,
 }
 
 impl Settings {
@@ -94,22 +94,23 @@ impl Settings {
 
 impl Default for Settings {
     fn default() -> Settings {
+        use crate::config::defaults;
         Settings {
-            offer_timeout: Duration::from_secs(10),
-            sweep_interval: Duration::from_secs(10),
-            heartbeat_interval: Duration::from_secs(5),
+            offer_timeout: defaults::OFFER_TIMEOUT,
+            sweep_interval: defaults::SWEEP_INTERVAL,
+            heartbeat_interval: defaults::HEARTBEAT_INTERVAL,
             missed_heartbeats: 3,
-            retry_base: Duration::from_secs(5),
+            retry_base: defaults::RETRY_BASE,
             retry_cap: Duration::from_secs(300),
             events_prefetch: 64,
             incidents: IncidentSettings::default(),
-            event_senders: SenderPolicy::Open,
-            queue_type: QueueType::Classic,
-            max_unanswered_offers: 5,
-            max_run_time: Duration::from_secs(3600),
-            bot_post_timeout: Duration::from_secs(5),
+            event_senders: SenderPolicy::default(),
+            queue_type: QueueType::default(),
+            max_unanswered_offers: defaults::MAX_UNANSWERED_OFFERS,
+            max_run_time: defaults::MAX_RUN_TIME,
+            bot_post_timeout: defaults::BOT_POST_TIMEOUT,
             http_bot_networks: Vec::new(),
-            max_event_bytes: 16 * 1024 * 1024,
+            max_event_bytes: usize::try_from(defaults::MAX_EVENT_BYTES).unwrap_or(usize::MAX),
             push_keys: Default::default(),
             https: None,
         }
@@ -354,7 +355,7 @@ impl Pipeline {
         signature: Option<String>,
         body: &[u8],
     ) -> Result<u16, PostError> {
-        use bot_agent::https::RequestError;
+        use broker_config::https::RequestError;
         let client = self.settings.https.as_ref().ok_or_else(|| {
             PostError::Failed(
                 "the bot serves HTTPS and the orchestrator has no trust for it (see --bot-ca-file)"
@@ -363,7 +364,7 @@ impl Pipeline {
         })?;
         let headers: Vec<(&str, String)> =
             signature.map(|s| (broker_config::push::SIGNATURE_HEADER, s)).into_iter().collect();
-        let method = bot_agent::https::Method::POST;
+        let method = broker_config::https::Method::POST;
         let timeout = self.settings.bot_post_timeout;
         match client.request_with(method, url, Some(body.to_vec()), &headers, timeout).await {
             Ok(response) => Ok(response.status),

@@ -1,6 +1,10 @@
-//! `orchestrator demo`: everything in one process so a newcomer sees tasks flow within seconds:
-//! the API, dispatcher and event consumer, the Vivo360 portal, the equipment config service
-//! (HTTPS, self-signed) and the notification sink, three bot agents, and a few sample tasks.
+//! `botline-demo`: everything in one process so a newcomer sees tasks flow within seconds: the
+//! orchestrator (API, dispatcher, event consumer), the Vivo360 portal, the equipment config
+//! service (HTTPS, self-signed) and the notification sink, three bot agents, and a few sample
+//! tasks.
+//!
+//! A crate of its own so the orchestrator's binary links neither the bot agent nor the
+//! simulators (nor their certificate generator): it depends on all three.
 
 use std::net::SocketAddr;
 
@@ -11,11 +15,10 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::now;
-use crate::config::Config;
-use crate::store::tasks::create_task;
-use crate::tasks::{TaskRequest, TaskSpec};
-use crate::{Orchestrator, StartError};
+use orchestrator::clock::now;
+use orchestrator::store::tasks::create_task;
+use orchestrator::tasks::{TaskRequest, TaskSpec};
+use orchestrator::{Config, Orchestrator, StartError};
 
 /// The Vivo360 portal's usual port; the demo falls back to any free port.
 const PORTAL_PORT: u16 = 8091;
@@ -53,7 +56,7 @@ pub enum DemoError {
     },
     /// The equipment service's self-signed certificate could not be made.
     #[error("cannot set up the equipment service's HTTPS: {0}")]
-    Tls(#[from] simulators::tls::TlsError),
+    Tls(#[from] simulators::tls::SelfSignedError),
     /// A sample task was refused (a bug in the samples).
     #[error("cannot create the sample tasks: {0}")]
     Samples(String),
@@ -114,13 +117,13 @@ pub async fn run_demo(
     let equipment = tokio::spawn(simulators::equipment::serve_tls(
         equipment,
         equipment_config,
-        simulators::tls::TlsMaterial::self_signed()?,
+        simulators::tls::self_signed()?,
         services.clone(),
     ));
     let sink = tokio::spawn(simulators::notify::serve(sink, Default::default(), services.clone()));
     seed_samples(&orchestrator).await?;
     // The classic incident action (login 503/404), unless one with its code exists.
-    crate::incidents::sample::ensure_sample_action(orchestrator.db(), now())
+    orchestrator::incidents::sample::ensure_sample_action(orchestrator.db(), now())
         .await
         .map_err(|e| DemoError::Samples(e.to_string()))?;
     let server = tokio::spawn(orchestrator.serve(api, services.clone()));
@@ -136,8 +139,8 @@ pub async fn run_demo(
         agent.equipment_insecure = true;
         agent.notify_url = format!("http://{}", addresses.sink);
         agent.ip_address = Some("127.0.0.1".into());
-        agent.heartbeat_interval_ms =
-            u64::try_from(config.heartbeat_interval.as_millis()).unwrap_or(5000);
+        agent.heartbeat_interval_ms = u64::try_from(config.heartbeat_interval.as_millis())
+            .unwrap_or(bot_agent::config::DEFAULT_HEARTBEAT_INTERVAL_MS);
         let stop = bots_stop.clone();
         bots.push(tokio::spawn(async move {
             if let Err(err) = bot_agent::run(agent, stop).await {

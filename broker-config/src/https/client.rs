@@ -1,11 +1,12 @@
-//! A small HTTP/1.1 client over rustls (ring), for calls to systems served over HTTPS (the
-//! equipment config service), with a trust policy of the caller's choosing: the system's roots,
-//! a CA file, or (for a self-signed test service only) any certificate.
+//! A small HTTP/1.1 client over rustls (ring), with a trust policy of the caller's choosing: the
+//! system's roots, a CA file, or (for a self-signed test service only) any certificate. The
+//! agent's CPE automation calls the equipment config service with it; the orchestrator POSTs
+//! offers to HTTP and HTTPS bots with it.
 //!
-//! Why not reqwest, which the rest of the agent uses: its rustls features apply to every
-//! reqwest client of a build (Cargo unifies features), and without aws-lc-rs, which needs cmake
-//! to build, they leave every other client without a crypto provider. Each request here opens
-//! its own connection, which suits calls that take seconds to minutes each.
+//! Why not reqwest, which the rest of Botline uses: its rustls features apply to every reqwest
+//! client of a build (Cargo unifies features), and without aws-lc-rs, which needs cmake to
+//! build, they leave every other client without a crypto provider. Each request here opens its
+//! own connection, which suits calls that take seconds to minutes each.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -227,7 +228,7 @@ impl HttpsClient {
             .method(method)
             .uri(target.path.as_str())
             .header(HOST, target.authority.as_str())
-            .header(USER_AGENT, concat!("botline-bot-agent/", env!("CARGO_PKG_VERSION")))
+            .header(USER_AGENT, concat!("botline/", env!("CARGO_PKG_VERSION")))
             .header(ACCEPT, "application/json");
         if body.is_some() {
             request = request.header(CONTENT_TYPE, "application/json");
