@@ -92,7 +92,7 @@ fn reads_or_operator(principal: &Principal, method: &Method) -> Result<(), Refus
 }
 
 /// A bot's token beyond what that bot may do, saying what it may.
-pub(super) fn not_this_bot(me: &BotName, what: &str) -> Refusal {
+fn not_this_bot(me: &BotName, what: &str) -> Refusal {
     Refusal::NotThisBot(format!("the token of bot {me} {what}"))
 }
 
