@@ -284,6 +284,31 @@ async fn without_tokens_only_clients_on_this_machine_s_loopback_are_served() {
     assert_eq!(tasks.body["total"], 0, "nothing was created");
 }
 
+#[tokio::test]
+async fn without_tokens_every_documented_route_but_the_probes_refuses_a_client_from_afar() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let routes = documented_routes(&app).await;
+    assert!(routes.len() >= 30, "the document lists every route: {routes:?}");
+    let Some(outside) = non_loopback_address().await else {
+        eprintln!("this machine has no address besides loopback: nothing to call from afar");
+        return;
+    };
+    let other = reqwest::Client::builder().local_address(outside).build().unwrap();
+    let empty = json!({});
+    for (method, path) in &routes {
+        let what = format!("{method} {path} from {outside}");
+        let body = (method != Method::GET).then_some(&empty);
+        let answer = send(&other, method.clone(), &app.url(path), Some(ADMIN), body).await;
+        if PUBLIC.contains(&path.as_str()) {
+            answer.allowed(&what);
+        } else {
+            answer.refused(403, &what);
+        }
+    }
+    let tasks = call(&app, Method::GET, "/api/v1/tasks", None, None).await;
+    assert_eq!(tasks.body["total"], 0, "nothing was created: {tasks:?}");
+}
+
 /// `BOTLINE_*` variables of the environment the tests run in must not reach the binary.
 fn orchestrator_binary() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_orchestrator"));
