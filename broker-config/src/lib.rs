@@ -4,6 +4,8 @@
 //! queue name or a CSV column by hand elsewhere.
 //!
 //! Layout:
+//! - [`names`]: enums that travel by name: [`named_enum!`], and [`UnknownValue`] for any other
+//!   name.
 //! - [`system`]: the systems a task targets and a bot can run ([`System`]).
 //! - [`status`]: task and bot statuses and how a bot receives work ([`TaskStatus`], [`BotStatus`],
 //!   [`Delivery`]).
@@ -36,6 +38,7 @@ pub mod cpe;
 #[cfg(feature = "https")]
 pub mod https;
 pub mod messages;
+pub mod names;
 pub mod push;
 pub mod signal;
 pub mod status;
@@ -53,5 +56,6 @@ pub use topology::Topology;
 pub use attachment::{Attachment, AttachmentError};
 pub use bot_name::{BotName, BotNameError};
 pub use cpe::{CpeAnswer, CpeParameters, CpePayload, CpeRequest, EquipmentId, EquipmentIdError};
-pub use status::{BotStatus, Delivery, TaskStatus, UnknownValue};
+pub use names::UnknownValue;
+pub use status::{BotStatus, Delivery, TaskStatus};
 pub use system::System;

@@ -1,70 +1,8 @@
 //! Task and bot statuses, and how a bot receives its work.
 
-use std::fmt;
-use std::str::FromStr;
+use serde::Serialize;
 
-use serde::{Deserialize, Serialize};
-
-/// A value that is not one of the names a field accepts.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown {field} '{value}'; expected one of {expected}")]
-pub struct UnknownValue {
-    /// Which field was being parsed (`system`, `status`, …).
-    pub field: &'static str,
-    /// The value given.
-    pub value: String,
-    /// The accepted names, comma separated.
-    pub expected: String,
-}
-
-impl UnknownValue {
-    /// An error for `value`, which is none of `expected`.
-    pub fn new(field: &'static str, value: &str, expected: &[&str]) -> Self {
-        UnknownValue { field, value: value.to_owned(), expected: expected.join(", ") }
-    }
-}
-
-/// Implements `as_str`, `Display`, and case-insensitive `FromStr` and `Deserialize` for a field-less enum whose
-/// serde names are its uppercase names.
-macro_rules! named_enum {
-    ($ty:ident, $field:literal, { $($variant:ident => $name:literal),+ $(,)? }) => {
-        impl $ty {
-            /// Every value, in a stable order.
-            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
-
-            /// The name used in the API, the database and messages.
-            pub fn as_str(self) -> &'static str {
-                match self { $($ty::$variant => $name),+ }
-            }
-        }
-
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl<'de> Deserialize<'de> for $ty {
-            /// Reads the name in any case (`running` is `RUNNING`), as [`FromStr`] does.
-            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-                text.parse().map_err(serde::de::Error::custom)
-            }
-        }
-
-        impl FromStr for $ty {
-            type Err = UnknownValue;
-
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                $ty::ALL
-                    .iter()
-                    .copied()
-                    .find(|v| v.as_str().eq_ignore_ascii_case(s.trim()))
-                    .ok_or_else(|| UnknownValue::new($field, s, &[$($name),+]))
-            }
-        }
-    };
-}
+pub use crate::names::UnknownValue;
 
 /// Where a task is in its life (docs/architecture.md, "The task life").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -86,7 +24,7 @@ pub enum TaskStatus {
     Cancelled,
 }
 
-named_enum!(TaskStatus, "status", {
+crate::named_enum!(TaskStatus, "status", {
     Waiting => "WAITING",
     Assigned => "ASSIGNED",
     Running => "RUNNING",
@@ -121,7 +59,7 @@ pub enum BotStatus {
     Busy,
 }
 
-named_enum!(BotStatus, "status", {
+crate::named_enum!(BotStatus, "status", {
     Available => "AVAILABLE",
     Unavailable => "UNAVAILABLE",
     Busy => "BUSY",
@@ -140,7 +78,7 @@ pub enum Delivery {
     Http,
 }
 
-named_enum!(Delivery, "delivery", {
+crate::named_enum!(Delivery, "delivery", {
     Amqp => "amqp",
     Http => "http",
 });
@@ -162,6 +100,19 @@ mod tests {
         assert_eq!(serde_json::to_string(&TaskStatus::Cancelled).expect("json"), "\"CANCELLED\"");
         assert_eq!(serde_json::to_string(&Delivery::Http).expect("json"), "\"http\"");
         assert!("DONE".parse::<TaskStatus>().is_err());
+    }
+
+    #[test]
+    fn serialized_names_are_the_named_enum_names() {
+        for status in TaskStatus::ALL {
+            assert_eq!(serde_json::to_value(status).expect("json"), status.as_str());
+        }
+        for status in BotStatus::ALL {
+            assert_eq!(serde_json::to_value(status).expect("json"), status.as_str());
+        }
+        for delivery in Delivery::ALL {
+            assert_eq!(serde_json::to_value(delivery).expect("json"), delivery.as_str());
+        }
     }
 
     #[test]

@@ -1,11 +1,6 @@
 //! The systems Botline automates.
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Serialize};
-
-use crate::status::UnknownValue;
+use serde::Serialize;
 
 /// A target system: what a task is for and what a bot can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -22,20 +17,14 @@ pub enum System {
     Noop,
 }
 
+crate::named_enum!(System, "system", {
+    Vivo360 => "VIVO360",
+    Cpe => "CPE",
+    Notify => "NOTIFY",
+    Noop => "NOOP",
+});
+
 impl System {
-    /// Every system, in a stable order.
-    pub const ALL: [System; 4] = [System::Vivo360, System::Cpe, System::Notify, System::Noop];
-
-    /// The uppercase name used in the API, the database and messages.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            System::Vivo360 => "VIVO360",
-            System::Cpe => "CPE",
-            System::Notify => "NOTIFY",
-            System::Noop => "NOOP",
-        }
-    }
-
     /// The CSV columns an attachment for this system must have; `None` when the system takes no
     /// CSV (its input is the task's JSON payload).
     pub fn required_columns(self) -> Option<&'static [&'static str]> {
@@ -43,32 +32,6 @@ impl System {
             System::Vivo360 => Some(&crate::attachment::VIVO360_COLUMNS),
             System::Cpe | System::Notify | System::Noop => None,
         }
-    }
-}
-
-impl fmt::Display for System {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for System {
-    /// Reads a system name in any case (`"Vivo360"`, as the original contract spells it).
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl FromStr for System {
-    type Err = UnknownValue;
-
-    /// Parses a system name, ignoring case (`vivo360` on a command line is `VIVO360`).
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        System::ALL
-            .into_iter()
-            .find(|system| system.as_str().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| UnknownValue::new("system", s, &System::ALL.map(System::as_str)))
     }
 }
 

@@ -333,13 +333,13 @@ proptest! {
         }
         for status in TaskStatus::ALL {
             let text = format!("{pad}{}{pad}", mixed_case(status.as_str(), &mask));
-            prop_assert_eq!(text.parse::<TaskStatus>(), Ok(*status));
+            prop_assert_eq!(text.parse::<TaskStatus>(), Ok(status));
         }
         for status in BotStatus::ALL {
-            prop_assert_eq!(mixed_case(status.as_str(), &mask).parse::<BotStatus>(), Ok(*status));
+            prop_assert_eq!(mixed_case(status.as_str(), &mask).parse::<BotStatus>(), Ok(status));
         }
         for delivery in Delivery::ALL {
-            prop_assert_eq!(mixed_case(delivery.as_str(), &mask).parse::<Delivery>(), Ok(*delivery));
+            prop_assert_eq!(mixed_case(delivery.as_str(), &mask).parse::<Delivery>(), Ok(delivery));
         }
     }
 

@@ -189,6 +189,61 @@ async fn every_documented_route_needs_a_token_and_the_read_token_only_reads() {
     assert_eq!(tasks.body["total"], 0, "{tasks:?}");
 }
 
+/// The rules are the routes' own (extractors), so what happens before and around them is checked
+/// here: a refusal comes before any parsing of the path, the query or the body; the fallbacks
+/// (no such route, no such method, on public routes too) refuse as a write does; a bot's token
+/// on a path whose id is not a UUID is refused, not parsed.
+#[tokio::test]
+async fn refusals_come_before_parsing_and_the_fallbacks_refuse_as_writes_do() {
+    let app = TestApp::spawn_with(Backend::Sqlite, with_tokens).await;
+    let empty = json!({});
+    let status = |answer: Answer| answer.status;
+
+    // The query is bad, but the caller is unknown: 401 first; a reader gets the 400.
+    let bad_query = "/api/v1/tasks?limit=many";
+    call(&app, Method::GET, bad_query, None, None).await.refused(401, bad_query);
+    assert_eq!(status(call(&app, Method::GET, bad_query, Some(READ), None).await), 400);
+    let head = call(&app, Method::HEAD, "/api/v1/tasks", None, None).await;
+    assert_eq!(head.status, 401, "a HEAD is refused as its GET: {head:?}");
+    assert_eq!(status(call(&app, Method::HEAD, "/api/v1/tasks", Some(READ), None).await), 200);
+
+    // Only the reads of the public routes are public.
+    for path in ["/healthz", "/readyz", "/", "/reports/attendance"] {
+        let what = format!("POST {path}");
+        call(&app, Method::POST, path, None, Some(&empty)).await.refused(401, &what);
+        call(&app, Method::POST, path, Some(READ), Some(&empty)).await.refused(403, &what);
+        call(&app, Method::POST, path, Some(BOT_A), Some(&empty)).await.refused(403, &what);
+        assert_eq!(status(call(&app, Method::POST, path, Some(ADMIN), Some(&empty)).await), 405);
+    }
+    // A method a route does not have, and a route that does not exist: a reader reads a 404 or
+    // 405, and is refused anything else, as is a bot.
+    let openapi = "/api/v1/openapi.json";
+    call(&app, Method::PUT, openapi, Some(READ), Some(&empty)).await.refused(403, "PUT openapi");
+    call(&app, Method::PUT, openapi, Some(BOT_A), Some(&empty)).await.refused(403, "PUT openapi");
+    assert_eq!(status(call(&app, Method::PUT, openapi, Some(ADMIN), Some(&empty)).await), 405);
+    let nowhere = "/api/v1/no-such-route";
+    assert_eq!(status(call(&app, Method::GET, nowhere, Some(READ), None).await), 404);
+    assert_eq!(status(call(&app, Method::GET, nowhere, Some(BOT_A), None).await), 404);
+    call(&app, Method::POST, nowhere, Some(READ), Some(&empty)).await.refused(403, "POST nowhere");
+    call(&app, Method::DELETE, nowhere, Some(BOT_A), None).await.refused(403, "DELETE nowhere");
+    assert_eq!(status(call(&app, Method::POST, nowhere, Some(ADMIN), Some(&empty)).await), 404);
+
+    // An id that is not a UUID: refused for a bot whatever the route, a 400 for the operator.
+    for (method, path) in [
+        (Method::PUT, "/api/v1/bots/bot-a"),
+        (Method::PATCH, "/api/v1/bots/bot-a"),
+        (Method::DELETE, "/api/v1/bots/bot-a"),
+        (Method::PUT, "/api/v1/tasks/1"),
+        (Method::DELETE, "/api/v1/tasks/1"),
+    ] {
+        let what = format!("{method} {path}");
+        let body = (method != Method::DELETE).then_some(&empty);
+        call(&app, method.clone(), path, Some(BOT_A), body).await.refused(403, &what);
+        let admin = call(&app, method.clone(), path, Some(ADMIN), body).await;
+        assert_eq!(admin.status, 400, "{what}: {admin:?}");
+    }
+}
+
 /// A local address that is not loopback, if this machine has one (the source address towards a
 /// documentation address through the default route; nothing is sent).
 async fn non_loopback_address() -> Option<IpAddr> {
@@ -227,6 +282,31 @@ async fn without_tokens_only_clients_on_this_machine_s_loopback_are_served() {
     assert_eq!(probe.status, 200, "the probes stay public");
     let tasks = send(&loopback, Method::GET, &app.url("/api/v1/tasks"), None, None).await;
     assert_eq!(tasks.body["total"], 0, "nothing was created");
+}
+
+#[tokio::test]
+async fn without_tokens_every_documented_route_but_the_probes_refuses_a_client_from_afar() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let routes = documented_routes(&app).await;
+    assert!(routes.len() >= 30, "the document lists every route: {routes:?}");
+    let Some(outside) = non_loopback_address().await else {
+        eprintln!("this machine has no address besides loopback: nothing to call from afar");
+        return;
+    };
+    let other = reqwest::Client::builder().local_address(outside).build().unwrap();
+    let empty = json!({});
+    for (method, path) in &routes {
+        let what = format!("{method} {path} from {outside}");
+        let body = (method != Method::GET).then_some(&empty);
+        let answer = send(&other, method.clone(), &app.url(path), Some(ADMIN), body).await;
+        if PUBLIC.contains(&path.as_str()) {
+            answer.allowed(&what);
+        } else {
+            answer.refused(403, &what);
+        }
+    }
+    let tasks = call(&app, Method::GET, "/api/v1/tasks", None, None).await;
+    assert_eq!(tasks.body["total"], 0, "nothing was created: {tasks:?}");
 }
 
 /// `BOTLINE_*` variables of the environment the tests run in must not reach the binary.

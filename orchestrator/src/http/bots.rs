@@ -1,11 +1,12 @@
 //! `/api/v1/bots`.
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 
+use super::auth::{AnyCaller, DeleteOwnBot, EditOwnBot, Guarded, RegisterSelf};
 use super::extract::{self, Query};
 use super::{AppState, parse_id, parse_list};
 use crate::bots::{self, Bot, BotPatch, BotRequest, BotSpec};
@@ -16,7 +17,7 @@ use crate::store::bots::BotFilter;
 use broker_config::BotStatus;
 
 /// The bot routes.
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<Guarded> {
     Router::new()
         .route("/bots", get(list_bots).post(create_bot))
         .route("/bots/{id}", get(get_bot).put(replace_bot).patch(patch_bot).delete(delete_bot))
@@ -49,7 +50,7 @@ pub struct BotQuery {
 #[utoipa::path(get, path = "/api/v1/bots", tag = "bots", params(BotQuery),
     responses((status = 200, body = Page<Bot>), (status = 400, body = ErrorBody)))]
 pub async fn list_bots(
-    State(state): State<AppState>,
+    AnyCaller(state): AnyCaller,
     Query(q): Query<BotQuery>,
 ) -> Result<Json<Page<Bot>>, ApiError> {
     let filter = BotFilter {
@@ -69,8 +70,7 @@ pub async fn list_bots(
 #[utoipa::path(post, path = "/api/v1/bots", tag = "bots", request_body = BotRequest,
     responses((status = 201, body = Bot), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create_bot(
-    State(state): State<AppState>,
-    extract::Json(request): extract::Json<BotRequest>,
+    RegisterSelf(state, extract::Json(request)): RegisterSelf<extract::Json<BotRequest>>,
 ) -> Result<(StatusCode, Json<Bot>), ApiError> {
     let spec = BotSpec::parse_new(request, state.default_bot_port)?;
     check_network(&state, &spec)?;
@@ -87,7 +87,7 @@ pub async fn create_bot(
 #[utoipa::path(get, path = "/api/v1/bots/{id}", tag = "bots", params(("id" = uuid::Uuid, Path)),
     responses((status = 200, body = Bot), (status = 404, body = ErrorBody)))]
 pub async fn get_bot(
-    State(state): State<AppState>,
+    AnyCaller(state): AnyCaller,
     Path(id): Path<String>,
 ) -> Result<Json<Bot>, ApiError> {
     Ok(Json(crate::store::bots::get_bot(&state.db, parse_id(&id)?).await?))
@@ -104,9 +104,8 @@ pub async fn get_bot(
     request_body = BotPatch,
     responses((status = 200, body = Bot), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn replace_bot(
-    State(state): State<AppState>,
     Path(id): Path<String>,
-    body: extract::JsonBytes,
+    EditOwnBot(state, body): EditOwnBot<extract::JsonBytes>,
 ) -> Result<Json<Bot>, ApiError> {
     let current = crate::store::bots::get_bot(&state.db, parse_id(&id)?).await?;
     if body.is_event() {
@@ -208,9 +207,8 @@ async fn apply_http_bot_event(
     request_body = BotPatch,
     responses((status = 200, body = Bot), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn patch_bot(
-    State(state): State<AppState>,
     Path(id): Path<String>,
-    extract::Json(patch): extract::Json<BotPatch>,
+    EditOwnBot(state, extract::Json(patch)): EditOwnBot<extract::Json<BotPatch>>,
 ) -> Result<Json<Bot>, ApiError> {
     let current = crate::store::bots::get_bot(&state.db, parse_id(&id)?).await?;
     change_bot(&state, current, patch).await.map(Json)
@@ -220,8 +218,8 @@ pub async fn patch_bot(
 #[utoipa::path(delete, path = "/api/v1/bots/{id}", tag = "bots", params(("id" = uuid::Uuid, Path)),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn delete_bot(
-    State(state): State<AppState>,
     Path(id): Path<String>,
+    DeleteOwnBot(state): DeleteOwnBot,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
     crate::store::bots::delete_bot(&state.db, id, now()).await?;

@@ -2,12 +2,11 @@
 //! fetched from the internet). The page uses only the public REST API and `/api/v1/events`.
 
 use axum::Router;
-use axum::extract::State;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 
-use super::AppState;
+use super::auth::{Anyone, Guarded};
 
 const INDEX: &str = include_str!("../../assets/dashboard/index.html");
 const SCRIPT: &str = include_str!("../../assets/dashboard/app.js");
@@ -15,7 +14,7 @@ const STYLES: &str = include_str!("../../assets/dashboard/app.css");
 const ICON: &str = include_str!("../../assets/dashboard/icon.svg");
 
 /// The dashboard's routes.
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<Guarded> {
     Router::new()
         .route("/", get(index))
         .route("/assets/app.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
@@ -33,7 +32,7 @@ fn attribute(text: &str) -> String {
     text.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-async fn index(State(state): State<AppState>) -> Html<String> {
+async fn index(Anyone(state): Anyone) -> Html<String> {
     Html(INDEX.replace("{{RABBITMQ_UI_URL}}", &attribute(&state.rabbitmq_ui_url)))
 }
 

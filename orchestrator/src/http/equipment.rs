@@ -7,8 +7,8 @@
 //! `{"error": …}` shape.
 
 use axum::body::Bytes;
+use axum::extract::Path;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,7 +18,7 @@ use broker_config::{System, TaskStatus};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::AppState;
+use super::auth::{AnyCaller, Guarded, Operator};
 use crate::clock::now;
 use crate::error::ApiError;
 use crate::tasks::{TaskRequest, TaskSpec};
@@ -27,7 +27,7 @@ use crate::tasks::{TaskRequest, TaskSpec};
 pub const ACTIVATION_MAX_ATTEMPTS: u32 = 3;
 
 /// The equipment routes.
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<Guarded> {
     Router::new()
         .route("/equipment/cpe/{id}", post(create_activation))
         .route("/equipment/cpe/{id}/task/{task}", get(activation_status))
@@ -135,7 +135,7 @@ fn parse_request(body: Result<Bytes, BytesRejection>) -> Result<CpeRequest, Equi
         (status = 400, body = CpeAnswer, description = "Not an activation request"),
         (status = 404, body = CpeAnswer, description = "The requested equipment is not found")))]
 pub async fn create_activation(
-    State(state): State<AppState>,
+    Operator(state): Operator,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ActivationCreated>, EquipmentError> {
@@ -171,7 +171,7 @@ pub async fn create_activation(
         (status = 410, body = CpeAnswer, description = "The task was cancelled"),
         (status = 500, body = CpeAnswer, description = "Internal provisioning exception")))]
 pub async fn activation_status(
-    State(state): State<AppState>,
+    AnyCaller(state): AnyCaller,
     Path((id, task)): Path<(String, String)>,
 ) -> Result<Response, EquipmentError> {
     let equipment_id = equipment_id(&id)?;

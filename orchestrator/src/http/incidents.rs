@@ -1,14 +1,15 @@
 //! `/api/v1/actions` and `/api/v1/incidents`: the incident rules, the incidents they opened,
 //! and the monitoring reports (`POST /api/v1/incidents/triggers`).
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use super::auth::{AnyCaller, Guarded, Operator};
 use super::extract::{self, JsonBytes, Query};
-use super::{AppState, parse_id, parse_list};
+use super::{parse_id, parse_list};
 use crate::clock::now;
 use crate::error::{ApiError, ErrorBody};
 use crate::incidents::actions::{self, Action, ActionRequest, ActionSpec};
@@ -19,7 +20,7 @@ use crate::incidents::{
 use crate::pagination::{Order, Page, PageRequest};
 
 /// The incident routes.
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<Guarded> {
     Router::new()
         .route("/actions", get(list_actions).post(create_action))
         .route("/actions/{id}", get(get_action).put(replace_action).delete(delete_action))
@@ -33,7 +34,7 @@ pub fn router() -> Router<AppState> {
 /// Lists every action, oldest first.
 #[utoipa::path(get, path = "/api/v1/actions", tag = "incidents",
     responses((status = 200, body = Vec<Action>)))]
-pub async fn list_actions(State(state): State<AppState>) -> Result<Json<Vec<Action>>, ApiError> {
+pub async fn list_actions(AnyCaller(state): AnyCaller) -> Result<Json<Vec<Action>>, ApiError> {
     Ok(Json(actions::list_actions(&state.db).await?))
 }
 
@@ -43,7 +44,7 @@ pub async fn list_actions(State(state): State<AppState>) -> Result<Json<Vec<Acti
         (status = 409, description = "name, code or a trigger taken", body = ErrorBody),
         (status = 422, description = "a field is wrong (levels that do not rise…)", body = ErrorBody)))]
 pub async fn create_action(
-    State(state): State<AppState>,
+    Operator(state): Operator,
     extract::Json(request): extract::Json<ActionRequest>,
 ) -> Result<(StatusCode, Json<Action>), ApiError> {
     let spec = ActionSpec::parse(request)?;
@@ -55,7 +56,7 @@ pub async fn create_action(
     params(("id" = String, Path, description = "action id")),
     responses((status = 200, body = Action), (status = 404, body = ErrorBody)))]
 pub async fn get_action(
-    State(state): State<AppState>,
+    AnyCaller(state): AnyCaller,
     Path(id): Path<String>,
 ) -> Result<Json<Action>, ApiError> {
     Ok(Json(actions::get_action(&state.db, parse_id(&id)?).await?))
@@ -67,7 +68,7 @@ pub async fn get_action(
     responses((status = 200, body = Action), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn replace_action(
-    State(state): State<AppState>,
+    Operator(state): Operator,
     Path(id): Path<String>,
     extract::Json(request): extract::Json<ActionRequest>,
 ) -> Result<Json<Action>, ApiError> {
@@ -82,7 +83,7 @@ pub async fn replace_action(
     responses((status = 204), (status = 404, body = ErrorBody),
         (status = 409, description = "an incident is OPEN", body = ErrorBody)))]
 pub async fn delete_action(
-    State(state): State<AppState>,
+    Operator(state): Operator,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     actions::delete_action(&state.db, parse_id(&id)?).await?;
@@ -109,7 +110,7 @@ pub struct TriggersAnswer {
     responses((status = 200, body = TriggersAnswer),
         (status = 400, description = "empty list, a missing or blank field: nothing counted", body = ErrorBody)))]
 pub async fn report_triggers(
-    State(state): State<AppState>,
+    Operator(state): Operator,
     body: JsonBytes,
 ) -> Result<Json<TriggersAnswer>, ApiError> {
     body.refuse_unstorable()?;
@@ -144,7 +145,7 @@ pub struct IncidentQuery {
 #[utoipa::path(get, path = "/api/v1/incidents", tag = "incidents", params(IncidentQuery),
     responses((status = 200, body = Page<Incident>), (status = 400, body = ErrorBody)))]
 pub async fn list_incidents(
-    State(state): State<AppState>,
+    AnyCaller(state): AnyCaller,
     Query(q): Query<IncidentQuery>,
 ) -> Result<Json<Page<Incident>>, ApiError> {
     let statuses = parse_list("status", q.status.as_deref())?;
@@ -166,7 +167,7 @@ pub async fn list_incidents(
     params(("id" = String, Path, description = "incident id")),
     responses((status = 200, body = IncidentDetail), (status = 404, body = ErrorBody)))]
 pub async fn get_incident(
-    State(state): State<AppState>,
+    AnyCaller(state): AnyCaller,
     Path(id): Path<String>,
 ) -> Result<Json<IncidentDetail>, ApiError> {
     Ok(Json(incidents::get_incident(&state.db, parse_id(&id)?).await?))
@@ -178,7 +179,7 @@ pub async fn get_incident(
     responses((status = 200, body = IncidentDetail), (status = 404, body = ErrorBody),
         (status = 409, description = "already resolved", body = ErrorBody)))]
 pub async fn resolve_incident(
-    State(state): State<AppState>,
+    Operator(state): Operator,
     Path(id): Path<String>,
 ) -> Result<Json<IncidentDetail>, ApiError> {
     Ok(Json(state.pipeline.incidents.resolve(parse_id(&id)?, now()).await?))
@@ -204,7 +205,7 @@ pub struct UnclassifiedQuery {
     params(UnclassifiedQuery),
     responses((status = 200, body = Page<UnclassifiedReport>), (status = 400, body = ErrorBody)))]
 pub async fn list_unclassified(
-    State(state): State<AppState>,
+    AnyCaller(state): AnyCaller,
     Query(q): Query<UnclassifiedQuery>,
 ) -> Result<Json<Page<UnclassifiedReport>>, ApiError> {
     let page = PageRequest::parse(q.limit, q.offset, q.cursor.as_deref(), q.order)?;

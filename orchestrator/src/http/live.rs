@@ -7,18 +7,17 @@
 
 use std::convert::Infallible;
 
-use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::AppState;
+use super::auth::AnyCaller;
 
 /// The change stream.
 #[utoipa::path(get, path = "/api/v1/events", tag = "live",
     responses((status = 200, description = "text/event-stream of `hello`, `change` ({\"type\":\"task\"|\"bot\",\"id\":…}) and `resync` events", content_type = "text/event-stream")))]
 pub async fn events(
-    State(state): State<AppState>,
+    AnyCaller(state): AnyCaller,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let receiver = state.pipeline.changes.subscribe();
     let hello = Event::default().event("hello").data("{}");

@@ -1,7 +1,8 @@
 //! The REST API under `/api/v1` (with `/api/v1/health`, where the equipment services keep their
 //! probe), plus `/healthz` and `/readyz`. Each resource module exposes its
 //! `router()`; handlers are thin: parse at the edge, call [`crate::bots`] / [`crate::tasks`].
-//! [`auth`] checks every request's bearer token before it reaches a handler.
+//! [`auth`] identifies the caller of every route that is not public, and each handler names its
+//! route's access rule ([`auth::rules`]).
 
 use std::sync::Arc;
 
@@ -46,17 +47,21 @@ pub struct AppState {
     pub cors_origins: Vec<String>,
 }
 
-/// The whole HTTP API.
+/// The whole HTTP API. The public routes (probes, dashboard, report page) are apart; in front of
+/// every other route, fallbacks included, [`auth::require_caller`] refuses unknown callers, and
+/// each handler names its route's access rule ([`auth::rules`]).
 pub fn router(state: AppState) -> Router {
     let body_limit = body_limit(state.max_attachment_bytes);
-    Router::new()
+    let public = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/api/v1/health", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/api/v1/openapi.json", get(openapi::openapi_json))
-        .route("/api/v1/events", get(live::events))
         .merge(dashboard::router())
         .merge(reports::pages())
+        .method_not_allowed_fallback(method_not_allowed);
+    let protected = Router::new()
+        .route("/api/v1/openapi.json", get(openapi::openapi_json))
+        .route("/api/v1/events", get(live::events))
         .nest(
             "/api/v1",
             bots::router()
@@ -68,7 +73,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Inside the trace layer, so refusals are logged with their request.
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::guard))
+        .layer(axum::middleware::from_fn_with_state(state.access.clone(), auth::require_caller));
+    public
+        .merge(protected)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(
             TraceLayer::new_for_http()
@@ -79,7 +86,7 @@ pub fn router(state: AppState) -> Router {
         // Outermost: a browser's preflight is answered before any token is asked for (it carries
         // none), and refusals carry the CORS headers the page needs to read them.
         .layer(cors(&state.cors_origins))
-        .with_state(state)
+        .with_state(auth::Guarded::new(state))
 }
 
 /// A request's span: method and path only. Never the query string (a client may put a token
@@ -128,11 +135,14 @@ fn body_limit(max_attachment_bytes: usize) -> usize {
     max_attachment_bytes.div_ceil(3) * 4 + 64 * 1024
 }
 
-async fn not_found() -> ApiError {
+/// No such route: a 404 for a caller who may read, refused for others as any write is.
+async fn not_found(_: auth::AnyCaller) -> ApiError {
     ApiError::NotFound("route")
 }
 
-async fn method_not_allowed() -> ApiError {
+/// A route without this method: a 405 for a caller who may read, refused for others as any
+/// write is (on public routes too: only their reads are public).
+async fn method_not_allowed(_: auth::AnyCaller) -> ApiError {
     ApiError::MethodNotAllowed
 }
 

@@ -100,7 +100,7 @@ fn document_refusals(path: &str, operation: &mut Operation) {
     }
 }
 
-/// Serves the document.
-pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+/// Serves the document, to any caller the API knows.
+pub async fn openapi_json(_: super::auth::AnyCaller) -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }

@@ -2,7 +2,6 @@
 //! same as charts, one self-contained page embedded in the binary (nothing fetched from the
 //! internet).
 
-use axum::extract::State;
 use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
@@ -10,7 +9,7 @@ use axum::{Json, Router};
 use chrono::NaiveDate;
 use serde::Deserialize;
 
-use super::AppState;
+use super::auth::{AnyCaller, Guarded};
 use super::extract::Query;
 use crate::error::{ApiError, ErrorBody};
 use crate::etl::report::{self, AttendanceReport, DayRange};
@@ -18,12 +17,12 @@ use crate::etl::report::{self, AttendanceReport, DayRange};
 const PAGE: &str = include_str!("../../assets/reports.html");
 
 /// The report routes under `/api/v1`.
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<Guarded> {
     Router::new().route("/reports/attendance", get(attendance_report))
 }
 
 /// The report pages, outside `/api/v1`.
-pub fn pages() -> Router<AppState> {
+pub fn pages() -> Router<Guarded> {
     Router::new().route("/reports/attendance", get(attendance_page))
 }
 
@@ -43,7 +42,7 @@ pub struct ReportQuery {
 #[utoipa::path(get, path = "/api/v1/reports/attendance", tag = "reports", params(ReportQuery),
     responses((status = 200, body = AttendanceReport), (status = 400, body = ErrorBody)))]
 pub async fn attendance_report(
-    State(state): State<AppState>,
+    AnyCaller(state): AnyCaller,
     Query(q): Query<ReportQuery>,
 ) -> Result<Json<AttendanceReport>, ApiError> {
     let range = DayRange { from: parse_day("from", q.from)?, to: parse_day("to", q.to)? };

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use axum::extract::multipart::MultipartError;
-use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::extract::{FromRequest, Multipart, Path, Request};
 use axum::http::StatusCode;
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::IntoResponse;
@@ -13,7 +13,7 @@ use broker_config::{System, TaskStatus};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::auth::Caller;
+use super::auth::{AnyCaller, Caller, Guarded, Operator, ReportOnTask};
 use super::extract::{self, Query};
 use super::{AppState, parse_id, parse_list};
 use crate::clock::now;
@@ -25,7 +25,7 @@ use crate::tasks::{
 };
 
 /// The task routes.
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<Guarded> {
     Router::new()
         .route("/tasks", get(list_tasks).post(create_task))
         .route("/tasks/stats", get(task_stats))
@@ -62,7 +62,7 @@ pub struct TaskQuery {
 #[utoipa::path(get, path = "/api/v1/tasks", tag = "tasks", params(TaskQuery),
     responses((status = 200, body = Page<Task>), (status = 400, body = ErrorBody)))]
 pub async fn list_tasks(
-    State(state): State<AppState>,
+    AnyCaller(state): AnyCaller,
     Query(q): Query<TaskQuery>,
 ) -> Result<Json<Page<Task>>, ApiError> {
     let filter = TaskFilter {
@@ -86,7 +86,7 @@ pub async fn list_tasks(
 #[utoipa::path(get, path = "/api/v1/tasks/stats", tag = "tasks",
     responses((status = 200, description = "{\"WAITING\": 3, \"RUNNING\": 1, …}, every status present", body = std::collections::BTreeMap<String, u64>)))]
 pub async fn task_stats(
-    State(state): State<AppState>,
+    AnyCaller(state): AnyCaller,
 ) -> Result<Json<std::collections::BTreeMap<String, u64>>, ApiError> {
     Ok(Json(crate::store::tasks::count_by_status(&state.db).await?))
 }
@@ -240,7 +240,7 @@ async fn read_form(mut form: Multipart) -> Result<NewTask, ApiError> {
     responses((status = 201, body = Task), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create_task(
-    State(state): State<AppState>,
+    Operator(state): Operator,
     NewTask { request, upload }: NewTask,
 ) -> Result<(StatusCode, Json<Task>), ApiError> {
     let spec = TaskSpec::parse_new(request, upload, state.max_attachment_bytes)?;
@@ -259,7 +259,7 @@ pub async fn create_task(
     responses((status = 201, body = BulkTasks), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create_tasks(
-    State(state): State<AppState>,
+    Operator(state): Operator,
     body: extract::JsonBytes,
 ) -> Result<(StatusCode, Json<BulkTasks>), ApiError> {
     body.refuse_unstorable()?;
@@ -287,7 +287,7 @@ pub async fn create_tasks(
 #[utoipa::path(get, path = "/api/v1/tasks/{id}", tag = "tasks", params(("id" = uuid::Uuid, Path)),
     responses((status = 200, body = Task), (status = 404, body = ErrorBody)))]
 pub async fn get_task(
-    State(state): State<AppState>,
+    AnyCaller(state): AnyCaller,
     Path(id): Path<String>,
 ) -> Result<Json<Task>, ApiError> {
     Ok(Json(crate::store::tasks::get_task(&state.db, parse_id(&id)?).await?))
@@ -321,10 +321,9 @@ async fn follow_up(state: &AppState, task: &Task, effects: UpdateEffects) -> Res
     responses((status = 200, body = Task), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn replace_task(
-    State(state): State<AppState>,
     Path(id): Path<String>,
     caller: Caller,
-    body: extract::JsonBytes,
+    ReportOnTask(state, body): ReportOnTask<extract::JsonBytes>,
 ) -> Result<Json<Task>, ApiError> {
     let id = parse_id(&id)?;
     if body.is_event() {
@@ -349,10 +348,9 @@ pub async fn replace_task(
     responses((status = 200, body = Task), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn patch_task(
-    State(state): State<AppState>,
     Path(id): Path<String>,
     caller: Caller,
-    body: extract::JsonBytes,
+    ReportOnTask(state, body): ReportOnTask<extract::JsonBytes>,
 ) -> Result<Json<Task>, ApiError> {
     let patch: TaskPatch = extract::parse_json(&body.0)?;
     change_task(&state, parse_id(&id)?, &caller, patch, &body).await.map(Json)
@@ -413,7 +411,7 @@ async fn set_status(
 #[utoipa::path(post, path = "/api/v1/tasks/{id}/cancel", tag = "tasks", params(("id" = uuid::Uuid, Path)),
     responses((status = 200, body = Task), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn cancel_task(
-    State(state): State<AppState>,
+    Operator(state): Operator,
     Path(id): Path<String>,
 ) -> Result<Json<Task>, ApiError> {
     set_status(&state, &id, TaskStatus::Cancelled).await
@@ -423,7 +421,7 @@ pub async fn cancel_task(
 #[utoipa::path(post, path = "/api/v1/tasks/{id}/retry", tag = "tasks", params(("id" = uuid::Uuid, Path)),
     responses((status = 200, body = Task), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn retry_task(
-    State(state): State<AppState>,
+    Operator(state): Operator,
     Path(id): Path<String>,
 ) -> Result<Json<Task>, ApiError> {
     set_status(&state, &id, TaskStatus::Waiting).await
@@ -433,7 +431,7 @@ pub async fn retry_task(
 #[utoipa::path(delete, path = "/api/v1/tasks/{id}", tag = "tasks", params(("id" = uuid::Uuid, Path)),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn delete_task(
-    State(state): State<AppState>,
+    Operator(state): Operator,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
@@ -446,7 +444,7 @@ pub async fn delete_task(
 #[utoipa::path(get, path = "/api/v1/tasks/{id}/attachment", tag = "tasks", params(("id" = uuid::Uuid, Path)),
     responses((status = 200, content_type = "text/csv", body = String), (status = 404, body = ErrorBody)))]
 pub async fn get_attachment(
-    State(state): State<AppState>,
+    AnyCaller(state): AnyCaller,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = parse_id(&id)?;
@@ -464,7 +462,7 @@ pub async fn get_attachment(
 #[utoipa::path(get, path = "/api/v1/tasks/{id}/events", tag = "tasks", params(("id" = uuid::Uuid, Path)),
     responses((status = 200, body = Vec<TaskEvent>), (status = 404, body = ErrorBody)))]
 pub async fn list_task_events(
-    State(state): State<AppState>,
+    AnyCaller(state): AnyCaller,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<TaskEvent>>, ApiError> {
     Ok(Json(crate::store::history::list_events(&state.db, parse_id(&id)?).await?))
