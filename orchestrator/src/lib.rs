@@ -27,6 +27,7 @@ pub mod bots;
 pub mod changes;
 pub mod clock;
 pub mod config;
+pub mod defaults;
 pub mod entity;
 pub mod error;
 pub mod etl;

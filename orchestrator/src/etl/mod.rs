@@ -41,7 +41,7 @@ pub struct EtlSettings {
 impl Default for EtlSettings {
     fn default() -> EtlSettings {
         EtlSettings {
-            timezone: crate::config::defaults::TIMEZONE,
+            timezone: crate::defaults::TIMEZONE,
             max_record_bytes: record::DEFAULT_MAX_RECORD_BYTES,
         }
     }

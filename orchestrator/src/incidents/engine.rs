@@ -46,8 +46,8 @@ pub struct IncidentSettings {
 impl Default for IncidentSettings {
     fn default() -> IncidentSettings {
         IncidentSettings {
-            check_interval: crate::config::defaults::INCIDENT_CHECK_INTERVAL,
-            quiet_period: crate::config::defaults::INCIDENT_QUIET_PERIOD,
+            check_interval: crate::defaults::INCIDENT_CHECK_INTERVAL,
+            quiet_period: crate::defaults::INCIDENT_QUIET_PERIOD,
         }
     }
 }

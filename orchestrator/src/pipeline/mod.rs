@@ -37,7 +37,7 @@ enum PostError {
     Failed(String),
 }
 
-/// Timings of the task life (the defaults of the flags, `config::defaults`; tests shorten them).
+/// Timings of the task life (the defaults of the flags, `crate::defaults`; tests shorten them).
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// How long a bot has to answer an offer.
@@ -94,7 +94,7 @@ impl Settings {
 
 impl Default for Settings {
     fn default() -> Settings {
-        use crate::config::defaults;
+        use crate::defaults;
         Settings {
             offer_timeout: defaults::OFFER_TIMEOUT,
             sweep_interval: defaults::SWEEP_INTERVAL,
