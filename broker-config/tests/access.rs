@@ -91,6 +91,7 @@ impl World {
             queue: ORCHESTRATOR_EVENTS_QUEUE.into(),
             topology: Topology::core(),
             prefetch: 10,
+            max_failures: broker_config::amqp::DEFAULT_MAX_FAILURES,
         };
         tokio::spawn(consume(spec, shutdown.clone(), move |message| {
             let _ = tx.send(message);
@@ -332,6 +333,7 @@ async fn consumers_dead_letter_with_their_reason_under_their_own_users() {
         queue: bot_queue(&world.a),
         topology: Topology::bot(&world.a).passive(),
         prefetch: 1,
+        max_failures: broker_config::amqp::DEFAULT_MAX_FAILURES,
     };
     tokio::spawn(consume(spec, shutdown.clone(), |_| async {
         Decision::DeadLetter("malformed command".into())
@@ -342,6 +344,7 @@ async fn consumers_dead_letter_with_their_reason_under_their_own_users() {
         queue: ORCHESTRATOR_EVENTS_QUEUE.into(),
         topology: Topology::core(),
         prefetch: 1,
+        max_failures: broker_config::amqp::DEFAULT_MAX_FAILURES,
     };
     tokio::spawn(consume(events, shutdown.clone(), |_| async {
         Decision::DeadLetter("malformed event".into())

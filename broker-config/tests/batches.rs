@@ -24,6 +24,7 @@ fn spec(vhost: &TestVhost) -> ConsumerSpec {
         queue: topology::bot_queue(&bot()),
         topology: Topology::bot(&bot()),
         prefetch: 50,
+        max_failures: broker_config::amqp::DEFAULT_MAX_FAILURES,
     }
 }
 
