@@ -88,6 +88,7 @@ impl ScriptedBot {
             queue: topology::bot_queue(&name),
             topology: Topology::bot(&name).with_queue_type(queue_type),
             prefetch: 10,
+            max_failures: broker_config::amqp::DEFAULT_MAX_FAILURES,
         };
         tokio::spawn(broker_config::consume(spec, stop.clone(), move |message| {
             let decision = match messages::decode::<Command>(&message.data) {
