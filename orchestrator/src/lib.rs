@@ -2,8 +2,10 @@
 //!
 //! Layout:
 //! - [`config`]: flags with environment variables behind them.
-//! - [`app`]: [`Orchestrator::start`] opens and migrates the database; [`Orchestrator::serve`]
-//!   runs the API on a given listener until a cancellation token fires (tests bind port 0).
+//! - [`startup`]: opening and migrating the database, checking the broker, [`StartError`].
+//! - [`app`]: [`Orchestrator::start`] gets ready under one cancellation token;
+//!   [`Orchestrator::serve`] runs the API on a given listener (tests bind port 0) and the loops
+//!   beside it, watched, until the token fires.
 //! - [`http`]: routes and handlers, thin shells over [`bots`] and [`tasks`].
 //! - [`bots`], [`tasks`]: validated inputs, API views, and storage of each resource.
 //! - [`pipeline`]: the dispatcher, the event consumer and the sweeps (the task life).
@@ -15,7 +17,8 @@
 //! - [`changes`]: notices of committed changes, streamed to the dashboard.
 //! - [`pagination`]: limit/offset and cursor paging shared by the lists.
 //! - [`entity`]: sea-orm rows; [`error`]: [`ApiError`](error::ApiError), the one error type
-//!   mapped to HTTP; [`clock`]: timestamps as stored.
+//!   mapped to HTTP; [`failure`]: [`Failure`](failure::Failure), what the consumers make of an
+//!   error, and the one classifier of database errors; [`clock`]: timestamps as stored.
 
 pub mod app;
 pub mod bots;
@@ -27,11 +30,14 @@ pub mod entity;
 pub mod error;
 pub mod etl;
 pub mod failpoint;
+pub mod failure;
 pub mod http;
 pub mod incidents;
 pub mod pagination;
 pub mod pipeline;
+pub mod startup;
 pub mod tasks;
 
-pub use app::{Orchestrator, StartError};
+pub use app::{Orchestrator, ServeError};
+pub use startup::StartError;
 pub use config::Config;

@@ -93,11 +93,12 @@ async fn run(Cli { config, command }: Cli) -> anyhow::Result<()> {
     tokio::spawn(stop_on_signal(shutdown.clone()));
     match command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            let orchestrator = Orchestrator::start(&config).await?;
+            let orchestrator = Orchestrator::start(&config, shutdown).await?;
             let listener = TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
-            orchestrator.serve(listener, shutdown).await?;
+            // A loop that ended early is an error too: the process exits 1, naming it.
+            orchestrator.serve(listener).await?;
         }
         Command::Demo => run_demo(config, shutdown, print_banner).await?,
         Command::Healthcheck { url } => {

@@ -849,17 +849,8 @@ impl Incidents {
         }
     }
 
-    /// Runs the timer (every check interval) and the consumer of monitoring reports until
-    /// `shutdown`.
-    /// `topology` is what the consumer declares.
-    pub async fn run(self, amqp_url: String, topology: Topology, shutdown: CancellationToken) {
-        tokio::join!(
-            self.clone().run_timer(shutdown.clone()),
-            self.run_consumer(amqp_url, topology, shutdown)
-        );
-    }
-
-    async fn run_timer(self, shutdown: CancellationToken) {
+    /// Runs the timer (every check interval) until `shutdown`: escalation and resolution.
+    pub async fn run_timer(self, shutdown: CancellationToken) {
         // tokio's interval refuses a zero period; a configured 0 means "as often as sensible".
         let period = self.settings.check_interval.max(Duration::from_millis(10));
         let mut ticks = tokio::time::interval(period);
@@ -883,10 +874,17 @@ impl Incidents {
         }
     }
 
-    /// Consumes `botline.monitoring.incidents`: one report per message, either shape. A
-    /// malformed report is dead-lettered with the reason; one the database cannot take now
-    /// stays queued.
-    async fn run_consumer(self, amqp_url: String, topology: Topology, shutdown: CancellationToken) {
+    /// Consumes `botline.monitoring.incidents` (declaring `topology`) until `shutdown`: one
+    /// report per message, either shape. A malformed report is dead-lettered with the reason;
+    /// one the database cannot take now stays queued; one that fails otherwise is retried and
+    /// dead-lettered after `max_failures` tries ([`Failure`](crate::failure::Failure)).
+    pub async fn run_consumer(
+        self,
+        amqp_url: String,
+        topology: Topology,
+        max_failures: u32,
+        shutdown: CancellationToken,
+    ) {
         let spec = ConsumerSpec {
             url: amqp_url,
             name: "orchestrator-monitoring".into(),
@@ -894,6 +892,7 @@ impl Incidents {
             topology,
             // Reports are counted one at a time, in order; a few ahead hide the round trip.
             prefetch: 16,
+            max_failures,
         };
         let engine = self.clone();
         broker_config::consume(spec, shutdown, move |message| {
@@ -907,10 +906,9 @@ impl Incidents {
                 };
                 match engine.report_one(&trigger, Source::Broker, crate::clock::now()).await {
                     Ok(_) => Decision::Ack,
-                    Err(ApiError::Invalid { message, .. }) => Decision::DeadLetter(message),
                     Err(error) => {
-                        tracing::warn!(%error, %trigger, "report not counted; it stays queued");
-                        Decision::Requeue
+                        tracing::warn!(?error, %trigger, failures = message.failures, "report not counted");
+                        crate::failure::Failure::from(error).decision()
                     }
                 }
             }
