@@ -707,7 +707,7 @@ fn retry_copy(
     // Built afresh, not cloned: the publisher's `user-id` must not be kept (RabbitMQ refuses a
     // `user-id` other than the connection's), nor an expiration restarted.
     let mut properties = BasicProperties::default().with_headers(headers).with_delivery_mode(2);
-    let text = |value: &Option<ShortString>| value.as_ref().map(ShortString::clone);
+    let text = |value: &Option<ShortString>| value.clone();
     if let Some(value) = text(original.content_type()) {
         properties = properties.with_content_type(value);
     }

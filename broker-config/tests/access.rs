@@ -590,9 +590,8 @@ async fn a_retried_event_keeps_its_sender_and_no_bot_can_forge_one() {
     headers.insert("x-botline-user-id".into(), text(&bot_a));
     headers.insert("x-botline-routing-key".into(), text("task.completed"));
     headers.insert("x-botline-failures".into(), lapin::types::AMQPValue::LongLongInt(1));
-    let properties = BasicProperties::default()
-        .with_user_id(bot_user(&world.b).into())
-        .with_headers(headers);
+    let properties =
+        BasicProperties::default().with_user_id(bot_user(&world.b).into()).with_headers(headers);
     channel
         .basic_publish(
             EVENTS_EXCHANGE.into(),

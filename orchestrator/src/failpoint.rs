@@ -77,7 +77,10 @@ mod tests {
     #[test]
     fn a_loop_is_named_alone_or_with_how_it_ends() {
         assert_eq!(parse_end("dispatcher"), ("dispatcher".to_owned(), LoopEnd::Panic));
-        assert_eq!(parse_end(" attendance-etl:return "), ("attendance-etl".into(), LoopEnd::Return));
+        assert_eq!(
+            parse_end(" attendance-etl:return "),
+            ("attendance-etl".into(), LoopEnd::Return)
+        );
         assert_eq!(parse_end("event-consumer:panic"), ("event-consumer".into(), LoopEnd::Panic));
     }
 }

@@ -39,5 +39,5 @@ pub mod startup;
 pub mod tasks;
 
 pub use app::{Orchestrator, ServeError};
-pub use startup::StartError;
 pub use config::Config;
+pub use startup::StartError;

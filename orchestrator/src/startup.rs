@@ -72,9 +72,8 @@ pub async fn open_database(url: &str) -> Result<DatabaseConnection, StartError> 
 /// an absent broker stops the start with one clear line, where the consumers would retry
 /// quietly forever.
 pub async fn check_broker(url: &str, name: &str) -> Result<(), StartError> {
-    let connection = broker_config::amqp::connect(url, name)
-        .await
-        .map_err(|e| StartError::broker(url, e))?;
+    let connection =
+        broker_config::amqp::connect(url, name).await.map_err(|e| StartError::broker(url, e))?;
     let _ = connection.close(200, "checked".into()).await;
     Ok(())
 }

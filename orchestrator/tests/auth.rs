@@ -259,7 +259,10 @@ async fn without_a_token_the_orchestrator_will_not_listen_where_other_machines_c
         other => panic!("expected a refusal, got {other:?}"),
     }
     config.auth.admin_token = Some(Secret::new("s3cret-short"));
-    let short = Orchestrator::start(&config, CancellationToken::new()).await.map(|_| ()).expect_err("refused");
+    let short = Orchestrator::start(&config, CancellationToken::new())
+        .await
+        .map(|_| ())
+        .expect_err("refused");
     assert!(matches!(short, StartError::Access(AccessError::TooShort { .. })), "{short:?}");
     assert!(!short.to_string().contains("s3cret"), "{short}");
 
@@ -296,14 +299,12 @@ async fn without_a_token_the_orchestrator_will_not_listen_where_other_machines_c
     let mut config = Config::for_database(format!("sqlite://{}?mode=rwc", database.display()));
     config.bots.http_bot_networks = orchestrator::config::BotBoundary::loopback_networks();
     config.amqp_url = vhost.amqp_url();
-    let orchestrator = Orchestrator::start(&config, CancellationToken::new()).await.expect("starts for loopback");
+    let orchestrator =
+        Orchestrator::start(&config, CancellationToken::new()).await.expect("starts for loopback");
     let listener = TcpListener::bind("0.0.0.0:0").await.unwrap();
-    let served = tokio::time::timeout(
-        Duration::from_secs(10),
-        orchestrator.serve(listener),
-    )
-    .await
-    .expect("serve returns at once");
+    let served = tokio::time::timeout(Duration::from_secs(10), orchestrator.serve(listener))
+        .await
+        .expect("serve returns at once");
     let Err(orchestrator::ServeError::Io(refused)) = served else {
         panic!("refused with an I/O error: {served:?}");
     };

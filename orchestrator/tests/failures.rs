@@ -18,14 +18,18 @@ fn postgres_admin_url() -> String {
 async fn postgres_retry_errors_are_transient_and_data_errors_are_not() {
     let db = Database::connect(postgres_admin_url()).await.expect("PostgreSQL (scripts/services)");
     // Raised by the server itself, so the error comes through the driver as any other would.
-    for (sqlstate, transient) in [("40001", true), ("40P01", true), ("23505", false), ("22P02", false)]
+    for (sqlstate, transient) in
+        [("40001", true), ("40P01", true), ("23505", false), ("22P02", false)]
     {
         let sql =
             format!("DO $$ BEGIN RAISE EXCEPTION 'raised' USING ERRCODE = '{sqlstate}'; END $$");
         let err = db.execute_unprepared(&sql).await.expect_err(sqlstate);
         assert_eq!(is_transient(&err), transient, "{sqlstate}: {err:?}");
-        let expected =
-            if transient { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::INTERNAL_SERVER_ERROR };
+        let expected = if transient {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
         assert_eq!(ApiError::from(err).status_code(), expected, "{sqlstate}");
     }
     let err = db.execute_unprepared("SELECT * FROM no_such_table").await.expect_err("42P01");
@@ -38,8 +42,7 @@ async fn postgres_retry_errors_are_transient_and_data_errors_are_not() {
 
 #[tokio::test]
 async fn sqlite_busy_is_transient_and_a_missing_table_is_not() {
-    let path =
-        std::env::temp_dir().join(format!("botline-failures-{}.db", uuid::Uuid::new_v4()));
+    let path = std::env::temp_dir().join(format!("botline-failures-{}.db", uuid::Uuid::new_v4()));
     let url = format!("sqlite://{}?mode=rwc", path.display());
     let holder = Database::connect(&url).await.unwrap();
     holder.execute_unprepared("CREATE TABLE t (x INTEGER)").await.unwrap();

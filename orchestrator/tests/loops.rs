@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 const EXIT_WITHIN: Duration = Duration::from_secs(60);
 
 fn sqlite_url(name: &str) -> (String, std::path::PathBuf) {
-    let path = std::env::temp_dir().join(format!("botline-loops-{name}-{}.db", uuid::Uuid::new_v4()));
+    let path =
+        std::env::temp_dir().join(format!("botline-loops-{name}-{}.db", uuid::Uuid::new_v4()));
     (format!("sqlite://{}?mode=rwc", path.display()), path)
 }
 
@@ -64,7 +65,9 @@ async fn a_loop_that_panics_stops_the_orchestrator_with_an_error_naming_it() {
     assert_eq!(code, Some(1), "{stderr}");
     let last = stderr.trim().lines().last().unwrap_or_default();
     assert!(
-        last.starts_with("error: the dispatcher loop panicked: failpoint BOTLINE_END_LOOP=dispatcher"),
+        last.starts_with(
+            "error: the dispatcher loop panicked: failpoint BOTLINE_END_LOOP=dispatcher"
+        ),
         "{stderr}"
     );
 }
@@ -74,7 +77,10 @@ async fn a_loop_that_returns_stops_the_orchestrator_too() {
     let (code, stderr) = run_with_a_loop_ended("attendance-etl:return").await;
     assert_eq!(code, Some(1), "{stderr}");
     let last = stderr.trim().lines().last().unwrap_or_default();
-    assert!(last.starts_with("error: the attendance-etl loop returned before shutdown"), "{stderr}");
+    assert!(
+        last.starts_with("error: the attendance-etl loop returned before shutdown"),
+        "{stderr}"
+    );
 }
 
 /// Without a failpoint every loop runs until the token fires; then `serve` returns `Ok` once

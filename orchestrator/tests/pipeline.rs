@@ -867,7 +867,10 @@ async fn an_event_that_always_fails_ends_dead_after_the_limit(backend: Backend, 
     doomed.accept(offer.task).await;
     wait_status(&app, &first, "RUNNING").await;
     orchestrator::entity::task::Entity::update_many()
-        .col_expr(orchestrator::entity::task::Column::Status, sea_orm::sea_query::Expr::value("BOGUS"))
+        .col_expr(
+            orchestrator::entity::task::Column::Status,
+            sea_orm::sea_query::Expr::value("BOGUS"),
+        )
         .filter(orchestrator::entity::task::Column::Id.eq(offer.task.task_id))
         .exec(&app.db)
         .await

@@ -76,8 +76,9 @@ async fn serve_until_killed() {
             std::thread::sleep(Duration::from_millis(250));
         }
     });
-    let orchestrator =
-        orchestrator::Orchestrator::start(&config, CancellationToken::new()).await.unwrap_or_else(|e| panic!("start: {e}"));
+    let orchestrator = orchestrator::Orchestrator::start(&config, CancellationToken::new())
+        .await
+        .unwrap_or_else(|e| panic!("start: {e}"));
     let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
     let address = listener.local_addr().unwrap();
     // Written whole, then renamed: the test never reads half an address.

@@ -15,8 +15,8 @@ use uuid::Uuid;
 use super::EtlSettings;
 use super::record::{self, Attendance};
 use crate::clock::now;
-use crate::failure::Failure;
 use crate::entity::{attendance, attendance_service};
+use crate::failure::Failure;
 
 // Rows per INSERT, under SQLite's 32,766 bound parameters (18 and 3 columns a row).
 const ATTENDANCE_ROWS_PER_INSERT: usize = 1000;

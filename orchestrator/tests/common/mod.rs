@@ -77,7 +77,8 @@ impl TestApp {
         config.amqp_url = vhost.amqp_url();
         tune(&mut config);
         let shutdown = CancellationToken::new();
-        let app = Orchestrator::start(&config, shutdown.clone()).await.expect("orchestrator starts");
+        let app =
+            Orchestrator::start(&config, shutdown.clone()).await.expect("orchestrator starts");
         let db = app.db().clone();
         let pipeline = app.pipeline().clone();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
