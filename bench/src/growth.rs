@@ -49,7 +49,7 @@ pub async fn measure(bots: usize, waiting: usize, passes: usize) -> anyhow::Resu
     config.amqp_url = vhost.amqp_url();
     // No sweeps during the measurement: only the passes timed here run.
     config.sweep_interval = Duration::from_secs(3600);
-    let app = Orchestrator::start(&config).await?;
+    let app = Orchestrator::start(&config, CancellationToken::new()).await?;
     let db = app.db().clone();
     let now = Utc::now();
 

@@ -76,6 +76,7 @@ pub(crate) async fn run(
         // One offer at a time: the bot runs one task, and a second offer should wait in the
         // queue (or go to another bot) rather than sit unacknowledged here.
         prefetch: 1,
+        max_failures: broker_config::amqp::DEFAULT_MAX_FAILURES,
     };
     consume(spec, shutdown.clone(), |message| {
         let agent = Arc::clone(&agent);

@@ -56,6 +56,7 @@ async fn an_agent_works_as_its_own_least_privilege_user() {
         queue: ORCHESTRATOR_EVENTS_QUEUE.into(),
         topology: Topology::core(),
         prefetch: 50,
+        max_failures: broker_config::amqp::DEFAULT_MAX_FAILURES,
     };
     tokio::spawn(consume(spec, plumbing.clone(), move |message| {
         let decision = match decode::<Event>(&message.data) {

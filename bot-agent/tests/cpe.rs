@@ -76,10 +76,10 @@ impl World {
         config.tls_cert = Some(dir.join("api-cert.pem"));
         config.tls_key = Some(dir.join("api-key.pem"));
         let stop = CancellationToken::new();
-        let orchestrator = Orchestrator::start(&config).await.unwrap();
+        let orchestrator = Orchestrator::start(&config, stop.clone()).await.unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api = format!("https://{}", listener.local_addr().unwrap());
-        tokio::spawn(orchestrator.serve(listener, stop.clone()));
+        tokio::spawn(orchestrator.serve(listener));
 
         let device_tls = simulators::tls::self_signed().unwrap();
         let device_ca = dir.join("device-ca.pem");

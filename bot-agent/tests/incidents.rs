@@ -54,10 +54,10 @@ impl World {
         // The test drives escalation by volume; the timer stays out of the way.
         config.incident_check_interval = Duration::from_secs(3600);
         let stop = CancellationToken::new();
-        let orchestrator = Orchestrator::start(&config).await.unwrap();
+        let orchestrator = Orchestrator::start(&config, stop.clone()).await.unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(orchestrator.serve(listener, stop.clone()));
+        tokio::spawn(orchestrator.serve(listener));
         let sink_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sink = format!("http://{}", sink_listener.local_addr().unwrap());
         tokio::spawn(simulators::notify::serve(sink_listener, Default::default(), stop.clone()));

@@ -18,8 +18,9 @@
 //!   agent only checks them ([`Topology::passive`]). Every event it publishes carries the AMQP
 //!   `user-id` property, which RabbitMQ checks against the connection's user.
 //! - the orchestrator: configure and bind the core topology ([`Topology::core`]); write
-//!   `botline.tasks` (offers and cancellations) and `botline.dlx`; read its queues. It does not
-//!   read the bots' queues.
+//!   `botline.tasks` (offers and cancellations), `botline.dlx` and the default exchange
+//!   (`amq.default`: a message it will retry goes back to the end of its queue through it, with
+//!   its failures counted); read its queues. It does not read the bots' queues.
 //! - a publisher ([`publisher_permissions`]; `broker-config users --publisher NAME`): an
 //!   attendance or monitoring platform. Configure and read nothing; write `botline.attendance`,
 //!   `botline.monitoring` and `amq.topic`, the last only with the attendance routing keys
@@ -116,12 +117,19 @@ pub fn publisher_topic_permissions() -> Vec<TopicPermissions> {
     }]
 }
 
+/// The default exchange's name in permissions: publishing with the exchange `""` needs write on
+/// `amq.default`.
+pub const DEFAULT_EXCHANGE: &str = "amq.default";
+
 /// What the orchestrator may do: declare and bind the core topology (computed from
-/// [`Topology::core`], so the two never drift), publish offers and dead letters, read its queues.
+/// [`Topology::core`], so the two never drift), publish offers, dead letters and retried copies
+/// of what its consumers failed to handle, read its queues.
 pub fn orchestrator_permissions() -> Permissions {
     let core = Topology::core();
     let mut configure = BTreeSet::new();
-    let mut write = BTreeSet::from([TASKS_EXCHANGE, DEAD_LETTER_EXCHANGE]);
+    // The default exchange (`amq.default` to permissions): a consumer puts a message it will
+    // retry back at the end of its queue through it ([`crate::amqp::Decision::Retry`]).
+    let mut write = BTreeSet::from([TASKS_EXCHANGE, DEAD_LETTER_EXCHANGE, DEFAULT_EXCHANGE]);
     let mut read = BTreeSet::new();
     for exchange in &core.exchanges {
         configure.insert(exchange.name.as_str());
@@ -570,7 +578,8 @@ mod tests {
         );
         assert_eq!(
             permissions.write,
-            r"^(botline\.attendance\.etl|botline\.dead|botline\.dlx|botline\.monitoring\.incidents|botline\.orchestrator\.events|botline\.tasks)$"
+            r"^(amq\.default|botline\.attendance\.etl|botline\.dead|botline\.dlx|botline\.monitoring\.incidents|botline\.orchestrator\.events|botline\.tasks)$",
+            "amq.default: retried messages go back to their queue through the default exchange"
         );
         assert_eq!(
             permissions.read,
@@ -579,7 +588,7 @@ mod tests {
         );
         assert!(!permissions.read.contains("bot\\."), "no bot queue: {}", permissions.read);
         assert!(!permissions.configure.contains("amq"), "amq.topic is RabbitMQ's, not declared");
-        assert!(!permissions.write.contains("amq"), "{}", permissions.write);
+        assert!(!permissions.write.contains("amq\\.topic"), "{}", permissions.write);
     }
 
     #[test]

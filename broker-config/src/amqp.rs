@@ -10,6 +10,7 @@
 //! whose stream ends reconnects and consumes again.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -306,6 +307,34 @@ impl Publisher {
     }
 }
 
+/// How many times, by default, handling one message may fail ([`Decision::Retry`]) before it is
+/// dead-lettered. It stays under RabbitMQ 4's default `delivery-limit` of quorum queues (20),
+/// which counts every return of a message to its queue: the consumer's own dead letter, with its
+/// reason, comes first.
+pub const DEFAULT_MAX_FAILURES: u32 = 10;
+
+/// Header of a dead letter: why it was dead-lettered.
+pub const REASON_HEADER: &str = "x-botline-reason";
+/// Header of a dead letter: the queue it was consumed from.
+pub const QUEUE_HEADER: &str = "x-botline-queue";
+/// Header of a retried copy, and of a dead letter that failed before: how many times handling
+/// the message failed.
+pub const FAILURES_HEADER: &str = "x-botline-failures";
+/// Header of a retried copy: the routing key the message was published with (the copy goes
+/// through the default exchange, whose routing key is the queue's name).
+const ROUTING_KEY_HEADER: &str = "x-botline-routing-key";
+/// Header of a retried copy: the `user-id` of the message's publisher (the copy's own `user-id`
+/// is the consumer's user, the only one RabbitMQ lets it set).
+const USER_ID_HEADER: &str = "x-botline-user-id";
+/// Header of a retried copy: why the last try failed, for whoever looks into the queue.
+const LAST_ERROR_HEADER: &str = "x-botline-last-error";
+
+/// The pause after a batch that sent messages back to the queue, doubling while batches keep
+/// doing so, up to [`MAX_RETRY_PAUSE`]: whatever failed (the database, usually) gets a moment.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// The longest pause between two such batches.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
+
 /// A message as a consumer's handler sees it.
 #[derive(Debug, Clone)]
 pub struct Message {
@@ -319,6 +348,8 @@ pub struct Message {
     pub user_id: Option<String>,
     /// The publisher's id for it (`message-id`), where it set one.
     pub message_id: Option<String>,
+    /// How many times handling it failed before ([`Decision::Retry`]): 0 on its first delivery.
+    pub failures: u32,
 }
 
 /// What to do with a consumed message.
@@ -328,7 +359,12 @@ pub enum Decision {
     Ack,
     /// Never processable (malformed, unknown): send it to the dead-letter queue with the reason.
     DeadLetter(String),
-    /// Not handled now (e.g. the database is down): leave it in the queue for later.
+    /// Failed in a way that may recur every time (a bug, a corrupt row): handle it again later,
+    /// behind what is queued now, until it has failed [`ConsumerSpec::max_failures`] times; then
+    /// dead-letter it with `failed N times: <reason>`.
+    Retry(String),
+    /// Not handled now for a reason outside the message (the database is down): leave it in the
+    /// queue for later, however long that takes. Not counted as a failure.
     Requeue,
 }
 
@@ -345,91 +381,53 @@ pub struct ConsumerSpec {
     pub topology: Topology,
     /// How many unacknowledged messages the broker may send ahead.
     pub prefetch: u16,
+    /// How many times handling one message may fail ([`Decision::Retry`]) before it is
+    /// dead-lettered: [`DEFAULT_MAX_FAILURES`] unless configured; 1 dead-letters at the first
+    /// failure (0 counts as 1).
+    pub max_failures: u32,
 }
 
 /// Consumes `spec.queue` until `shutdown` fires, handing each message to `handler` in order and
-/// applying its [`Decision`]. When the connection drops, the channel closes, or the stream ends,
-/// it reconnects with backoff, re-declares the topology and consumes again; unacknowledged
-/// messages come back from the broker as redeliveries.
+/// applying its [`Decision`] as [`consume_batches`] does, one message at a time. When the
+/// connection drops, the channel closes, or the stream ends, it reconnects with backoff,
+/// re-declares the topology and consumes again; unacknowledged messages come back from the
+/// broker as redeliveries.
 pub async fn consume<H, F>(spec: ConsumerSpec, shutdown: CancellationToken, mut handler: H)
 where
     H: FnMut(Message) -> F,
     F: Future<Output = Decision>,
 {
-    let mut backoff = Backoff::default();
-    while let Some(connection) = connect_with_retry(&spec.url, &spec.name, &shutdown).await {
-        match consume_on(&connection, &spec, &shutdown, &mut handler, &mut backoff).await {
-            Ok(()) => {
-                let _ = connection.close(200, "shutting down".into()).await;
-                return;
-            }
-            Err(reason) => {
-                tracing::warn!(queue = %spec.queue, %reason, "consumer lost; reconnecting");
+    consume_batches(spec, 1, Duration::ZERO, shutdown, move |batch: Vec<Message>| {
+        let handled = batch.into_iter().next().map(&mut handler);
+        async move {
+            match handled {
+                Some(decision) => vec![decision.await],
+                None => Vec::new(),
             }
         }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(backoff.next_delay()) => {}
-        }
-    }
-}
-
-async fn consume_on<H, F>(
-    connection: &Connection,
-    spec: &ConsumerSpec,
-    shutdown: &CancellationToken,
-    handler: &mut H,
-    backoff: &mut Backoff,
-) -> Result<(), String>
-where
-    H: FnMut(Message) -> F,
-    F: Future<Output = Decision>,
-{
-    let (channel, mut consumer) = open_consumer(connection, spec).await?;
-    tracing::info!(queue = %spec.queue, consumer = %spec.name, "consuming");
-    backoff.reset();
-    loop {
-        let next = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            next = consumer.next() => next,
-        };
-        let (message, acker) = split_delivery(next)?;
-        let kept = message.clone();
-        match handler(message).await {
-            Decision::Ack => {
-                acker.ack(BasicAckOptions::default()).await.map_err(|e| e.to_string())?;
-            }
-            Decision::Requeue => {
-                let options = BasicNackOptions { requeue: true, ..Default::default() };
-                acker.nack(options).await.map_err(|e| e.to_string())?;
-                // Give whatever failed (the database, usually) a moment before the redelivery.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Decision::DeadLetter(reason) => {
-                let decision = [Decision::DeadLetter(reason)];
-                let settled =
-                    publish_dead_letters(&channel, spec, std::slice::from_ref(&kept), &decision)
-                        .await?;
-                if settled.first().copied().unwrap_or(false) {
-                    acker.ack(BasicAckOptions::default()).await.map_err(|e| e.to_string())?;
-                } else {
-                    let options = BasicNackOptions { requeue: true, ..Default::default() };
-                    acker.nack(options).await.map_err(|e| e.to_string())?;
-                }
-            }
-        }
-    }
+    })
+    .await;
 }
 
 /// Consumes `spec.queue` in batches until `shutdown` fires: waits for a message, gathers up to
 /// `max_batch` of them (those already delivered at once, then waiting at most `max_wait` after
 /// the first; with `Duration::ZERO` a batch is what has arrived, never waited for), hands them to
-/// `handler` in delivery order, and applies the [`Decision`] it returns for each, by position (a missing
-/// decision counts as [`Decision::Requeue`]). Settled messages are acknowledged with one
-/// `multiple` ack per run; dead letters are published with publisher confirms and acknowledged
-/// only once confirmed, so a message is never lost between the two. `spec.prefetch` should be at
-/// least `max_batch`, or batches never fill. Reconnects like [`consume`]; a batch being gathered
-/// when the connection drops or `shutdown` fires is left unacknowledged and comes back.
+/// `handler` in delivery order, and applies the [`Decision`] it returns for each, by position (a
+/// missing decision counts as [`Decision::Requeue`]; a handler that panics fails every message
+/// of its batch, as [`Decision::Retry`] would).
+///
+/// Settled messages are acknowledged with one `multiple` ack per run. A dead letter, and the
+/// copy a [`Decision::Retry`] puts back at the end of the queue (with its failures counted in a
+/// header, so the count survives restarts and works on classic and quorum queues alike), are
+/// published with publisher confirms and the message acknowledged only once they are confirmed:
+/// a message is never lost between the two (an unconfirmed one goes back to the queue
+/// instead). After a batch that sent messages back, the consumer pauses, longer while batches
+/// keep failing.
+///
+/// `spec.prefetch` should be at least `max_batch`, or batches never fill. When the connection
+/// drops, the channel closes, or the stream ends, it reconnects with backoff, re-declares the
+/// topology and consumes again; a batch being gathered then, or when `shutdown` fires, is left
+/// unacknowledged and comes back.
 pub async fn consume_batches<H, F>(
     spec: ConsumerSpec,
     max_batch: usize,
@@ -452,7 +450,7 @@ pub async fn consume_batches<H, F>(
                 return;
             }
             Err(reason) => {
-                tracing::warn!(queue = %spec.queue, %reason, "batch consumer lost; reconnecting");
+                tracing::warn!(queue = %spec.queue, %reason, "consumer lost; reconnecting");
             }
         }
         tokio::select! {
@@ -468,6 +466,14 @@ struct Batching {
     max_wait: Duration,
 }
 
+/// A delivered message, with what settling it needs.
+struct Received {
+    message: Message,
+    acker: lapin::Acker,
+    /// Its properties as delivered, for the copy a retry publishes.
+    properties: BasicProperties,
+}
+
 async fn consume_batches_on<H, F>(
     connection: &Connection,
     spec: &ConsumerSpec,
@@ -481,14 +487,18 @@ where
     F: Future<Output = Vec<Decision>>,
 {
     let (channel, mut consumer) = open_consumer(connection, spec).await?;
-    tracing::info!(queue = %spec.queue, consumer = %spec.name, max_batch = batching.max_batch, "consuming in batches");
+    tracing::info!(queue = %spec.queue, consumer = %spec.name, max_batch = batching.max_batch, max_failures = spec.max_failures, "consuming");
     backoff.reset();
+    // Retried copies are published as this user: RabbitMQ vouches for it, so a copy is told
+    // from a message someone else made look like one.
+    let own_user = crate::access::url_user(&spec.url);
+    let mut pause = Backoff::new(RETRY_PAUSE, MAX_RETRY_PAUSE);
     loop {
         let first = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             next = consumer.next() => next,
         };
-        let mut batch = vec![split_delivery(first)?];
+        let mut batch = vec![receive(first, own_user.as_deref())?];
         let deadline = Instant::now() + batching.max_wait;
         while batch.len() < batching.max_batch {
             // What has already arrived joins at once; then wait for more until the deadline.
@@ -501,64 +511,304 @@ where
                     next = consumer.next() => next,
                 },
             };
-            batch.push(split_delivery(next)?);
+            batch.push(receive(next, own_user.as_deref())?);
         }
-        let (messages, ackers): (Vec<Message>, Vec<lapin::Acker>) = batch.into_iter().unzip();
-        let mut decisions = handler(messages.clone()).await;
-        decisions.resize(messages.len(), Decision::Requeue);
-        let settled = publish_dead_letters(&channel, spec, &messages, &decisions).await?;
-        // One `multiple` ack for each run of settled messages; a requeued one ends the run.
-        let mut pending_ack = None;
-        let mut requeued = false;
-        for (acker, settled) in ackers.iter().zip(settled) {
-            if settled {
-                pending_ack = Some(acker);
-                continue;
-            }
-            if let Some(last) = pending_ack.take() {
-                last.ack(BasicAckOptions { multiple: true }).await.map_err(|e| e.to_string())?;
-            }
-            let options = BasicNackOptions { requeue: true, ..Default::default() };
-            acker.nack(options).await.map_err(|e| e.to_string())?;
-            requeued = true;
-        }
-        if let Some(last) = pending_ack {
-            last.ack(BasicAckOptions { multiple: true }).await.map_err(|e| e.to_string())?;
-        }
-        if requeued {
-            // Give whatever failed (the database, usually) a moment before the redelivery.
+        let messages: Vec<Message> = batch.iter().map(|r| r.message.clone()).collect();
+        let decisions = handle(handler, messages).await;
+        let sent_back = settle(&channel, spec, own_user.as_deref(), &batch, decisions).await?;
+        if sent_back {
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
-                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                () = tokio::time::sleep(pause.next_delay()) => {}
             }
+        } else {
+            pause.reset();
         }
     }
 }
 
-/// The message and its acker from the consumer stream's next item; an error or the end of the
-/// stream is the connection's loss.
-fn split_delivery(
+/// The handler's decisions for `messages`, as many as there are messages; a handler that panics
+/// (building its future or running it) fails them all with the panic's message.
+async fn handle<H, F>(handler: &mut H, messages: Vec<Message>) -> Vec<Decision>
+where
+    H: FnMut(Vec<Message>) -> F,
+    F: Future<Output = Vec<Decision>>,
+{
+    let count = messages.len();
+    let handled = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(messages))) {
+        Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+        Err(panic) => Err(panic),
+    };
+    let mut decisions = handled.unwrap_or_else(|panic| {
+        let reason = format!("the handler panicked: {}", panic_message(panic.as_ref()));
+        tracing::error!(%reason, messages = count, "consumer handler panicked");
+        vec![Decision::Retry(reason); count]
+    });
+    decisions.resize(count, Decision::Requeue);
+    decisions
+}
+
+/// What a panic said, when it said it with a string.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+/// Carries out `decisions` for `batch`, by position: publishes the dead letters and retried
+/// copies (all at once, then waits for their confirms), then acks each message that is settled
+/// (handled, or its dead letter or copy confirmed) with one `multiple` ack per run and nacks the
+/// others back into the queue. Returns whether any message went back to the queue.
+async fn settle(
+    channel: &Channel,
+    spec: &ConsumerSpec,
+    own_user: Option<&str>,
+    batch: &[Received],
+    decisions: Vec<Decision>,
+) -> Result<bool, String> {
+    let max_failures = spec.max_failures.max(1);
+    let mut settled = vec![false; batch.len()];
+    let mut sent_back = false;
+    let mut confirms = Vec::new();
+    for (index, (received, decision)) in batch.iter().zip(decisions).enumerate() {
+        let message = &received.message;
+        let publish = match decision {
+            Decision::Ack => {
+                settled[index] = true;
+                continue;
+            }
+            Decision::Requeue => {
+                sent_back = true;
+                continue;
+            }
+            Decision::DeadLetter(reason) => dead_letter(spec, message, &reason, message.failures),
+            Decision::Retry(reason) => {
+                let failures = message.failures.saturating_add(1);
+                if failures >= max_failures {
+                    let reason = format!("failed {failures} times: {reason}");
+                    dead_letter(spec, message, &reason, failures)
+                } else {
+                    tracing::warn!(queue = %spec.queue, routing_key = %message.routing_key, failures, max_failures, %reason, "message failed; retrying it later");
+                    sent_back = true;
+                    retry_copy(spec, received, own_user, failures, &reason)
+                }
+            }
+        };
+        let Outgoing { exchange, routing_key, mandatory, properties } = publish;
+        let options = BasicPublishOptions { mandatory, ..Default::default() };
+        let confirm = channel
+            .basic_publish(
+                exchange.as_str().into(),
+                routing_key.as_str().into(),
+                options,
+                &message.data,
+                properties,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        confirms.push((index, confirm));
+    }
+    for (index, confirm) in confirms {
+        match confirm.await.map_err(|e| e.to_string())? {
+            Confirmation::Ack(None) => settled[index] = true,
+            Confirmation::Ack(Some(_returned)) => {
+                tracing::warn!(queue = %spec.queue, "a retried copy was routed nowhere; the message goes back to the queue");
+                sent_back = true;
+            }
+            Confirmation::Nack(_) | Confirmation::NotRequested => {
+                tracing::warn!(queue = %spec.queue, "the broker refused a dead letter or retried copy; the message goes back to the queue");
+                sent_back = true;
+            }
+        }
+    }
+    // One `multiple` ack for each run of settled messages; one sent back ends the run.
+    let mut pending_ack = None;
+    for (received, settled) in batch.iter().zip(settled) {
+        if settled {
+            pending_ack = Some(&received.acker);
+            continue;
+        }
+        if let Some(last) = pending_ack.take() {
+            last.ack(BasicAckOptions { multiple: true }).await.map_err(|e| e.to_string())?;
+        }
+        let options = BasicNackOptions { requeue: true, ..Default::default() };
+        received.acker.nack(options).await.map_err(|e| e.to_string())?;
+    }
+    if let Some(last) = pending_ack {
+        last.ack(BasicAckOptions { multiple: true }).await.map_err(|e| e.to_string())?;
+    }
+    Ok(sent_back)
+}
+
+/// A message to publish in place of one consumed.
+struct Outgoing {
+    exchange: String,
+    routing_key: String,
+    /// Whether the broker must return it when no queue takes it.
+    mandatory: bool,
+    properties: BasicProperties,
+}
+
+/// `message`'s dead letter: its body and routing key, its publisher's id (so it can be traced
+/// back to its record), the reason, the queue, and how many times it failed, if it did.
+fn dead_letter(spec: &ConsumerSpec, message: &Message, reason: &str, failures: u32) -> Outgoing {
+    tracing::warn!(queue = %spec.queue, routing_key = %message.routing_key, %reason, "dead-lettering a message");
+    let mut headers = FieldTable::default();
+    headers.insert(REASON_HEADER.into(), AMQPValue::LongString(reason.into()));
+    headers.insert(QUEUE_HEADER.into(), AMQPValue::LongString(spec.queue.as_str().into()));
+    if failures > 0 {
+        headers.insert(FAILURES_HEADER.into(), AMQPValue::LongLongInt(i64::from(failures)));
+    }
+    let mut properties = message_properties(&spec.name).with_headers(headers);
+    if let Some(id) = &message.message_id {
+        properties = properties.with_message_id(id.as_str().into());
+    }
+    Outgoing {
+        exchange: DEAD_LETTER_EXCHANGE.to_owned(),
+        routing_key: message.routing_key.clone(),
+        mandatory: false,
+        properties,
+    }
+}
+
+/// The copy of `received` that a retry puts at the end of its queue (through the default
+/// exchange, mandatory, so a copy that no queue takes is not confirmed as if stored): the same
+/// body and properties, `failures` and the last error in headers, and the message's routing key
+/// and publisher in headers too, since the copy's own are the queue's name and the consumer's
+/// user.
+fn retry_copy(
+    spec: &ConsumerSpec,
+    received: &Received,
+    own_user: Option<&str>,
+    failures: u32,
+    reason: &str,
+) -> Outgoing {
+    let message = &received.message;
+    let original = &received.properties;
+    let mut headers = FieldTable::default();
+    for (key, value) in original.headers().iter().flat_map(FieldTable::inner) {
+        if ![FAILURES_HEADER, ROUTING_KEY_HEADER, USER_ID_HEADER, LAST_ERROR_HEADER]
+            .contains(&key.as_str())
+        {
+            headers.insert(key.clone(), value.clone());
+        }
+    }
+    headers.insert(FAILURES_HEADER.into(), AMQPValue::LongLongInt(i64::from(failures)));
+    headers.insert(LAST_ERROR_HEADER.into(), AMQPValue::LongString(reason.into()));
+    headers.insert(
+        ROUTING_KEY_HEADER.into(),
+        AMQPValue::LongString(message.routing_key.as_str().into()),
+    );
+    if let Some(user) = &message.user_id {
+        headers.insert(USER_ID_HEADER.into(), AMQPValue::LongString(user.as_str().into()));
+    }
+    // Built afresh, not cloned: the publisher's `user-id` must not be kept (RabbitMQ refuses a
+    // `user-id` other than the connection's), nor an expiration restarted.
+    let mut properties = BasicProperties::default().with_headers(headers).with_delivery_mode(2);
+    let text = |value: &Option<ShortString>| value.clone();
+    if let Some(value) = text(original.content_type()) {
+        properties = properties.with_content_type(value);
+    }
+    if let Some(value) = text(original.content_encoding()) {
+        properties = properties.with_content_encoding(value);
+    }
+    if let Some(value) = text(original.correlation_id()) {
+        properties = properties.with_correlation_id(value);
+    }
+    if let Some(value) = text(original.message_id()) {
+        properties = properties.with_message_id(value);
+    }
+    if let Some(value) = text(original.kind()) {
+        properties = properties.with_type(value);
+    }
+    if let Some(value) = text(original.app_id()) {
+        properties = properties.with_app_id(value);
+    }
+    if let Some(value) = *original.priority() {
+        properties = properties.with_priority(value);
+    }
+    if let Some(value) = *original.timestamp() {
+        properties = properties.with_timestamp(value);
+    }
+    if let Some(user) = own_user {
+        properties = properties.with_user_id(user.into());
+    }
+    Outgoing {
+        exchange: String::new(),
+        routing_key: spec.queue.clone(),
+        mandatory: true,
+        properties,
+    }
+}
+
+/// The message and what settling it needs, from the consumer stream's next item; an error or
+/// the end of the stream is the connection's loss. A copy this consumer's user published for a
+/// retry (RabbitMQ vouches for a `user-id`) is handed on with the routing key and publisher of
+/// the message it copies; in anything else those headers are ignored, so no publisher can speak
+/// for another through them. The failure count is read from any message: a publisher that sets
+/// it can only shorten its own message's retries.
+fn receive(
     next: Option<Result<Delivery, lapin::Error>>,
-) -> Result<(Message, lapin::Acker), String> {
+    own_user: Option<&str>,
+) -> Result<Received, String> {
     let delivery = match next {
         Some(Ok(delivery)) => delivery,
         Some(Err(err)) => return Err(err.to_string()),
         None => return Err("the consumer stream ended".into()),
     };
     let Delivery { data, routing_key, redelivered, properties, acker, .. } = delivery;
+    let headers = properties.headers().as_ref();
+    let user_id = properties.user_id().as_ref().map(ShortString::to_string);
+    let failures = headers.and_then(|h| header_count(h, FAILURES_HEADER)).unwrap_or(0);
+    let copy = own_user.is_some() && user_id.as_deref() == own_user && failures > 0;
+    let (routing_key, user_id) = match headers {
+        Some(headers) if copy => (
+            header_text(headers, ROUTING_KEY_HEADER).unwrap_or_else(|| routing_key.to_string()),
+            header_text(headers, USER_ID_HEADER),
+        ),
+        _ => (routing_key.to_string(), user_id),
+    };
     let message = Message {
-        routing_key: routing_key.to_string(),
-        user_id: properties.user_id().as_ref().map(ShortString::to_string),
+        routing_key,
+        user_id,
         message_id: properties.message_id().as_ref().map(ShortString::to_string),
         data,
         redelivered,
+        failures,
     };
-    Ok((message, acker))
+    Ok(Received { message, acker, properties })
+}
+
+/// A text header's value.
+fn header_text(headers: &FieldTable, name: &str) -> Option<String> {
+    match headers.inner().get(name)? {
+        AMQPValue::LongString(text) => Some(String::from_utf8_lossy(text.as_bytes()).into_owned()),
+        AMQPValue::ShortString(text) => Some(text.to_string()),
+        _ => None,
+    }
+}
+
+/// A count header's value, of whichever integer type it came as (clients and brokers differ);
+/// a negative or non-integer one counts as absent.
+fn header_count(headers: &FieldTable, name: &str) -> Option<u32> {
+    let value: i64 = match headers.inner().get(name)? {
+        AMQPValue::ShortShortInt(n) => (*n).into(),
+        AMQPValue::ShortShortUInt(n) => (*n).into(),
+        AMQPValue::ShortInt(n) => (*n).into(),
+        AMQPValue::ShortUInt(n) => (*n).into(),
+        AMQPValue::LongInt(n) => (*n).into(),
+        AMQPValue::LongUInt(n) => (*n).into(),
+        AMQPValue::LongLongInt(n) => *n,
+        _ => return None,
+    };
+    u32::try_from(value).ok()
 }
 
 /// Opens a channel for consuming `spec.queue`: the topology declared, publisher confirms on (for
-/// the dead letters it publishes: a message is acked only once its dead letter is confirmed), the
-/// prefetch set, and the consumer started with manual acks.
+/// the dead letters and retried copies it publishes: a message is acked only once they are
+/// confirmed), the prefetch set, and the consumer started with manual acks.
 async fn open_consumer(
     connection: &Connection,
     spec: &ConsumerSpec,
@@ -580,54 +830,6 @@ async fn open_consumer(
         .await
         .map_err(|e| e.to_string())?;
     Ok((channel, consumer))
-}
-
-/// Publishes the dead letters among `decisions` (all at once, then waits for their confirms) and
-/// says, per message, whether it is settled (to ack) or to requeue.
-async fn publish_dead_letters(
-    channel: &Channel,
-    spec: &ConsumerSpec,
-    messages: &[Message],
-    decisions: &[Decision],
-) -> Result<Vec<bool>, String> {
-    let mut confirms = Vec::new();
-    for (index, (message, decision)) in messages.iter().zip(decisions).enumerate() {
-        let Decision::DeadLetter(reason) = decision else { continue };
-        tracing::warn!(queue = %spec.queue, routing_key = %message.routing_key, %reason, "dead-lettering a message");
-        let mut headers = FieldTable::default();
-        headers.insert("x-botline-reason".into(), AMQPValue::LongString(reason.as_str().into()));
-        headers.insert("x-botline-queue".into(), AMQPValue::LongString(spec.queue.as_str().into()));
-        let mut properties = message_properties(&spec.name).with_headers(headers);
-        if let Some(id) = &message.message_id {
-            // Keep the publisher's id, so a dead letter can be traced back to its record.
-            properties = properties.with_message_id(id.as_str().into());
-        }
-        let confirm = channel
-            .basic_publish(
-                DEAD_LETTER_EXCHANGE.into(),
-                message.routing_key.as_str().into(),
-                BasicPublishOptions::default(),
-                &message.data,
-                properties,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        confirms.push((index, confirm));
-    }
-    let mut settled: Vec<bool> = decisions.iter().map(|d| *d == Decision::Ack).collect();
-    for (index, confirm) in confirms {
-        match confirm.await.map_err(|e| e.to_string())? {
-            Confirmation::Ack(_) => {
-                if let Some(settled) = settled.get_mut(index) {
-                    *settled = true;
-                }
-            }
-            Confirmation::Nack(_) | Confirmation::NotRequested => {
-                tracing::warn!(queue = %spec.queue, "the broker refused a dead letter; requeueing the message");
-            }
-        }
-    }
-    Ok(settled)
 }
 
 #[cfg(test)]

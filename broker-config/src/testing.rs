@@ -282,6 +282,11 @@ pub struct DeadLetter {
     pub reason: Option<String>,
     /// The queue it was consumed from (the `x-botline-queue` header).
     pub queue: Option<String>,
+    /// How many times handling it failed, when it was retried before (the
+    /// `x-botline-failures` header).
+    pub failures: Option<i64>,
+    /// The routing key it was dead-lettered with: the one it was published with.
+    pub routing_key: String,
 }
 
 fn header(headers: Option<&lapin::types::FieldTable>, name: &str) -> Option<String> {
@@ -322,6 +327,11 @@ impl TestVhost {
                 message_id: properties.message_id().as_ref().map(|id| id.to_string()),
                 reason: header(headers, "x-botline-reason"),
                 queue: header(headers, "x-botline-queue"),
+                failures: headers.and_then(|h| match h.inner().get(crate::amqp::FAILURES_HEADER) {
+                    Some(lapin::types::AMQPValue::LongLongInt(n)) => Some(*n),
+                    _ => None,
+                }),
+                routing_key: message.delivery.routing_key.to_string(),
                 data: message.delivery.data.clone(),
             });
         }

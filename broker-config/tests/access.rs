@@ -91,6 +91,7 @@ impl World {
             queue: ORCHESTRATOR_EVENTS_QUEUE.into(),
             topology: Topology::core(),
             prefetch: 10,
+            max_failures: broker_config::amqp::DEFAULT_MAX_FAILURES,
         };
         tokio::spawn(consume(spec, shutdown.clone(), move |message| {
             let _ = tx.send(message);
@@ -332,6 +333,7 @@ async fn consumers_dead_letter_with_their_reason_under_their_own_users() {
         queue: bot_queue(&world.a),
         topology: Topology::bot(&world.a).passive(),
         prefetch: 1,
+        max_failures: broker_config::amqp::DEFAULT_MAX_FAILURES,
     };
     tokio::spawn(consume(spec, shutdown.clone(), |_| async {
         Decision::DeadLetter("malformed command".into())
@@ -342,6 +344,7 @@ async fn consumers_dead_letter_with_their_reason_under_their_own_users() {
         queue: ORCHESTRATOR_EVENTS_QUEUE.into(),
         topology: Topology::core(),
         prefetch: 1,
+        max_failures: broker_config::amqp::DEFAULT_MAX_FAILURES,
     };
     tokio::spawn(consume(events, shutdown.clone(), |_| async {
         Decision::DeadLetter("malformed event".into())
@@ -536,4 +539,76 @@ fn the_users_command_refuses_bad_requests_and_prints_nothing() {
     assert!(stderr.contains("names user 'bot-z'"), "{stderr}");
     assert!(!stderr.contains("secret"), "no password in the error: {stderr}");
     assert!(output.stdout.is_empty());
+}
+
+/// A retried event is put back as the orchestrator's own user, through the default exchange its
+/// permissions allow, and speaks for the bot that published it: the handler sees the bot's
+/// user-id and routing key again, so the strict sender check holds on every try. A bot cannot
+/// use those headers to speak for another: on its own message they are ignored (only the
+/// failure count is read, which can only shorten its own message's tries).
+#[tokio::test]
+async fn a_retried_event_keeps_its_sender_and_no_bot_can_forge_one() {
+    let world = World::start("access-retry").await;
+    let shutdown = CancellationToken::new();
+    let (tx, mut seen) = mpsc::unbounded_channel();
+    let spec = ConsumerSpec {
+        url: world.orchestrator_url(),
+        name: "test orchestrator events".into(),
+        queue: ORCHESTRATOR_EVENTS_QUEUE.into(),
+        topology: Topology::core(),
+        prefetch: 10,
+        max_failures: 3,
+    };
+    tokio::spawn(consume(spec, shutdown.clone(), move |message: Message| {
+        let retry = message.data == b"retry me" && message.failures == 0;
+        let _ = tx.send(message);
+        async move { if retry { Decision::Retry("once".into()) } else { Decision::Ack } }
+    }));
+    let bot = Publisher::new(
+        world.bot_url(&world.a),
+        "test bot a",
+        Topology::bot(&world.a).passive(),
+        WAIT,
+        shutdown.clone(),
+    );
+    bot.publish(EVENTS_EXCHANGE, "task.accepted", b"retry me", true).await.unwrap();
+    let first = next(&mut seen).await;
+    let again = next(&mut seen).await;
+    let bot_a = bot_user(&world.a);
+    for (message, failures) in [(&first, 0), (&again, 1)] {
+        assert_eq!(message.data, b"retry me");
+        assert_eq!(message.user_id.as_deref(), Some(bot_a.as_str()), "{message:?}");
+        assert_eq!(message.routing_key, "task.accepted", "{message:?}");
+        assert_eq!(message.failures, failures, "{message:?}");
+    }
+
+    // Bot b dresses its event up as a retried copy of one of bot a's.
+    let connection = world.connect_as_bot(&world.b).await;
+    let channel = connection.create_channel().await.unwrap();
+    let mut headers = FieldTable::default();
+    let text = |s: &str| lapin::types::AMQPValue::LongString(s.into());
+    headers.insert("x-botline-user-id".into(), text(&bot_a));
+    headers.insert("x-botline-routing-key".into(), text("task.completed"));
+    headers.insert("x-botline-failures".into(), lapin::types::AMQPValue::LongLongInt(1));
+    let properties =
+        BasicProperties::default().with_user_id(bot_user(&world.b).into()).with_headers(headers);
+    channel
+        .basic_publish(
+            EVENTS_EXCHANGE.into(),
+            "bot.heartbeat".into(),
+            BasicPublishOptions::default(),
+            b"forged",
+            properties,
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let forged = next(&mut seen).await;
+    assert_eq!(forged.data, b"forged");
+    assert_eq!(forged.user_id, Some(bot_user(&world.b)), "still bot b's: {forged:?}");
+    assert_eq!(forged.routing_key, "bot.heartbeat", "{forged:?}");
+    assert_eq!(forged.failures, 1, "{forged:?}");
+    assert_eq!(drain(&world.vhost, DEAD_LETTER_QUEUE).await, 0, "nothing dead-lettered");
+    shutdown.cancel();
 }

@@ -37,6 +37,7 @@ fn spawn_consumer(
         queue: topology::bot_queue(&bot()),
         topology: Topology::bot(&bot()),
         prefetch: 10,
+        max_failures: broker_config::amqp::DEFAULT_MAX_FAILURES,
     };
     tokio::spawn(consume(spec, shutdown.clone(), move |message| {
         let _ = tx.send((message.data, message.redelivered));
@@ -218,6 +219,7 @@ async fn quorum_queues_carry_offers_and_dead_letter_like_classic_ones() {
         queue: topology::bot_queue(&bot()),
         topology: quorum(Topology::bot(&bot())),
         prefetch: 10,
+        max_failures: broker_config::amqp::DEFAULT_MAX_FAILURES,
     };
     tokio::spawn(consume(spec, shutdown.clone(), move |message| {
         let _ = tx.send(message.data.clone());

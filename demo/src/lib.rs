@@ -90,7 +90,9 @@ pub async fn run_demo(
     shutdown: CancellationToken,
     ready: impl FnOnce(&DemoAddresses),
 ) -> Result<(), DemoError> {
-    let orchestrator = Orchestrator::start(&config).await?;
+    // The orchestrator and the simulators stop together, after the bots.
+    let services = CancellationToken::new();
+    let orchestrator = Orchestrator::start(&config, services.clone()).await?;
     let listen = |address: SocketAddr| move |source| DemoError::Listen { address, source };
     let api = TcpListener::bind(config.listen).await.map_err(listen(config.listen))?;
     let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
@@ -106,7 +108,6 @@ pub async fn run_demo(
         sink: address(&sink, SINK_PORT)?,
     };
 
-    let services = CancellationToken::new();
     // Slow enough that tasks are seen RUNNING, row by row.
     let portal_config = simulators::vivo360::Vivo360Config { delay_ms: 120, ..Default::default() };
     let portal = tokio::spawn(simulators::vivo360::serve(portal, portal_config, services.clone()));
@@ -126,7 +127,7 @@ pub async fn run_demo(
     orchestrator::incidents::sample::ensure_sample_action(orchestrator.db(), now())
         .await
         .map_err(|e| DemoError::Samples(e.to_string()))?;
-    let server = tokio::spawn(orchestrator.serve(api, services.clone()));
+    let server = tokio::spawn(orchestrator.serve(api));
 
     let bots_stop = CancellationToken::new();
     let mut bots = Vec::new();

@@ -60,6 +60,14 @@ pub struct Config {
     #[arg(long, env = "BOTLINE_HEARTBEAT_INTERVAL", default_value = defaults::HEARTBEAT_INTERVAL_ARG, value_parser = parse_seconds)]
     pub heartbeat_interval: Duration,
 
+    /// How many times a consumed message (a bot's event, a monitoring report, an attendance
+    /// record) may fail for an internal reason (a bug, a corrupt row) before it is dead-lettered
+    /// to botline.dead with `failed N times: <last error>`. Each retry goes behind what is queued;
+    /// a database that is down or busy is waited for, uncounted. Quorum queues of RabbitMQ 4
+    /// dead-letter by themselves after 20 returns (their delivery-limit): keep this below.
+    #[arg(long, env = "BOTLINE_MAX_MESSAGE_FAILURES", default_value_t = broker_config::amqp::DEFAULT_MAX_FAILURES, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_message_failures: u32,
+
     /// Seconds a task waits after its first failure; doubles with each failure (5 minutes at most).
     #[arg(long, env = "BOTLINE_RETRY_BASE", default_value = defaults::RETRY_BASE_ARG, value_parser = parse_seconds)]
     pub retry_base: Duration,
@@ -224,6 +232,7 @@ impl Config {
             amqp_tls: Default::default(),
             event_senders: Default::default(),
             queue_type: QueueType::default(),
+            max_message_failures: broker_config::amqp::DEFAULT_MAX_FAILURES,
             offer_timeout: defaults::OFFER_TIMEOUT,
             sweep_interval: defaults::SWEEP_INTERVAL,
             heartbeat_interval: defaults::HEARTBEAT_INTERVAL,
@@ -257,6 +266,7 @@ impl Config {
         crate::etl::EtlSettings {
             timezone: self.timezone,
             max_record_bytes: self.etl_max_record_bytes,
+            max_failures: self.max_message_failures,
         }
     }
 
@@ -269,6 +279,7 @@ impl Config {
             retry_base: self.retry_base,
             event_senders: self.event_senders,
             queue_type: self.queue_type,
+            max_message_failures: self.max_message_failures,
             incidents: crate::incidents::IncidentSettings {
                 check_interval: self.incident_check_interval,
                 quiet_period: self.incident_quiet_period,
@@ -297,6 +308,7 @@ impl fmt::Debug for Config {
             amqp_tls,
             event_senders,
             queue_type,
+            max_message_failures,
             offer_timeout,
             sweep_interval,
             heartbeat_interval,
@@ -320,6 +332,7 @@ impl fmt::Debug for Config {
             .field("amqp_tls", amqp_tls)
             .field("event_senders", event_senders)
             .field("queue_type", queue_type)
+            .field("max_message_failures", max_message_failures)
             .field("offer_timeout", offer_timeout)
             .field("sweep_interval", sweep_interval)
             .field("heartbeat_interval", heartbeat_interval)

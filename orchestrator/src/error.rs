@@ -57,7 +57,8 @@ pub enum ApiError {
         /// What conflicts, and what to do about it.
         message: String,
     },
-    /// The database cannot be reached: 503, so clients and load balancers retry.
+    /// The database cannot be reached, or asks for a retry (busy, a deadlock): 503, so clients
+    /// and load balancers retry.
     #[error("database unavailable")]
     Unavailable(#[source] DbErr),
     /// Anything else: 500.
@@ -146,10 +147,13 @@ impl ApiError {
 }
 
 impl From<DbErr> for ApiError {
+    /// A 503 when [`crate::failure::is_transient`] says the error will pass (the client may
+    /// retry), a 500 otherwise.
     fn from(err: DbErr) -> ApiError {
-        match err {
-            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => ApiError::Unavailable(err),
-            err => ApiError::Internal(err),
+        if crate::failure::is_transient(&err) {
+            ApiError::Unavailable(err)
+        } else {
+            ApiError::Internal(err)
         }
     }
 }

@@ -10,6 +10,13 @@
 //! Points:
 //! - `dispatch.after_commit`: offers are committed (tasks ASSIGNED, bots BUSY), by a dispatch
 //!   pass or by a batch of events that freed bots, and none of them is published.
+//!
+//! `BOTLINE_END_LOOP=dispatcher orchestrator` makes one loop of
+//! [`Orchestrator::serve`](crate::app::Orchestrator::serve) panic as it starts
+//! (`dispatcher:return`: return instead), to prove that the orchestrator then stops with an
+//! error naming it (`orchestrator/tests/loops.rs`). The names are those of [`crate::app`]'s
+//! constants: `dispatcher`, `event-consumer`, `incident-timer`, `monitoring-consumer`,
+//! `attendance-etl`.
 
 use std::sync::OnceLock;
 
@@ -26,5 +33,54 @@ pub fn hit(point: &str) {
         // The one line a crash leaves: the test reads it in the process's log.
         eprintln!("failpoint {point}: aborting ({CRASH_AT})");
         std::process::abort();
+    }
+}
+
+/// The environment variable naming a loop to end early, and how: `NAME` (panic) or
+/// `NAME:return`.
+pub const END_LOOP: &str = "BOTLINE_END_LOOP";
+
+/// How [`END_LOOP`] ends a loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoopEnd {
+    /// It panics.
+    Panic,
+    /// It returns, as if its work were done.
+    Return,
+}
+
+/// The loop [`END_LOOP`] names and how, read on the first [`loop_end`].
+static END_LOOP_AT: OnceLock<Option<(String, LoopEnd)>> = OnceLock::new();
+
+/// How the loop `name` is to end at once, if [`END_LOOP`] names it.
+pub fn loop_end(name: &str) -> Option<LoopEnd> {
+    let armed = END_LOOP_AT.get_or_init(|| std::env::var(END_LOOP).ok().map(|v| parse_end(&v)));
+    match armed {
+        Some((armed, end)) if armed == name => Some(*end),
+        _ => None,
+    }
+}
+
+/// `NAME` or `NAME:return`.
+fn parse_end(value: &str) -> (String, LoopEnd) {
+    match value.trim().split_once(':') {
+        Some((name, "return")) => (name.to_owned(), LoopEnd::Return),
+        Some((name, _)) => (name.to_owned(), LoopEnd::Panic),
+        None => (value.trim().to_owned(), LoopEnd::Panic),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loop_is_named_alone_or_with_how_it_ends() {
+        assert_eq!(parse_end("dispatcher"), ("dispatcher".to_owned(), LoopEnd::Panic));
+        assert_eq!(
+            parse_end(" attendance-etl:return "),
+            ("attendance-etl".into(), LoopEnd::Return)
+        );
+        assert_eq!(parse_end("event-consumer:panic"), ("event-consumer".into(), LoopEnd::Panic));
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! Layout (docs/architecture.md has the schema, the topology and the task life):
 //! - [`config`]: flags with environment variables behind them.
-//! - [`app`]: [`Orchestrator::start`] opens and migrates the database; [`Orchestrator::serve`]
-//!   runs the API on a given listener until a cancellation token fires (tests bind port 0).
+//! - [`startup`]: opening and migrating the database, checking the broker, [`StartError`].
+//! - [`app`]: [`Orchestrator::start`] gets ready under one cancellation token;
+//!   [`Orchestrator::serve`] runs the API on a given listener (tests bind port 0) and the loops
+//!   beside it, watched, until the token fires.
 //! - [`http`]: routes and handlers, thin shells over the modules below.
 //! - [`tasks`], [`bots`]: what clients send and are shown, and the status changes they may ask
 //!   for; pure.
@@ -16,8 +18,10 @@
 //!   sea-orm rows under it.
 //! - [`changes`]: notices of committed changes, streamed to the dashboard.
 //! - [`pagination`]: limit/offset and cursor paging shared by the lists.
-//! - [`error`]: [`ApiError`](error::ApiError), the one error type mapped to HTTP; [`clock`]:
-//!   timestamps as stored; [`failpoint`]: crashes on purpose, for the fault tests.
+//! - [`error`]: [`ApiError`](error::ApiError), the one error type mapped to HTTP; [`failure`]:
+//!   [`Failure`](failure::Failure), what the consumers make of an error, and the one classifier
+//!   of database errors; [`clock`]: timestamps as stored; [`failpoint`]: failures on purpose,
+//!   for the fault tests; [`defaults`]: the flags' defaults.
 //!
 //! Modules point down this list, never up: `http` → `pipeline`, `incidents` → `store` →
 //! `entity`; `tasks` and `bots` are read by all of them and read only `entity` and `error`.
@@ -32,12 +36,15 @@ pub mod entity;
 pub mod error;
 pub mod etl;
 pub mod failpoint;
+pub mod failure;
 pub mod http;
 pub mod incidents;
 pub mod pagination;
 pub mod pipeline;
+pub mod startup;
 pub mod store;
 pub mod tasks;
 
-pub use app::{Orchestrator, StartError};
+pub use app::{Orchestrator, ServeError};
 pub use config::Config;
+pub use startup::StartError;

@@ -106,11 +106,12 @@ async fn run(Cli { config, command }: Cli) -> anyhow::Result<()> {
     broker_config::signal::stop_on_signals(shutdown.clone(), HAND_BACK);
     match command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            let orchestrator = Orchestrator::start(&config).await?;
+            let orchestrator = Orchestrator::start(&config, shutdown).await?;
             let listener = TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
-            orchestrator.serve(listener, shutdown).await?;
+            // A loop that ended early is an error too: the process exits 1, naming it.
+            orchestrator.serve(listener).await?;
         }
         // Answered in `main`, before anything starts.
         Command::Demo => anyhow::bail!(DEMO_MOVED),

@@ -332,14 +332,17 @@ async fn without_a_token_the_orchestrator_will_not_listen_where_other_machines_c
     config.bots.http_bot_networks = orchestrator::config::BotBoundary::loopback_networks();
     config.amqp_url = "amqp://guest:guest@127.0.0.1:1/%2f".into();
     config.listen = SocketAddr::from(([0, 0, 0, 0], 8080));
-    match Orchestrator::start(&config).await.map(|_| ()) {
+    match Orchestrator::start(&config, CancellationToken::new()).await.map(|_| ()) {
         Err(StartError::Access(AccessError::Unprotected { listen })) => {
             assert_eq!(listen, config.listen)
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
     config.auth.admin_token = Some(Secret::new("s3cret-short"));
-    let short = Orchestrator::start(&config).await.map(|_| ()).expect_err("refused");
+    let short = Orchestrator::start(&config, CancellationToken::new())
+        .await
+        .map(|_| ())
+        .expect_err("refused");
     assert!(matches!(short, StartError::Access(AccessError::TooShort { .. })), "{short:?}");
     assert!(!short.to_string().contains("s3cret"), "{short}");
 
@@ -376,15 +379,15 @@ async fn without_a_token_the_orchestrator_will_not_listen_where_other_machines_c
     let mut config = Config::for_database(format!("sqlite://{}?mode=rwc", database.display()));
     config.bots.http_bot_networks = orchestrator::config::BotBoundary::loopback_networks();
     config.amqp_url = vhost.amqp_url();
-    let orchestrator = Orchestrator::start(&config).await.expect("starts for loopback");
+    let orchestrator =
+        Orchestrator::start(&config, CancellationToken::new()).await.expect("starts for loopback");
     let listener = TcpListener::bind("0.0.0.0:0").await.unwrap();
-    let served = tokio::time::timeout(
-        Duration::from_secs(10),
-        orchestrator.serve(listener, CancellationToken::new()),
-    )
-    .await
-    .expect("serve returns at once");
-    let refused = served.expect_err("refused");
+    let served = tokio::time::timeout(Duration::from_secs(10), orchestrator.serve(listener))
+        .await
+        .expect("serve returns at once");
+    let Err(orchestrator::ServeError::Io(refused)) = served else {
+        panic!("refused with an I/O error: {served:?}");
+    };
     assert_eq!(refused.kind(), std::io::ErrorKind::PermissionDenied, "{refused}");
     assert!(refused.to_string().starts_with("refusing to serve the API on 0.0.0.0:"), "{refused}");
     let _ = std::fs::remove_dir_all(&dir);

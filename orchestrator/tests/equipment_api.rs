@@ -17,6 +17,7 @@ use orchestrator::entity::task;
 use orchestrator::{Config, Orchestrator, StartError};
 use sea_orm::{ActiveModelTrait as _, EntityTrait as _, Set};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -319,10 +320,16 @@ async fn a_certificate_that_cannot_serve_stops_the_start_at_once() {
     config.amqp_url = "amqp://nobody@127.0.0.1:1/%2f".into();
     config.tls_cert = Some(files.cert.clone());
     config.tls_key = Some(files.key.clone());
-    let started = tokio::time::timeout(WAIT, Orchestrator::start(&config)).await.unwrap();
+    let started =
+        tokio::time::timeout(WAIT, Orchestrator::start(&config, CancellationToken::new()))
+            .await
+            .unwrap();
     assert!(matches!(started, Err(StartError::Tls { .. })), "{:?}", started.err());
     config.tls_key = Some(files.dir.join("missing.pem"));
-    let started = tokio::time::timeout(WAIT, Orchestrator::start(&config)).await.unwrap();
+    let started =
+        tokio::time::timeout(WAIT, Orchestrator::start(&config, CancellationToken::new()))
+            .await
+            .unwrap();
     assert!(
         matches!(started, Err(StartError::Tls { ref reason, .. }) if reason.contains("cannot read"))
     );

@@ -19,6 +19,7 @@ use broker_config::{
 };
 use chrono::Utc;
 use common::{Backend, TestApp};
+use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -88,6 +89,7 @@ impl ScriptedBot {
             queue: topology::bot_queue(&name),
             topology: Topology::bot(&name).with_queue_type(queue_type),
             prefetch: 10,
+            max_failures: broker_config::amqp::DEFAULT_MAX_FAILURES,
         };
         tokio::spawn(broker_config::consume(spec, stop.clone(), move |message| {
             let decision = match messages::decode::<Command>(&message.data) {
@@ -846,6 +848,62 @@ async fn under_the_strict_sender_policy_a_bot_speaks_only_for_itself(backend: Ba
     shutdown.cancel();
 }
 
+/// An event that always fails internally (its task's row made corrupt by SQL: an unknown
+/// status) is retried behind the others and ends in `botline.dead` after
+/// `--max-message-failures` tries, with the count and the reason, while the events of another
+/// bot and task are applied.
+async fn an_event_that_always_fails_ends_dead_after_the_limit(backend: Backend, queue: QueueType) {
+    let app = TestApp::spawn_with(backend, |config| {
+        config.offer_timeout = Duration::from_millis(1500);
+        config.sweep_interval = Duration::from_millis(200);
+        config.heartbeat_interval = Duration::from_secs(1);
+        config.queue_type = queue;
+        config.max_message_failures = 3;
+    })
+    .await;
+    let mut doomed = ScriptedBot::online_with(&app, "doomed", &[System::Noop], queue).await;
+    let first = create(&app, noop("its row goes bad")).await;
+    let offer = doomed.next_offer().await;
+    doomed.accept(offer.task).await;
+    wait_status(&app, &first, "RUNNING").await;
+    orchestrator::entity::task::Entity::update_many()
+        .col_expr(
+            orchestrator::entity::task::Column::Status,
+            sea_orm::sea_query::Expr::value("BOGUS"),
+        )
+        .filter(orchestrator::entity::task::Column::Id.eq(offer.task.task_id))
+        .exec(&app.db)
+        .await
+        .unwrap();
+    doomed.complete(offer.task, vec![]).await;
+
+    let mut healthy = ScriptedBot::online_with(&app, "healthy", &[System::Noop], queue).await;
+    let second = create(&app, noop("fine")).await;
+    let offer = healthy.next_offer().await;
+    healthy.accept(offer.task).await;
+    healthy.complete(offer.task, vec![]).await;
+    wait_status(&app, &second, "COMPLETE").await;
+
+    let dead = app.vhost.dead_letters(1).await.unwrap();
+    let reason = dead[0].reason.clone().unwrap_or_default();
+    assert!(reason.starts_with("failed 3 times: "), "{reason}");
+    assert!(reason.contains("stored status") || reason.contains("task status"), "{reason}");
+    assert_eq!(dead[0].failures, Some(3));
+    assert_eq!(dead[0].routing_key, "task.completed");
+    let event: Value = serde_json::from_slice(&dead[0].data).unwrap();
+    assert_eq!(event["type"], "task.completed");
+    assert_eq!(event["task_id"], first.as_str());
+    assert_eq!(history(&app, &second).await, ["created", "assigned", "accepted", "completed"]);
+}
+
+async fn an_event_that_always_fails_ends_dead_after_the_limit_on_a_classic_queue(backend: Backend) {
+    an_event_that_always_fails_ends_dead_after_the_limit(backend, QueueType::Classic).await;
+}
+
+async fn an_event_that_always_fails_ends_dead_after_the_limit_on_a_quorum_queue(backend: Backend) {
+    an_event_that_always_fails_ends_dead_after_the_limit(backend, QueueType::Quorum).await;
+}
+
 on_every_backend!(
     a_task_flows_through_a_bot,
     bulk_tasks_run_in_the_order_given_with_whole_histories,
@@ -864,4 +922,6 @@ on_every_backend!(
     an_offer_nobody_can_receive_goes_back_at_once,
     malformed_events_are_dead_lettered_and_the_consumer_goes_on,
     under_the_strict_sender_policy_a_bot_speaks_only_for_itself,
+    an_event_that_always_fails_ends_dead_after_the_limit_on_a_classic_queue,
+    an_event_that_always_fails_ends_dead_after_the_limit_on_a_quorum_queue,
 );

@@ -57,6 +57,7 @@ impl Harness {
             queue: ORCHESTRATOR_EVENTS_QUEUE.into(),
             topology: Topology::core(),
             prefetch: 50,
+            max_failures: broker_config::amqp::DEFAULT_MAX_FAILURES,
         };
         tokio::spawn(consume(spec, plumbing.clone(), move |message| {
             let decision = match decode::<Event>(&message.data) {

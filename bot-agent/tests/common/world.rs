@@ -73,10 +73,10 @@ impl World {
         config.retry_base = Duration::from_millis(200);
         configure(&mut config);
         let stop = CancellationToken::new();
-        let orchestrator = Orchestrator::start(&config).await.unwrap();
+        let orchestrator = Orchestrator::start(&config, stop.clone()).await.unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(orchestrator.serve(listener, stop.clone()));
+        tokio::spawn(orchestrator.serve(listener));
         let portal_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let portal = format!("http://{}", portal_listener.local_addr().unwrap());
         let portal_config =

@@ -76,15 +76,16 @@ async fn serve_until_killed() {
             std::thread::sleep(Duration::from_millis(250));
         }
     });
-    let orchestrator =
-        orchestrator::Orchestrator::start(&config).await.unwrap_or_else(|e| panic!("start: {e}"));
+    let orchestrator = orchestrator::Orchestrator::start(&config, CancellationToken::new())
+        .await
+        .unwrap_or_else(|e| panic!("start: {e}"));
     let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
     let address = listener.local_addr().unwrap();
     // Written whole, then renamed: the test never reads half an address.
     let partial = address_file.with_extension("partial");
     std::fs::write(&partial, address.to_string()).unwrap();
     std::fs::rename(&partial, &address_file).unwrap();
-    orchestrator.serve(listener, CancellationToken::new()).await.unwrap();
+    orchestrator.serve(listener).await.unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ use super::EtlSettings;
 use super::record::{self, Attendance};
 use crate::clock::now;
 use crate::entity::{attendance, attendance_service};
+use crate::failure::Failure;
 
 // Rows per INSERT, under SQLite's 32,766 bound parameters (18 and 3 columns a row).
 const ATTENDANCE_ROWS_PER_INSERT: usize = 1000;
@@ -45,10 +46,13 @@ pub fn prepare(message: &Message, settings: EtlSettings) -> Result<Prepared, Str
 }
 
 /// Loads a batch and decides each message's fate, by position: `Ack` for a record loaded now or
-/// before (a duplicate), `DeadLetter` with every reason for an invalid one, `Requeue` when the
-/// database cannot take them now. Valid records share one transaction; should it fail for a
-/// reason other than the database being unreachable, they are loaded one by one so that one
-/// record the database refuses cannot hold back the others.
+/// before (a duplicate), `DeadLetter` with every reason for an invalid one, and for a database
+/// error what its [`Failure`] says: waiting in the queue while the database is down or busy,
+/// retried (and counted) otherwise. Valid records share one transaction; should it fail for a
+/// reason that is not transient, they are loaded one by one so that one record the database
+/// refuses cannot hold back the others: that record is dead-lettered with the database's reason.
+/// When every record is refused the fault is the database's (a missing table), not the records':
+/// they are retried, and dead-lettered only after failing as many times as the consumer allows.
 pub async fn load_batch(
     db: &DatabaseConnection,
     settings: EtlSettings,
@@ -67,7 +71,7 @@ pub async fn load_batch(
         }
     }
     let rows: Vec<&Prepared> = valid.iter().map(|(_, p)| p).collect();
-    match insert(db, &rows, now()).await {
+    let failure = match insert(db, &rows, now()).await {
         Ok(loaded) => {
             tracing::debug!(
                 batch = messages.len(),
@@ -76,37 +80,34 @@ pub async fn load_batch(
                 invalid = messages.len() - rows.len(),
                 "attendance batch committed"
             );
+            return decisions;
         }
-        Err(err) if is_transient(&err) => {
-            tracing::warn!(error = %err, batch = messages.len(), "attendance batch not loaded; requeued");
-            for (index, _) in &valid {
-                set(&mut decisions, *index, Decision::Requeue);
-            }
+        Err(err) => Failure::from(err),
+    };
+    if let Failure::Transient(error) = &failure {
+        tracing::warn!(%error, batch = messages.len(), "attendance batch not loaded; requeued");
+        for (index, _) in &valid {
+            set(&mut decisions, *index, Decision::Requeue);
         }
-        Err(err) => {
-            tracing::warn!(error = %err, batch = messages.len(), "attendance batch refused; loading its records one by one");
-            let mut refused = Vec::new();
-            for (index, prepared) in &valid {
-                match insert(db, &[prepared], now()).await {
-                    Ok(_) => {}
-                    Err(err) if is_transient(&err) => {
-                        set(&mut decisions, *index, Decision::Requeue)
-                    }
-                    Err(err) => refused.push((*index, err)),
-                }
-            }
-            // When every record is refused the fault is the database's (a missing table), not
-            // the records': keep them queued rather than dead-letter good data.
-            let systemic = refused.len() == valid.len();
-            for (index, err) in refused {
-                let decision = if systemic {
-                    Decision::Requeue
-                } else {
-                    Decision::DeadLetter(format!("the database refused the record: {err}"))
-                };
-                set(&mut decisions, index, decision);
-            }
+        return decisions;
+    }
+    tracing::warn!(error = %failure, batch = messages.len(), "attendance batch refused; loading its records one by one");
+    let mut refused = Vec::new();
+    for (index, prepared) in &valid {
+        match insert(db, &[prepared], now()).await.map_err(Failure::from) {
+            Ok(_) => {}
+            Err(Failure::Transient(_)) => set(&mut decisions, *index, Decision::Requeue),
+            Err(failure) => refused.push((*index, failure)),
         }
+    }
+    let systemic = refused.len() == valid.len();
+    for (index, failure) in refused {
+        let decision = if systemic {
+            failure.decision()
+        } else {
+            Decision::DeadLetter(format!("the database refused the record: {failure}"))
+        };
+        set(&mut decisions, index, decision);
     }
     decisions
 }
@@ -114,17 +115,6 @@ pub async fn load_batch(
 fn set(decisions: &mut [Decision], index: usize, decision: Decision) {
     if let Some(slot) = decisions.get_mut(index) {
         *slot = decision;
-    }
-}
-
-/// Whether `err` says the database is unreachable or busy now, rather than refusing the data.
-fn is_transient(err: &DbErr) -> bool {
-    match err {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
-        other => {
-            let text = other.to_string();
-            text.contains("database is locked") || text.contains("connection")
-        }
     }
 }
 

@@ -10,12 +10,11 @@ use broker_config::amqp::{ConsumerSpec, consume_batches};
 use broker_config::topology::ATTENDANCE_ETL_QUEUE;
 use broker_config::{Message, Topology};
 use chrono_tz::Tz;
-use migrations::{Migrator, MigratorTrait as _};
 use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::StartError;
-use crate::config::{Config, redact};
+use crate::config::Config;
+use crate::startup::{self, StartError};
 
 pub mod load;
 pub mod produce;
@@ -36,6 +35,9 @@ pub struct EtlSettings {
     pub timezone: Tz,
     /// The largest record loaded, in bytes; larger ones are dead-lettered with their size.
     pub max_record_bytes: u64,
+    /// How many times a record may fail to load for an internal reason before it is
+    /// dead-lettered (`--max-message-failures`).
+    pub max_failures: u32,
 }
 
 impl Default for EtlSettings {
@@ -43,6 +45,7 @@ impl Default for EtlSettings {
         EtlSettings {
             timezone: crate::defaults::TIMEZONE,
             max_record_bytes: record::DEFAULT_MAX_RECORD_BYTES,
+            max_failures: broker_config::amqp::DEFAULT_MAX_FAILURES,
         }
     }
 }
@@ -62,6 +65,7 @@ pub async fn run_etl(
         queue: ATTENDANCE_ETL_QUEUE.into(),
         topology,
         prefetch: PREFETCH,
+        max_failures: settings.max_failures,
     };
     consume_batches(spec, MAX_BATCH, MAX_WAIT, shutdown, move |messages: Vec<Message>| {
         let db = db.clone();
@@ -71,23 +75,13 @@ pub async fn run_etl(
 }
 
 /// `orchestrator etl`: only the ETL, without the API or the pipeline. Opens and migrates the
-/// database, checks the broker answers, then consumes until `shutdown` fires.
+/// database and checks the broker answers ([`startup`]), then consumes until `shutdown` fires.
 pub async fn run_standalone(
     config: &Config,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
-    let db = migrations::connect(&config.database_url)
-        .await
-        .map_err(|source| StartError::Database { url: redact(&config.database_url), source })?;
-    Migrator::up(&db, None).await.map_err(StartError::Migrations)?;
-    // Fail fast with one clear line on a wrong URL; the consumer reconnects by itself later on.
-    let connection = broker_config::amqp::connect(&config.broker_url(), "orchestrator-etl-check")
-        .await
-        .map_err(|e| StartError::Broker {
-            url: redact(&config.broker_url()),
-            reason: e.to_string(),
-        })?;
-    let _ = connection.close(200, "checked".into()).await;
+    let db = startup::open_database(&config.database_url).await?;
+    startup::check_broker(&config.broker_url(), "orchestrator-etl-check").await?;
     let settings = config.etl_settings();
     tracing::info!(timezone = %settings.timezone, max_record_bytes = settings.max_record_bytes, "attendance ETL running");
     let topology = config.pipeline_settings().topology();

@@ -8,16 +8,17 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::{Incidents, Source};
 use super::report;
-use crate::error::ApiError;
 
 impl Incidents {
-    /// Consumes `botline.monitoring.incidents`: one report per message, either shape. A
-    /// malformed report is dead-lettered with the reason; one the database cannot take now
-    /// stays queued.
-    pub(super) async fn run_consumer(
+    /// Consumes `botline.monitoring.incidents` (declaring `topology`) until `shutdown`: one
+    /// report per message, either shape. A malformed report is dead-lettered with the reason;
+    /// one the database cannot take now stays queued; one that fails otherwise is retried and
+    /// dead-lettered after `max_failures` tries ([`Failure`](crate::failure::Failure)).
+    pub async fn run_consumer(
         self,
         amqp_url: String,
         topology: Topology,
+        max_failures: u32,
         shutdown: CancellationToken,
     ) {
         let spec = ConsumerSpec {
@@ -27,6 +28,7 @@ impl Incidents {
             topology,
             // Reports are counted one at a time, in order; a few ahead hide the round trip.
             prefetch: 16,
+            max_failures,
         };
         let engine = self.clone();
         broker_config::consume(spec, shutdown, move |message| {
@@ -40,10 +42,9 @@ impl Incidents {
                 };
                 match engine.report_one(&trigger, Source::Broker, crate::clock::now()).await {
                     Ok(_) => Decision::Ack,
-                    Err(ApiError::Invalid { message, .. }) => Decision::DeadLetter(message),
                     Err(error) => {
-                        tracing::warn!(%error, %trigger, "report not counted; it stays queued");
-                        Decision::Requeue
+                        tracing::warn!(?error, %trigger, failures = message.failures, "report not counted");
+                        crate::failure::Failure::from(error).decision()
                     }
                 }
             }

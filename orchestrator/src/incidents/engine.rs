@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use broker_config::{System, TaskStatus, Topology};
+use broker_config::{System, TaskStatus};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait as _};
 use sea_orm::{
@@ -15,7 +15,6 @@ use sea_orm::{
 };
 use serde_json::json;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::actions::Action;
@@ -473,16 +472,6 @@ impl Incidents {
                 tracing::warn!(task_id = %task.id, %trigger, %error, "failed task not reported to incidents");
             }
         }
-    }
-
-    /// Runs the timer (every check interval) and the consumer of monitoring reports until
-    /// `shutdown`.
-    /// `topology` is what the consumer declares.
-    pub async fn run(self, amqp_url: String, topology: Topology, shutdown: CancellationToken) {
-        tokio::join!(
-            self.clone().run_timer(shutdown.clone()),
-            self.run_consumer(amqp_url, topology, shutdown)
-        );
     }
 }
 

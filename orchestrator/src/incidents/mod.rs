@@ -8,8 +8,8 @@
 //! - [`engine`]: the engine, [`Incidents`]. [`Incidents::report`] counts a request's reports
 //!   (one occurrence per action the request matches, as the original counts them),
 //!   [`Incidents::check_incidents`] escalates by minutes and resolves quiet incidents,
-//!   [`Incidents::resolve`] resolves on request, and [`Incidents::run`] runs the timer and the
-//!   consumer.
+//!   and [`Incidents::resolve`] resolves on request; the app runs the timer and the consumer
+//!   as two watched loops.
 //! - [`timer`]: the timer that calls [`Incidents::check_incidents`] (tests call it with a clock
 //!   of their own).
 //! - [`consumer`]: the consumer of `botline.monitoring.incidents`, and what the broker is told of

@@ -8,7 +8,8 @@ use tokio_util::sync::CancellationToken;
 use super::engine::{CheckSummary, Incidents};
 
 impl Incidents {
-    pub(super) async fn run_timer(self, shutdown: CancellationToken) {
+    /// Runs the timer (every check interval) until `shutdown`: escalation and resolution.
+    pub async fn run_timer(self, shutdown: CancellationToken) {
         // tokio's interval refuses a zero period; a configured 0 means "as often as sensible".
         let period = self.settings.check_interval.max(Duration::from_millis(10));
         let mut ticks = tokio::time::interval(period);

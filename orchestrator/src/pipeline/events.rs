@@ -31,6 +31,7 @@ use crate::bots::BotChange;
 use crate::clock::now;
 use crate::entity::{bot, task};
 use crate::error::ApiError;
+use crate::failure::Failure;
 use crate::store::history::History;
 use crate::tasks::EventKind;
 
@@ -60,8 +61,10 @@ impl Pipeline {
     /// commit; under load that is one commit for many events, idle it is one event at once (the
     /// batch never waits for more). Malformed events, and events a bot published in another
     /// bot's name (under the strict sender policy, `--event-senders strict`), are dead-lettered
-    /// with the reason; events that fail on the database (it is down) stay in the queue and come
-    /// back.
+    /// with the reason; events that fail on the database are classified by [`Failure`]: while it
+    /// is down they stay in the queue and come back, and one that fails otherwise (a corrupt
+    /// row) is retried behind the others and dead-lettered after `settings.max_message_failures`
+    /// tries.
     pub async fn run_event_consumer(
         self: Arc<Self>,
         amqp_url: String,
@@ -73,6 +76,7 @@ impl Pipeline {
             queue: ORCHESTRATOR_EVENTS_QUEUE.into(),
             topology: self.settings.topology(),
             prefetch: self.settings.events_prefetch,
+            max_failures: self.settings.max_message_failures,
         };
         let max_batch = usize::from(self.settings.events_prefetch);
         let senders = self.settings.event_senders;
@@ -125,11 +129,10 @@ impl Pipeline {
                 for (index, result) in indexes.into_iter().zip(results) {
                     decisions[index] = match result {
                         Ok(()) => Decision::Ack,
-                        Err(ApiError::Invalid { message, .. }) => Decision::DeadLetter(message),
                         Err(err) => {
-                            let routing_key = &batch[index].routing_key;
-                            tracing::warn!(error = ?err, %routing_key, "event not applied; it stays queued");
-                            Decision::Requeue
+                            let message = &batch[index];
+                            tracing::warn!(error = ?err, routing_key = %message.routing_key, failures = message.failures, "event not applied");
+                            Failure::from(err).decision()
                         }
                     };
                 }

@@ -54,6 +54,9 @@ pub struct Settings {
     pub retry_cap: Duration,
     /// Events the broker may send ahead of their acks.
     pub events_prefetch: u16,
+    /// How many times a consumed message (event, monitoring report, attendance record) may fail
+    /// internally before it is dead-lettered with the last error.
+    pub max_message_failures: u32,
     /// The incident engine's timer and quiet period.
     pub incidents: IncidentSettings,
     /// Whose events are accepted (by the AMQP user that published them).
@@ -103,6 +106,7 @@ impl Default for Settings {
             retry_base: defaults::RETRY_BASE,
             retry_cap: Duration::from_secs(300),
             events_prefetch: 64,
+            max_message_failures: broker_config::amqp::DEFAULT_MAX_FAILURES,
             incidents: IncidentSettings::default(),
             event_senders: SenderPolicy::default(),
             queue_type: QueueType::default(),

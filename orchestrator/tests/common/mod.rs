@@ -76,13 +76,14 @@ impl TestApp {
         config.bots.http_bot_networks = orchestrator::config::BotBoundary::loopback_networks();
         config.amqp_url = vhost.amqp_url();
         tune(&mut config);
-        let app = Orchestrator::start(&config).await.expect("orchestrator starts");
+        let shutdown = CancellationToken::new();
+        let app =
+            Orchestrator::start(&config, shutdown.clone()).await.expect("orchestrator starts");
         let db = app.db().clone();
         let pipeline = app.pipeline().clone();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        tokio::spawn(app.serve(listener, shutdown.clone()));
+        tokio::spawn(app.serve(listener));
         TestApp { addr, client: reqwest::Client::new(), db, pipeline, vhost, shutdown, cleanup }
     }
 
