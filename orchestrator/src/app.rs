@@ -282,3 +282,15 @@ impl Loops {
         Some((self.names.get(&id).copied().unwrap_or("unknown"), how))
     }
 }
+
+/// `orchestrator etl`: only the ETL, without the API or the pipeline. Opens and migrates the
+/// database and checks the broker answers ([`crate::startup`]), then consumes until `shutdown` fires.
+pub async fn run_etl_alone(config: &Config, shutdown: CancellationToken) -> Result<(), StartError> {
+    let db = startup::open_database(&config.database_url).await?;
+    startup::check_broker(&config.broker_url(), "orchestrator-etl-check").await?;
+    let settings = config.etl_settings();
+    tracing::info!(timezone = %settings.timezone, max_record_bytes = settings.max_record_bytes, "attendance ETL running");
+    let topology = config.pipeline_settings().topology();
+    crate::etl::run_etl(db, config.broker_url(), topology, settings, shutdown).await;
+    Ok(())
+}

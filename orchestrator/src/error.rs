@@ -203,3 +203,25 @@ impl IntoResponse for ApiError {
         (status, Json(body)).into_response()
     }
 }
+
+impl From<ApiError> for crate::failure::Failure {
+    /// The pipeline's work is shared with the API and still reports [`ApiError`]s: a client
+    /// error is a refusal of the message itself, a 503 is [`is_transient`]'s verdict, and the
+    /// rest (a 404 or 409 met while applying, a 500) is internal.
+    fn from(err: ApiError) -> crate::failure::Failure {
+        match err {
+            ApiError::MalformedBody(_)
+            | ApiError::InvalidParameter { .. }
+            | ApiError::Invalid { .. }
+            | ApiError::TooLarge { .. }
+            | ApiError::UnsupportedMediaType(_) => {
+                crate::failure::Failure::Invalid(err.to_string())
+            }
+            ApiError::Unavailable(source) => crate::failure::Failure::Transient(source.to_string()),
+            ApiError::Internal(source) => crate::failure::Failure::Internal(source.to_string()),
+            ApiError::NotFound(_) | ApiError::MethodNotAllowed | ApiError::Conflict { .. } => {
+                crate::failure::Failure::Internal(err.to_string())
+            }
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! Why the pipeline could not handle something, classified once: [`Failure`] is what the
 //! consumers (events, monitoring reports, attendance records) turn into a broker
 //! [`Decision`], and [`is_transient`] is the one place that says whether a database error will
-//! pass by itself. [`ApiError`] keeps its own statuses for HTTP; its 503 is this module's
+//! pass by itself. [`ApiError`](crate::error::ApiError) keeps its own statuses for HTTP; its 503 is this module's
 //! transient.
 //!
 //! - [`Failure::Invalid`]: the message can never be handled: dead-lettered at once, with the
@@ -16,8 +16,6 @@ use broker_config::Decision;
 use sea_orm::sqlx;
 use sea_orm::sqlx::error::DatabaseError as _;
 use sea_orm::{DbErr, RuntimeErr};
-
-use crate::error::ApiError;
 
 /// Why something could not be handled, as far as retrying it is concerned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,26 +50,6 @@ impl From<DbErr> for Failure {
             Failure::Transient(err.to_string())
         } else {
             Failure::Internal(err.to_string())
-        }
-    }
-}
-
-impl From<ApiError> for Failure {
-    /// The pipeline's work is shared with the API and still reports [`ApiError`]s: a client
-    /// error is a refusal of the message itself, a 503 is [`is_transient`]'s verdict, and the
-    /// rest (a 404 or 409 met while applying, a 500) is internal.
-    fn from(err: ApiError) -> Failure {
-        match err {
-            ApiError::MalformedBody(_)
-            | ApiError::InvalidParameter { .. }
-            | ApiError::Invalid { .. }
-            | ApiError::TooLarge { .. }
-            | ApiError::UnsupportedMediaType(_) => Failure::Invalid(err.to_string()),
-            ApiError::Unavailable(source) => Failure::Transient(source.to_string()),
-            ApiError::Internal(source) => Failure::Internal(source.to_string()),
-            ApiError::NotFound(_) | ApiError::MethodNotAllowed | ApiError::Conflict { .. } => {
-                Failure::Internal(err.to_string())
-            }
         }
     }
 }
@@ -128,6 +106,7 @@ mod tests {
     use sea_orm::ConnAcquireErr;
 
     use super::*;
+    use crate::error::ApiError;
 
     #[test]
     fn postgres_retry_codes_are_transient_and_data_errors_are_not() {

@@ -3,7 +3,7 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use orchestrator::etl::{self, produce::ProduceOptions, produce::produce};
+use orchestrator::etl::produce::{ProduceOptions, produce};
 use orchestrator::{Config, Orchestrator};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -130,7 +130,9 @@ async fn run(Cli { config, command }: Cli) -> anyhow::Result<()> {
             anyhow::ensure!(response.status().is_success(), "GET {url}: {}", response.status());
             return Ok(());
         }
-        Command::Etl { action: None } => etl::run_standalone(&config, shutdown).await?,
+        Command::Etl { action: None } => {
+            orchestrator::app::run_etl_alone(&config, shutdown).await?
+        }
         Command::Etl {
             action: Some(EtlAction::Produce { count, bad_ratio, seed, publishers }),
         } => {

@@ -13,9 +13,6 @@ use chrono_tz::Tz;
 use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
-use crate::startup::{self, StartError};
-
 pub mod load;
 pub mod produce;
 pub mod record;
@@ -72,19 +69,4 @@ pub async fn run_etl(
         async move { load::load_batch(&db, settings, &messages).await }
     })
     .await;
-}
-
-/// `orchestrator etl`: only the ETL, without the API or the pipeline. Opens and migrates the
-/// database and checks the broker answers ([`startup`]), then consumes until `shutdown` fires.
-pub async fn run_standalone(
-    config: &Config,
-    shutdown: CancellationToken,
-) -> Result<(), StartError> {
-    let db = startup::open_database(&config.database_url).await?;
-    startup::check_broker(&config.broker_url(), "orchestrator-etl-check").await?;
-    let settings = config.etl_settings();
-    tracing::info!(timezone = %settings.timezone, max_record_bytes = settings.max_record_bytes, "attendance ETL running");
-    let topology = config.pipeline_settings().topology();
-    run_etl(db, config.broker_url(), topology, settings, shutdown).await;
-    Ok(())
 }
