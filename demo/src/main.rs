@@ -17,13 +17,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn,sea_orm=warn,lapin=warn".into()),
-        )
-        .init();
+    orchestrator::startup::init_logging();
     let Cli { config } = Cli::parse();
     let shutdown = CancellationToken::new();
     broker_config::signal::stop_on_signals(

@@ -70,13 +70,7 @@ fn parse_ratio(text: &str) -> Result<f64, String> {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn,sea_orm=warn,lapin=warn".into()),
-        )
-        .init();
+    orchestrator::startup::init_logging();
     let cli = Cli::parse();
     if let Some(Command::Demo) = cli.command {
         eprintln!("error: {DEMO_MOVED}");

@@ -1,13 +1,25 @@
-//! What every way of running the orchestrator does before it works, once: the database opened
-//! and migrated, the broker checked, and [`StartError`], the one line a failed start ends with.
-//! [`crate::app`] (the whole orchestrator) and [`crate::etl`] (`orchestrator etl`) both start
-//! through here, so neither depends on the other.
+//! What every way of running the orchestrator does before it works, once: logging set up, the
+//! database opened and migrated, the broker checked, and [`StartError`], the one line a failed
+//! start ends with. The whole orchestrator and `orchestrator etl` ([`crate::app`]) and the demo
+//! (`botline-demo`) all start through here.
 
 use migrations::{Migrator, MigratorTrait as _};
 use sea_orm::{DatabaseConnection, DbErr};
 
 use crate::config::redact;
 use crate::http::auth::AccessError;
+
+/// Logs to standard error, at `RUST_LOG` or, by default, info with the database and broker
+/// clients' chatter down to warnings.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn,sea_orm=warn,lapin=warn".into()),
+        )
+        .init();
+}
 
 /// Why the orchestrator could not start.
 #[derive(Debug, thiserror::Error)]
