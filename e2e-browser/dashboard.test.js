@@ -108,6 +108,11 @@ async function openPage(viewport = { width: 1366, height: 900 }) {
   return page;
 }
 
+/** Waits until the new-task form offers `system` (the choices come from /api/v1/systems). */
+async function systemOffered(page, system) {
+  await page.locator(`#task-system option[value="${system}"]`).waitFor({ state: "attached" });
+}
+
 async function chooseCsv(page, name, csv) {
   const path = join(workdir, name);
   writeFileSync(path, csv);
@@ -122,6 +127,7 @@ test("a CSV task uploaded through the page goes WAITING, RUNNING, COMPLETE live,
   // A file without the columns VIVO360 needs: the preview warns, and the API's error shows
   // next to the file field.
   await page.locator("#task-description").fill("Bad file");
+  await systemOffered(page, "VIVO360");
   await page.locator("#task-system").selectOption("VIVO360");
   await chooseCsv(page, "bad.csv", "name,mail\nAna,ana@example.com\n");
   await page.locator("#columns-hint.bad").waitFor();
@@ -223,4 +229,115 @@ test("a phone-sized screen shows everything without sideways scrolling, and the 
   assert.equal(await page.locator("#counters button").count(), 6);
   await page.screenshot({ path: join(SHOTS, "dashboard-phone.png"), fullPage: true });
   assert.deepEqual(page.problems, [], "no console errors");
+});
+
+test("a system registered through the API is offered by the page, its CSV columns are checked, and it has a page", async () => {
+  const response = await fetch(`${api}/api/v1/systems`, {
+    method: "POST", headers: { "content-type": "application/json" },
+    body: JSON.stringify({ name: "PAYROLL", description: "Payroll entries", input: { kind: "csv", columns: ["employee", "amount"] } }),
+  });
+  const registered = await response.json();
+  assert.equal(response.status, 201, JSON.stringify(registered));
+  assert.equal(registered.name, "PAYROLL");
+  assert.deepEqual(registered.input, { kind: "csv", columns: ["employee", "amount"] });
+
+  const page = await openPage();
+  await page.locator("#new-task summary").click();
+  const system = page.locator("#task-system");
+  await systemOffered(page, "PAYROLL");
+  assert.equal(await system.locator('option[value="PAYROLL"]').textContent(), "PAYROLL — Payroll entries");
+  // The choices are the registered systems, the built-ins among them, and nothing else.
+  const listed = (await (await fetch(`${api}/api/v1/systems`)).json()).systems.map((s) => s.name);
+  assert.deepEqual(await system.locator("option").evaluateAll((options) => options.map((o) => o.value)), listed);
+  for (const builtin of ["VIVO360", "CPE", "NOTIFY", "NOOP", "PAYROLL"]) assert.ok(listed.includes(builtin), `${builtin} in ${listed}`);
+
+  // The column check follows the chosen system's contract.
+  await system.selectOption("PAYROLL");
+  assert.match(await page.locator("#columns-hint").textContent(), /CSV file is needed, with the columns employee, amount/);
+  await page.locator("#task-description").fill("Payroll of March");
+  await chooseCsv(page, "payroll-bad.csv", "employee,total\nAna Souza,1200\n");
+  await page.locator("#columns-hint.bad").waitFor();
+  assert.match(await page.locator("#columns-hint").textContent(), /Missing column\(s\) amount \(needs employee, amount\)/);
+  await chooseCsv(page, "payroll.csv", "Employee,Amount\nAna Souza,1200.50\nBruno Lima,980\n");
+  await page.locator("#columns-hint.ok").waitFor();
+  assert.equal(await page.locator("#csv-preview tbody tr").count(), 2);
+  await page.locator("#task-submit").click();
+
+  // No bot runs PAYROLL: the task waits.
+  const row = page.locator("#tasks-body tr", { hasText: "Payroll of March" });
+  await row.locator(".badge.WAITING").waitFor();
+  assert.equal((await row.locator("td").nth(1).textContent()).trim(), "PAYROLL");
+  const tasks = (await (await fetch(`${api}/api/v1/tasks?system=PAYROLL`)).json()).items;
+  assert.equal(tasks.length, 1);
+  assert.equal(tasks[0].status, "WAITING");
+  assert.equal(tasks[0].progress.total, 2);
+  assert.equal(await system.inputValue(), "PAYROLL", "the form keeps the system for the next task");
+  const filterChoices = await page.locator("#filter-system option").allTextContents();
+  assert.ok(filterChoices.includes("PAYROLL"), `the task filter offers PAYROLL: ${filterChoices}`);
+  await page.locator("#filter-system").selectOption("PAYROLL");
+  await until("the list shows PAYROLL's task alone", async () =>
+    (await page.locator("#tasks-body tr").allTextContents()).join("|") === (await row.textContent()));
+  await page.locator("#filter-system").selectOption("");
+  await page.locator("#tasks-body tr", { hasText: "March hires" }).first().waitFor();
+
+  // A JSON system: the payload must meet its schema, which its page shows.
+  await system.selectOption("CPE");
+  assert.match(await page.locator("#payload-hint").textContent(), /JSON Schema/);
+  assert.equal(await page.locator("#payload-hint a").getAttribute("href"), "#/systems/CPE");
+  assert.match(await page.locator("#columns-hint").textContent(), /no CSV file/);
+
+  // The Systems panel links to each system's page.
+  const systemRow = page.locator('#systems-body tr[data-system="PAYROLL"]');
+  assert.match(await systemRow.textContent(), /PAYROLL.*Payroll entries.*csv/);
+  await systemRow.getByRole("link", { name: "PAYROLL" }).click();
+  await page.locator("#system-columns").waitFor();
+  assert.equal(await page.evaluate(() => location.hash), "#/systems/PAYROLL");
+  assert.equal(await page.locator("#view-home").isVisible(), false, "the system page replaces the lists");
+  assert.equal(await page.locator("#system-title").textContent(), "PAYROLL");
+  assert.deepEqual(await page.locator("#system-columns li").allTextContents(), ["employee", "amount"]);
+  assert.equal(await page.locator("#system-builtin").textContent(), "no");
+  assert.equal(await page.locator("#system-defaults dd", { hasText: "orchestrator default" }).count(), 4);
+  assert.match(await page.locator("#system-no-bots").textContent(), /No bot runs PAYROLL/);
+  await page.screenshot({ path: join(SHOTS, "system.png"), fullPage: true });
+
+  // A built-in with a schema, and the bots that run it (the first test's bot, now stopped).
+  await page.evaluate(() => { location.hash = "#/systems/cpe"; });
+  await page.locator("#system-schema-text").waitFor();
+  assert.equal(await page.locator("#system-title").textContent(), "CPE");
+  const schema = JSON.parse(await page.locator("#system-schema-text").textContent());
+  assert.ok(schema.required.includes("equipment_id"), JSON.stringify(schema));
+  assert.match(await page.locator("#system-builtin").textContent(), /yes/);
+  await page.evaluate(() => { location.hash = "#/systems/VIVO360"; });
+  await page.locator('#system-bots tr[data-bot="browser-bot"]').waitFor();
+  await page.screenshot({ path: join(SHOTS, "system-vivo360.png"), fullPage: true });
+
+  // Back home; then a system registered with the page's own form.
+  await page.getByRole("link", { name: "← Home" }).click();
+  await page.locator("#view-home").waitFor();
+  await row.locator(".badge.WAITING").waitFor();
+  await page.locator("#add-system").click();
+  const form = page.locator("#system-form");
+  await form.locator("#new-system-name").fill("payroll");
+  await form.locator("#new-system-columns").fill("employee, amount");
+  await form.locator("#new-system-submit").click();
+  await form.locator('[data-error-for="name"]').filter({ hasText: /PAYROLL/ }).waitFor();
+  await form.locator("#new-system-name").fill("refunds");
+  await form.locator("#new-system-description").fill("Refunds to customers");
+  await form.locator("#new-system-kind").selectOption("json");
+  await form.locator("#new-system-schema").fill("{not json");
+  await form.locator("#new-system-submit").click();
+  await form.locator('[data-error-for="input.schema"]').filter({ hasText: "not JSON" }).waitFor();
+  await form.locator("#new-system-schema").fill('{"type": "object", "required": ["amount"]}');
+  await form.locator("#new-system-submit").click();
+  await form.waitFor({ state: "hidden" });
+  await page.locator('#systems-body tr[data-system="REFUNDS"]').waitFor();
+  await systemOffered(page, "REFUNDS");
+  const refunds = await (await fetch(`${api}/api/v1/systems/REFUNDS`)).json();
+  assert.deepEqual(refunds.input, { kind: "json", schema: { type: "object", required: ["amount"] } });
+  assert.equal(refunds.description, "Refunds to customers");
+
+  // Chromium logs every 4xx response; the one deliberate duplicate registration is the only one.
+  const deliberate = /Failed to load resource: the server responded with a status of 409/;
+  assert.equal(page.problems.filter((p) => deliberate.test(p)).length, 1, page.problems.join("\n"));
+  assert.deepEqual(page.problems.filter((p) => !deliberate.test(p)), [], "no other console errors");
 });

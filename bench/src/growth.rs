@@ -80,6 +80,7 @@ pub async fn measure(bots: usize, waiting: usize, passes: usize) -> anyhow::Resu
             unanswered_offers: Set(0),
             max_run_seconds: Set(None),
             run_deadline: Set(None),
+            offer_timeout_seconds: Set(None),
         });
         task::Entity::insert_many(rows).exec(&db).await?;
     }

@@ -273,10 +273,10 @@ impl Agent {
         let (sink, rows) = ProgressSink::channel();
         let work = async {
             let mut sink = sink;
-            let outcome = self.automations.run(&assignment, &mut sink, &ticket.cancel).await;
+            let ran = self.automations.run(&assignment, &mut sink, &ticket.cancel).await;
             // Ends the progress loop once it has reported what is left.
             drop(sink);
-            outcome
+            ran
         };
         let progress = report_progress(
             &self.reporter,
@@ -286,13 +286,13 @@ impl Agent {
             rows,
             &ticket.silence,
         );
-        let (outcome, unreported) = tokio::join!(work, progress);
+        let ((outcome, log), unreported) = tokio::join!(work, progress);
         if ticket.silence.is_cancelled() {
             tracing::info!("task stopped after its cancellation");
             return;
         }
         tracing::info!(?outcome, "task ended");
-        let event = final_event(&self.name, task, outcome, unreported);
+        let event = final_event(&self.name, task, outcome, unreported, log);
         // Free before reporting: the orchestrator offers the next task as soon as it has applied
         // this report, and that offer can arrive before the broker's confirm of the report does;
         // a bot still holding the slot then would turn it down as "busy".
@@ -387,19 +387,20 @@ impl Agent {
     }
 }
 
-/// The event that ends an attempt, carrying the rows not reported yet.
+/// The event that ends an attempt, carrying the rows not reported yet and the end of its log.
 pub fn final_event(
     bot: &BotName,
     task: TaskRef,
     outcome: Outcome,
     rows: Vec<broker_config::RowOutcome>,
+    log: Option<String>,
 ) -> Event {
     let bot = bot.clone();
     let at = Utc::now();
     match outcome {
-        Outcome::Completed { output } => Event::TaskCompleted { task, bot, rows, output, at },
+        Outcome::Completed { output } => Event::TaskCompleted { task, bot, rows, output, log, at },
         Outcome::Failed { error, retryable } => {
-            Event::TaskFailed { task, bot, rows, error, retryable, at }
+            Event::TaskFailed { task, bot, rows, error, retryable, log, at }
         }
         // Only the shutdown cancels without silencing the task.
         Outcome::Cancelled => {
@@ -433,12 +434,12 @@ mod tests {
     #[test]
     fn offers_are_judged_expiry_first_then_load_then_ability() {
         let now = Utc::now();
-        let systems = [System::Noop];
-        let fresh = offer(System::Noop, 1, TimeDelta::seconds(10), now);
+        let systems = [System::NOOP];
+        let fresh = offer(System::NOOP, 1, TimeDelta::seconds(10), now);
         let other = TaskRef { task_id: uuid::Uuid::new_v4(), attempt: 1 };
         assert_eq!(judge(&fresh, now, None, false, &systems, false), Verdict::Accept);
         assert_eq!(
-            judge(&fresh, now, None, false, &[System::Vivo360], false),
+            judge(&fresh, now, None, false, &[System::VIVO360], false),
             Verdict::Reject("this bot cannot run NOOP".into())
         );
         assert_eq!(
@@ -453,22 +454,22 @@ mod tests {
             judge(&fresh, now, None, true, &systems, false),
             Verdict::Reject(RELEASE_REASON.into())
         );
-        let lapsed = offer(System::Noop, 1, TimeDelta::seconds(-1), now);
+        let lapsed = offer(System::NOOP, 1, TimeDelta::seconds(-1), now);
         assert_eq!(judge(&lapsed, now, Some(other), false, &systems, false), Verdict::Expired);
-        let exactly_now = offer(System::Noop, 1, TimeDelta::zero(), now);
+        let exactly_now = offer(System::NOOP, 1, TimeDelta::zero(), now);
         assert_eq!(judge(&exactly_now, now, None, false, &systems, false), Verdict::Accept);
     }
 
     #[test]
     fn an_offer_a_previous_run_left_behind_is_refused_unless_expired() {
         let now = Utc::now();
-        let systems = [System::Noop];
-        let fresh = offer(System::Noop, 2, TimeDelta::seconds(10), now);
+        let systems = [System::NOOP];
+        let fresh = offer(System::NOOP, 2, TimeDelta::seconds(10), now);
         let left_behind = Verdict::Reject(LEFT_BEHIND_REASON.into());
         assert_eq!(judge(&fresh, now, None, false, &systems, true), left_behind);
         let other = TaskRef { task_id: uuid::Uuid::new_v4(), attempt: 1 };
         assert_eq!(judge(&fresh, now, Some(other), false, &systems, true), left_behind);
-        let lapsed = offer(System::Noop, 2, TimeDelta::seconds(-1), now);
+        let lapsed = offer(System::NOOP, 2, TimeDelta::seconds(-1), now);
         assert_eq!(judge(&lapsed, now, None, false, &systems, true), Verdict::Expired);
     }
 
@@ -496,16 +497,17 @@ mod tests {
             status: broker_config::RowStatus::Done,
             message: "row 7 done".into(),
         };
-        let failed = final_event(&bot, task, Outcome::retryable("down"), vec![row.clone()]);
+        let failed = final_event(&bot, task, Outcome::retryable("down"), vec![row.clone()], None);
         assert!(matches!(
             failed,
             Event::TaskFailed { retryable: true, ref error, ref rows, .. } if error == "down" && rows == std::slice::from_ref(&row)
         ));
-        let released = final_event(&bot, task, Outcome::Cancelled, vec![]);
+        let released = final_event(&bot, task, Outcome::Cancelled, vec![], None);
         assert!(
             matches!(released, Event::TaskReleased { ref reason, .. } if reason == RELEASE_REASON)
         );
-        let completed = final_event(&bot, task, Outcome::Completed { output: None }, vec![row]);
+        let completed =
+            final_event(&bot, task, Outcome::Completed { output: None }, vec![row], None);
         assert_eq!(completed.routing_key(), "task.completed");
     }
 }

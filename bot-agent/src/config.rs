@@ -50,7 +50,7 @@ pub struct AgentConfig {
         env = "BOTLINE_BOT_SYSTEMS",
         value_delimiter = ',',
         required = true,
-        value_parser = parse_supported_system
+        value_parser = parse_system
     )]
     pub systems: Vec<System>,
     /// The RabbitMQ server (AMQP mode): amqp://USER:PASSWORD@HOST:PORT/VHOST, or amqps://… (port
@@ -176,7 +176,7 @@ impl AgentConfig {
             return Err(AgentError::NoSystems);
         }
         for system in &self.systems {
-            ensure_supported(*system)?;
+            ensure_supported(system)?;
         }
         if self.equipment_insecure && self.equipment_ca.is_some() {
             return Err(AgentError::Equipment(
@@ -307,17 +307,17 @@ fn api_token(text: &str) -> Result<ApiToken, std::convert::Infallible> {
     Ok(ApiToken::new(text))
 }
 
-/// Refuses the systems whose automations this build does not have.
-pub fn ensure_supported(system: System) -> Result<System, AgentError> {
-    match system {
-        System::Vivo360 | System::Cpe | System::Notify | System::Noop => Ok(system),
+/// Refuses a system this agent has no automation for.
+pub fn ensure_supported(system: &System) -> Result<(), AgentError> {
+    match system.builtin() {
+        Some(_) => Ok(()),
+        None => Err(AgentError::NoAutomation(system.clone())),
     }
 }
 
-/// `--systems` items: a known system with an automation in this build.
-fn parse_supported_system(text: &str) -> Result<System, AgentError> {
-    let system: System = text.parse().map_err(AgentError::UnknownSystem)?;
-    ensure_supported(system)
+/// `--systems` items: a system's name.
+fn parse_system(text: &str) -> Result<System, AgentError> {
+    text.parse().map_err(AgentError::InvalidSystem)
 }
 
 #[cfg(test)]
@@ -333,7 +333,7 @@ mod tests {
     fn parses_a_comma_separated_systems_list_in_any_case() {
         let config = parse(&["--name", "vm-1", "--systems", "vivo360,NOOP"]).expect("valid");
         assert_eq!(config.name.as_str(), "vm-1");
-        assert_eq!(config.systems, [System::Vivo360, System::Noop]);
+        assert_eq!(config.systems, [System::VIVO360, System::NOOP]);
         assert_eq!(config.http, None);
         assert_eq!(config.amqp_url, broker_config::amqp::DEFAULT_AMQP_URL);
         assert!(!config.no_declare, "bots declare their queue by default");
@@ -350,10 +350,13 @@ mod tests {
     fn refuses_bad_names_unknown_and_unavailable_systems() {
         let bad_name = parse(&["--name", "Bot 1", "--systems", "noop"]).expect_err("bad name");
         assert!(bad_name.to_string().contains("lowercase letters"), "{bad_name}");
-        let unknown = parse(&["--name", "b", "--systems", "noop,fax"]).expect_err("fax");
-        assert!(unknown.to_string().contains("unknown system 'fax'"), "{unknown}");
+        let bad_system = parse(&["--name", "b", "--systems", "noop,f@x"]).expect_err("f@x");
+        assert!(bad_system.to_string().contains("'f@x' is not a system name"), "{bad_system}");
+        let fax = parse(&["--name", "b", "--systems", "noop,fax"]).expect("any name parses");
+        let unavailable = fax.validate().expect_err("no automation for FAX").to_string();
+        assert!(unavailable.contains("no automation for FAX"), "{unavailable}");
         let notify = parse(&["--name", "b", "--systems", "notify"]).expect("NOTIFY runs");
-        assert_eq!(notify.systems, [System::Notify]);
+        assert_eq!(notify.systems, [System::NOTIFY]);
         assert_eq!(notify.notify_url, DEFAULT_NOTIFY_URL);
         assert!(parse(&["--name", "b"]).is_err(), "systems are required");
     }
@@ -413,7 +416,7 @@ mod tests {
         let parsed = parse(&["--name", "b", "--systems", "noop"]).expect("valid");
         let built = AgentConfig::new(
             BotName::parse("b").expect("valid"),
-            vec![System::Noop],
+            vec![System::NOOP],
             broker_config::amqp::DEFAULT_AMQP_URL,
         );
         assert_eq!(built, parsed, "{built:#?}\n!=\n{parsed:#?}");
@@ -422,11 +425,11 @@ mod tests {
     #[test]
     fn configurations_built_in_code_are_checked_too() {
         let name = BotName::parse("b").expect("valid");
-        let notify = AgentConfig::new(name.clone(), vec![System::Notify], "amqp://x");
+        let notify = AgentConfig::new(name.clone(), vec![System::NOTIFY], "amqp://x");
         assert_eq!(notify.validate().map_err(|e| e.to_string()), Ok(()));
         let none = AgentConfig::new(name.clone(), vec![], "amqp://x");
         assert!(matches!(none.validate(), Err(AgentError::NoSystems)));
-        let mut both = AgentConfig::new(name, vec![System::Cpe], "amqp://x");
+        let mut both = AgentConfig::new(name, vec![System::CPE], "amqp://x");
         both.equipment_insecure = true;
         both.equipment_ca = Some("ca.pem".into());
         assert!(matches!(both.validate(), Err(AgentError::Equipment(_))));
@@ -435,7 +438,7 @@ mod tests {
     #[test]
     fn the_equipment_service_is_https_by_default_with_a_ca_or_insecure() {
         let config = parse(&["--name", "b", "--systems", "cpe,noop"]).expect("valid");
-        assert_eq!(config.systems, [System::Cpe, System::Noop]);
+        assert_eq!(config.systems, [System::CPE, System::NOOP]);
         assert_eq!(config.equipment_url, DEFAULT_EQUIPMENT_URL);
         assert_eq!((config.equipment_ca, config.equipment_insecure), (None, false));
         let ca = parse(&["--name", "b", "--systems", "cpe", "--equipment-ca", "/etc/ca.pem"])

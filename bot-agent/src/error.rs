@@ -1,6 +1,6 @@
 //! Why an agent could not start or keep running.
 
-use broker_config::{System, UnknownValue};
+use broker_config::{InvalidSystemName, System};
 
 /// Why [`crate::run`] returned early. Problems while running (a broker or API that went away, a
 /// task that failed) are logged and retried, not returned.
@@ -9,12 +9,15 @@ pub enum AgentError {
     /// The configuration lists no system.
     #[error("the bot must run at least one system (--systems)")]
     NoSystems,
-    /// A system name nobody knows.
+    /// A name that cannot be a system's.
     #[error(transparent)]
-    UnknownSystem(UnknownValue),
-    /// A known system without an automation in this build.
-    #[error("the {0} automation is not available in this build yet")]
-    UnsupportedSystem(System),
+    InvalidSystem(InvalidSystemName),
+    /// A system the bot would announce without an automation to run it.
+    #[error(
+        "this bot has no automation for {0}: it runs VIVO360, CPE, NOTIFY and NOOP itself, and \
+         any other system with --automation {0}=COMMAND"
+    )]
+    NoAutomation(System),
     /// The equipment config service's client could not be set up (a bad URL or CA file).
     #[error("cannot set up the equipment service client: {0}")]
     Equipment(String),

@@ -434,7 +434,7 @@ mod tests {
 
         let mut config = AgentConfig::new(
             BotName::parse("pushed").expect("name"),
-            vec![System::Noop],
+            vec![System::NOOP],
             "amqp://unused",
         );
         config.api_url = api_url;
@@ -455,7 +455,7 @@ mod tests {
         let port = registration["http_port"].as_u64().expect("a port");
         assert!(matches!(next_any(&mut events).await, Event::BotOnline { .. }));
 
-        let task = assignment(0, System::Noop);
+        let task = assignment(0, System::NOOP);
         let answer = reqwest::Client::new()
             .post(format!("http://127.0.0.1:{port}/tasks"))
             .body(encode(&Command::AssignTask(task.clone())))
@@ -499,7 +499,7 @@ mod tests {
             serve(Router::new().route("/api/v1/bots", axum::routing::get(refuse)), &stop).await;
         let mut config = AgentConfig::new(
             BotName::parse("tokened").expect("name"),
-            vec![System::Noop],
+            vec![System::NOOP],
             "amqp://unused",
         );
         config.api_url = api_url;
@@ -571,7 +571,7 @@ mod tests {
     async fn a_bot_with_a_token_refuses_unsigned_forged_stale_and_replayed_commands() {
         let (api_url, mut events, stop) = fake_api().await;
         let name = BotName::parse("signed-bot").expect("name");
-        let config = AgentConfig::new(name, vec![System::Noop], "amqp://unused");
+        let config = AgentConfig::new(name, vec![System::NOOP], "amqp://unused");
         let reporter =
             Reporter::Http(HttpReporter::new(reqwest::Client::new(), &api_url, Uuid::new_v4()));
         let vivo360 = Vivo360::new("http://127.0.0.1:9", "u", "p").expect("client");
@@ -590,7 +590,7 @@ mod tests {
             request.send()
         };
         let now = Utc::now().timestamp();
-        let long = assignment(60_000, System::Noop);
+        let long = assignment(60_000, System::NOOP);
         let offer = encode(&Command::AssignTask(long.clone()));
 
         let unsigned = post("/tasks".into(), offer.clone(), None).await.expect("answer");
@@ -617,7 +617,7 @@ mod tests {
         let path = format!("/tasks/{}/cancel", long.task.task_id);
         let refused = post(path.clone(), cancel.clone(), Some(forger.sign(now, &cancel)));
         assert_eq!(refused.await.expect("answer").status(), StatusCode::UNAUTHORIZED);
-        let other = encode(&Command::AssignTask(assignment(0, System::Noop)));
+        let other = encode(&Command::AssignTask(assignment(0, System::NOOP)));
         let busy = post("/tasks".into(), other.clone(), Some(token.push_key().sign(now, &other)));
         assert_eq!(
             busy.await.expect("answer").status(),
@@ -633,7 +633,7 @@ mod tests {
     async fn post_tasks_takes_one_task_at_a_time_and_reports_by_put() {
         let (api_url, mut events, stop) = fake_api().await;
         let name = BotName::parse("http-bot").expect("name");
-        let config = AgentConfig::new(name.clone(), vec![System::Noop], "amqp://unused");
+        let config = AgentConfig::new(name.clone(), vec![System::NOOP], "amqp://unused");
         let reporter =
             Reporter::Http(HttpReporter::new(reqwest::Client::new(), &api_url, Uuid::new_v4()));
         let vivo360 = Vivo360::new("http://127.0.0.1:9", "u", "p").expect("client");
@@ -653,14 +653,14 @@ mod tests {
         let bad = post(b"{\"v\":1,\"type\":\"task.explode\"}".to_vec()).await.expect("answer");
         assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
 
-        let vivo = post(encode(&Command::AssignTask(assignment(0, System::Vivo360))))
+        let vivo = post(encode(&Command::AssignTask(assignment(0, System::VIVO360))))
             .await
             .expect("answer");
         assert_eq!(vivo.status(), StatusCode::CONFLICT);
         let answer: TaskAnswer = vivo.json().await.expect("json");
         assert_eq!(answer.reason.as_deref(), Some("this bot cannot run VIVO360"));
 
-        let long = assignment(60_000, System::Noop);
+        let long = assignment(60_000, System::NOOP);
         let taken = post(encode(&Command::AssignTask(long.clone()))).await.expect("answer");
         assert_eq!(taken.status(), StatusCode::ACCEPTED);
         let answer: TaskAnswer = taken.json().await.expect("json");
@@ -670,14 +670,14 @@ mod tests {
         );
 
         let second =
-            post(encode(&Command::AssignTask(assignment(0, System::Noop)))).await.expect("answer");
+            post(encode(&Command::AssignTask(assignment(0, System::NOOP)))).await.expect("answer");
         assert_eq!(second.status(), StatusCode::CONFLICT);
         let answer: TaskAnswer = second.json().await.expect("json");
         assert_eq!(answer.reason.as_deref(), Some("busy"));
 
         let cancel = Command::CancelTask { task: long.task, reason: "test".into() };
         assert_eq!(post(encode(&cancel)).await.expect("answer").status(), StatusCode::ACCEPTED);
-        let short = assignment(0, System::Noop);
+        let short = assignment(0, System::NOOP);
         let taken = post(encode(&Command::AssignTask(short.clone()))).await.expect("answer");
         assert_eq!(taken.status(), StatusCode::ACCEPTED, "the cancel freed the bot");
         assert!(

@@ -53,7 +53,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let vivo360 =
         Vivo360::new(&config.vivo360_url, &config.vivo360_username, &config.vivo360_password)
             .map_err(|error| AgentError::HttpClient(error.to_string()))?;
-    let cpe = if config.systems.contains(&System::Cpe) { Some(equipment(&config)?) } else { None };
+    let cpe = if config.systems.contains(&System::CPE) { Some(equipment(&config)?) } else { None };
     let notify = Notify::new(&config.notify_url)
         .map_err(|error| AgentError::HttpClient(error.to_string()))?;
     let automations = Automations { vivo360, cpe, notify };

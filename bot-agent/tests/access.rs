@@ -74,7 +74,7 @@ async fn an_agent_works_as_its_own_least_privilege_user() {
         async move { decision }
     }));
 
-    let mut config = AgentConfig::new(name.clone(), vec![System::Noop], bot_url);
+    let mut config = AgentConfig::new(name.clone(), vec![System::NOOP], bot_url);
     config.no_declare = true;
     config.heartbeat_interval_ms = 200;
     config.progress_interval_ms = 50;

@@ -21,7 +21,7 @@ async fn announces_itself_then_heartbeats_and_says_goodbye() {
         Event::BotOnline { bot, ip_address, systems, .. } => {
             assert_eq!(*bot, h.name);
             assert_eq!(ip_address, "127.0.0.1", "the broker is on the loopback");
-            assert_eq!(*systems, [System::Noop, System::Vivo360]);
+            assert_eq!(*systems, [System::NOOP, System::VIVO360]);
         }
         other => panic!("expected bot.online first, got {other:?}"),
     }
@@ -65,9 +65,9 @@ async fn runs_an_assignment_and_reports_every_row_once() {
 #[tokio::test]
 async fn an_expired_offer_is_ignored() {
     let mut h = Harness::start("agent-expired", |_| {}).await;
-    let mut expired = offer(System::Noop, None, json!({}));
+    let mut expired = offer(System::NOOP, None, json!({}));
     expired.offer_expires_at = Utc::now() - TimeDelta::seconds(1);
-    let fresh = offer(System::Noop, None, json!({"duration_ms": 1}));
+    let fresh = offer(System::NOOP, None, json!({"duration_ms": 1}));
     h.send(&Command::AssignTask(expired.clone())).await;
     h.send(&Command::AssignTask(fresh.clone())).await;
     let events = h.until_final(fresh.task).await;
@@ -84,8 +84,8 @@ async fn an_expired_offer_is_ignored() {
 
 #[tokio::test]
 async fn offers_are_rejected_while_busy_and_for_systems_it_cannot_run() {
-    let mut h = Harness::start("agent-reject", |c| c.systems = vec![System::Noop]).await;
-    let vivo = offer(System::Vivo360, None, json!({}));
+    let mut h = Harness::start("agent-reject", |c| c.systems = vec![System::NOOP]).await;
+    let vivo = offer(System::VIVO360, None, json!({}));
     h.send(&Command::AssignTask(vivo.clone())).await;
     match h.next().await {
         Event::TaskRejected { task, reason, .. } => {
@@ -95,7 +95,7 @@ async fn offers_are_rejected_while_busy_and_for_systems_it_cannot_run() {
         other => panic!("expected a rejection, got {other:?}"),
     }
 
-    let long = offer(System::Noop, None, json!({"duration_ms": 600_000}));
+    let long = offer(System::NOOP, None, json!({"duration_ms": 600_000}));
     h.send(&Command::AssignTask(long.clone())).await;
     assert!(matches!(h.next().await, Event::TaskAccepted { task, .. } if task == long.task));
     // Heartbeats hold the lease on the running task.
@@ -105,7 +105,7 @@ async fn offers_are_rejected_while_busy_and_for_systems_it_cannot_run() {
             break;
         }
     }
-    let second = offer(System::Noop, None, json!({}));
+    let second = offer(System::NOOP, None, json!({}));
     h.send(&Command::AssignTask(second.clone())).await;
     match h.next().await {
         Event::TaskRejected { task, reason, .. } => {
@@ -148,7 +148,7 @@ async fn a_cancelled_task_stops_and_nothing_more_is_said_about_it() {
     assert!(matches!(h.next().await, Event::TaskProgress { task, .. } if task == long.task));
     h.send(&Command::CancelTask { task: long.task, reason: "cancelled by a user".into() }).await;
     // The bot is free at once: the next offer is taken.
-    let next = offer(System::Noop, None, json!({}));
+    let next = offer(System::NOOP, None, json!({}));
     h.send(&Command::AssignTask(next.clone())).await;
     h.until_final(next.task).await;
     let after = h.stop().await;
@@ -221,7 +221,7 @@ async fn a_malformed_command_is_dead_lettered_and_the_agent_keeps_working() {
         }
         other => panic!("expected a reason header, got {other:?}"),
     }
-    let task = offer(System::Noop, None, json!({}));
+    let task = offer(System::NOOP, None, json!({}));
     h.send(&Command::AssignTask(task.clone())).await;
     let events = h.until_final(task.task).await;
     assert!(matches!(events.last(), Some(Event::TaskCompleted { .. })));

@@ -64,7 +64,7 @@ async fn the_orchestrator_and_a_bot_complete_a_task_over_amqps() {
 async fn a_bot_whose_ca_file_is_missing_stops_at_once_saying_which() {
     let mut config = AgentConfig::new(
         BotName::parse("tls-no-ca").unwrap(),
-        vec![System::Noop],
+        vec![System::NOOP],
         "amqps://guest:s3cret@127.0.0.1:5671/%2f",
     );
     config.amqp_tls.amqp_ca_file = Some("/nonexistent/botline-ca.pem".into());

@@ -482,7 +482,7 @@ async fn a_bot_frozen_past_its_heartbeats_loses_its_task_and_its_late_completion
     let accepted_at = Instant::now();
     assert_eq!(running["bot_id"], frozen_id);
     // The rescuer comes online only now, or it could have been offered the task first.
-    world.spawn_bot(world.agent_config("rescuer", &[System::Noop]));
+    world.spawn_bot(world.agent_config("rescuer", &[System::NOOP]));
     wait_until!(
         "rescuer online",
         bot_named(&world, "rescuer").await.is_some_and(|b| b["status"] == "AVAILABLE")
@@ -652,7 +652,7 @@ async fn a_poison_offer_a_dead_bot_left_unacknowledged_does_not_crash_its_succes
 async fn garbage_on_a_bot_s_queue_is_dead_lettered_with_its_reason_and_the_bot_keeps_working() {
     let mut h = Harness::start("chaos-garbage", |_| {}).await;
     let valid: Value =
-        serde_json::from_slice(&encode(&Command::AssignTask(offer(System::Noop, None, json!({})))))
+        serde_json::from_slice(&encode(&Command::AssignTask(offer(System::NOOP, None, json!({})))))
             .unwrap();
     let mut wrong_version = valid.clone();
     wrong_version["v"] = json!(2);
@@ -699,7 +699,7 @@ async fn garbage_on_a_bot_s_queue_is_dead_lettered_with_its_reason_and_the_bot_k
         assert_eq!(letter.queue.as_deref(), Some(bot_queue(&h.name).as_str()), "{case}");
     }
     // Nothing was said about any of it, and the bot still takes tasks.
-    let task = offer(System::Noop, None, json!({"duration_ms": 1}));
+    let task = offer(System::NOOP, None, json!({"duration_ms": 1}));
     h.send(&Command::AssignTask(task.clone())).await;
     let events = h.until_final(task.task).await;
     assert!(matches!(events.last(), Some(Event::TaskCompleted { .. })), "{events:?}");

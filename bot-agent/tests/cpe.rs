@@ -110,7 +110,7 @@ impl World {
     fn agent_config(&self, name: &str) -> AgentConfig {
         let mut config = AgentConfig::new(
             BotName::parse(name).unwrap(),
-            vec![System::Cpe],
+            vec![System::CPE],
             self.vhost.amqp_url(),
         );
         config.equipment_url = self.device.clone();

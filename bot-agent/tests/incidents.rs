@@ -122,8 +122,8 @@ impl Drop for World {
 #[tokio::test]
 async fn every_communication_reaches_the_sink_exactly_once() {
     let world = World::start().await;
-    world.spawn_bot("notifier-1", &[System::Notify]);
-    world.spawn_bot("notifier-2", &[System::Notify, System::Noop]);
+    world.spawn_bot("notifier-1", &[System::NOTIFY]);
+    world.spawn_bot("notifier-2", &[System::NOTIFY, System::NOOP]);
     let sample = json!({
         "name": "Login unavailable", "code": "LOGIN_UNAVAILABLE", "customers_group": "All app users",
         "triggers": [{"service": "login", "status": "503"}, {"service": "login", "status": "404"}],
@@ -179,7 +179,7 @@ async fn every_communication_reaches_the_sink_exactly_once() {
 #[tokio::test]
 async fn a_burst_of_failing_tasks_escalates_like_a_monitored_service() {
     let world = World::start().await;
-    world.spawn_bot("worker-1", &[System::Noop, System::Notify]);
+    world.spawn_bot("worker-1", &[System::NOOP, System::NOTIFY]);
     let action = json!({
         "name": "NOOP failing", "code": "NOOP_FAILING", "customers_group": "nobody outside",
         "triggers": [{"service": "noop", "status": "FAILED"}],
@@ -217,7 +217,7 @@ async fn the_notify_automation_classifies_the_webhook_s_answers() {
     let http = reqwest::Client::new();
     let assignment = Assignment {
         task: TaskRef { task_id: uuid::Uuid::now_v7(), attempt: 1 },
-        system: System::Notify,
+        system: System::NOTIFY,
         description: "notify".into(),
         attachment: None,
         payload: Some(json!({"channel": "SMS", "to": "Analyst N1", "message": "login is down",

@@ -29,7 +29,7 @@ fn encode(csv: &str) -> String {
 #[tokio::test]
 async fn a_vivo360_task_creates_its_users_row_by_row() {
     let world = World::start(0).await;
-    world.spawn_bot(world.agent_config("vivo-1", &[System::Vivo360, System::Noop]));
+    world.spawn_bot(world.agent_config("vivo-1", &[System::VIVO360, System::NOOP]));
     let csv = "name,email,login,profile\n\
                Ana Souza,ana@example.com,ana.souza,agent\n\
                Bruno Lima,bruno@example,bruno.lima,agent\n\
@@ -71,7 +71,7 @@ async fn a_portal_that_is_down_fails_the_task_retryably_then_it_completes() {
         .send()
         .await
         .unwrap();
-    world.spawn_bot(world.agent_config("vivo-1", &[System::Vivo360]));
+    world.spawn_bot(world.agent_config("vivo-1", &[System::VIVO360]));
     let id = world.create_task(json!({"description": "hires", "system": "VIVO360", "attachment": encode(&users_csv(&["dora.m"])), "max_attempts": 5})).await;
     wait_until!("a failed run", world.task(&id).await["failures"].as_u64().unwrap_or(0) >= 1);
     let task = world.task(&id).await;
@@ -96,7 +96,7 @@ async fn noop_tasks_spread_over_several_bots_each_completed_once() {
         ids.push(world.create_task(json!({"description": format!("nap {n}"), "system": "NOOP", "payload": {"duration_ms": 50}})).await);
     }
     for n in 1..=3 {
-        world.spawn_bot(world.agent_config(&format!("noop-{n}"), &[System::Noop]));
+        world.spawn_bot(world.agent_config(&format!("noop-{n}"), &[System::NOOP]));
     }
     let mut bots = std::collections::BTreeSet::new();
     let mut first_offers = Vec::new();
@@ -132,7 +132,7 @@ async fn a_killed_bot_s_task_resumes_on_another_and_no_row_is_done_twice() {
     doomed.wait().unwrap();
     let reported = world.task(&id).await["progress"]["done"].as_u64().unwrap();
 
-    world.spawn_bot(world.agent_config("rescuer", &[System::Vivo360]));
+    world.spawn_bot(world.agent_config("rescuer", &[System::VIVO360]));
     let done = world.wait_status(&id, "COMPLETE").await;
     assert_eq!(done["result"]["rows_ok"], 6, "{}", done["result"]);
     assert!(done["attempt"].as_u64().unwrap() >= 2);
@@ -161,7 +161,7 @@ async fn a_killed_bot_s_task_resumes_on_another_and_no_row_is_done_twice() {
 #[tokio::test]
 async fn both_sides_recover_when_the_broker_drops_every_connection() {
     let world = World::start(0).await;
-    world.spawn_bot(world.agent_config("steady", &[System::Noop]));
+    world.spawn_bot(world.agent_config("steady", &[System::NOOP]));
     let first = world.create_task(json!({"description": "before", "system": "NOOP"})).await;
     world.wait_status(&first, "COMPLETE").await;
     // The orchestrator's publisher and consumer, the bot's publisher and consumer.
@@ -183,7 +183,7 @@ async fn a_bot_in_http_push_mode_runs_tasks_through_the_rest_api() {
     let world = World::start(0).await;
     // A free port for the bot's endpoint.
     let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
-    let mut config = world.agent_config("web-bot", &[System::Noop]);
+    let mut config = world.agent_config("web-bot", &[System::NOOP]);
     config.http = Some(SocketAddr::from(([127, 0, 0, 1], port)));
     world.spawn_bot(config);
     wait_until!(
@@ -241,7 +241,7 @@ async fn a_bot_serving_https_gets_its_tasks_over_tls() {
     let trusted = cert.clone();
     let world = World::start_with(0, |config| config.bots.bot_ca_file = Some(trusted)).await;
     let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
-    let mut config = world.agent_config("tls-bot", &[System::Noop]);
+    let mut config = world.agent_config("tls-bot", &[System::NOOP]);
     config.http = Some(SocketAddr::from(([127, 0, 0, 1], port)));
     config.http_tls_cert = Some(cert);
     config.http_tls_key = Some(key);

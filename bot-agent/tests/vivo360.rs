@@ -66,7 +66,7 @@ impl Drop for Portal {
 }
 
 fn users_task(rows: &[[&str; 4]]) -> Assignment {
-    offer(System::Vivo360, Some(vivo360_csv(rows)), Value::Null)
+    offer(System::VIVO360, Some(vivo360_csv(rows)), Value::Null)
 }
 
 /// Runs the automation directly; its outcome and the rows it recorded.

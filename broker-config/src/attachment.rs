@@ -60,7 +60,8 @@ impl Attachment {
     /// and parses the file. `max_bytes` bounds the decoded size.
     pub fn from_base64(
         encoded: &str,
-        system: System,
+        system: &System,
+        required: &[&str],
         max_bytes: usize,
     ) -> Result<Attachment, AttachmentError> {
         let compact: String = encoded.chars().filter(|c| !c.is_ascii_whitespace()).collect();
@@ -70,13 +71,14 @@ impl Attachment {
         }
         let bytes =
             BASE64.decode(compact).map_err(|e| AttachmentError::InvalidBase64(e.to_string()))?;
-        Attachment::from_bytes(bytes, system, max_bytes)
+        Attachment::from_bytes(bytes, system, required, max_bytes)
     }
 
     /// Parses a raw file (an upload, or decoded base64).
     pub fn from_bytes(
         bytes: Vec<u8>,
-        system: System,
+        system: &System,
+        required: &[&str],
         max_bytes: usize,
     ) -> Result<Attachment, AttachmentError> {
         if bytes.len() > max_bytes {
@@ -84,12 +86,17 @@ impl Attachment {
         }
         let text = String::from_utf8(bytes)
             .map_err(|e| AttachmentError::NotUtf8(e.utf8_error().valid_up_to()))?;
-        Attachment::parse(text, system)
+        Attachment::parse(text, system, required)
     }
 
     /// Parses CSV text. A UTF-8 byte-order mark (spreadsheet exports) is dropped, and a header
     /// with semicolons but no commas (spreadsheets in Brazilian locales) selects `;` as delimiter.
-    pub fn parse(text: String, system: System) -> Result<Attachment, AttachmentError> {
+    /// `required` are the columns `system`'s contract needs (none: any header will do).
+    pub fn parse(
+        text: String,
+        system: &System,
+        required: &[&str],
+    ) -> Result<Attachment, AttachmentError> {
         let body = text.strip_prefix('\u{feff}').unwrap_or(&text);
         let first_line = body.lines().next().unwrap_or_default();
         if first_line.trim().is_empty() {
@@ -107,16 +114,17 @@ impl Attachment {
             .iter()
             .map(|h| h.trim().to_lowercase())
             .collect();
-        if let Some(required) = system.required_columns() {
-            let missing: Vec<&str> =
-                required.iter().copied().filter(|c| !headers.iter().any(|h| h == c)).collect();
-            if !missing.is_empty() {
-                return Err(AttachmentError::MissingColumns {
-                    system,
-                    missing: missing.join(", "),
-                    found: headers.join(", "),
-                });
-            }
+        let missing: Vec<&str> = required
+            .iter()
+            .copied()
+            .filter(|c| !headers.iter().any(|h| h.eq_ignore_ascii_case(c)))
+            .collect();
+        if !missing.is_empty() {
+            return Err(AttachmentError::MissingColumns {
+                system: system.clone(),
+                missing: missing.join(", "),
+                found: headers.join(", "),
+            });
         }
         let mut rows = Vec::new();
         for record in reader.records() {
@@ -169,8 +177,13 @@ mod tests {
 
     #[test]
     fn parses_a_vivo360_csv_from_base64() {
-        let attachment =
-            Attachment::from_base64(&BASE64.encode(USERS), System::Vivo360, 1024).expect("valid");
+        let attachment = Attachment::from_base64(
+            &BASE64.encode(USERS),
+            &System::VIVO360,
+            &VIVO360_COLUMNS,
+            1024,
+        )
+        .expect("valid");
         assert_eq!(attachment.row_count(), 2);
         assert_eq!(attachment.headers(), ["name", "email", "login", "profile"]);
         assert_eq!(attachment.field(1, "login"), Some("bruno.lima"));
@@ -186,38 +199,42 @@ mod tests {
             .chunks(20)
             .map(|c| format!("{}\n", String::from_utf8_lossy(c)))
             .collect();
-        assert!(Attachment::from_base64(&wrapped, System::Vivo360, 1024).is_ok());
+        assert!(
+            Attachment::from_base64(&wrapped, &System::VIVO360, &VIVO360_COLUMNS, 1024).is_ok()
+        );
 
         let excel = "\u{feff}Name;EMAIL;Login;Profile\nAna;ana@example.com;ana;agent\n";
-        let attachment = Attachment::parse(excel.to_owned(), System::Vivo360).expect("valid");
+        let attachment =
+            Attachment::parse(excel.to_owned(), &System::VIVO360, &VIVO360_COLUMNS).expect("valid");
         assert_eq!(attachment.field(0, "email"), Some("ana@example.com"));
     }
 
     #[test]
     fn refuses_bad_files_with_a_reason() {
-        let vivo = System::Vivo360;
+        let vivo = &System::VIVO360;
+        let cols = &VIVO360_COLUMNS;
         assert!(matches!(
-            Attachment::from_base64("not base64!", vivo, 1024),
+            Attachment::from_base64("not base64!", vivo, cols, 1024),
             Err(AttachmentError::InvalidBase64(_))
         ));
         assert_eq!(
-            Attachment::from_bytes(vec![b'a', 0xff, 0xfe], vivo, 1024),
+            Attachment::from_bytes(vec![b'a', 0xff, 0xfe], vivo, cols, 1024),
             Err(AttachmentError::NotUtf8(1))
         );
         assert_eq!(
-            Attachment::from_bytes(USERS.as_bytes().to_vec(), vivo, 10),
+            Attachment::from_bytes(USERS.as_bytes().to_vec(), vivo, cols, 10),
             Err(AttachmentError::TooLarge { limit: 10 })
         );
         assert_eq!(
-            Attachment::from_base64(&BASE64.encode(USERS), vivo, 10),
+            Attachment::from_base64(&BASE64.encode(USERS), vivo, cols, 10),
             Err(AttachmentError::TooLarge { limit: 10 })
         );
-        assert_eq!(Attachment::parse(String::new(), vivo), Err(AttachmentError::Empty));
+        assert_eq!(Attachment::parse(String::new(), vivo, cols), Err(AttachmentError::Empty));
         assert_eq!(
-            Attachment::parse("name,email,login,profile\n".into(), vivo),
+            Attachment::parse("name,email,login,profile\n".into(), vivo, cols),
             Err(AttachmentError::NoRows)
         );
-        let missing = Attachment::parse("name,mail\nAna,a@b.c\n".into(), vivo)
+        let missing = Attachment::parse("name,mail\nAna,a@b.c\n".into(), vivo, cols)
             .expect_err("lacks columns")
             .to_string();
         assert_eq!(
@@ -225,21 +242,26 @@ mod tests {
             "attachment lacks the column(s) email, login, profile that VIVO360 needs (found: name, mail)"
         );
         assert!(matches!(
-            Attachment::parse("name,email,login,profile\nAna,a@b.c\n".into(), vivo),
+            Attachment::parse("name,email,login,profile\nAna,a@b.c\n".into(), vivo, cols),
             Err(AttachmentError::Malformed(_))
         ));
     }
 
     #[test]
     fn an_unbounded_limit_does_not_overflow() {
-        let attachment =
-            Attachment::from_base64(&BASE64.encode(USERS), System::Vivo360, usize::MAX);
+        let attachment = Attachment::from_base64(
+            &BASE64.encode(USERS),
+            &System::VIVO360,
+            &VIVO360_COLUMNS,
+            usize::MAX,
+        );
         assert_eq!(attachment.map(|a| a.row_count()), Ok(2));
     }
 
     #[test]
     fn systems_without_csv_columns_accept_any_header() {
-        let attachment = Attachment::parse("a,b\n1,2\n".into(), System::Noop).expect("any csv");
+        let attachment =
+            Attachment::parse("a,b\n1,2\n".into(), &System::NOOP, &[]).expect("any csv");
         assert_eq!(attachment.row_count(), 1);
     }
 }

@@ -6,7 +6,8 @@
 //! Layout:
 //! - [`names`]: enums that travel by name: [`named_enum!`], and [`UnknownValue`] for any other
 //!   name.
-//! - [`system`]: the systems a task targets and a bot can run ([`System`]).
+//! - [`system`]: the name of a system a task targets and a bot can run ([`System`]), and the
+//!   four Botline ships ([`Builtin`]).
 //! - [`status`]: task and bot statuses and how a bot receives work ([`TaskStatus`], [`BotStatus`],
 //!   [`Delivery`]).
 //! - [`bot_name`]: [`BotName`], a bot name that is also safe as a RabbitMQ queue name.
@@ -58,4 +59,4 @@ pub use bot_name::{BotName, BotNameError};
 pub use cpe::{CpeAnswer, CpeParameters, CpePayload, CpeRequest, EquipmentId, EquipmentIdError};
 pub use names::UnknownValue;
 pub use status::{BotStatus, Delivery, TaskStatus};
-pub use system::System;
+pub use system::{Builtin, InvalidSystemName, MAX_SYSTEM_NAME_CHARS, System};

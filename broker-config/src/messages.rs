@@ -238,6 +238,10 @@ pub enum Event {
         rows: Vec<RowOutcome>,
         /// The output, for systems without rows.
         output: Option<Value>,
+        /// The end of the attempt's log (an external program's stderr and `log` lines, at most
+        /// 64 KiB), kept with the attempt. Absent from older agents and built-in automations.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        log: Option<String>,
         /// When; the receiver's clock when absent (a hand-written report need not say).
         #[serde(default = "Utc::now")]
         at: DateTime<Utc>,
@@ -256,6 +260,9 @@ pub enum Event {
         error: String,
         /// Whether another attempt may succeed (a portal that is down) or not (bad input).
         retryable: bool,
+        /// The end of the attempt's log, as in `task.completed`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        log: Option<String>,
         /// When; the receiver's clock when absent (a hand-written report need not say).
         #[serde(default = "Utc::now")]
         at: DateTime<Utc>,
@@ -414,6 +421,7 @@ mod tests {
                 bot: bot(),
                 rows: vec![row.clone()],
                 output: Some(json!({"a": 1})),
+                log: None,
                 at: at(),
             },
             Event::TaskFailed {
@@ -422,6 +430,7 @@ mod tests {
                 rows: vec![],
                 error: "down".into(),
                 retryable: true,
+                log: Some("portal down\n".into()),
                 at: at(),
             },
             Event::TaskReleased {
@@ -434,7 +443,7 @@ mod tests {
             Event::BotOnline {
                 bot: bot(),
                 ip_address: "10.0.0.1".into(),
-                systems: vec![System::Noop],
+                systems: vec![System::NOOP],
                 session: Some(Uuid::nil()),
                 at: at(),
             },
@@ -455,7 +464,7 @@ mod tests {
     fn commands_round_trip_and_carry_task_and_attempt_at_the_top_level() {
         let assign = Command::AssignTask(Assignment {
             task: task(),
-            system: System::Vivo360,
+            system: System::VIVO360,
             description: "hires".into(),
             attachment: Some("bmFtZQo=".into()),
             payload: None,

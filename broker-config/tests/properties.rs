@@ -20,9 +20,9 @@ use broker_config::bot_name::MAX_BOT_NAME_LEN;
 use broker_config::cpe::{MAX_EQUIPMENT_ID_LEN, MIN_EQUIPMENT_ID_LEN};
 use broker_config::messages::{self, DecodeError};
 use broker_config::{
-    Assignment, Attachment, AttachmentError, BotName, BotNameError, BotStatus, Command, CpePayload,
-    CpeRequest, Delivery, EquipmentId, EquipmentIdError, Event, RowOutcome, RowStatus, System,
-    TaskRef, TaskStatus,
+    Assignment, Attachment, AttachmentError, BotName, BotNameError, BotStatus, Builtin, Command,
+    CpePayload, CpeRequest, Delivery, EquipmentId, EquipmentIdError, Event, RowOutcome, RowStatus,
+    System, TaskRef, TaskStatus,
 };
 use chrono::{DateTime, Utc};
 use proptest::collection::{btree_map, vec};
@@ -39,8 +39,12 @@ fn bot_name() -> impl Strategy<Value = BotName> {
     "[a-z0-9][a-z0-9._-]{0,63}".prop_map(|name| BotName::parse(&name).unwrap())
 }
 
+/// A valid system name, a built-in one or any other.
 fn system() -> impl Strategy<Value = System> {
-    select(System::ALL.to_vec())
+    prop_oneof![
+        select(Builtin::ALL.to_vec()).prop_map(Builtin::system),
+        "[A-Z0-9][A-Z0-9_-]{0,63}".prop_map(|name| System::new(&name).unwrap()),
+    ]
 }
 
 fn bot_status() -> impl Strategy<Value = BotStatus> {
@@ -105,9 +109,22 @@ fn event() -> impl Strategy<Value = Event> {
             .prop_map(|(task, bot, reason, at)| Event::TaskRejected { task, bot, reason, at }),
         (task_ref(), bot_name(), rows(), instant())
             .prop_map(|(task, bot, rows, at)| Event::TaskProgress { task, bot, rows, at }),
-        (task_ref(), bot_name(), rows(), optional_json(), instant()).prop_map(
-            |(task, bot, rows, output, at)| Event::TaskCompleted { task, bot, rows, output, at }
-        ),
+        (
+            task_ref(),
+            bot_name(),
+            rows(),
+            optional_json(),
+            proptest::option::of(".{0,20}"),
+            instant()
+        )
+            .prop_map(|(task, bot, rows, output, log, at)| Event::TaskCompleted {
+                task,
+                bot,
+                rows,
+                output,
+                log,
+                at
+            }),
         (task_ref(), bot_name(), rows(), ".{0,20}", any::<bool>(), instant()).prop_map(
             |(task, bot, rows, error, retryable, at)| Event::TaskFailed {
                 task,
@@ -115,6 +132,7 @@ fn event() -> impl Strategy<Value = Event> {
                 rows,
                 error,
                 retryable,
+                log: None,
                 at
             }
         ),
@@ -250,7 +268,8 @@ fn as_object(bytes: &[u8]) -> Map<String, Value> {
 /// Keys whose value is any JSON (`output`, `payload`): no type is wrong for them.
 const ANY_JSON_KEYS: [&str; 2] = ["output", "payload"];
 /// Keys that may be absent (read as `None`; `at` as the time of arrival).
-const OPTIONAL_KEYS: [&str; 6] = ["output", "payload", "attachment", "task", "session", "at"];
+const OPTIONAL_KEYS: [&str; 7] =
+    ["output", "payload", "attachment", "task", "session", "log", "at"];
 
 // ---------------------------------------------------------------------------------------------
 // Bot names
@@ -324,10 +343,10 @@ proptest! {
         mask in vec(any::<bool>(), 1..8),
         pad in "[ \t]{0,2}",
     ) {
-        for system in System::ALL {
+        for system in Builtin::ALL.map(Builtin::system) {
             let text = format!("{pad}{}{pad}", mixed_case(system.as_str(), &mask));
-            prop_assert_eq!(text.parse::<System>(), Ok(system));
-            prop_assert_eq!(system.to_string().parse::<System>(), Ok(system));
+            prop_assert_eq!(text.parse::<System>(), Ok(system.clone()));
+            prop_assert_eq!(system.to_string().parse::<System>(), Ok(system.clone()));
             let json = serde_json::to_string(&system).unwrap();
             prop_assert_eq!(serde_json::from_str::<System>(&json).unwrap(), system);
         }
@@ -345,17 +364,23 @@ proptest! {
 
     #[test]
     fn unknown_names_are_refused_with_the_value_and_the_known_ones(s in ".{0,16}") {
-        let known = System::ALL.iter().any(|v| v.as_str().eq_ignore_ascii_case(s.trim()));
+        // Any name of the allowed characters is a system (which ones exist is the registry's
+        // business); anything else is refused, naming the value.
+        let name = s.trim();
+        let well_formed = (1..=64).contains(&name.len())
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            && name.as_bytes()[0].is_ascii_alphanumeric();
         match s.parse::<System>() {
-            Ok(system) => prop_assert!(known && system.as_str().eq_ignore_ascii_case(s.trim())),
+            Ok(system) => prop_assert!(well_formed && system.as_str() == name.to_ascii_uppercase()),
             Err(error) => {
-                prop_assert!(!known);
+                prop_assert!(!well_formed);
                 prop_assert_eq!(&error.value, &s);
                 let message = error.to_string();
-                prop_assert!(message.starts_with("unknown system"), "{}", message);
-                prop_assert!(message.contains("VIVO360, CPE, NOTIFY, NOOP"), "{}", message);
+                prop_assert!(message.contains("is not a system name"), "{}", message);
             }
         }
+        let known = Builtin::ALL.iter().any(|v| v.as_str().eq_ignore_ascii_case(s.trim()));
+        prop_assert_eq!(s.parse::<Builtin>().is_ok(), known);
         let known = TaskStatus::ALL.iter().any(|v| v.as_str().eq_ignore_ascii_case(s.trim()));
         prop_assert_eq!(s.parse::<TaskStatus>().is_ok(), known);
     }
@@ -457,12 +482,14 @@ proptest! {
         bytes in vec(any::<u8>(), 0..64),
         csvish in "[a-z,;\"\r\n \u{feff}]{0,48}",
         system in system(),
+        columns in vec("[a-z]{1,6}", 0..3),
         limit in 0usize..128,
     ) {
+        let required: Vec<&str> = columns.iter().map(String::as_str).collect();
         for result in [
-            Attachment::from_base64(&text, system, limit),
-            Attachment::from_bytes(bytes.clone(), system, limit),
-            Attachment::parse(csvish.clone(), system),
+            Attachment::from_base64(&text, &system, &required, limit),
+            Attachment::from_bytes(bytes.clone(), &system, &required, limit),
+            Attachment::parse(csvish.clone(), &system, &required),
         ] {
             match result {
                 Ok(attachment) => {
@@ -482,7 +509,7 @@ proptest! {
         wrap in 1usize..80,
     ) {
         let text = format!("{}{}", if bom { "\u{feff}" } else { "" }, write_csv(&header, &rows));
-        let attachment = Attachment::parse(text.clone(), System::Vivo360).unwrap();
+        let attachment = Attachment::parse(text.clone(), &System::VIVO360, &VIVO360_COLUMNS).unwrap();
         let headers: Vec<String> = header.iter().map(|h| h.trim().to_lowercase()).collect();
         prop_assert_eq!(attachment.headers(), headers.as_slice());
         let expected = trimmed(&rows);
@@ -501,10 +528,10 @@ proptest! {
             .chunks(wrap)
             .map(|line| format!("{}\n", std::str::from_utf8(line).unwrap()))
             .collect();
-        let decoded = Attachment::from_base64(&wrapped, System::Vivo360, text.len()).unwrap();
+        let decoded = Attachment::from_base64(&wrapped, &System::VIVO360, &VIVO360_COLUMNS, text.len()).unwrap();
         prop_assert_eq!(&decoded, &attachment);
         // Systems without columns of their own take it as any CSV.
-        let any_csv = Attachment::parse(text, System::Noop).unwrap();
+        let any_csv = Attachment::parse(text, &System::NOOP, &[]).unwrap();
         prop_assert_eq!(any_csv.rows(), attachment.rows());
     }
 
@@ -516,8 +543,8 @@ proptest! {
         let text = write_csv(&header, &rows);
         let limit = usize::try_from(text.len() as i64 + slack).unwrap_or(0);
         let too_large = Err(AttachmentError::TooLarge { limit });
-        let from_base64 = Attachment::from_base64(&BASE64.encode(&text), System::Vivo360, limit);
-        let from_bytes = Attachment::from_bytes(text.clone().into_bytes(), System::Vivo360, limit);
+        let from_base64 = Attachment::from_base64(&BASE64.encode(&text), &System::VIVO360, &VIVO360_COLUMNS, limit);
+        let from_bytes = Attachment::from_bytes(text.clone().into_bytes(), &System::VIVO360, &VIVO360_COLUMNS, limit);
         if text.len() > limit {
             prop_assert_eq!(&from_base64, &too_large);
             prop_assert_eq!(&from_bytes, &too_large);
@@ -537,9 +564,9 @@ proptest! {
             row.iter().enumerate().filter(|(i, _)| *i != drop).map(|(_, f)| f.clone()).collect()
         };
         let text = write_csv(&keep(&header), &rows.iter().map(keep).collect::<Vec<_>>());
-        match Attachment::parse(text, System::Vivo360) {
+        match Attachment::parse(text, &System::VIVO360, &VIVO360_COLUMNS) {
             Err(AttachmentError::MissingColumns { system, missing, .. }) => {
-                prop_assert_eq!(system, System::Vivo360);
+                prop_assert_eq!(system, System::VIVO360);
                 prop_assert_eq!(missing, which);
             }
             other => prop_assert!(false, "expected the missing column {}, got {:?}", which, other),
@@ -556,7 +583,7 @@ proptest! {
         let mut short = rows.clone();
         short[ragged].pop();
         let text = write_csv(&header, &short);
-        match Attachment::parse(text, System::Vivo360) {
+        match Attachment::parse(text, &System::VIVO360, &VIVO360_COLUMNS) {
             Err(AttachmentError::Malformed(message)) => {
                 prop_assert!(message.contains("found record with 3 fields"), "{}", message);
                 prop_assert!(message.contains(&format!("line: {}", ragged + 2)), "{}", message);
@@ -572,7 +599,7 @@ proptest! {
     ) {
         let encoded = BASE64.encode(write_csv(&header, &rows));
         let truncated = &encoded[..encoded.len() - cut];
-        let result = Attachment::from_base64(truncated, System::Vivo360, usize::MAX);
+        let result = Attachment::from_base64(truncated, &System::VIVO360, &VIVO360_COLUMNS, usize::MAX);
         prop_assert!(matches!(result, Err(AttachmentError::InvalidBase64(_))), "{:?}", result);
     }
 
@@ -588,7 +615,7 @@ proptest! {
         bytes.insert(at, bad);
         // A lone byte of 0x80 or more is never valid UTF-8 among ASCII.
         prop_assert_eq!(
-            Attachment::from_bytes(bytes, System::Vivo360, usize::MAX),
+            Attachment::from_bytes(bytes, &System::VIVO360, &VIVO360_COLUMNS, usize::MAX),
             Err(AttachmentError::NotUtf8(at))
         );
     }
@@ -598,10 +625,10 @@ proptest! {
         blank in "[ \t]{0,4}",
         (header, _) in vivo360_table(),
     ) {
-        prop_assert_eq!(Attachment::parse(blank.clone(), System::Vivo360), Err(AttachmentError::Empty));
-        prop_assert_eq!(Attachment::parse(format!("{blank}\nname\n"), System::Noop), Err(AttachmentError::Empty));
+        prop_assert_eq!(Attachment::parse(blank.clone(), &System::VIVO360, &VIVO360_COLUMNS), Err(AttachmentError::Empty));
+        prop_assert_eq!(Attachment::parse(format!("{blank}\nname\n"), &System::NOOP, &[]), Err(AttachmentError::Empty));
         prop_assert_eq!(
-            Attachment::parse(write_csv(&header, &[]), System::Vivo360),
+            Attachment::parse(write_csv(&header, &[]), &System::VIVO360, &VIVO360_COLUMNS),
             Err(AttachmentError::NoRows)
         );
     }

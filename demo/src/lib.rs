@@ -32,9 +32,9 @@ const SINK_PORT: u16 = 8093;
 
 /// The three demo bots: two run everything this build can run, one only NOOP.
 const BOTS: [(&str, &[System]); 3] = [
-    ("bot-1", &[System::Vivo360, System::Cpe, System::Notify, System::Noop]),
-    ("bot-2", &[System::Vivo360, System::Cpe, System::Notify, System::Noop]),
-    ("bot-3", &[System::Noop]),
+    ("bot-1", &[System::VIVO360, System::CPE, System::NOTIFY, System::NOOP]),
+    ("bot-2", &[System::VIVO360, System::CPE, System::NOTIFY, System::NOOP]),
+    ("bot-3", &[System::NOOP]),
 ];
 
 /// The example users file shipped in the repository.
@@ -174,10 +174,10 @@ async fn seed_samples(orchestrator: &Orchestrator) -> Result<(), DemoError> {
                  Ana Souza,ana.duplicate@example.com,ana.souza,agent\n\
                  Hugo Alves,hugo.alves@example.com,hugo.alves,manager\n";
     let mut samples = vec![
-        ("Create the March hires in Vivo360", System::Vivo360, Some(base64(EXAMPLE_USERS)), None),
+        ("Create the March hires in Vivo360", System::VIVO360, Some(base64(EXAMPLE_USERS)), None),
         (
             "Create the April hires (a bad e-mail, a login taken, an unknown profile)",
-            System::Vivo360,
+            System::VIVO360,
             Some(base64(april)),
             None,
         ),
@@ -185,12 +185,15 @@ async fn seed_samples(orchestrator: &Orchestrator) -> Result<(), DemoError> {
     for n in 1..=4 {
         samples.push((
             "Warm-up NOOP task",
-            System::Noop,
+            System::NOOP,
             None,
             Some(json!({ "duration_ms": 1500 * n })),
         ));
     }
-    samples.push(("Activate CPE DEMO000001", System::Cpe, None, Some(sample_activation()?)));
+    samples.push(("Activate CPE DEMO000001", System::CPE, None, Some(sample_activation()?)));
+    let registry = orchestrator::store::systems::registry(orchestrator.db())
+        .await
+        .map_err(|e| DemoError::Samples(e.to_string()))?;
     for (description, system, attachment, payload) in samples {
         let request = TaskRequest {
             description: description.to_owned(),
@@ -203,7 +206,7 @@ async fn seed_samples(orchestrator: &Orchestrator) -> Result<(), DemoError> {
             max_run_seconds: None,
             status: None,
         };
-        let spec = TaskSpec::parse(request, None, usize::MAX)
+        let spec = TaskSpec::parse(request, None, usize::MAX, &registry)
             .map_err(|e| DemoError::Samples(e.to_string()))?;
         create_task(orchestrator.db(), spec, now())
             .await

@@ -21,6 +21,9 @@ mod m20261122_140000_add_session_to_bots;
 mod m20261202_150000_add_rotation_to_bots;
 mod m20261202_150100_add_run_limits_to_tasks;
 mod m20261202_160000_add_tls_to_bots;
+mod m20261203_070000_create_systems;
+
+pub use m20261203_070000_create_systems::BUILTIN_SYSTEMS;
 
 /// The default database: a SQLite file in the working directory, created when missing.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://botline.db?mode=rwc";
@@ -41,6 +44,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_150000_add_rotation_to_bots::Migration),
             Box::new(m20261202_150100_add_run_limits_to_tasks::Migration),
             Box::new(m20261202_160000_add_tls_to_bots::Migration),
+            Box::new(m20261203_070000_create_systems::Migration),
         ]
     }
 }

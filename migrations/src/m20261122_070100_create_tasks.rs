@@ -128,4 +128,6 @@ pub enum Tasks {
     MaxRunSeconds,
     /// Added by m20261202_150100_add_run_limits_to_tasks.
     RunDeadline,
+    /// Added by m20261203_070000_create_systems.
+    OfferTimeoutSeconds,
 }

@@ -43,6 +43,7 @@ pub mod pagination;
 pub mod pipeline;
 pub mod startup;
 pub mod store;
+pub mod systems;
 pub mod tasks;
 
 pub use app::{Orchestrator, ServeError};

@@ -407,6 +407,7 @@ fn completed(task: TaskRef, bot: &str) -> Value {
         bot: BotName::parse(bot).unwrap(),
         rows: vec![],
         output: Some(json!({"forged": true})),
+        log: None,
         at: chrono::Utc::now(),
     })
 }
@@ -453,7 +454,7 @@ async fn a_bot_token_changes_only_its_own_bot_and_the_tasks_it_was_given(backend
     let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
     let mut agent = AgentConfig::new(
         BotName::parse("bot-a").unwrap(),
-        vec![System::Noop],
+        vec![System::NOOP],
         app.vhost.amqp_url(),
     );
     agent.api_url = app.url("");

@@ -25,7 +25,7 @@ async fn bot_crud_round_trip(backend: Backend) {
     let id = created["id"].as_str().unwrap().to_owned();
     assert_eq!(created["name"], "bot-1");
     assert_eq!(created["status"], "UNAVAILABLE", "a new bot waits to come online");
-    assert_eq!(created["systems"], json!(["VIVO360", "NOOP"]));
+    assert_eq!(created["systems"], json!(["NOOP", "VIVO360"]), "sorted by name");
     assert_eq!(created["delivery"], "amqp");
 
     let (status, fetched) = app.get(&format!("/api/v1/bots/{id}")).await;
@@ -103,7 +103,7 @@ async fn bot_list_filters_and_pages(backend: Backend) {
         Some("status"),
     );
     assert_error(
-        &app.get("/api/v1/bots?system=FAX").await,
+        &app.get("/api/v1/bots?system=f@x").await,
         400,
         "invalid_parameter",
         Some("system"),
@@ -125,7 +125,7 @@ async fn bad_bot_input_changes_nothing(backend: Backend) {
     let path = "/api/v1/bots";
 
     let cases: Vec<ErrorCase> = vec![
-        (app.post(path, &json!({"name": "x", "ip_address": "127.0.0.9", "systems": ["FAX"]})).await, 422, "invalid_field", Some("systems[0]")),
+        (app.post(path, &json!({"name": "x", "ip_address": "127.0.0.9", "systems": ["f@x"]})).await, 422, "invalid_field", Some("systems[0]")),
         (app.post(path, &json!({"name": "Bad Name", "ip_address": "127.0.0.9", "systems": ["NOOP"]})).await, 422, "invalid_field", Some("name")),
         (app.post(path, &json!({"name": "x", "ip_address": "999.1.1.1", "systems": ["NOOP"]})).await, 422, "invalid_field", Some("ip_address")),
         (app.post(path, &json!({"name": "x", "ip_address": "127.0.0.9", "systems": []})).await, 422, "invalid_field", Some("systems")),
@@ -135,7 +135,7 @@ async fn bad_bot_input_changes_nothing(backend: Backend) {
         (app.post_raw(path, "application/json", b"{\"name\": \"x\",".to_vec()).await, 400, "malformed_body", None),
         (app.post_raw(path, "text/plain", b"name=x".to_vec()).await, 415, "unsupported_media_type", None),
         (app.post(path, &bot("bot-1", "127.0.0.9")).await, 409, "name_taken", Some("name")),
-        (app.patch(&format!("{path}/{id}"), &json!({"systems": ["FAX"]})).await, 422, "invalid_field", Some("systems[0]")),
+        (app.patch(&format!("{path}/{id}"), &json!({"systems": ["f@x"]})).await, 422, "invalid_field", Some("systems[0]")),
         (app.patch(&format!("{path}/{id}"), &json!({"delivery": "http"})).await, 422, "invalid_field", Some("http_port")),
         (app.put(&format!("{path}/{id}"), &json!({"id": "01234567-89ab-7def-8123-456789abcdef", "name": "bot-2"})).await, 422, "invalid_field", Some("id")),
         (app.patch(&format!("{path}/{id}"), &json!({"status": "BUSY"})).await, 409, "bot_holds_no_task", Some("status")),

@@ -478,7 +478,9 @@ async fn failed_tasks_feed_incidents_but_notify_tasks_do_not(backend: Backend) {
     create_action(&app, &action).await;
     let mut failed = Vec::new();
     for system in ["NOOP", "NOOP", "NOTIFY"] {
-        let body = json!({"description": "will fail", "system": system, "payload": {}});
+        let payload =
+            json!({"channel": "sms", "to": "+55", "message": "m", "communication_id": "c1"});
+        let body = json!({"description": "will fail", "system": system, "payload": payload});
         let (status, task) = app.post("/api/v1/tasks", &body).await;
         assert_eq!(status, 201, "{task}");
         let id: uuid::Uuid = task["id"].as_str().unwrap().parse().unwrap();

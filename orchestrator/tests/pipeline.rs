@@ -182,6 +182,7 @@ impl ScriptedBot {
             bot: self.name.clone(),
             rows,
             output: Some(json!({"ok": true})),
+            log: None,
             at: Utc::now(),
         })
         .await;
@@ -226,12 +227,12 @@ async fn history(app: &TestApp, id: &str) -> Vec<String> {
 
 async fn a_task_flows_through_a_bot(backend: Backend) {
     let app = spawn(backend).await;
-    let mut bot = ScriptedBot::online(&app, "bot-1", &[System::Noop]).await;
+    let mut bot = ScriptedBot::online(&app, "bot-1", &[System::NOOP]).await;
     let id = create(&app, noop("nap")).await;
     let offer = bot.next_offer().await;
     assert_eq!(
         (offer.task.task_id.to_string(), offer.task.attempt, offer.system),
-        (id.clone(), 1, System::Noop)
+        (id.clone(), 1, System::NOOP)
     );
     let assigned = app.get(&format!("/api/v1/tasks/{id}")).await.1;
     assert_eq!(assigned["status"], "ASSIGNED");
@@ -277,7 +278,7 @@ async fn bulk_tasks_run_in_the_order_given_with_whole_histories(backend: Backend
         .iter()
         .map(|t| t["id"].as_str().unwrap().to_owned())
         .collect();
-    let mut bot = ScriptedBot::online(&app, "bot-1", &[System::Noop]).await;
+    let mut bot = ScriptedBot::online(&app, "bot-1", &[System::NOOP]).await;
     for id in &ids {
         let offer = bot.next_offer().await;
         assert_eq!(&offer.task.task_id.to_string(), id, "offered out of order");
@@ -292,7 +293,7 @@ async fn bulk_tasks_run_in_the_order_given_with_whole_histories(backend: Backend
 
 async fn a_repeated_bot_online_keeps_the_bot_s_task_and_a_restart_takes_it_back(backend: Backend) {
     let app = spawn(backend).await;
-    let mut bot = ScriptedBot::online(&app, "bot-1", &[System::Noop]).await;
+    let mut bot = ScriptedBot::online(&app, "bot-1", &[System::NOOP]).await;
     let first = create(&app, noop("first")).await;
     let offer = bot.next_offer().await;
     bot.accept(offer.task).await;
@@ -325,7 +326,7 @@ async fn a_repeated_bot_online_keeps_the_bot_s_task_and_a_restart_takes_it_back(
 
 async fn with_quorum_queues_a_task_flows_the_same(backend: Backend) {
     let app = TestApp::spawn_with(backend, |config| config.queue_type = QueueType::Quorum).await;
-    let mut bot = ScriptedBot::online_with(&app, "bot-1", &[System::Noop], QueueType::Quorum).await;
+    let mut bot = ScriptedBot::online_with(&app, "bot-1", &[System::NOOP], QueueType::Quorum).await;
     for queue in ["botline.orchestrator.events", "botline.bot.bot-1", "botline.dead"] {
         assert_eq!(app.vhost.queue(queue).await.unwrap()["type"], "quorum", "{queue}");
     }
@@ -344,8 +345,8 @@ async fn oldest_first_by_priority_and_only_to_capable_bots(backend: Backend) {
     let n2 = create(&app, noop("n2")).await;
     let urgent =
         create(&app, json!({"description": "urgent", "system": "NOOP", "priority": 5})).await;
-    let mut noop_bot = ScriptedBot::online(&app, "noop-bot", &[System::Noop]).await;
-    let mut vivo_bot = ScriptedBot::online(&app, "vivo-bot", &[System::Vivo360]).await;
+    let mut noop_bot = ScriptedBot::online(&app, "noop-bot", &[System::NOOP]).await;
+    let mut vivo_bot = ScriptedBot::online(&app, "vivo-bot", &[System::VIVO360]).await;
 
     let first = noop_bot.next_offer().await;
     assert_eq!(first.task.task_id.to_string(), urgent, "priority first");
@@ -372,8 +373,8 @@ async fn noop_bot_task(app: &TestApp, id: &str) -> TaskRef {
 
 async fn a_rejected_or_ignored_offer_goes_to_the_next_bot(backend: Backend) {
     let app = spawn(backend).await;
-    let mut a = ScriptedBot::online(&app, "bot-a", &[System::Noop]).await;
-    let mut b = ScriptedBot::online(&app, "bot-b", &[System::Noop]).await;
+    let mut a = ScriptedBot::online(&app, "bot-a", &[System::NOOP]).await;
+    let mut b = ScriptedBot::online(&app, "bot-b", &[System::NOOP]).await;
     let id = create(&app, noop("hot potato")).await;
 
     // Whichever bot gets it first rejects it; the other gets attempt 2 and ignores it; once the
@@ -413,7 +414,7 @@ async fn a_rejected_or_ignored_offer_goes_to_the_next_bot(backend: Backend) {
 async fn a_lost_bot_s_task_resumes_elsewhere_and_its_late_events_change_nothing(backend: Backend) {
     let app = spawn(backend).await;
     let csv = "name,email,login,profile\nA,a@x.io,a,agent\nB,b@x.io,b,agent\nC,c@x.io,c,agent\n";
-    let mut lost = ScriptedBot::online(&app, "lost", &[System::Noop]).await;
+    let mut lost = ScriptedBot::online(&app, "lost", &[System::NOOP]).await;
     let id = create(&app, json!({"description": "rows", "system": "NOOP", "attachment": base64::engine::general_purpose::STANDARD.encode(csv)})).await;
     let offer = lost.next_offer().await;
     assert_eq!(offer.resume_after_row, 0);
@@ -437,7 +438,7 @@ async fn a_lost_bot_s_task_resumes_elsewhere_and_its_late_events_change_nothing(
     );
     assert_eq!(task_status(&app, &id).await, "WAITING");
 
-    let mut rescuer = ScriptedBot::online(&app, "rescuer", &[System::Noop]).await;
+    let mut rescuer = ScriptedBot::online(&app, "rescuer", &[System::NOOP]).await;
     let again = rescuer.next_offer().await;
     assert_eq!(
         (again.task.attempt, again.resume_after_row),
@@ -476,7 +477,7 @@ async fn a_lost_bot_s_task_resumes_elsewhere_and_its_late_events_change_nothing(
 
 async fn retryable_failures_back_off_then_fail_for_good(backend: Backend) {
     let app = spawn(backend).await;
-    let mut bot = ScriptedBot::online(&app, "flaky", &[System::Noop]).await;
+    let mut bot = ScriptedBot::online(&app, "flaky", &[System::NOOP]).await;
     let id =
         create(&app, json!({"description": "doomed", "system": "NOOP", "max_attempts": 2})).await;
     for attempt in 1..=2 {
@@ -489,6 +490,7 @@ async fn retryable_failures_back_off_then_fail_for_good(backend: Backend) {
             rows: vec![],
             error: format!("portal down ({attempt})"),
             retryable: true,
+            log: Some(format!("connecting to the portal\nportal down ({attempt})\n")),
             at: Utc::now(),
         })
         .await;
@@ -501,6 +503,10 @@ async fn retryable_failures_back_off_then_fail_for_good(backend: Backend) {
         first_failure["detail"]["retry_at"].is_string(),
         "the first failure scheduled a retry: {first_failure}"
     );
+    assert_eq!(
+        first_failure["detail"]["log"], "connecting to the portal\nportal down (1)\n",
+        "the attempt's log is kept with it: {first_failure}"
+    );
 
     // A fatal failure ends the task at once.
     let fatal = create(&app, noop("bad input")).await;
@@ -511,6 +517,7 @@ async fn retryable_failures_back_off_then_fail_for_good(backend: Backend) {
         rows: vec![],
         error: "bad input".into(),
         retryable: false,
+        log: None,
         at: Utc::now(),
     })
     .await;
@@ -526,7 +533,7 @@ async fn retryable_failures_back_off_then_fail_for_good(backend: Backend) {
 
 async fn cancelling_a_running_task_stops_its_bot(backend: Backend) {
     let app = spawn(backend).await;
-    let mut bot = ScriptedBot::online(&app, "worker", &[System::Noop]).await;
+    let mut bot = ScriptedBot::online(&app, "worker", &[System::NOOP]).await;
     let id = create(&app, noop("long")).await;
     let offer = bot.next_offer().await;
     bot.accept(offer.task).await;
@@ -549,7 +556,7 @@ async fn cancelling_a_running_task_stops_its_bot(backend: Backend) {
 
 async fn a_run_past_its_maximum_run_time_fails_and_its_bot_is_told_to_stop(backend: Backend) {
     let app = spawn(backend).await;
-    let mut bot = ScriptedBot::online(&app, "stuck", &[System::Noop]).await;
+    let mut bot = ScriptedBot::online(&app, "stuck", &[System::NOOP]).await;
     let body = json!({"description": "hangs", "system": "NOOP", "payload": {}, "max_run_seconds": 1, "max_attempts": 2});
     let id = create(&app, body).await;
     for attempt in 1..=2 {
@@ -580,7 +587,7 @@ async fn a_run_past_its_maximum_run_time_fails_and_its_bot_is_told_to_stop(backe
 
 async fn a_task_its_bot_no_longer_mentions_is_taken_back_as_a_failed_run(backend: Backend) {
     let app = spawn(backend).await;
-    let mut bot = ScriptedBot::online(&app, "forgetful", &[System::Noop]).await;
+    let mut bot = ScriptedBot::online(&app, "forgetful", &[System::NOOP]).await;
     let id = create(&app, noop("dropped")).await;
     let offer = bot.next_offer().await;
     bot.accept(offer.task).await;
@@ -607,7 +614,7 @@ async fn whatever_a_bot_reports_is_stored_or_ends_its_attempt(backend: Backend) 
         config.bots.max_event_bytes = 4 * 1024 * 1024;
     })
     .await;
-    let mut bot = ScriptedBot::online(&app, "odd", &[System::Noop]).await;
+    let mut bot = ScriptedBot::online(&app, "odd", &[System::NOOP]).await;
     let nul = "success\u{0}";
     let big = "x".repeat(3 * 1024 * 1024);
 
@@ -643,6 +650,7 @@ async fn whatever_a_bot_reports_is_stored_or_ends_its_attempt(backend: Backend) 
         bot: bot.name.clone(),
         rows: vec![],
         output: Some(json!({"message": nul})),
+        log: None,
         at: Utc::now(),
     })
     .await;
@@ -658,6 +666,7 @@ async fn whatever_a_bot_reports_is_stored_or_ends_its_attempt(backend: Backend) 
         rows: vec![],
         error: format!("{nul}{big}"),
         retryable: false,
+        log: None,
         at: Utc::now(),
     })
     .await;
@@ -678,6 +687,7 @@ async fn whatever_a_bot_reports_is_stored_or_ends_its_attempt(backend: Backend) 
         bot: bot.name.clone(),
         rows: vec![],
         output: Some(json!({"blob": blob})),
+        log: None,
         at: Utc::now(),
     })
     .await;
@@ -694,7 +704,7 @@ async fn a_bot_that_refuses_every_offer_is_offered_a_bounded_number_of_times(bac
     let app = spawn(backend).await;
     // It says it runs NOOP, and refuses every NOOP task (as a bot whose systems were edited
     // beyond what it can run does).
-    let mut bot = ScriptedBot::online(&app, "refuser", &[System::Noop]).await;
+    let mut bot = ScriptedBot::online(&app, "refuser", &[System::NOOP]).await;
     let id = create(&app, noop("refused")).await;
     let started = tokio::time::Instant::now();
     let mut offers = 0;
@@ -725,7 +735,7 @@ async fn a_bot_that_refuses_every_offer_is_offered_a_bounded_number_of_times(bac
 
 async fn a_bot_reporting_on_a_cancelled_attempt_is_told_to_stop_once(backend: Backend) {
     let app = spawn(backend).await;
-    let mut bot = ScriptedBot::online(&app, "deaf", &[System::Noop]).await;
+    let mut bot = ScriptedBot::online(&app, "deaf", &[System::NOOP]).await;
     let id = create(&app, noop("to cancel")).await;
     let offer = bot.next_offer().await;
     bot.accept(offer.task).await;
@@ -769,7 +779,7 @@ async fn an_offer_nobody_can_receive_goes_back_at_once(backend: Backend) {
     assert_eq!(task["attempt"], 1);
     assert_eq!(history(&app, &id).await, ["created", "assigned", "offer_undeliverable"]);
     // A real bot then takes it.
-    let mut bot = ScriptedBot::online(&app, "real", &[System::Noop]).await;
+    let mut bot = ScriptedBot::online(&app, "real", &[System::NOOP]).await;
     assert_eq!(bot.next_offer().await.task.attempt, 2);
 }
 
@@ -793,7 +803,7 @@ async fn malformed_events_are_dead_lettered_and_the_consumer_goes_on(backend: Ba
     assert!(reasons[0].contains("malformed message"), "{reasons:?}");
     assert!(reasons[1].contains("unsupported message version 9"), "{reasons:?}");
     // The consumer still applies good events.
-    let _bot = ScriptedBot::online(&app, "after-garbage", &[System::Noop]).await;
+    let _bot = ScriptedBot::online(&app, "after-garbage", &[System::NOOP]).await;
     shutdown.cancel();
 }
 
@@ -820,7 +830,7 @@ async fn under_the_strict_sender_policy_a_bot_speaks_only_for_itself(backend: Ba
         messages::encode(&Event::BotOnline {
             bot: bot.clone(),
             ip_address: "127.0.0.1".into(),
-            systems: vec![System::Noop],
+            systems: vec![System::NOOP],
             session: Some(uuid::Uuid::now_v7()),
             at: Utc::now(),
         })
@@ -861,7 +871,7 @@ async fn an_event_that_always_fails_ends_dead_after_the_limit(backend: Backend, 
         config.max_message_failures = 3;
     })
     .await;
-    let mut doomed = ScriptedBot::online_with(&app, "doomed", &[System::Noop], queue).await;
+    let mut doomed = ScriptedBot::online_with(&app, "doomed", &[System::NOOP], queue).await;
     let first = create(&app, noop("its row goes bad")).await;
     let offer = doomed.next_offer().await;
     doomed.accept(offer.task).await;
@@ -877,7 +887,7 @@ async fn an_event_that_always_fails_ends_dead_after_the_limit(backend: Backend, 
         .unwrap();
     doomed.complete(offer.task, vec![]).await;
 
-    let mut healthy = ScriptedBot::online_with(&app, "healthy", &[System::Noop], queue).await;
+    let mut healthy = ScriptedBot::online_with(&app, "healthy", &[System::NOOP], queue).await;
     let second = create(&app, noop("fine")).await;
     let offer = healthy.next_offer().await;
     healthy.accept(offer.task).await;

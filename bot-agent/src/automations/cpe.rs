@@ -228,7 +228,7 @@ mod tests {
             Cpe::new("https://127.0.0.1:1", HttpsClient::insecure().expect("client")).expect("url");
         let mut task = Assignment {
             task: broker_config::TaskRef { task_id: uuid::Uuid::nil(), attempt: 1 },
-            system: broker_config::System::Cpe,
+            system: broker_config::System::CPE,
             description: "activation".into(),
             attachment: None,
             payload: None,

@@ -8,7 +8,7 @@ pub mod noop;
 pub mod notify;
 pub mod vivo360;
 
-use broker_config::{Assignment, System};
+use broker_config::{Assignment, Builtin};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -61,23 +61,35 @@ pub struct Automations {
 }
 
 impl Automations {
-    /// Runs `assignment` with the automation of its system.
+    /// Runs `assignment` with the automation of its system: how it ended, and the end of its
+    /// log (external programs only).
     pub async fn run(
         &self,
         assignment: &Assignment,
         sink: &mut ProgressSink,
         cancel: &CancellationToken,
+    ) -> (Outcome, Option<String>) {
+        (self.run_builtin(assignment, sink, cancel).await, None)
+    }
+
+    /// Runs `assignment` with a built-in automation.
+    async fn run_builtin(
+        &self,
+        assignment: &Assignment,
+        sink: &mut ProgressSink,
+        cancel: &CancellationToken,
     ) -> Outcome {
-        match assignment.system {
-            System::Noop => noop::run(assignment, sink, cancel).await,
-            System::Vivo360 => self.vivo360.run(assignment, sink, cancel).await,
-            System::Cpe => match &self.cpe {
+        // The agent refuses offers for systems it does not run; the refusals here are for a
+        // caller that did not ask.
+        match assignment.system.builtin() {
+            Some(Builtin::Noop) => noop::run(assignment, sink, cancel).await,
+            Some(Builtin::Vivo360) => self.vivo360.run(assignment, sink, cancel).await,
+            Some(Builtin::Cpe) => match &self.cpe {
                 Some(cpe) => cpe.run(assignment, cancel).await,
-                // The agent refuses offers for systems it does not run; this is for a caller
-                // that did not ask.
                 None => Outcome::fatal("this bot does not run CPE"),
             },
-            System::Notify => self.notify.run(assignment, cancel).await,
+            Some(Builtin::Notify) => self.notify.run(assignment, cancel).await,
+            None => Outcome::fatal(format!("this bot has no automation for {}", assignment.system)),
         }
     }
 }

@@ -87,10 +87,11 @@ pub async fn run(
     let duration = Duration::from_millis(payload.duration_ms);
     let output = match assignment.attachment.as_deref() {
         Some(encoded) => {
-            let attachment = match Attachment::from_base64(encoded, System::Noop, NO_SIZE_LIMIT) {
-                Ok(attachment) => attachment,
-                Err(error) => return Outcome::fatal(error.to_string()),
-            };
+            let attachment =
+                match Attachment::from_base64(encoded, &System::NOOP, &[], NO_SIZE_LIMIT) {
+                    Ok(attachment) => attachment,
+                    Err(error) => return Outcome::fatal(error.to_string()),
+                };
             for index in rows_to_do(assignment, attachment.row_count()) {
                 if !sleep(duration, cancel).await {
                     return Outcome::Cancelled;
@@ -175,10 +176,10 @@ mod tests {
     fn assignment(attachment: Option<&str>, payload: Value, resume: u32) -> Assignment {
         Assignment {
             task: TaskRef { task_id: uuid::Uuid::new_v4(), attempt: 1 },
-            system: System::Noop,
+            system: System::NOOP,
             description: "test".into(),
             attachment: attachment.map(|csv| {
-                Attachment::parse(csv.to_owned(), System::Noop).expect("csv").to_base64()
+                Attachment::parse(csv.to_owned(), &System::NOOP, &[]).expect("csv").to_base64()
             }),
             payload: Some(payload),
             resume_after_row: resume,

@@ -128,7 +128,12 @@ impl Vivo360 {
         let Some(encoded) = assignment.attachment.as_deref() else {
             return Outcome::fatal("a VIVO360 task needs a CSV attachment of users");
         };
-        let attachment = match Attachment::from_base64(encoded, System::Vivo360, NO_SIZE_LIMIT) {
+        let attachment = match Attachment::from_base64(
+            encoded,
+            &System::VIVO360,
+            &VIVO360_COLUMNS,
+            NO_SIZE_LIMIT,
+        ) {
             Ok(attachment) => attachment,
             Err(error) => return Outcome::fatal(error.to_string()),
         };
@@ -396,7 +401,8 @@ mod tests {
     #[test]
     fn a_row_fills_the_fields_in_the_form_order() {
         let csv = "login,profile,email,name\nana,agent,ana@example.com,Ana\n";
-        let attachment = Attachment::parse(csv.to_owned(), System::Vivo360).expect("valid");
+        let attachment =
+            Attachment::parse(csv.to_owned(), &System::VIVO360, &VIVO360_COLUMNS).expect("valid");
         let user = NewUser::from_row(&attachment, 0);
         assert_eq!(
             user.fields,

@@ -72,7 +72,7 @@ impl Harness {
 
         let name = BotName::parse("bot-1").unwrap();
         let mut config =
-            AgentConfig::new(name.clone(), vec![System::Noop, System::Vivo360], vhost.amqp_url());
+            AgentConfig::new(name.clone(), vec![System::NOOP, System::VIVO360], vhost.amqp_url());
         config.heartbeat_interval_ms = 200;
         config.progress_interval_ms = 100;
         config.shutdown_grace_secs = 5;
@@ -226,8 +226,8 @@ pub fn offer(system: System, attachment: Option<String>, payload: serde_json::Va
 pub fn noop_rows(rows: usize, row_ms: u64) -> Assignment {
     let csv: String =
         std::iter::once("item\n".to_owned()).chain((1..=rows).map(|n| format!("{n}\n"))).collect();
-    let attachment = Attachment::parse(csv, System::Noop).unwrap().to_base64();
-    offer(System::Noop, Some(attachment), serde_json::json!({ "duration_ms": row_ms }))
+    let attachment = Attachment::parse(csv, &System::NOOP, &[]).unwrap().to_base64();
+    offer(System::NOOP, Some(attachment), serde_json::json!({ "duration_ms": row_ms }))
 }
 
 /// The base64 of a Vivo360 CSV with these rows (name, email, login, profile).
@@ -237,5 +237,7 @@ pub fn vivo360_csv(rows: &[[&str; 4]]) -> String {
         csv.push_str(&row.join(","));
         csv.push('\n');
     }
-    Attachment::parse(csv, System::Vivo360).unwrap().to_base64()
+    Attachment::parse(csv, &System::VIVO360, &broker_config::attachment::VIVO360_COLUMNS)
+        .unwrap()
+        .to_base64()
 }

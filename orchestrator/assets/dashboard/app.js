@@ -5,16 +5,19 @@
 
 const STATUSES = ["WAITING", "ASSIGNED", "RUNNING", "COMPLETE", "FAILED", "CANCELLED"];
 const FINAL = new Set(["COMPLETE", "FAILED", "CANCELLED"]);
-// The columns each system's CSV needs (the server checks them too; this is the early warning).
-const REQUIRED_COLUMNS = { VIVO360: ["name", "email", "login", "profile"] };
 const PAGE_SIZE = 20;
+// Longest system description shown in the new-task form's choices (the full text is the title).
+const OPTION_DESCRIPTION_CHARS = 60;
 
 const state = {
   filters: { status: "", system: "", bot_id: "" },
   offset: 0,
   total: 0,
   bots: new Map(),      // id -> bot, for names and the bot filter
+  systems: [],          // every registered system (SystemView), by name, from /api/v1/systems
+  systemsLoaded: false,
   taskId: null,         // the task open in the detail view
+  systemName: null,     // the system open in the system view
   csvFile: null,
 };
 
@@ -140,14 +143,26 @@ function notify(message, bad = false) {
   notice.hidden = !message;
 }
 
+// The field itself, then what contains it: "payload.lines[0].amount", "payload.lines[0]",
+// "payload.lines", "payload".
+function fieldAndParents(field) {
+  const names = [];
+  for (let name = field; name; name = name.replace(/(\[\d+\]|\.[^.[\]]*)$/, "")) {
+    names.push(name);
+    if (!/(\[\d+\]|\.[^.[\]]*)$/.test(name)) break;
+  }
+  return names;
+}
+
 function showErrors(form, error) {
   for (const p of form.querySelectorAll("[data-error-for]")) p.textContent = "";
   for (const input of form.querySelectorAll("[aria-invalid]")) input.removeAttribute("aria-invalid");
   if (!error) return;
-  const field = error.field ? String(error.field).replace(/\[\d+\]$/, "") : "";
-  const target = form.querySelector(`[data-error-for="${CSS.escape(field)}"]`) || form.querySelector('[data-error-for=""]');
+  const names = error.field ? fieldAndParents(String(error.field)) : [];
+  const find = (make) => names.map((name) => form.querySelector(make(CSS.escape(name)))).find(Boolean);
+  const target = find((name) => `[data-error-for="${name}"]`) || form.querySelector('[data-error-for=""]');
   target.textContent = error.message;
-  const input = field && form.querySelector(`[name="${CSS.escape(field)}"]`);
+  const input = find((name) => `[name="${name}"]`);
   if (input) { input.setAttribute("aria-invalid", "true"); input.focus(); }
 }
 
@@ -183,14 +198,45 @@ function toCsv(header, rows, delimiter = ",") {
   return [header, ...rows].map((r) => r.map(quote).join(delimiter)).join("\n") + "\n";
 }
 
+// The columns a system's CSV needs (the server checks them too; this is the early warning), or
+// null when it asks for none in particular.
+function requiredColumns(system) {
+  return system && system.input && system.input.kind === "csv" ? system.input.columns || [] : null;
+}
+
 function checkColumns(system, header) {
-  const required = REQUIRED_COLUMNS[system];
-  if (!required) return { ok: true, text: `${system} takes no CSV columns in particular` };
+  const required = requiredColumns(system);
+  const name = system ? system.name : $("#task-system").value;
+  if (!required) return { ok: true, text: `${name} takes no CSV columns in particular` };
   const have = header.map((h) => h.trim().toLowerCase());
-  const missing = required.filter((c) => !have.includes(c));
+  const missing = required.filter((c) => !have.includes(c.toLowerCase()));
   return missing.length
     ? { ok: false, text: `Missing column(s) ${missing.join(", ")} (needs ${required.join(", ")})` }
     : { ok: true, text: `Columns OK: ${required.join(", ")}` };
+}
+
+const systemLink = (name, text = name) => el("a", { href: `#/systems/${encodeURIComponent(name)}` }, text);
+
+// What the chosen system asks of a task, under the system, the file and the payload fields.
+function renderContractHints(system) {
+  const systemHint = $("#system-hint");
+  const payloadHint = $("#payload-hint");
+  systemHint.replaceChildren();
+  payloadHint.replaceChildren();
+  if (!system) {
+    if (state.systemsLoaded && !state.systems.length) systemHint.append("No system is registered yet.");
+    return;
+  }
+  systemHint.append(system.description ? `${system.description} ` : "", systemLink(system.name, `About ${system.name}`));
+  const kind = system.input && system.input.kind;
+  if (kind === "json") {
+    payloadHint.append(`Required: a JSON object that meets ${system.name}'s JSON Schema (`,
+      systemLink(system.name, "see the schema"), ").");
+  } else if (kind === "csv") {
+    payloadHint.append(`Optional: ${system.name} takes its items from the CSV file.`);
+  } else {
+    payloadHint.append(`Optional: any JSON object.`);
+  }
 }
 
 function renderPreview() {
@@ -199,9 +245,14 @@ function renderPreview() {
   preview.replaceChildren();
   hint.textContent = "";
   hint.className = "hint";
-  const system = $("#task-system").value;
+  const system = systemByName($("#task-system").value);
+  renderContractHints(system);
+  const kind = system && system.input ? system.input.kind : null;
   if (!state.csvFile) {
-    hint.textContent = REQUIRED_COLUMNS[system] ? `Needs the columns ${REQUIRED_COLUMNS[system].join(", ")}` : "";
+    const required = requiredColumns(system);
+    if (required) hint.textContent = `A CSV file is needed, with the columns ${required.join(", ")}`;
+    else if (kind === "json") hint.textContent = `${system.name} takes a JSON payload (below), no CSV file`;
+    else if (kind === "none") hint.textContent = "A CSV file is optional";
     return;
   }
   const { header, rows } = state.csvFile.parsed;
@@ -286,7 +337,7 @@ async function refreshBots() {
     el("td", {}, bot.name, bot.delivery === "http" ? el("span", { class: "muted" }, ` (http :${bot.http_port})`) : null),
     el("td", {}, badge(bot.status), bot.paused ? [" ", badge("PAUSED")] : null,
       backingOff(bot) ? el("span", { class: "muted", title: `no offer before ${bot.offers_paused_until}` }, ` (${bot.unanswered_offers} unanswered)`) : null),
-    el("td", {}, bot.systems.join(", ")),
+    el("td", {}, systemLinks(bot.systems)),
     el("td", {}, bot.ip_address),
     el("td", { title: bot.last_heartbeat_at || "" }, ago(bot.last_heartbeat_at)),
     el("td", {}, bot.current_task_id ? el("a", { href: `#/tasks/${bot.current_task_id}` }, shortId(bot.current_task_id)) : "—"),
@@ -299,6 +350,217 @@ async function refreshBots() {
   const chosen = state.filters.bot_id;
   select.replaceChildren(el("option", { value: "" }, "any"),
     ...page.items.map((bot) => el("option", { value: bot.id, selected: bot.id === chosen }, bot.name)));
+  renderSystemsTable();
+}
+
+const systemLinks = (names) => names.flatMap((name, i) => (i ? [", ", systemLink(name)] : [systemLink(name)]));
+
+// ---------- systems ----------
+
+const systemByName = (name) => state.systems.find((system) => system.name === name) || null;
+
+function kindOf(system) {
+  return (system && system.input && system.input.kind) || "none";
+}
+
+function shorten(text, max) {
+  const flat = String(text || "").replace(/\s+/g, " ").trim();
+  if (flat.length <= max) return flat;
+  const cut = flat.slice(0, max - 1);
+  const space = cut.lastIndexOf(" ");
+  return `${(space > max / 2 ? cut.slice(0, space) : cut).replace(/[\s,;:.—-]+$/, "")}…`;
+}
+
+// Reloads the systems and redraws what lists them: the new-task choice, the task filter, the bot
+// form's checkboxes and the Systems panel. Each keeps what was chosen in it.
+async function refreshSystems() {
+  const { systems } = await api("/api/v1/systems");
+  const changed = JSON.stringify(systems) !== JSON.stringify(state.systems);
+  state.systems = systems;
+  state.systemsLoaded = true;
+  if (changed || !$("#task-system").options.length) {
+    fillTaskSystems();
+    fillFilterSystems();
+    fillBotSystems();
+  }
+  renderSystemsTable();
+  renderPreview();
+}
+
+// Replaces a select's options (built by `option(name)`), keeping the chosen value: one that
+// went away stays, marked, rather than silently becoming another.
+function fillSelect(select, first, names, option, fallback) {
+  const chosen = select.value || fallback;
+  const all = chosen && !names.includes(chosen) ? [...names, chosen] : names;
+  select.replaceChildren(...first, ...all.map((name) => option(name, name === chosen)));
+  if (chosen) select.value = chosen;
+}
+
+function fillTaskSystems() {
+  const select = $("#task-system");
+  const names = state.systems.map((system) => system.name);
+  fillSelect(select, [], names, (name, selected) => {
+    const system = systemByName(name);
+    const text = !system ? `${name} (no longer registered)`
+      : system.description ? `${name} — ${shorten(system.description, OPTION_DESCRIPTION_CHARS)}` : name;
+    return el("option", { value: name, selected, title: system ? system.description : null }, text);
+  });
+}
+
+function fillFilterSystems() {
+  const names = state.systems.map((system) => system.name);
+  fillSelect($("#filter-system"), [el("option", { value: "" }, "any")], names,
+    (name, selected) => el("option", { value: name, selected }, name), state.filters.system);
+}
+
+function fillBotSystems() {
+  const box = $("#bot-systems");
+  const checked = new Set([...box.querySelectorAll('[name="systems"]:checked')].map((b) => b.value));
+  const names = state.systems.map((system) => system.name);
+  for (const name of checked) if (!names.includes(name)) names.push(name);
+  box.replaceChildren(...(names.length
+    ? names.map((name) => {
+      const input = el("input", { type: "checkbox", name: "systems", value: name });
+      input.checked = checked.has(name); // the state, not the default a form reset goes back to
+      return el("label", {}, input, ` ${name}`);
+    })
+    : [el("span", { class: "muted" }, "No system is registered.")]));
+}
+
+function renderSystemsTable() {
+  if (!state.systemsLoaded) return;
+  const bots = [...state.bots.values()];
+  const body = $("#systems-body");
+  body.replaceChildren(...(state.systems.length ? state.systems.map((system) => el("tr", { "data-system": system.name },
+    el("td", {}, systemLink(system.name), system.builtin ? el("span", { class: "muted" }, " (built-in)") : null),
+    el("td", {}, shorten(system.description, 120) || el("span", { class: "muted" }, "—")),
+    el("td", {}, kindOf(system)),
+    el("td", { class: "num" }, bots.filter((bot) => bot.systems.includes(system.name)).length)))
+    : [el("tr", {}, el("td", { colspan: 4, class: "muted" }, "No systems."))]));
+}
+
+function openSystemForm() {
+  const form = $("#system-form");
+  form.reset();
+  showErrors(form, null);
+  form.hidden = false;
+  showKindFields();
+  form.elements.name.focus();
+}
+
+function showKindFields() {
+  const kind = $("#new-system-kind").value;
+  $("#new-system-columns-field").hidden = kind !== "csv";
+  $("#new-system-schema-field").hidden = kind !== "json";
+}
+
+async function saveSystem(event) {
+  event.preventDefault();
+  const form = event.target;
+  showErrors(form, null);
+  const kind = form.elements["input.kind"].value;
+  const input = { kind };
+  if (kind === "csv") {
+    input.columns = form.elements["input.columns"].value.split(/[,;\n]/).map((c) => c.trim()).filter(Boolean);
+  } else if (kind === "json") {
+    try {
+      input.schema = JSON.parse(form.elements["input.schema"].value || "{}");
+    } catch (error) {
+      showErrors(form, { field: "input.schema", message: `This is not JSON: ${error.message}` });
+      return;
+    }
+  }
+  const body = { name: form.elements.name.value.trim(), description: form.elements.description.value.trim(), input };
+  const button = $("#new-system-submit");
+  button.disabled = true;
+  try {
+    const system = await sendJson("POST", "/api/v1/systems", body);
+    form.hidden = true;
+    notify(`System ${system.name} registered.`);
+    await refreshSystems();
+  } catch (error) {
+    if (!(error instanceof ApiError)) throw error;
+    showErrors(form, error);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// ---------- system page ----------
+
+const orDefault = (value, unit = "") => (value === null || value === undefined
+  ? el("span", { class: "muted" }, "orchestrator default")
+  : `${value}${unit}`);
+
+async function showSystem(name) {
+  const [system, bots] = await Promise.all([
+    api(`/api/v1/systems/${encodeURIComponent(name)}`),
+    api(`/api/v1/bots?${new URLSearchParams({ system: name, limit: 100 })}`),
+  ]);
+  if (state.systemName !== name) return; // navigated away meanwhile
+  const input = system.input || { kind: "none" };
+  const defaults = system.defaults || {};
+  let contract;
+  if (input.kind === "csv") {
+    contract = [el("p", {}, "A CSV file, one item per row, whose header has at least these columns (any case, any order):"),
+      el("ul", { id: "system-columns", class: "columns" }, (input.columns || []).map((column) => el("li", {}, el("code", {}, column))))];
+  } else if (input.kind === "json") {
+    contract = [el("p", {}, "A JSON payload that meets this JSON Schema:"),
+      el("pre", { id: "system-schema-text", class: "schema" }, JSON.stringify(input.schema, null, 2))];
+  } else {
+    contract = [el("p", { id: "system-anything" }, "Anything: an optional CSV file with any header, an optional JSON object.")];
+  }
+  $("#system-title").textContent = system.name;
+  $("#system-detail").replaceChildren(
+    el("dl", { class: "fields" },
+      el("dt", {}, "Description"), el("dd", { id: "system-description-text" }, system.description || el("span", { class: "muted" }, "—")),
+      el("dt", {}, "Built-in"), el("dd", { id: "system-builtin" }, system.builtin ? "yes (cannot be deleted)" : "no"),
+      el("dt", {}, "Input"), el("dd", { id: "system-kind-text" }, input.kind),
+      el("dt", {}, "Registered"), el("dd", {}, when(system.created_at)),
+      el("dt", {}, "Changed"), el("dd", {}, when(system.updated_at))),
+    el("div", { class: "detail-actions" },
+      el("a", { href: "#/", id: "new-system-task", onclick: () => startTaskFor(system.name) }, `New ${system.name} task`),
+      system.builtin ? null : el("button", { type: "button", class: "danger", id: "delete-system", onclick: () => deleteSystem(system) }, "Delete system")),
+    el("div", { class: "detail-grid" },
+      el("section", { "aria-labelledby": "contract-title" },
+        el("h3", { id: "contract-title" }, "What its tasks carry"), contract,
+        el("h3", { id: "defaults-title" }, "Defaults for its tasks"),
+        el("dl", { class: "fields", id: "system-defaults" },
+          el("dt", {}, "Max attempts"), el("dd", {}, orDefault(defaults.max_attempts)),
+          el("dt", {}, "Offer timeout"), el("dd", {}, orDefault(defaults.offer_timeout_seconds, " s")),
+          el("dt", {}, "Max run time"), el("dd", {}, orDefault(defaults.max_run_seconds, " s")),
+          el("dt", {}, "Priority"), el("dd", {}, orDefault(defaults.priority)))),
+      el("section", { "aria-labelledby": "system-bots-title" },
+        el("h3", { id: "system-bots-title" }, `Bots that run it (${bots.total ?? bots.items.length})`),
+        bots.items.length
+          ? el("div", { class: "table-wrap" }, el("table", { id: "system-bots" },
+              el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Bot"), el("th", { scope: "col" }, "Status"), el("th", { scope: "col" }, "Last heartbeat"))),
+              el("tbody", {}, bots.items.map((bot) => el("tr", { "data-bot": bot.name },
+                el("td", {}, bot.name),
+                el("td", {}, badge(bot.status), bot.paused ? [" ", badge("PAUSED")] : null),
+                el("td", { title: bot.last_heartbeat_at || "" }, ago(bot.last_heartbeat_at)))))))
+          : el("p", { class: "muted", id: "system-no-bots" }, `No bot runs ${system.name}: its tasks wait until one does.`))));
+}
+
+// Opens the new-task form on the home view with this system chosen (the link then goes home).
+function startTaskFor(name) {
+  const select = $("#task-system");
+  if (![...select.options].some((option) => option.value === name)) return;
+  select.value = name;
+  $("#new-task").open = true;
+  renderPreview();
+}
+
+async function deleteSystem(system) {
+  if (!confirm(`Delete system ${system.name}?`)) return;
+  try {
+    await api(`/api/v1/systems/${encodeURIComponent(system.name)}`, { method: "DELETE" });
+    notify(`System ${system.name} deleted.`);
+    location.hash = "#/";
+  } catch (error) {
+    if (!(error instanceof ApiError)) throw error;
+    notify(error.message, true);
+  }
 }
 
 function setFilter(name, value) {
@@ -321,6 +583,10 @@ function openBotForm(bot) {
   if (bot) {
     form.elements.name.value = bot.name;
     form.elements.ip_address.value = bot.ip_address;
+    const known = [...form.querySelectorAll('[name="systems"]')].map((box) => box.value);
+    for (const name of bot.systems.filter((n) => !known.includes(n))) {
+      $("#bot-systems").append(el("label", {}, el("input", { type: "checkbox", name: "systems", value: name }), ` ${name}`));
+    }
     for (const box of form.querySelectorAll('[name="systems"]')) box.checked = bot.systems.includes(box.value);
     form.elements.delivery.value = bot.delivery;
     form.elements.http_port.value = bot.http_port ?? "";
@@ -394,7 +660,9 @@ async function submitTask(event) {
   button.disabled = true;
   try {
     const task = await api("/api/v1/tasks", { method: "POST", body: data });
+    const system = form.elements.system.value;
     form.reset();
+    form.elements.system.value = system; // the next task is likely for the same system
     state.csvFile = null;
     renderPreview();
     notify(`Task submitted: ${task.description}`);
@@ -420,7 +688,7 @@ async function showTask(id) {
     el("dl", { class: "fields" },
       el("dt", {}, "Status"), el("dd", { id: "task-status" }, badge(task.status)),
       el("dt", {}, "Progress"), el("dd", {}, progressOf(task)),
-      el("dt", {}, "System"), el("dd", {}, task.system),
+      el("dt", {}, "System"), el("dd", {}, systemLink(task.system)),
       el("dt", {}, "Bot"), el("dd", {}, botName(task.bot_id) || "—"),
       el("dt", {}, "Offers"), el("dd", {}, `${task.attempt} (${task.unanswered_offers} unanswered)`),
       el("dt", {}, "Failed runs"), el("dd", {}, `${task.failures} of ${task.max_attempts}`),
@@ -518,7 +786,7 @@ async function retryFailedRows(task, failedRows) {
 // ---------- routing and live updates ----------
 
 async function refreshHome() {
-  await Promise.all([refreshCounters(), refreshBots()]);
+  await Promise.all([refreshCounters(), refreshBots(), refreshSystems()]);
   await refreshTasks();
 }
 
@@ -527,21 +795,46 @@ function reportFailure(error) {
   notify(`Could not reach the server: ${error.message}`, true);
 }
 
+// "#/tasks/ID" is a task, "#/systems/NAME" a system, anything else the home view.
+function parseRoute(hash) {
+  const task = hash.match(/^#\/tasks\/([0-9a-f-]{36})$/);
+  if (task) return { view: "task", id: task[1] };
+  const system = hash.match(/^#\/systems\/([^/]+)$/);
+  if (system) {
+    let name;
+    try { name = decodeURIComponent(system[1]); } catch { name = ""; }
+    if (/^[A-Za-z0-9_-]{1,64}$/.test(name)) return { view: "system", name: name.toUpperCase() };
+  }
+  return { view: "home" };
+}
+
 async function route() {
-  const match = location.hash.match(/^#\/tasks\/([0-9a-f-]{36})$/);
-  state.taskId = match ? match[1] : null;
-  $("#view-home").hidden = Boolean(match);
-  $("#view-task").hidden = !match;
+  const where = parseRoute(location.hash);
+  state.taskId = where.view === "task" ? where.id : null;
+  state.systemName = where.view === "system" ? where.name : null;
+  $("#view-home").hidden = where.view !== "home";
+  $("#view-task").hidden = where.view !== "task";
+  $("#view-system").hidden = where.view !== "system";
   try {
-    if (match) {
+    if (where.view === "task") {
       if (!state.bots.size) await refreshBots();
-      await showTask(match[1]);
+      await showTask(where.id);
+    } else if (where.view === "system") {
+      $("#system-title").textContent = where.name;
+      $("#system-detail").replaceChildren(el("p", { class: "muted" }, "Loading…"));
+      await showSystem(where.name);
     } else {
       await refreshHome();
     }
   } catch (error) {
-    if (error instanceof ApiError && error.status === 404) notify("That task does not exist (any more).", true);
-    else reportFailure(error);
+    if (error instanceof ApiError && error.status === 404) {
+      if (where.view === "system") {
+        $("#system-detail").replaceChildren(el("p", { class: "error" }, `There is no system ${where.name} (any more).`));
+        notify(`There is no system ${where.name} (any more).`, true);
+      } else {
+        notify("That task does not exist (any more).", true);
+      }
+    } else reportFailure(error);
   }
 }
 
@@ -557,6 +850,11 @@ function scheduleRefresh(change) {
     changedTasks = new Set();
     if (state.taskId) {
       if (!touched.size || touched.has(state.taskId)) showTask(state.taskId).catch(reportFailure);
+    } else if (state.systemName) {
+      // Its bots' statuses change; the system itself may have changed too.
+      showSystem(state.systemName).catch((error) => {
+        if (!(error instanceof ApiError && error.status === 404)) reportFailure(error);
+      });
     } else {
       refreshHome().catch(reportFailure);
     }
@@ -645,6 +943,10 @@ function wireUp() {
   $("#add-bot").addEventListener("click", () => openBotForm(null));
   $("#bot-cancel").addEventListener("click", () => { $("#bot-form").hidden = true; });
   $("#bot-form").addEventListener("submit", (e) => saveBot(e).catch(reportFailure));
+  $("#add-system").addEventListener("click", openSystemForm);
+  $("#new-system-cancel").addEventListener("click", () => { $("#system-form").hidden = true; });
+  $("#new-system-kind").addEventListener("change", showKindFields);
+  $("#system-form").addEventListener("submit", (e) => saveSystem(e).catch(reportFailure));
   // The token question cannot be dismissed: without a token there is nothing to show.
   $("#token-dialog").addEventListener("cancel", (e) => e.preventDefault());
   $("#forget-token").hidden = !storedToken();
@@ -654,7 +956,7 @@ function wireUp() {
   });
   window.addEventListener("hashchange", () => route());
   // Heartbeat ages drift while nothing changes: redraw them now and then.
-  setInterval(() => { if (!state.taskId) refreshBots().catch(() => {}); }, 15000);
+  setInterval(() => { if (!state.taskId && !state.systemName) refreshBots().catch(() => {}); }, 15000);
   renderPreview();
   route();
   connectLive();

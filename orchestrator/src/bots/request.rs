@@ -14,6 +14,9 @@ use super::view::Bot;
 use super::view::{join_systems, split_systems};
 use crate::error::ApiError;
 
+/// The most systems one bot may run.
+pub const MAX_BOT_SYSTEMS: usize = 64;
+
 /// A new bot's fields (POST). Only `name` and `ip_address` are required, as in the original
 /// Vivo360 contract: such a bot runs every system and is an HTTP bot on the default port.
 #[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
@@ -25,7 +28,8 @@ pub struct BotRequest {
     /// An IPv4 or IPv6 address.
     #[schema(example = "10.0.0.7")]
     pub ip_address: String,
-    /// The systems it runs; every system when absent.
+    /// The systems it runs (any names: a bot may announce a system before it is registered);
+    /// when absent, every system registered at the time.
     #[serde(default)]
     pub systems: Option<Vec<System>>,
     /// `http` (the default through this API: the orchestrator POSTs tasks to the bot) or `amqp`
@@ -147,8 +151,13 @@ pub struct BotSpec {
 
 impl BotSpec {
     /// Checks a new bot's request: [`BotSpec::parse`] with the defaults of the original
-    /// contract (every system; HTTP on `default_port`; UNAVAILABLE), and never BUSY.
-    pub fn parse_new(request: BotRequest, default_port: u16) -> Result<BotSpec, ApiError> {
+    /// contract (every system in `registered`; HTTP on `default_port`; UNAVAILABLE), and never
+    /// BUSY.
+    pub fn parse_new(
+        request: BotRequest,
+        default_port: u16,
+        registered: &[System],
+    ) -> Result<BotSpec, ApiError> {
         if request.status == Some(BotStatus::Busy) {
             return Err(ApiError::invalid(
                 "status",
@@ -160,7 +169,8 @@ impl BotSpec {
             Delivery::Http => Some(request.http_port.unwrap_or(default_port)),
             Delivery::Amqp => request.http_port,
         };
-        let request = BotRequest { delivery: Some(delivery), http_port, ..request };
+        let systems = Some(request.systems.clone().unwrap_or_else(|| registered.to_vec()));
+        let request = BotRequest { delivery: Some(delivery), http_port, systems, ..request };
         BotSpec::parse(request, BotStatus::Unavailable)
     }
 
@@ -174,11 +184,17 @@ impl BotSpec {
                 format!("'{}' is not an IPv4 or IPv6 address", request.ip_address),
             )
         })?;
-        let mut systems = request.systems.unwrap_or_else(|| System::ALL.to_vec());
+        let mut systems = request.systems.unwrap_or_default();
         systems.sort();
         systems.dedup();
         if systems.is_empty() {
             return Err(ApiError::invalid("systems", "a bot must run at least one system"));
+        }
+        if systems.len() > MAX_BOT_SYSTEMS {
+            return Err(ApiError::invalid(
+                "systems",
+                format!("a bot runs at most {MAX_BOT_SYSTEMS} systems"),
+            ));
         }
         let delivery = request.delivery.unwrap_or_default();
         match (delivery, request.http_port) {
@@ -223,7 +239,7 @@ mod tests {
         BotRequest {
             name: "bot-1".into(),
             ip_address: "10.0.0.7".into(),
-            systems: Some(vec![System::Noop, System::Vivo360, System::Noop]),
+            systems: Some(vec![System::NOOP, System::VIVO360, System::NOOP]),
             delivery: None,
             http_port: None,
             status: None,
@@ -235,11 +251,11 @@ mod tests {
     #[test]
     fn a_valid_request_is_normalised() {
         let spec = BotSpec::parse(request(), BotStatus::Unavailable).expect("valid");
-        assert_eq!(spec.systems, [System::Vivo360, System::Noop]);
+        assert_eq!(spec.systems, [System::NOOP, System::VIVO360], "sorted by name");
         assert_eq!(spec.delivery, Delivery::Amqp);
         assert_eq!(spec.status, BotStatus::Unavailable);
-        assert_eq!(join_systems(&spec.systems), "VIVO360,NOOP");
-        assert_eq!(split_systems("VIVO360,NOOP"), Ok(spec.systems));
+        assert_eq!(join_systems(&spec.systems), "NOOP,VIVO360");
+        assert_eq!(split_systems("NOOP,VIVO360"), Ok(spec.systems));
     }
 
     #[test]
@@ -278,7 +294,7 @@ mod tests {
             name: "bot-1".into(),
             ip_address: "10.0.0.7".into(),
             status: BotStatus::Busy,
-            systems: vec![System::Noop],
+            systems: vec![System::NOOP],
             delivery: Delivery::Http,
             http_port: Some(9000),
             tls: false,
@@ -312,13 +328,19 @@ mod tests {
     #[test]
     fn a_new_bot_of_the_original_contract_runs_everything_over_http() {
         let minimal = BotRequest { systems: None, ..request() };
-        let spec = BotSpec::parse_new(minimal, 5000).expect("name and address suffice");
-        assert_eq!(spec.systems.len(), System::ALL.len());
+        let registered = [System::VIVO360, System::new("PAYROLL").expect("name")];
+        let spec =
+            BotSpec::parse_new(minimal, 5000, &registered).expect("name and address suffice");
+        assert_eq!(
+            spec.systems,
+            [System::new("PAYROLL").expect("name"), System::VIVO360],
+            "every registered system, sorted"
+        );
         assert_eq!((spec.delivery, spec.http_port), (Delivery::Http, Some(5000)));
         assert_eq!(spec.status, BotStatus::Unavailable);
         let amqp = BotRequest { delivery: Some(Delivery::Amqp), ..request() };
-        assert_eq!(BotSpec::parse_new(amqp, 5000).expect("amqp").http_port, None);
+        assert_eq!(BotSpec::parse_new(amqp, 5000, &registered).expect("amqp").http_port, None);
         let busy = BotRequest { status: Some(BotStatus::Busy), ..request() };
-        assert!(BotSpec::parse_new(busy, 5000).is_err(), "a new bot holds no task");
+        assert!(BotSpec::parse_new(busy, 5000, &registered).is_err(), "a new bot holds no task");
     }
 }

@@ -83,6 +83,6 @@ pub fn join_systems(systems: &[System]) -> String {
 }
 
 /// The systems of a stored bot (comma-separated names).
-pub fn split_systems(stored: &str) -> Result<Vec<System>, broker_config::UnknownValue> {
+pub fn split_systems(stored: &str) -> Result<Vec<System>, broker_config::InvalidSystemName> {
     stored.split(',').filter(|s| !s.is_empty()).map(str::parse).collect()
 }

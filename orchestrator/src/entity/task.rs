@@ -10,8 +10,8 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: Uuid,
     pub description: String,
-    /// The system's name. Text, not `System`: systems are to become data (registered at run
-    /// time), and a name the orchestrator no longer knows must still read back.
+    /// The system's name. Text, not `System`: systems are data (registered at run time), and a
+    /// name no longer registered must still read back.
     pub system: String,
     /// Stored as its name (`WAITING`, …).
     pub status: TaskStatus,
@@ -40,6 +40,8 @@ pub struct Model {
     pub max_run_seconds: Option<i32>,
     /// When the current run must have ended (set when a bot accepts).
     pub run_deadline: Option<DateTimeUtc>,
+    /// How long an offer of it waits for an answer; `None`: the orchestrator's `--offer-timeout`.
+    pub offer_timeout_seconds: Option<i32>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

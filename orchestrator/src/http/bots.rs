@@ -72,7 +72,9 @@ pub async fn list_bots(
 pub async fn create_bot(
     RegisterSelf(state, extract::Json(request)): RegisterSelf<extract::Json<BotRequest>>,
 ) -> Result<(StatusCode, Json<Bot>), ApiError> {
-    let spec = BotSpec::parse_new(request, state.default_bot_port)?;
+    let registered: Vec<broker_config::System> =
+        crate::store::systems::list_systems(&state.db).await?.into_iter().map(|s| s.name).collect();
+    let spec = BotSpec::parse_new(request, state.default_bot_port, &registered)?;
     check_network(&state, &spec)?;
     let bot = crate::store::bots::create_bot(&state.db, spec, now()).await?;
     state.pipeline.changes.bot(bot.id);

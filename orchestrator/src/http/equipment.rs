@@ -144,7 +144,7 @@ pub async fn create_activation(
     let payload = CpePayload::new(equipment_id.clone(), request);
     let task_request = TaskRequest {
         description: format!("Activate CPE {equipment_id}"),
-        system: System::Cpe,
+        system: System::CPE,
         attachment: None,
         payload: Some(payload.to_value()),
         priority: None,
@@ -153,7 +153,8 @@ pub async fn create_activation(
         max_run_seconds: None,
         status: None,
     };
-    let spec = TaskSpec::parse(task_request, None, state.max_attachment_bytes)?;
+    let registry = crate::store::systems::registry(&state.db).await?;
+    let spec = TaskSpec::parse(task_request, None, state.max_attachment_bytes, &registry)?;
     let task = crate::store::tasks::create_task(&state.db, spec, now()).await?;
     state.pipeline.wake();
     tracing::info!(task_id = %task.id, %equipment_id, timeout_s = payload.timeout_in_seconds, "activation created");
@@ -182,7 +183,7 @@ pub async fn activation_status(
         Err(error) => return Err(error.into()),
     };
     // A task belongs to the equipment its payload names; any other is "not found" here.
-    let belongs = row.system == System::Cpe.as_str()
+    let belongs = row.system == System::CPE.as_str()
         && row
             .payload
             .as_ref()

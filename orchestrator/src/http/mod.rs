@@ -26,6 +26,7 @@ mod incidents;
 mod live;
 pub mod openapi;
 mod reports;
+mod systems;
 mod tasks;
 
 /// What every handler can reach.
@@ -68,7 +69,8 @@ pub fn router(state: AppState) -> Router {
                 .merge(tasks::router())
                 .merge(equipment::router())
                 .merge(incidents::router())
-                .merge(reports::router()),
+                .merge(reports::router())
+                .merge(systems::router()),
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -154,7 +156,7 @@ fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
 /// Parses a comma-separated filter (`status=WAITING,RUNNING`), names in any case.
 fn parse_list<T>(field: &'static str, raw: Option<&str>) -> Result<Vec<T>, ApiError>
 where
-    T: std::str::FromStr<Err = broker_config::UnknownValue>,
+    T: std::str::FromStr<Err: std::fmt::Display>,
 {
     raw.into_iter()
         .flat_map(|s| s.split(','))

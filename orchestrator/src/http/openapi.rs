@@ -5,7 +5,7 @@ use utoipa::openapi::path::Operation;
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{bots, equipment, health, incidents, live, reports, tasks};
+use super::{bots, equipment, health, incidents, live, reports, systems, tasks};
 
 /// Botline's REST API.
 #[derive(OpenApi)]
@@ -21,6 +21,8 @@ use super::{bots, equipment, health, incidents, live, reports, tasks};
         incidents::delete_action, incidents::report_triggers, incidents::list_incidents, incidents::get_incident,
         incidents::resolve_incident, incidents::list_unclassified,
         reports::attendance_report,
+        systems::list_systems, systems::create_system, systems::get_system, systems::replace_system,
+        systems::patch_system, systems::delete_system,
     ),
     // Referenced by the lists' `order` parameter, which does not register it by itself.
     components(schemas(crate::pagination::Order)),
@@ -28,6 +30,7 @@ use super::{bots, equipment, health, incidents, live, reports, tasks};
     tags(
         (name = "bots", description = "The automation bots"),
         (name = "tasks", description = "Work for the bots"),
+        (name = "systems", description = "The systems tasks target: what their tasks must carry, and their defaults"),
         (name = "equipment", description = "Equipment (CPE) activation, asynchronous"),
         (name = "incidents", description = "Monitoring reports, incidents, escalation and the actions that rule them"),
         (name = "reports", description = "Reports over the attendances the ETL loaded"),

@@ -456,7 +456,7 @@ impl Incidents {
         let failed = task::Entity::find()
             .filter(task::Column::Id.is_in(ids.iter().copied()))
             .filter(task::Column::Status.eq(TaskStatus::Failed))
-            .filter(task::Column::System.ne(System::Notify.as_str()))
+            .filter(task::Column::System.ne(System::NOTIFY.as_str()))
             .all(&self.db)
             .await;
         let failed = match failed {

@@ -209,7 +209,7 @@ pub(super) async fn send_communication(
             "Notify {} ({}): incident {} of {}",
             outgoing.recipient, outgoing.channel, incident.id, action.code
         ),
-        system: System::Notify,
+        system: System::NOTIFY,
         attachment: None,
         payload: Some(payload),
         priority: Some(NOTIFY_PRIORITY),
@@ -218,7 +218,8 @@ pub(super) async fn send_communication(
         max_run_seconds: None,
         status: None,
     };
-    let spec = TaskSpec::parse(request, None, 0)?;
+    let registry = crate::store::systems::registry(txn).await?;
+    let spec = TaskSpec::parse(request, None, 0, &registry)?;
     let task = crate::store::tasks::create_task(txn, spec, now).await?;
     let row = communication::ActiveModel {
         id: Set(id),

@@ -175,7 +175,7 @@ impl Pipeline {
         let mut capacity: BTreeMap<System, u64> = BTreeMap::new();
         for bot in &free {
             for system in &bot.systems {
-                *capacity.entry(*system).or_default() += 1;
+                *capacity.entry(system.clone()).or_default() += 1;
             }
         }
         let mut candidates = HashMap::new();
@@ -278,7 +278,12 @@ impl Pipeline {
         now: DateTime<Utc>,
     ) -> Result<Option<Offer>, ApiError> {
         let attempt = task.attempt + 1;
-        let expires = crate::clock::after(now, self.settings.offer_timeout);
+        // The task's own offer timeout (its system's default when it was created), else ours.
+        let timeout = task
+            .offer_timeout_seconds
+            .and_then(|s| u64::try_from(s).ok())
+            .map_or(self.settings.offer_timeout, std::time::Duration::from_secs);
+        let expires = crate::clock::after(now, timeout);
         let taken = task::Entity::update_many()
             .col_expr(task::Column::Status, Expr::value(TaskStatus::Assigned))
             .col_expr(task::Column::Attempt, Expr::value(attempt))

@@ -272,21 +272,21 @@ impl Pipeline {
                 None,
                 json!({ "rows": rows.len() }),
             ),
-            Event::TaskCompleted { task, bot, rows, output, .. } => TaskEvent::new(
+            Event::TaskCompleted { task, bot, rows, output, log, .. } => TaskEvent::new(
                 bot,
                 *task,
                 Report::Completed,
                 rows,
                 output.clone(),
-                json!({ "rows": rows.len() }),
+                with_log(json!({ "rows": rows.len() }), log),
             ),
-            Event::TaskFailed { task, bot, rows, error, retryable, .. } => TaskEvent::new(
+            Event::TaskFailed { task, bot, rows, error, retryable, log, .. } => TaskEvent::new(
                 bot,
                 *task,
                 Report::Failed { retryable: *retryable },
                 rows,
                 Some(json!(error)),
-                json!({ "error": error, "retryable": retryable }),
+                with_log(json!({ "error": error, "retryable": retryable }), log),
             ),
             Event::TaskReleased { task, bot, rows, reason, .. } => TaskEvent::new(
                 bot,
@@ -752,8 +752,18 @@ fn failure_for_oversized(body: &[u8], reason: &str) -> Option<Event> {
         rows: Vec::new(),
         error: reason.to_owned(),
         retryable: true,
+        log: None,
         at: now(),
     })
+}
+
+/// An attempt's history detail with the end of its log, when the bot sent one: the task's page
+/// shows it with the attempt.
+fn with_log(mut detail: Value, log: &Option<String>) -> Value {
+    if let (Some(log), Some(fields)) = (log, detail.as_object_mut()) {
+        fields.insert("log".to_owned(), Value::String(log.clone()));
+    }
+    detail
 }
 
 /// What a batch of events keeps from one event to the next: the bots and tasks it has read

@@ -207,12 +207,12 @@ mod tests {
     #[test]
     fn oldest_task_first_within_priority_and_only_to_capable_bots() {
         let tasks = [
-            task(1, System::Noop, 0, 10),
-            task(2, System::Noop, 0, 30),
-            task(3, System::Vivo360, 5, 1),
-            task(4, System::Cpe, 9, 50),
+            task(1, System::NOOP, 0, 10),
+            task(2, System::NOOP, 0, 30),
+            task(3, System::VIVO360, 5, 1),
+            task(4, System::CPE, 9, 50),
         ];
-        let bots = [bot(100, &[System::Noop]), bot(101, &[System::Noop, System::Vivo360])];
+        let bots = [bot(100, &[System::NOOP]), bot(101, &[System::NOOP, System::VIVO360])];
         // Task 4 (CPE) has no capable bot; task 3 wins on priority; task 2 is older than task 1.
         let pairs = pair_tasks_with_bots(&tasks, &bots);
         assert_eq!(pairs, [(id(3), id(101)), (id(2), id(100))]);
@@ -220,8 +220,8 @@ mod tests {
 
     #[test]
     fn never_two_tasks_to_one_bot_nor_one_task_to_two_bots() {
-        let tasks: Vec<_> = (0..10).map(|n| task(n, System::Noop, 0, n as i64)).collect();
-        let bots: Vec<_> = (100..103).map(|n| bot(n, &[System::Noop])).collect();
+        let tasks: Vec<_> = (0..10).map(|n| task(n, System::NOOP, 0, n as i64)).collect();
+        let bots: Vec<_> = (100..103).map(|n| bot(n, &[System::NOOP])).collect();
         let pairs = pair_tasks_with_bots(&tasks, &bots);
         assert_eq!(pairs.len(), 3);
         let mut bots_used: Vec<_> = pairs.iter().map(|p| p.1).collect();
@@ -236,14 +236,14 @@ mod tests {
 
     #[test]
     fn a_rejected_task_goes_to_another_bot_unless_none_other_can_run_it() {
-        let mut rejected = task(1, System::Noop, 0, 5);
+        let mut rejected = task(1, System::NOOP, 0, 5);
         rejected.avoid_bot = Some(id(100));
-        let both = [bot(100, &[System::Noop]), bot(101, &[System::Noop])];
+        let both = [bot(100, &[System::NOOP]), bot(101, &[System::NOOP])];
         assert_eq!(
             pair_tasks_with_bots(std::slice::from_ref(&rejected), &both),
             [(id(1), id(101))]
         );
-        let only = [bot(100, &[System::Noop])];
+        let only = [bot(100, &[System::NOOP])];
         assert_eq!(pair_tasks_with_bots(&[rejected], &only), [(id(1), id(100))]);
     }
 

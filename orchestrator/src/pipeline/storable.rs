@@ -14,6 +14,8 @@ use serde_json::Value;
 pub const MAX_MESSAGE_CHARS: usize = 2_000;
 /// The longest error or reason kept, in characters.
 pub const MAX_ERROR_CHARS: usize = 8_000;
+/// The longest attempt log kept, in characters: the agent sends at most the last 64 KiB.
+pub const MAX_LOG_CHARS: usize = 64 * 1024;
 /// The largest output kept, serialized, in bytes; a larger one is replaced by a note of its size.
 pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
 
@@ -115,19 +117,34 @@ fn needs_care(event: &Event) -> bool {
     match event {
         Event::TaskRejected { reason, .. } => text_needs(reason, MAX_ERROR_CHARS),
         Event::TaskProgress { rows, .. } => rows_need(rows),
-        Event::TaskCompleted { rows, output, .. } => {
+        Event::TaskCompleted { rows, output, log, .. } => {
             rows_need(rows)
                 || output
                     .as_ref()
                     .is_some_and(|o| has_nul(o) || serialized_len(o) > MAX_OUTPUT_BYTES)
+                || log.as_deref().is_some_and(|l| text_needs(l, MAX_LOG_CHARS))
         }
-        Event::TaskFailed { rows, error, .. } => {
-            rows_need(rows) || text_needs(error, MAX_ERROR_CHARS)
+        Event::TaskFailed { rows, error, log, .. } => {
+            rows_need(rows)
+                || text_needs(error, MAX_ERROR_CHARS)
+                || log.as_deref().is_some_and(|l| text_needs(l, MAX_LOG_CHARS))
         }
         Event::TaskReleased { rows, reason, .. } => {
             rows_need(rows) || text_needs(reason, MAX_ERROR_CHARS)
         }
         _ => false,
+    }
+}
+
+/// Makes an attempt's log storable in place; whether it changed.
+fn clean_log(log: &mut Option<String>) -> bool {
+    let Some(text_now) = log.as_deref() else { return false };
+    match text(text_now, MAX_LOG_CHARS) {
+        Cow::Owned(clean) => {
+            *log = Some(clean);
+            true
+        }
+        Cow::Borrowed(_) => false,
     }
 }
 
@@ -146,14 +163,18 @@ pub fn event(event: &Event) -> Option<Event> {
             changed_text(reason, MAX_ERROR_CHARS).map(|c| *reason = c).is_some()
         }
         Event::TaskProgress { rows: r, .. } => rows(r).map(|c| *r = c).is_some(),
-        Event::TaskCompleted { rows: r, output: o, .. } => {
+        Event::TaskCompleted { rows: r, output: o, log, .. } => {
             let rows_changed = rows(r).map(|c| *r = c).is_some();
             let output_changed = o.as_ref().and_then(output).map(|c| *o = Some(c)).is_some();
-            rows_changed || output_changed
+            let log_changed = clean_log(log);
+            rows_changed || output_changed || log_changed
         }
-        Event::TaskFailed { rows: r, error, .. } => {
+        Event::TaskFailed { rows: r, error, log, .. } => {
             let rows_changed = rows(r).map(|c| *r = c).is_some();
-            changed_text(error, MAX_ERROR_CHARS).map(|c| *error = c).is_some() || rows_changed
+            let log_changed = clean_log(log);
+            changed_text(error, MAX_ERROR_CHARS).map(|c| *error = c).is_some()
+                || rows_changed
+                || log_changed
         }
         Event::TaskReleased { rows: r, reason, .. } => {
             let rows_changed = rows(r).map(|c| *r = c).is_some();
@@ -214,10 +235,14 @@ mod tests {
             rows: vec![row.clone()],
             error: "e\0".into(),
             retryable: true,
+            log: Some("l\0".into()),
             at: chrono::Utc::now(),
         };
-        let Some(Event::TaskFailed { rows, error, .. }) = event(&failed) else { panic!("changed") };
+        let Some(Event::TaskFailed { rows, error, log, .. }) = event(&failed) else {
+            panic!("changed")
+        };
         assert!(!rows[0].message.contains('\0') && !error.contains('\0'));
+        assert!(log.is_some_and(|l| !l.contains('\0')));
         let clean = Event::TaskAccepted { task, bot, at: chrono::Utc::now() };
         assert_eq!(event(&clean), None);
     }

@@ -4,6 +4,7 @@
 
 pub mod bots;
 pub mod history;
+pub mod systems;
 pub mod tasks;
 
 use sea_orm::{ConnectionTrait as _, DbBackend, TransactionTrait};

@@ -59,6 +59,7 @@ fn new_row(spec: TaskSpec, now: DateTime<Utc>) -> task::ActiveModel {
         unanswered_offers: Set(0),
         max_run_seconds: Set(spec.max_run_seconds.and_then(|s| i32::try_from(s).ok())),
         run_deadline: Set(None),
+        offer_timeout_seconds: Set(spec.offer_timeout_seconds.and_then(|s| i32::try_from(s).ok())),
     }
 }
 
@@ -218,6 +219,11 @@ pub async fn update_task(
     .filter_map(|(field, differs)| differs.then_some(field))
     .collect();
     let mut row: task::ActiveModel = current.clone().into();
+    if spec.system.as_str() != current.system {
+        // Moved to another system: its offers wait as long as that system's do.
+        row.offer_timeout_seconds =
+            Set(spec.offer_timeout_seconds.and_then(|s| i32::try_from(s).ok()));
+    }
     row.description = Set(spec.description);
     row.system = Set(spec.system.as_str().to_owned());
     row.attachment = Set(attachment);

@@ -9,7 +9,9 @@ pub mod view;
 
 pub use request::{
     BulkTaskRequest, BulkTasks, DEFAULT_MAX_ATTEMPTS, MAX_BULK_TASKS, MAX_DESCRIPTION_CHARS,
-    MAX_MAX_ATTEMPTS, MAX_RUN_SECONDS, TaskPatch, TaskRequest, TaskSpec,
+    TaskPatch, TaskRequest, TaskSpec,
 };
+// A task's bounds are its system's defaults' bounds too: they live with systems.
+pub use crate::systems::{MAX_MAX_ATTEMPTS, MAX_RUN_SECONDS};
 pub use transitions::{Reporter, check_user_transition, is_editable, report_of_write};
 pub use view::{EventKind, Progress, Task, TaskEvent, corrupt};

@@ -1,7 +1,7 @@
 //! What a client sends to create or change tasks ([`TaskRequest`], [`TaskPatch`], a bulk
 //! request), checked into the only type that reaches the database ([`TaskSpec`]).
 
-use broker_config::{Attachment, AttachmentError, CpePayload, System, TaskStatus};
+use broker_config::{Attachment, System, TaskStatus};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -10,20 +10,15 @@ use uuid::Uuid;
 use super::view::*;
 use crate::entity::task;
 use crate::error::ApiError;
+use crate::systems::{MAX_MAX_ATTEMPTS, MAX_RUN_SECONDS, Registry};
 
 /// Attempts a task gets when the request does not say.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
-/// The most attempts a task may ask for.
-pub const MAX_MAX_ATTEMPTS: u32 = 100;
 /// The longest description, in characters.
 pub const MAX_DESCRIPTION_CHARS: usize = 2_000;
 
 /// The most tasks one bulk request creates (`POST /api/v1/tasks/bulk`).
 pub const MAX_BULK_TASKS: usize = 1000;
-/// The longest maximum run time a task may ask for: a week.
-pub const MAX_RUN_SECONDS: u32 = 7 * 24 * 3600;
-/// What a CPE task's payload holds, for error messages.
-const CPE_PAYLOAD: &str = r#"{"equipment_id": "…", "timeoutInSeconds": N, "parameters": {…}} (what POST /api/v1/equipment/cpe/{id} stores)"#;
 /// A task's fields as a client sends them in JSON (POST and PUT). Multipart uploads carry the
 /// same fields as form parts, with the CSV as a file part instead of base64.
 #[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
@@ -32,26 +27,27 @@ pub struct TaskRequest {
     /// What it is for (1 to 2,000 characters).
     #[schema(example = "Create the March hires in Vivo360")]
     pub description: String,
-    /// The system it targets.
+    /// The system it targets: one of `GET /api/v1/systems`.
     pub system: System,
-    /// The CSV, base64 encoded; required for VIVO360 (columns name, email, login, profile).
+    /// The CSV, base64 encoded; required by systems whose contract is a CSV (VIVO360: columns
+    /// name, email, login, profile).
     #[serde(default)]
     pub attachment: Option<String>,
-    /// A JSON object, for systems without a CSV.
+    /// A JSON object, for systems without a CSV; checked against the system's JSON Schema.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub payload: Option<Value>,
-    /// Higher runs first; default 0.
+    /// Higher runs first; default: the system's, else 0.
     #[serde(default)]
     pub priority: Option<i32>,
     /// Not offered before this time; default: at once.
     #[serde(default)]
     pub not_before: Option<DateTime<Utc>>,
-    /// Runs that may fail before it fails for good, 1 to 100; default 3.
+    /// Runs that may fail before it fails for good, 1 to 100; default: the system's, else 3.
     #[serde(default)]
     pub max_attempts: Option<u32>,
-    /// Its maximum run time, 1 to 604,800 seconds (a week); default: the orchestrator's
-    /// `--max-run-time` (an hour).
+    /// Its maximum run time, 1 to 604,800 seconds (a week); default: the system's, else the
+    /// orchestrator's `--max-run-time` (an hour).
     #[serde(default)]
     pub max_run_seconds: Option<u32>,
     /// A new task is WAITING: leave it out (or say WAITING).
@@ -70,7 +66,11 @@ pub struct BulkTaskRequest {
 impl BulkTaskRequest {
     /// Checks every task ([`TaskSpec::parse_new`]); the first bad one refuses them all, its
     /// index in the field (`tasks[3].payload`).
-    pub fn parse(self, max_attachment_bytes: usize) -> Result<Vec<TaskSpec>, ApiError> {
+    pub fn parse(
+        self,
+        max_attachment_bytes: usize,
+        registry: &Registry,
+    ) -> Result<Vec<TaskSpec>, ApiError> {
         if !(1..=MAX_BULK_TASKS).contains(&self.tasks.len()) {
             return Err(ApiError::invalid(
                 "tasks",
@@ -84,7 +84,7 @@ impl BulkTaskRequest {
             .into_iter()
             .enumerate()
             .map(|(index, request)| {
-                TaskSpec::parse_new(request, None, max_attachment_bytes)
+                TaskSpec::parse_new(request, None, max_attachment_bytes, registry)
                     .map_err(|e| e.within(&format!("tasks[{index}]")))
             })
             .collect()
@@ -261,14 +261,43 @@ pub struct TaskSpec {
     pub max_attempts: u32,
     /// Its own maximum run time, in seconds.
     pub max_run_seconds: Option<u32>,
+    /// How long its offers wait for an answer, in seconds (its system's default); `None`: the
+    /// orchestrator's `--offer-timeout`.
+    pub offer_timeout_seconds: Option<u32>,
 }
 
 impl TaskSpec {
+    /// The stored task's fields as they are, unchecked against its system's contract (they were
+    /// checked when stored): for a change of status only.
+    pub fn stored(current: &task::Model) -> Result<TaskSpec, ApiError> {
+        let system: System = current.system.parse().map_err(|_| corrupt(current.id, "system"))?;
+        let attachment = current
+            .attachment
+            .as_deref()
+            .map(|text| Attachment::from_base64(text, &system, &[], usize::MAX))
+            .transpose()
+            .map_err(|_| corrupt(current.id, "attachment"))?;
+        let positive = |v: Option<i32>| v.and_then(|v| u32::try_from(v).ok());
+        Ok(TaskSpec {
+            description: current.description.clone(),
+            system,
+            attachment,
+            payload: current.payload.clone(),
+            priority: current.priority,
+            not_before: Some(current.not_before),
+            max_attempts: u32::try_from(current.max_attempts)
+                .map_err(|_| corrupt(current.id, "max_attempts"))?,
+            max_run_seconds: positive(current.max_run_seconds),
+            offer_timeout_seconds: positive(current.offer_timeout_seconds),
+        })
+    }
+
     /// Checks a new task's request: [`TaskSpec::parse`], and a new task is always WAITING.
     pub fn parse_new(
         request: TaskRequest,
         upload: Option<Vec<u8>>,
         max_attachment_bytes: usize,
+        registry: &Registry,
     ) -> Result<TaskSpec, ApiError> {
         if request.status.is_some_and(|s| s != TaskStatus::Waiting) {
             return Err(ApiError::invalid(
@@ -276,15 +305,17 @@ impl TaskSpec {
                 "a new task is always WAITING; leave status out",
             ));
         }
-        TaskSpec::parse(request, upload, max_attachment_bytes)
+        TaskSpec::parse(request, upload, max_attachment_bytes, registry)
     }
 
-    /// Checks a request. `upload` is a CSV sent as a file (multipart), which takes the place of
-    /// the base64 `attachment`; `max_attachment_bytes` bounds the decoded CSV.
+    /// Checks a request against its system's contract in `registry`, filling in the system's
+    /// defaults. `upload` is a CSV sent as a file (multipart), which takes the place of the
+    /// base64 `attachment`; `max_attachment_bytes` bounds the decoded CSV.
     pub fn parse(
         request: TaskRequest,
         upload: Option<Vec<u8>>,
         max_attachment_bytes: usize,
+        registry: &Registry,
     ) -> Result<TaskSpec, ApiError> {
         let description = request.description.trim().to_owned();
         if description.is_empty() {
@@ -297,43 +328,20 @@ impl TaskSpec {
             ));
         }
         let system = request.system;
-        let attachment = match (upload, request.attachment) {
-            (Some(bytes), _) => Some(Attachment::from_bytes(bytes, system, max_attachment_bytes)),
-            (None, Some(base64)) => {
-                Some(Attachment::from_base64(&base64, system, max_attachment_bytes))
-            }
-            (None, None) => None,
-        }
-        .transpose()
-        .map_err(attachment_error)?;
-        if attachment.is_none() && system.required_columns().is_some() {
-            return Err(ApiError::invalid(
-                "attachment",
-                format!("{system} tasks need a CSV attachment, one row per item"),
-            ));
-        }
-        if let Some(payload) = &request.payload
-            && !payload.is_object()
-        {
-            return Err(ApiError::invalid("payload", "payload must be a JSON object"));
-        }
-        if system == System::Cpe {
-            // The bot could only fail it later: say so now, field by field.
-            let payload = request.payload.as_ref().ok_or_else(|| {
-                ApiError::invalid("payload", format!("CPE tasks need a payload: {CPE_PAYLOAD}"))
-            })?;
-            CpePayload::from_value(payload).map_err(|e| {
-                ApiError::invalid("payload", format!("a CPE task's payload is {CPE_PAYLOAD}: {e}"))
-            })?;
-        }
-        let max_attempts = request.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
+        let (checker, defaults) = registry.get(&system)?;
+        let attachment: Option<Attachment> =
+            checker.attachment(upload, request.attachment.as_deref(), max_attachment_bytes)?;
+        checker.payload(request.payload.as_ref())?;
+        let max_attempts =
+            request.max_attempts.or(defaults.max_attempts).unwrap_or(DEFAULT_MAX_ATTEMPTS);
         if !(1..=MAX_MAX_ATTEMPTS).contains(&max_attempts) {
             return Err(ApiError::invalid(
                 "max_attempts",
                 format!("max_attempts must be between 1 and {MAX_MAX_ATTEMPTS}"),
             ));
         }
-        if let Some(seconds) = request.max_run_seconds
+        let max_run_seconds = request.max_run_seconds.or(defaults.max_run_seconds);
+        if let Some(seconds) = max_run_seconds
             && !(1..=MAX_RUN_SECONDS).contains(&seconds)
         {
             return Err(ApiError::invalid(
@@ -346,20 +354,12 @@ impl TaskSpec {
             system,
             attachment,
             payload: request.payload,
-            priority: request.priority.unwrap_or(0),
+            priority: request.priority.or(defaults.priority).unwrap_or(0),
             not_before: request.not_before,
             max_attempts,
-            max_run_seconds: request.max_run_seconds,
+            max_run_seconds,
+            offer_timeout_seconds: defaults.offer_timeout_seconds,
         })
-    }
-}
-
-fn attachment_error(err: AttachmentError) -> ApiError {
-    match err {
-        AttachmentError::TooLarge { .. } => {
-            ApiError::TooLarge { field: Some("attachment".into()), message: err.to_string() }
-        }
-        err => ApiError::invalid("attachment", err.to_string()),
     }
 }
 
@@ -384,6 +384,10 @@ mod tests {
         }
     }
 
+    fn builtins() -> Registry {
+        Registry::builtins()
+    }
+
     fn field_of(result: Result<TaskSpec, ApiError>) -> Option<String> {
         match result {
             Err(ApiError::Invalid { field, .. } | ApiError::TooLarge { field, .. }) => field,
@@ -393,7 +397,8 @@ mod tests {
 
     #[test]
     fn a_valid_request_gets_defaults() {
-        let spec = TaskSpec::parse(request(System::Vivo360), None, 1024).expect("valid");
+        let spec =
+            TaskSpec::parse(request(System::VIVO360), None, 1024, &builtins()).expect("valid");
         assert_eq!(spec.description, "hires");
         assert_eq!((spec.priority, spec.max_attempts), (0, DEFAULT_MAX_ATTEMPTS));
         assert_eq!(spec.attachment.map(|a| a.row_count()), Some(1));
@@ -402,63 +407,84 @@ mod tests {
     #[test]
     fn an_upload_replaces_the_base64_attachment() {
         let upload = b"name,email,login,profile\nA,a@x.io,a,agent\nB,b@x.io,b,agent\n".to_vec();
-        let spec = TaskSpec::parse(request(System::Vivo360), Some(upload), 1024).expect("valid");
+        let spec = TaskSpec::parse(request(System::VIVO360), Some(upload), 1024, &builtins())
+            .expect("valid");
         assert_eq!(spec.attachment.map(|a| a.row_count()), Some(2));
     }
 
     #[test]
     fn bad_fields_are_named() {
-        let r = request(System::Vivo360);
+        let r = request(System::VIVO360);
         assert_eq!(
             field_of(TaskSpec::parse(
                 TaskRequest { description: " ".into(), ..r.clone() },
                 None,
-                1024
+                1024,
+                &builtins()
             ))
             .as_deref(),
             Some("description")
         );
         assert_eq!(
-            field_of(TaskSpec::parse(TaskRequest { attachment: None, ..r.clone() }, None, 1024))
-                .as_deref(),
+            field_of(TaskSpec::parse(
+                TaskRequest { attachment: None, ..r.clone() },
+                None,
+                1024,
+                &builtins()
+            ))
+            .as_deref(),
             Some("attachment")
         );
         assert_eq!(
             field_of(TaskSpec::parse(
                 TaskRequest { attachment: Some("@@".into()), ..r.clone() },
                 None,
-                1024
+                1024,
+                &builtins()
             ))
             .as_deref(),
             Some("attachment")
         );
-        assert!(matches!(TaskSpec::parse(r.clone(), None, 8), Err(ApiError::TooLarge { .. })));
+        assert!(matches!(
+            TaskSpec::parse(r.clone(), None, 8, &builtins()),
+            Err(ApiError::TooLarge { .. })
+        ));
         assert_eq!(
             field_of(TaskSpec::parse(
                 TaskRequest { payload: Some(serde_json::json!([1])), ..r.clone() },
                 None,
-                1024
+                1024,
+                &builtins()
             ))
             .as_deref(),
             Some("payload")
         );
         assert_eq!(
-            field_of(TaskSpec::parse(TaskRequest { max_attempts: Some(0), ..r }, None, 1024))
-                .as_deref(),
+            field_of(TaskSpec::parse(
+                TaskRequest { max_attempts: Some(0), ..r },
+                None,
+                1024,
+                &builtins()
+            ))
+            .as_deref(),
             Some("max_attempts")
         );
     }
 
     #[test]
     fn a_cpe_task_needs_the_payload_its_bot_reads() {
-        let cpe = |payload| TaskRequest { attachment: None, payload, ..request(System::Cpe) };
-        assert_eq!(field_of(TaskSpec::parse(cpe(None), None, 1024)).as_deref(), Some("payload"));
+        let cpe = |payload| TaskRequest { attachment: None, payload, ..request(System::CPE) };
+        assert_eq!(
+            field_of(TaskSpec::parse(cpe(None), None, 1024, &builtins())).as_deref(),
+            Some("payload")
+        );
         let wrong = serde_json::json!({"equipment_id": "CPE000001", "parameters": {}});
-        let refused =
-            TaskSpec::parse(cpe(Some(wrong)), None, 1024).expect_err("refused").to_string();
+        let refused = TaskSpec::parse(cpe(Some(wrong)), None, 1024, &builtins())
+            .expect_err("refused")
+            .to_string();
         assert!(refused.contains("timeoutInSeconds"), "{refused}");
         let right = serde_json::json!({"equipment_id": "CPE000001", "timeoutInSeconds": 30, "parameters": {"vlan": 534}});
-        assert!(TaskSpec::parse(cpe(Some(right)), None, 1024).is_ok());
+        assert!(TaskSpec::parse(cpe(Some(right)), None, 1024, &builtins()).is_ok());
     }
 
     #[test]
@@ -466,9 +492,9 @@ mod tests {
         let noop = TaskRequest {
             attachment: None,
             payload: Some(serde_json::json!({"duration_ms": 5})),
-            ..request(System::Noop)
+            ..request(System::NOOP)
         };
-        assert!(TaskSpec::parse(noop, None, 1024).is_ok());
+        assert!(TaskSpec::parse(noop, None, 1024, &builtins()).is_ok());
     }
 
     #[test]
@@ -500,6 +526,7 @@ mod tests {
             unanswered_offers: 0,
             max_run_seconds: None,
             run_deadline: None,
+            offer_timeout_seconds: None,
         };
         let write = |status| TaskPatch { status: Some(status), ..Default::default() };
         assert!(write(TaskStatus::Complete).is_report_on(&row(TaskStatus::Running)));

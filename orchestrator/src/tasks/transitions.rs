@@ -140,13 +140,16 @@ pub fn report_of_write(
     };
     let event = match status {
         TaskStatus::Running => Event::TaskAccepted { task, bot, at },
-        TaskStatus::Complete => Event::TaskCompleted { task, bot, rows, output: patch.result, at },
+        TaskStatus::Complete => {
+            Event::TaskCompleted { task, bot, rows, output: patch.result, log: None, at }
+        }
         _ => Event::TaskFailed {
             task,
             bot,
             rows,
             error: patch.error.unwrap_or_else(|| "the bot reported FAILED".to_owned()),
             retryable: patch.retryable.unwrap_or(true),
+            log: None,
             at,
         },
     };
