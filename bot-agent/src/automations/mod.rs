@@ -6,6 +6,7 @@
 pub mod cpe;
 pub mod noop;
 pub mod notify;
+pub mod program;
 pub mod vivo360;
 
 use broker_config::{Assignment, Builtin};
