@@ -3,12 +3,14 @@
 //! (each written once, as a `DEFAULT_…` constant both read).
 
 use broker_config::topology::QueueType;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use broker_config::{BotName, System};
 
+use crate::automations::program::Program;
 use crate::error::AgentError;
 
 /// The orchestrator's API, for bots in HTTP mode.
@@ -44,15 +46,24 @@ pub struct AgentConfig {
     /// `botline.bot.<name>`.
     #[arg(long, env = "BOTLINE_BOT_NAME", value_parser = BotName::parse)]
     pub name: BotName,
-    /// The systems this bot runs, comma separated (vivo360, cpe, noop).
+    /// The built-in systems this bot runs, comma separated (vivo360, cpe, notify, noop); the
+    /// systems of --automation and --automations are added.
     #[arg(
         long,
         env = "BOTLINE_BOT_SYSTEMS",
         value_delimiter = ',',
-        required = true,
+        required_unless_present_any = ["automation", "automations_file"],
         value_parser = parse_system
     )]
     pub systems: Vec<System>,
+    /// A system run by a program of yours: NAME=COMMAND, repeatable. The command is split into
+    /// words as a shell would, and runs without a shell (docs/systems.md).
+    #[arg(long = "automation", value_name = "NAME=COMMAND", value_parser = parse_automation)]
+    pub automation: Vec<(System, Program)>,
+    /// A TOML file of programs, one table per system: `[PAYROLL]` with `command`, `args`,
+    /// `workdir`, `env`, `shell`, `max_run_seconds`, `cancel_grace_seconds`.
+    #[arg(long = "automations", value_name = "FILE", env = "BOTLINE_AUTOMATIONS")]
+    pub automations_file: Option<PathBuf>,
     /// The RabbitMQ server (AMQP mode): amqp://USER:PASSWORD@HOST:PORT/VHOST, or amqps://… (port
     /// 5671) for TLS. Connections use [`AgentConfig::broker_url`], which adds the
     /// --amqp-*-file flags.
@@ -143,6 +154,8 @@ impl AgentConfig {
         AgentConfig {
             name,
             systems,
+            automation: Vec::new(),
+            automations_file: None,
             amqp_url: amqp_url.into(),
             amqp_tls: Default::default(),
             no_declare: false,
@@ -172,11 +185,16 @@ impl AgentConfig {
     /// one system, each with an automation in this build, and one way to trust the equipment
     /// service.
     pub fn validate(&self) -> Result<(), AgentError> {
-        if self.systems.is_empty() {
+        if self.systems.is_empty() && self.automation.is_empty() && self.automations_file.is_none()
+        {
             return Err(AgentError::NoSystems);
         }
+        let programs: Vec<&System> = self.automation.iter().map(|(system, _)| system).collect();
+        // The file's systems are known once it is read ([`AgentConfig::programs`]).
         for system in &self.systems {
-            ensure_supported(system)?;
+            if !programs.contains(&system) && self.automations_file.is_none() {
+                ensure_supported(system)?;
+            }
         }
         if self.equipment_insecure && self.equipment_ca.is_some() {
             return Err(AgentError::Equipment(
@@ -214,6 +232,8 @@ impl std::fmt::Debug for AgentConfig {
         let AgentConfig {
             name,
             systems,
+            automation,
+            automations_file,
             amqp_url,
             amqp_tls,
             no_declare,
@@ -240,6 +260,8 @@ impl std::fmt::Debug for AgentConfig {
         f.debug_struct("AgentConfig")
             .field("name", name)
             .field("systems", systems)
+            .field("automation", automation)
+            .field("automations_file", automations_file)
             .field("amqp_url", &broker_config::amqp::redact_url(amqp_url))
             .field("amqp_tls", amqp_tls)
             .field("no_declare", no_declare)
@@ -312,6 +334,42 @@ pub fn ensure_supported(system: &System) -> Result<(), AgentError> {
     match system.builtin() {
         Some(_) => Ok(()),
         None => Err(AgentError::NoAutomation(system.clone())),
+    }
+}
+
+/// `--automation NAME=COMMAND`.
+fn parse_automation(text: &str) -> Result<(System, Program), String> {
+    let (name, command) =
+        text.split_once('=').ok_or_else(|| format!("expected NAME=COMMAND, got `{text}`"))?;
+    let system = System::new(name).map_err(|e| e.to_string())?;
+    let program = Program::from_command_line(command).map_err(|e| e.to_string())?;
+    Ok((system, program))
+}
+
+impl AgentConfig {
+    /// The programs of --automations (read now) and --automation (which win for the same
+    /// system), each checked: a command that does not exist stops the agent, naming it.
+    pub fn programs(&self) -> Result<BTreeMap<System, Program>, AgentError> {
+        let mut programs = BTreeMap::new();
+        if let Some(path) = &self.automations_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                AgentError::Automations(format!("cannot read {}: {e}", path.display()))
+            })?;
+            let table: BTreeMap<String, Program> = toml::from_str(&text)
+                .map_err(|e| AgentError::Automations(format!("{}: {e}", path.display())))?;
+            for (name, program) in table {
+                let system = System::new(&name)
+                    .map_err(|e| AgentError::Automations(format!("{}: {e}", path.display())))?;
+                programs.insert(system, program);
+            }
+        }
+        for (system, program) in &self.automation {
+            programs.insert(system.clone(), program.clone());
+        }
+        for (system, program) in &programs {
+            program.check().map_err(|e| AgentError::Automations(format!("{system}: {e}")))?;
+        }
+        Ok(programs)
     }
 }
 

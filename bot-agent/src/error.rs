@@ -18,6 +18,10 @@ pub enum AgentError {
          any other system with --automation {0}=COMMAND"
     )]
     NoAutomation(System),
+    /// The programs of --automation or --automations cannot be used (a file that does not read,
+    /// a command that does not exist).
+    #[error("cannot use the automations: {0}")]
+    Automations(String),
     /// The equipment config service's client could not be set up (a bad URL or CA file).
     #[error("cannot set up the equipment service client: {0}")]
     Equipment(String),

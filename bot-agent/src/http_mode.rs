@@ -576,8 +576,11 @@ mod tests {
             Reporter::Http(HttpReporter::new(reqwest::Client::new(), &api_url, Uuid::new_v4()));
         let vivo360 = Vivo360::new("http://127.0.0.1:9", "u", "p").expect("client");
         let notify = crate::automations::notify::Notify::new("http://127.0.0.1:9").expect("client");
-        let agent =
-            Arc::new(Agent::new(&config, reporter, Automations { vivo360, cpe: None, notify }));
+        let agent = Arc::new(Agent::new(
+            &config,
+            reporter,
+            Automations { vivo360, cpe: None, notify, programs: Default::default() },
+        ));
         let token = ApiToken::new("bot-token-0123456789abcdef");
         let verifier = Verifier::new(token.push_key());
         let bot_url = serve(router_checked(Arc::clone(&agent), Some(verifier)), &stop).await;
@@ -638,7 +641,7 @@ mod tests {
             Reporter::Http(HttpReporter::new(reqwest::Client::new(), &api_url, Uuid::new_v4()));
         let vivo360 = Vivo360::new("http://127.0.0.1:9", "u", "p").expect("client");
         let notify = crate::automations::notify::Notify::new("http://127.0.0.1:9").expect("client");
-        let automations = Automations { vivo360, cpe: None, notify };
+        let automations = Automations { vivo360, cpe: None, notify, programs: Default::default() };
         let agent = Arc::new(Agent::new(&config, reporter, automations));
         let bot_url = serve(router(Arc::clone(&agent)), &stop).await;
         let client = reqwest::Client::new();

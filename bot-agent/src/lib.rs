@@ -50,13 +50,22 @@ use broker_config::https::{self, HttpsClient};
 /// `task.released`), reports `bot.offline` and returns. Errors only when it cannot start.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
     config.validate()?;
+    let programs = config.programs()?;
+    for system in config.systems.iter().filter(|s| !programs.contains_key(*s)) {
+        config::ensure_supported(system)?;
+    }
+    // The bot announces every system it has an automation for.
+    let mut config = config;
+    config.systems.extend(programs.keys().cloned());
+    config.systems.sort();
+    config.systems.dedup();
     let vivo360 =
         Vivo360::new(&config.vivo360_url, &config.vivo360_username, &config.vivo360_password)
             .map_err(|error| AgentError::HttpClient(error.to_string()))?;
     let cpe = if config.systems.contains(&System::CPE) { Some(equipment(&config)?) } else { None };
     let notify = Notify::new(&config.notify_url)
         .map_err(|error| AgentError::HttpClient(error.to_string()))?;
-    let automations = Automations { vivo360, cpe, notify };
+    let automations = Automations { vivo360, cpe, notify, programs };
     match config.http {
         Some(address) => http_mode::run(config, address, automations, shutdown).await,
         None => amqp_mode::run(config, automations, shutdown).await,

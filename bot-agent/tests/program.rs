@@ -39,10 +39,10 @@ fn program(path: &Path) -> Program {
 fn assignment(csv: Option<&str>, resume_after_row: u32) -> Assignment {
     Assignment {
         task: TaskRef { task_id: uuid::Uuid::new_v4(), attempt: 2 },
-        system: System::Noop,
+        system: System::NOOP,
         description: "program test".into(),
         attachment: csv
-            .map(|csv| Attachment::parse(csv.to_owned(), System::Noop).unwrap().to_base64()),
+            .map(|csv| Attachment::parse(csv.to_owned(), &System::NOOP, &[]).unwrap().to_base64()),
         payload: Some(json!({"greeting": "olá"})),
         resume_after_row,
         offer_expires_at: chrono::Utc::now(),

@@ -17,10 +17,14 @@ impl MigrationName for Migration {
     }
 }
 
+/// A built-in system's row: name, description, input kind, CSV columns and JSON Schema (JSON).
+pub type BuiltinSystem =
+    (&'static str, &'static str, &'static str, Option<&'static str>, Option<&'static str>);
+
 /// The built-ins as this migration registers them: name, description, input kind (`csv`, `json`,
 /// `none`), CSV columns and JSON Schema (as JSON text). Later changes to them are migrations of
 /// their own, not edits here.
-pub const BUILTIN_SYSTEMS: [(&str, &str, &str, Option<&str>, Option<&str>); 4] = [
+pub const BUILTIN_SYSTEMS: [BuiltinSystem; 4] = [
     (
         "VIVO360",
         "User creation in the Vivo360 portal, one user per CSV row.",

@@ -9,7 +9,9 @@ pub mod notify;
 pub mod program;
 pub mod vivo360;
 
-use broker_config::{Assignment, Builtin};
+use std::collections::BTreeMap;
+
+use broker_config::{Assignment, Builtin, System};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -59,6 +61,8 @@ pub struct Automations {
     pub cpe: Option<cpe::Cpe>,
     /// The delivery of incident communications to webhooks.
     pub notify: notify::Notify,
+    /// The systems run by programs (--automation, --automations); one may replace a built-in.
+    pub programs: BTreeMap<System, program::Program>,
 }
 
 impl Automations {
@@ -70,7 +74,16 @@ impl Automations {
         sink: &mut ProgressSink,
         cancel: &CancellationToken,
     ) -> (Outcome, Option<String>) {
-        (self.run_builtin(assignment, sink, cancel).await, None)
+        match self.programs.get(&assignment.system) {
+            Some(program) => {
+                let ran = program.run(assignment, sink, cancel).await;
+                if let Some((done, total)) = ran.progress {
+                    tracing::info!(done, total, "the program's last progress");
+                }
+                (ran.outcome, Some(ran.log).filter(|log| !log.is_empty()))
+            }
+            None => (self.run_builtin(assignment, sink, cancel).await, None),
+        }
     }
 
     /// Runs `assignment` with a built-in automation.

@@ -365,7 +365,7 @@ impl Program {
         };
         let attachment = match assignment.attachment.as_deref() {
             Some(encoded) => {
-                match Attachment::from_base64(encoded, assignment.system, NO_SIZE_LIMIT) {
+                match Attachment::from_base64(encoded, &assignment.system, &[], NO_SIZE_LIMIT) {
                     Ok(attachment) => Some(attachment),
                     Err(error) => return Outcome::fatal(error.to_string()),
                 }
