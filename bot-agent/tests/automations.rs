@@ -169,3 +169,68 @@ async fn an_agent_with_a_missing_command_refuses_to_start_naming_it() {
         .expect_err("refused");
     assert!(refused.to_string().contains("no-such-program-here"), "{refused}");
 }
+
+#[tokio::test]
+async fn a_killed_agent_takes_its_program_along_and_the_task_resumes_after_the_reported_rows() {
+    let world = World::start(0).await;
+    register(&world, json!({"name": "rows", "input": {"kind": "csv", "columns": ["item"]}})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let work_log = dir.path().join("work.log");
+    let pids = dir.path().join("pids");
+    // Each row takes 300 ms of "work", recorded in the work log (the target system) before it is
+    // reported: a row in the log twice was done twice.
+    let body = r#"
+echo $$ >> "$PIDS"
+row=$((BOTLINE_RESUME_AFTER_ROW + 1))
+total=$(($(wc -l < "$BOTLINE_ATTACHMENT") - 1))
+while [ "$row" -le "$total" ]; do
+    sleep 0.3
+    echo "row $row" >> "$WORK_LOG"
+    echo "{\"row\": $row, \"status\": \"DONE\", \"message\": \"attempt $BOTLINE_ATTEMPT\"}"
+    row=$((row + 1))
+done
+"#;
+    let path = dir.path().join("rows.sh");
+    std::fs::write(&path, body).unwrap();
+    let automation = format!("ROWS=sh {}", path.display());
+    let mut doomed = world
+        .bot_process("doomed", "noop")
+        .args(["--automation", &automation])
+        .env("WORK_LOG", &work_log)
+        .env("PIDS", &pids)
+        .spawn()
+        .unwrap();
+    let id = world
+        .create_task(json!({"description": "items", "system": "rows", "attachment": encode("item\na\nb\nc\nd\ne\nf\n")}))
+        .await;
+    wait_until!(
+        "two rows reported",
+        world.task(&id).await["progress"]["done"].as_u64().unwrap_or(0) >= 2
+    );
+    doomed.kill().unwrap();
+    doomed.wait().unwrap();
+    let orphan: u32 = std::fs::read_to_string(&pids).unwrap().trim().parse().unwrap();
+    wait_until!(
+        "the program died with its agent",
+        !std::path::Path::new(&format!("/proc/{orphan}")).exists()
+    );
+
+    let mut rescuer = world.agent_config("rescuer", &[]);
+    let mut program = Program::from_command_line(&format!("sh {}", path.display())).unwrap();
+    program.env.insert("WORK_LOG".into(), work_log.display().to_string());
+    program.env.insert("PIDS".into(), pids.display().to_string());
+    rescuer.automation.push((System::new("ROWS").unwrap(), program));
+    world.spawn_bot(rescuer);
+    let done = world.wait_status(&id, "COMPLETE").await;
+    assert_eq!(done["result"]["rows_ok"], 6, "{}", done["result"]);
+    let work = std::fs::read_to_string(&work_log).unwrap();
+    for row in 1..=6 {
+        assert_eq!(
+            work.lines().filter(|l| *l == format!("row {row}")).count(),
+            1,
+            "row {row} done once: {work}"
+        );
+    }
+    let history = world.history(&id).await;
+    assert!(history.contains(&"bot_lost".to_owned()), "{history:?}");
+}

@@ -238,6 +238,11 @@ pub struct Ran {
     pub progress: Option<(u64, u64)>,
 }
 
+/// util-linux's `setpriv`, where the system has it (Debian, Ubuntu, RHEL: package util-linux).
+fn death_signal_wrapper() -> Option<&'static Path> {
+    ["/usr/bin/setpriv", "/bin/setpriv"].into_iter().map(Path::new).find(|path| path.is_file())
+}
+
 impl Program {
     /// A program run with no arguments and every default.
     pub fn new(command: impl Into<String>) -> Program {
@@ -431,11 +436,25 @@ impl Program {
         assignment: &Assignment,
         attachment: Option<&Path>,
     ) -> Command {
-        let mut command = Command::new(executable);
+        // A program must not outlive an agent killed outright (SIGKILL, the OOM killer): it
+        // would go on with rows nobody hears of, and the next attempt would redo them. The kernel
+        // kills it when the agent dies (PR_SET_PDEATHSIG, set by util-linux's setpriv, which then
+        // runs the program: the workspace forbids the `unsafe` pre_exec hook that could set it
+        // here). Without setpriv, an orphan still dies at its next line, on a closed pipe.
+        let mut command = match death_signal_wrapper() {
+            Some(setpriv) => {
+                let mut command = Command::new(setpriv);
+                command.args(["--pdeathsig", "KILL", "--"]).arg(executable);
+                command
+            }
+            None => {
+                let mut command = Command::new(executable);
+                command.arg0(if self.shell { "sh" } else { &self.command });
+                command
+            }
+        };
         if self.shell {
-            command.arg0("sh").arg("-c").arg(&self.command).arg("sh");
-        } else {
-            command.arg0(&self.command);
+            command.arg("-c").arg(&self.command).arg("sh");
         }
         command.args(&self.args);
         for (name, _) in std::env::vars_os() {
