@@ -336,6 +336,29 @@ test("a system registered through the API is offered by the page, its CSV column
   assert.deepEqual(refunds.input, { kind: "json", schema: { type: "object", required: ["amount"] } });
   assert.equal(refunds.description, "Refunds to customers");
 
+  // A bot with a program for PAYROLL (no Rust): the waiting task runs, and its page shows the
+  // run's log, the program's stderr and log lines.
+  const script = join(workdir, "payroll.sh");
+  writeFileSync(script, [
+    "cat > /dev/null",
+    'echo "paying $(($(wc -l < "$BOTLINE_ATTACHMENT") - 1)) employee(s)" >&2',
+    'echo \'{"row": 1, "status": "DONE", "message": "paid"}\'',
+    'echo \'{"row": 2, "status": "DONE", "message": "paid"}\'',
+    'echo \'{"log": "payroll closed"}\'',
+  ].join("\n") + "\n");
+  run("bot-agent", ["--name", "payroll-bot", "--automation", `PAYROLL=sh ${script}`], {
+    BOTLINE_AMQP_URL: `${AMQP}/${vhost}`, BOTLINE_BOT_IP: "127.0.0.1", BOTLINE_HEARTBEAT_INTERVAL_MS: "500",
+  });
+  await row.locator(".badge.COMPLETE").waitFor({ timeout: 30000 });
+  await row.getByRole("link").first().click();
+  const runLog = page.locator(".run-log");
+  await runLog.locator("summary").click();
+  const logText = await runLog.locator("pre").textContent();
+  assert.match(logText, /paying 2 employee\(s\)/);
+  assert.match(logText, /payroll closed/);
+  assert.equal(await page.locator("#rows-table tbody tr").count(), 2);
+  await page.screenshot({ path: join(SHOTS, "task-run-log.png"), fullPage: true });
+
   // Chromium logs every 4xx response; the one deliberate duplicate registration is the only one.
   const deliberate = /Failed to load resource: the server responded with a status of 409/;
   assert.equal(page.problems.filter((p) => deliberate.test(p)).length, 1, page.problems.join("\n"));

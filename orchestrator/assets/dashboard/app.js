@@ -715,7 +715,8 @@ async function showTask(id) {
           el("strong", {}, event.kind.replace(/_/g, " ")),
           event.attempt ? ` · attempt ${event.attempt}` : "",
           event.bot_id ? ` · ${botName(event.bot_id)}` : "",
-          el("div", { class: "when" }, when(event.at), describe(event)))))),
+          el("div", { class: "when" }, when(event.at), describe(event)),
+          runLog(event))))),
       el("section", { "aria-labelledby": "rows-title" },
         el("h3", { id: "rows-title" }, `Rows (${rows.length}${task.progress.total ? ` of ${task.progress.total}` : ""})`),
         rows.length
@@ -724,6 +725,15 @@ async function showTask(id) {
               el("tbody", {}, rows.map((r) => el("tr", { class: (r.status === "REJECTED" || r.status === "FAILED") ? "failed" : "", "data-row": r.row },
                 el("td", { class: "num" }, r.row), el("td", {}, badge(r.status)), el("td", {}, r.message))))))
           : el("p", { class: "muted" }, "No row outcomes yet."))));
+}
+
+// The end of a run's log (an external program's stderr and log lines), folded.
+function runLog(event) {
+  const log = event.detail && event.detail.log;
+  if (!log) return null;
+  return el("details", { class: "run-log" },
+    el("summary", {}, `Log of attempt ${event.attempt ?? ""}`.trim()),
+    el("pre", {}, log));
 }
 
 function describe(event) {
