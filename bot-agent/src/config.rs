@@ -420,6 +420,43 @@ mod tests {
     }
 
     #[test]
+    fn programs_come_from_the_toml_file_and_the_flags_which_win() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("automations.toml");
+        std::fs::write(
+            &file,
+            "[payroll]\ncommand = \"sh\"\nargs = [\"payroll.sh\"]\nenv = { ERP_URL = \"http://erp\" }\nmax_run_seconds = 600\ncancel_grace_seconds = 2\n\n[ROWS]\ncommand = \"true\"\n",
+        )
+        .expect("write");
+        let file_arg = file.display().to_string();
+        let config =
+            parse(&["--name", "b", "--automations", &file_arg, "--automation", "rows=cat -"])
+                .expect("no --systems needed with automations");
+        let programs = config.programs().expect("readable, commands exist");
+        let payroll = &programs[&System::new("PAYROLL").expect("name")];
+        assert_eq!(
+            (payroll.command.as_str(), payroll.args.as_slice()),
+            ("sh", &["payroll.sh".to_owned()][..])
+        );
+        assert_eq!(payroll.env["ERP_URL"], "http://erp");
+        assert_eq!(payroll.max_run_time, Some(Duration::from_secs(600)));
+        assert_eq!(payroll.cancel_grace, Duration::from_secs(2));
+        assert_eq!(programs[&System::new("ROWS").expect("name")].command, "cat", "the flag wins");
+
+        std::fs::write(&file, "[payroll]\ncommand = \"sh\"\ncolour = \"red\"\n").expect("write");
+        let unknown = config.programs().expect_err("unknown key").to_string();
+        assert!(unknown.contains("colour") && unknown.contains("automations.toml"), "{unknown}");
+        std::fs::write(&file, "[payroll]\ncommand = \"botline-no-such-program\"\n").expect("write");
+        let missing = parse(&["--name", "b", "--automations", &file_arg]).expect("parses");
+        let missing = missing.programs().expect_err("missing command").to_string();
+        assert!(
+            missing.contains("PAYROLL") && missing.contains("botline-no-such-program"),
+            "{missing}"
+        );
+        assert!(parse(&["--name", "b", "--automation", "noequals"]).is_err());
+    }
+
+    #[test]
     fn amqps_flags_go_into_the_broker_url_and_debug_hides_the_passwords() {
         let config = parse(&[
             "--name",
