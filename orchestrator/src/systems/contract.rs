@@ -67,10 +67,12 @@ impl Contract {
                 Ok(Contract::Csv { columns: seen })
             }
             Contract::Json { schema } => {
-                if !schema.is_object() && !schema.is_boolean() {
+                // Booleans are schemas too, but `true` is `{"kind": "none"}` and `false` refuses
+                // every task: only objects, as the API documents.
+                if !schema.is_object() {
                     return Err(ApiError::invalid(
                         "input.schema",
-                        "a JSON Schema is an object (or true/false)",
+                        "a JSON Schema here is an object",
                     ));
                 }
                 if schema.to_string().len() > MAX_SCHEMA_BYTES {
@@ -273,6 +275,7 @@ mod tests {
         let bad_type = Contract::Json { schema: json!({"type": "strnig"}) }.check();
         assert_eq!(field_of(bad_type), "input.schema");
         assert_eq!(field_of(Contract::Json { schema: json!([1]) }.check()), "input.schema");
+        assert_eq!(field_of(Contract::Json { schema: json!(false) }.check()), "input.schema");
         let remote =
             Contract::Json { schema: json!({"$ref": "https://example.com/schema.json"}) }.check();
         assert_eq!(field_of(remote), "input.schema");

@@ -67,6 +67,12 @@ impl TaskDefaults {
 /// A system to register (`POST /api/v1/systems`).
 #[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "name": "PAYROLL",
+    "description": "Payroll entries in the ERP, one per CSV row",
+    "input": {"kind": "csv", "columns": ["employee", "amount"]},
+    "defaults": {"max_attempts": 5, "priority": 0}
+}))]
 pub struct SystemRequest {
     /// Its name, in any case (stored uppercase): 1 to 64 letters, digits, '_' or '-'.
     #[schema(example = "PAYROLL")]
