@@ -27,6 +27,7 @@ pub const MAX_OFFER_TIMEOUT_SECONDS: u32 = 3600;
 /// Defaults for a system's tasks; each one absent is the orchestrator's own.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"max_attempts": 5, "priority": 0}))]
 pub struct TaskDefaults {
     /// Runs that may fail before a task fails for good, 1 to 100 (orchestrator's: 3).
     #[serde(default)]
@@ -79,6 +80,7 @@ pub struct SystemRequest {
     pub name: System,
     /// What it is, for people (up to 2,000 characters).
     #[serde(default)]
+    #[schema(example = "Payroll entries in the ERP, one per CSV row")]
     pub description: String,
     /// What its tasks must carry; default: anything (`{"kind": "none"}`).
     #[serde(default = "no_contract")]
