@@ -8,7 +8,8 @@
 //!   beside it, watched, until the token fires.
 //! - [`http`]: routes and handlers, thin shells over the modules below.
 //! - [`tasks`], [`bots`]: what clients send and are shown, and the status changes they may ask
-//!   for; pure.
+//!   for; pure. [`systems`]: the registered systems, their input contracts and the registry a
+//!   task is checked against; pure.
 //! - [`pipeline`]: the dispatcher, the event consumer and the sweeps (the task life).
 //! - [`incidents`]: monitoring reports counted into incidents, escalated and communicated as
 //!   NOTIFY tasks; actions (the rules), the timer and the `botline.monitoring` consumer.
@@ -24,7 +25,8 @@
 //!   for the fault tests; [`defaults`]: the flags' defaults.
 //!
 //! Modules point down this list, never up: `http` → `pipeline`, `incidents` → `store` →
-//! `entity`; `tasks` and `bots` are read by all of them and read only `entity` and `error`.
+//! `entity`; `tasks` and `bots` are read by all of them and read only `entity`, `error` and
+//! (`tasks`) `systems`.
 
 pub mod app;
 pub mod bots;
