@@ -39,26 +39,18 @@ pub async fn create_system(
     spec: SystemSpec,
     now: DateTime<Utc>,
 ) -> Result<SystemView, ApiError> {
-    let (input, columns, schema) = spec.input.to_columns();
-    let as_i32 = |v: Option<u32>| v.and_then(|v| i32::try_from(v).ok());
-    let row = system::ActiveModel {
+    let name = spec.name.clone();
+    let mut row = system::ActiveModel {
         name: Set(spec.name.to_string()),
-        description: Set(spec.description),
-        input: Set(input.to_owned()),
-        columns: Set(columns),
-        schema: Set(schema),
-        max_attempts: Set(as_i32(spec.defaults.max_attempts)),
-        offer_timeout_seconds: Set(as_i32(spec.defaults.offer_timeout_seconds)),
-        max_run_seconds: Set(as_i32(spec.defaults.max_run_seconds)),
-        priority: Set(spec.defaults.priority),
         created_at: Set(now),
-        updated_at: Set(now),
+        ..Default::default()
     };
+    set_fields(&mut row, spec, now);
     let inserted = row.insert(db).await.map_err(|err| match unique_violation(&err) {
         Some(_) => ApiError::conflict(
             "name_taken",
             Some("name"),
-            format!("a system named '{}' is already registered", spec.name),
+            format!("a system named '{name}' is already registered"),
         ),
         None => err.into(),
     })?;
@@ -76,9 +68,15 @@ pub async fn update_system(
         .one(db)
         .await?
         .ok_or(ApiError::NotFound("system"))?;
+    let mut row: system::ActiveModel = current.into();
+    set_fields(&mut row, spec, now);
+    SystemView::from_model(row.update(db).await?)
+}
+
+/// Sets every field a [`SystemSpec`] holds (all but the name and the creation time).
+fn set_fields(row: &mut system::ActiveModel, spec: SystemSpec, now: DateTime<Utc>) {
     let (input, columns, schema) = spec.input.to_columns();
     let as_i32 = |v: Option<u32>| v.and_then(|v| i32::try_from(v).ok());
-    let mut row: system::ActiveModel = current.into();
     row.description = Set(spec.description);
     row.input = Set(input.to_owned());
     row.columns = Set(columns);
@@ -88,7 +86,6 @@ pub async fn update_system(
     row.max_run_seconds = Set(as_i32(spec.defaults.max_run_seconds));
     row.priority = Set(spec.defaults.priority);
     row.updated_at = Set(now);
-    SystemView::from_model(row.update(db).await?)
 }
 
 /// Deletes a system: a 409 for a built-in (the bot agent, the equipment API and incidents rely
