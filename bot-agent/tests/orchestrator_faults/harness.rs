@@ -725,8 +725,13 @@ pub fn check_every_task_completed_once(
         let late: Vec<&Value> = of_kind(events, "stale_event")
             .filter(|e| attempt_of(e) == attempt && e["detail"]["report"] == "Accepted")
             .collect();
+        let before_completion = |e: &Value| e["id"].as_i64() < completed[0]["id"].as_i64();
         let accepted_ok = match (accepted.as_slice(), late.as_slice()) {
-            ([accepted], []) => accepted["id"].as_i64() < completed[0]["id"].as_i64(),
+            ([accepted], []) => before_completion(accepted),
+            // A bot whose confirm a broker restart lost sends its acceptance again (at least
+            // once): the copy arrives after the completion and is recorded stale, changing
+            // nothing. Seen once in CI, with RabbitMQ restarted during load.
+            ([accepted], [again]) => before_completion(accepted) && !before_completion(again),
             ([], [_]) => consumers_race,
             _ => false,
         };
