@@ -136,23 +136,17 @@ fn needs_care(event: &Event) -> bool {
     }
 }
 
-/// Makes an attempt's log storable in place; whether it changed.
-fn clean_log(log: &mut Option<String>) -> bool {
-    let Some(text_now) = log.as_deref() else { return false };
-    match text(text_now, MAX_LOG_CHARS) {
-        Cow::Owned(clean) => {
-            *log = Some(clean);
-            true
-        }
-        Cow::Borrowed(_) => false,
-    }
-}
-
 /// The event as it can be stored, or `None` when it can be stored as it is.
 pub fn event(event: &Event) -> Option<Event> {
     let changed_text = |s: &str, max| match text(s, max) {
         Cow::Owned(clean) => Some(clean),
         Cow::Borrowed(_) => None,
+    };
+    let changed_log = |log: &mut Option<String>| {
+        log.as_deref()
+            .and_then(|l| changed_text(l, MAX_LOG_CHARS))
+            .map(|c| *log = Some(c))
+            .is_some()
     };
     if !needs_care(event) {
         return None;
@@ -166,12 +160,12 @@ pub fn event(event: &Event) -> Option<Event> {
         Event::TaskCompleted { rows: r, output: o, log, .. } => {
             let rows_changed = rows(r).map(|c| *r = c).is_some();
             let output_changed = o.as_ref().and_then(output).map(|c| *o = Some(c)).is_some();
-            let log_changed = clean_log(log);
+            let log_changed = changed_log(log);
             rows_changed || output_changed || log_changed
         }
         Event::TaskFailed { rows: r, error, log, .. } => {
             let rows_changed = rows(r).map(|c| *r = c).is_some();
-            let log_changed = clean_log(log);
+            let log_changed = changed_log(log);
             changed_text(error, MAX_ERROR_CHARS).map(|c| *error = c).is_some()
                 || rows_changed
                 || log_changed

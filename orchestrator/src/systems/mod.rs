@@ -276,7 +276,8 @@ impl Registry {
 
     /// The four built-ins as the migration registers them (`migrations::BUILTIN_SYSTEMS`), for
     /// tests of code that reads the registry without a database.
-    pub fn builtins() -> Registry {
+    #[cfg(test)]
+    pub(crate) fn builtins() -> Registry {
         let now = crate::clock::now();
         Registry::new(migrations::BUILTIN_SYSTEMS.iter().filter_map(
             |(name, description, input, columns, schema)| {
