@@ -103,7 +103,8 @@ pub async fn measure(bots: usize, waiting: usize, passes: usize) -> anyhow::Resu
                 delivery: Set(broker_config::Delivery::Amqp),
                 http_port: Set(None),
                 last_heartbeat_at: Set(Some(now)),
-                current_task_id: Set(None),
+                slots: Set(1),
+                held: Set(0),
                 created_at: Set(now),
                 updated_at: Set(now),
                 session_id: Set(None),
@@ -140,7 +141,7 @@ pub async fn measure(bots: usize, waiting: usize, passes: usize) -> anyhow::Resu
             .await?;
         bot::Entity::update_many()
             .col_expr(bot::Column::Status, Expr::value("AVAILABLE"))
-            .col_expr(bot::Column::CurrentTaskId, Expr::value(Option::<Uuid>::None))
+            .col_expr(bot::Column::Held, Expr::value(0))
             .filter(bot::Column::Id.is_in(bot_ids.clone()))
             .exec(&db)
             .await?;

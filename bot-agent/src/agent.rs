@@ -1,8 +1,9 @@
 //! The agent's core, shared by both transports: deciding on offers ([`judge`], pure), holding
-//! the one task a bot runs at a time, running it with progress reporting, cancelling it,
-//! heartbeats and the graceful shutdown that hands an unfinished task back.
+//! the tasks a bot runs at once (up to its `slots`, one by default), running each with
+//! progress reporting, cancelling one, heartbeats and the graceful shutdown that hands the
+//! unfinished ones back.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -24,10 +25,13 @@ pub const RELEASE_REASON: &str = "bot shutting down";
 /// Why an offer a previous run of the bot left unacknowledged is refused (see [`judge`]).
 pub const LEFT_BEHIND_REASON: &str =
     "redelivered from a previous run of this bot, which died holding it: not run again";
-/// How many offers a run of the bot remembers, to tell the redeliveries of its own offers (a
-/// requeue, a reconnection) from those a previous run left behind. One offer is handled at a
-/// time, so a redelivery follows its first delivery closely: a few suffice.
-const REMEMBERED_OFFERS: usize = 64;
+/// The fewest offers a run of the bot remembers, to tell the redeliveries of its own offers (a
+/// requeue, a reconnection) from those a previous run left behind (see [`remembered_offers`]).
+const MIN_REMEMBERED_OFFERS: usize = 64;
+/// Offers remembered per slot beyond [`MIN_REMEMBERED_OFFERS`]: each slot can have an offer
+/// being answered, one waiting unacknowledged (AMQP mode prefetches one per slot) and a task
+/// running whose offer may come back; four each leaves room for the rejected ones between.
+const REMEMBERED_OFFERS_PER_SLOT: usize = 4;
 /// Tries of a final event (completed, failed, released) before giving up on it.
 const FINAL_REPORT_ATTEMPTS: u32 = 3;
 /// How long a cancelled task may take to stop at shutdown before the agent stops anyway.
@@ -46,16 +50,21 @@ pub enum Verdict {
     Accept,
 }
 
-/// Decides on `assignment` at `now`, for a bot running `running` (if anything) that can run
-/// `systems` and is `closing` (shutting down) or not. `left_behind` says the broker redelivered
-/// an offer this run of the bot never had: a previous run died holding it, maybe because of it
-/// (a poison task), and the orchestrator has taken it back when this run came online. Running it
-/// could only crash this run too, uncounted (the orchestrator counts a lost run only for the
-/// attempt it holds), so it is refused (`LEFT_BEHIND_REASON`); the refusal is a stale event.
+/// Decides on `assignment` at `now`, for a bot with `slots` slots running the attempts
+/// `running` that can run `systems` and is `closing` (shutting down) or not. The checks go in
+/// this order: expired, already running here, left behind, busy (all `slots` taken; a bot with
+/// none is always busy), closing, able to run the system.
+///
+/// `left_behind` says the broker redelivered an offer this run of the bot never had: a previous
+/// run died holding it, maybe because of it (a poison task), and the orchestrator has taken it
+/// back when this run came online. Running it could only crash this run too, uncounted (the
+/// orchestrator counts a lost run only for the attempt it holds), so it is refused
+/// (`LEFT_BEHIND_REASON`); the refusal is a stale event.
 pub fn judge(
     assignment: &Assignment,
     now: DateTime<Utc>,
-    running: Option<TaskRef>,
+    running: &[TaskRef],
+    slots: usize,
     closing: bool,
     systems: &[System],
     left_behind: bool,
@@ -63,11 +72,14 @@ pub fn judge(
     if now > assignment.offer_expires_at {
         return Verdict::Expired;
     }
-    match running {
-        Some(task) if task == assignment.task => return Verdict::AlreadyRunning,
-        _ if left_behind => return Verdict::Reject(LEFT_BEHIND_REASON.to_owned()),
-        Some(_) => return Verdict::Reject("busy".to_owned()),
-        None => {}
+    if running.contains(&assignment.task) {
+        return Verdict::AlreadyRunning;
+    }
+    if left_behind {
+        return Verdict::Reject(LEFT_BEHIND_REASON.to_owned());
+    }
+    if running.len() >= slots {
+        return Verdict::Reject("busy".to_owned());
     }
     if closing {
         return Verdict::Reject(RELEASE_REASON.to_owned());
@@ -78,40 +90,109 @@ pub fn judge(
     Verdict::Accept
 }
 
-/// The task a bot holds, and how to stop it.
-struct Running {
-    task: TaskRef,
-    /// Stops the automation between rows.
-    cancel: CancellationToken,
-    /// Stops every report about the task (the orchestrator cancelled it).
-    silence: CancellationToken,
+/// How many offers a run of a bot with `slots` slots remembers (see [`Slots::remember`]): with
+/// many slots, many offers are in flight at once, and a reconnection can bring back as many
+/// unacknowledged ones together.
+fn remembered_offers(slots: usize) -> usize {
+    slots.saturating_mul(REMEMBERED_OFFERS_PER_SLOT).max(MIN_REMEMBERED_OFFERS)
 }
 
-#[derive(Default)]
-struct Slot {
-    running: Option<Running>,
+/// What the bot holds: the attempts it runs (up to its slots), whether it is closing, and the
+/// offers this run had. Pure state, no IO: [`Agent`] locks it and acts on what it says.
+struct Slots {
+    /// How many attempts it may hold at once.
+    capacity: usize,
+    /// The attempts it holds, oldest first: the first is the one a heartbeat's `task` names.
+    running: Vec<TaskRef>,
+    /// How to stop each attempt of `running`.
+    tickets: HashMap<TaskRef, Ticket>,
+    /// The bot is shutting down: it takes no more offers.
     closing: bool,
-    /// The last offers this run had, newest last.
+    /// The last offers this run had, newest last, at most `remembered` of them.
     offers: VecDeque<TaskRef>,
+    /// The same offers, to look one up without walking thousands.
+    offers_seen: HashSet<TaskRef>,
+    /// How many offers it remembers ([`remembered_offers`]).
+    remembered: usize,
 }
 
-impl Slot {
+impl Slots {
+    /// Empty slots, `capacity` of them (a bot with none is always busy).
+    fn new(capacity: usize) -> Slots {
+        Slots {
+            capacity,
+            running: Vec::new(),
+            tickets: HashMap::new(),
+            closing: false,
+            offers: VecDeque::new(),
+            offers_seen: HashSet::new(),
+            remembered: remembered_offers(capacity),
+        }
+    }
+
     /// Remembers the offer `task`; whether this run had it before.
     fn remember(&mut self, task: TaskRef) -> bool {
-        if self.offers.contains(&task) {
+        if self.offers_seen.contains(&task) {
             return true;
         }
-        if self.offers.len() == REMEMBERED_OFFERS {
-            self.offers.pop_front();
+        if self.offers.len() >= self.remembered
+            && let Some(oldest) = self.offers.pop_front()
+        {
+            self.offers_seen.remove(&oldest);
         }
         self.offers.push_back(task);
+        self.offers_seen.insert(task);
         false
+    }
+
+    /// Judges `assignment` (see [`judge`]), `redelivered` by the broker or not, and takes a slot
+    /// for it when it is accepted.
+    fn claim(
+        &mut self,
+        assignment: &Assignment,
+        now: DateTime<Utc>,
+        redelivered: bool,
+        systems: &[System],
+    ) -> Claim {
+        let had_it = self.remember(assignment.task);
+        let left_behind = redelivered && !had_it;
+        let verdict = judge(
+            assignment,
+            now,
+            &self.running,
+            self.capacity,
+            self.closing,
+            systems,
+            left_behind,
+        );
+        match verdict {
+            Verdict::Expired => Claim::Expired,
+            Verdict::AlreadyRunning => Claim::AlreadyRunning,
+            Verdict::Reject(reason) => Claim::Rejected(reason),
+            Verdict::Accept => {
+                let ticket =
+                    Ticket { cancel: CancellationToken::new(), silence: CancellationToken::new() };
+                self.running.push(assignment.task);
+                self.tickets.insert(assignment.task, ticket.clone());
+                Claim::Accepted(ticket)
+            }
+        }
+    }
+
+    /// Frees the slot of `task`, if it holds one; the task's ticket.
+    fn release(&mut self, task: TaskRef) -> Option<Ticket> {
+        self.running.retain(|held| *held != task);
+        self.tickets.remove(&task)
     }
 }
 
-/// An accepted offer's hold on the bot, handed to [`Agent::start`].
+/// An accepted offer's hold on a slot of the bot, handed to [`Agent::start`]; the bot keeps a
+/// copy, to stop the task.
+#[derive(Clone)]
 pub(crate) struct Ticket {
+    /// Stops the automation between rows.
     cancel: CancellationToken,
+    /// Stops every report about the task (the orchestrator cancelled it).
     silence: CancellationToken,
 }
 
@@ -124,14 +205,16 @@ pub(crate) enum Claim {
     Accepted(Ticket),
 }
 
-/// A bot: its name, what it runs, where its events go, and the task it holds.
+/// A bot: its name, what it runs, where its events go, and the tasks it holds.
 pub(crate) struct Agent {
     name: BotName,
     systems: Vec<System>,
+    /// How many tasks it runs at once, as announced in `bot.online`.
+    slot_count: u32,
     reporter: Reporter,
     automations: Automations,
     progress_interval: Duration,
-    slot: Mutex<Slot>,
+    slots: Mutex<Slots>,
     tracker: TaskTracker,
     /// This run, announced in `bot.online`: the orchestrator tells a restart from the same
     /// announcement delivered twice.
@@ -143,10 +226,12 @@ impl Agent {
         Agent {
             name: config.name.clone(),
             systems: config.systems.clone(),
+            slot_count: config.slots,
             reporter,
             automations,
             progress_interval: config.progress_interval(),
-            slot: Mutex::new(Slot::default()),
+            // A u32 fits a usize on every target Botline builds for; saturating keeps it total.
+            slots: Mutex::new(Slots::new(usize::try_from(config.slots).unwrap_or(usize::MAX))),
             tracker: TaskTracker::new(),
             session: Uuid::now_v7(),
         }
@@ -156,19 +241,19 @@ impl Agent {
         &self.name
     }
 
-    /// The slot, locked; never held across an `.await`. Nothing is left half-changed by a
-    /// panic while it is held, so poisoning is ignored.
-    fn slot(&self) -> MutexGuard<'_, Slot> {
-        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The slots, locked; never held across an `.await`. Nothing is left half-changed by a
+    /// panic while they are held, so poisoning is ignored.
+    fn slots(&self) -> MutexGuard<'_, Slots> {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The attempt the bot is working on.
-    pub(crate) fn current_task(&self) -> Option<TaskRef> {
-        self.slot().running.as_ref().map(|r| r.task)
+    /// The attempts the bot is working on, oldest first.
+    pub(crate) fn current_tasks(&self) -> Vec<TaskRef> {
+        self.slots().running.clone()
     }
 
-    /// Decides on an offer and, when it is taken, holds the bot for it at once, so a second
-    /// offer arriving meanwhile finds the bot busy.
+    /// Decides on an offer and, when it is taken, holds a slot for it at once, so an offer
+    /// arriving meanwhile finds that slot taken.
     pub(crate) fn claim(&self, assignment: &Assignment, now: DateTime<Utc>) -> Claim {
         self.claim_delivery(assignment, now, false)
     }
@@ -181,44 +266,23 @@ impl Agent {
         now: DateTime<Utc>,
         redelivered: bool,
     ) -> Claim {
-        let mut slot = self.slot();
-        let had_it = slot.remember(assignment.task);
-        let left_behind = redelivered && !had_it;
-        let running = slot.running.as_ref().map(|r| r.task);
-        match judge(assignment, now, running, slot.closing, &self.systems, left_behind) {
-            Verdict::Expired => Claim::Expired,
-            Verdict::AlreadyRunning => Claim::AlreadyRunning,
-            Verdict::Reject(reason) => Claim::Rejected(reason),
-            Verdict::Accept => {
-                let ticket =
-                    Ticket { cancel: CancellationToken::new(), silence: CancellationToken::new() };
-                slot.running = Some(Running {
-                    task: assignment.task,
-                    cancel: ticket.cancel.clone(),
-                    silence: ticket.silence.clone(),
-                });
-                Claim::Accepted(ticket)
-            }
-        }
+        self.slots().claim(assignment, now, redelivered, &self.systems)
     }
 
-    /// Frees the bot if it holds `task`.
+    /// Frees the slot of `task`, if the bot holds it; the other tasks go on.
     pub(crate) fn unclaim(&self, task: TaskRef) {
-        let mut slot = self.slot();
-        if slot.running.as_ref().is_some_and(|r| r.task == task) {
-            slot.running = None;
-        }
+        self.slots().release(task);
     }
 
-    /// Stops `task` if it is the one running, reporting nothing more about it, and frees the
-    /// bot at once; whether it was running.
+    /// Stops `task` if it is running here, reporting nothing more about it, and frees its slot
+    /// at once; whether it was running. The other tasks go on.
     pub(crate) fn cancel(&self, task: TaskRef, reason: &str) -> bool {
-        let mut slot = self.slot();
-        match slot.running.take_if(|r| r.task == task) {
-            Some(running) => {
+        let released = self.slots().release(task);
+        match released {
+            Some(ticket) => {
                 tracing::info!(task_id = %task.task_id, attempt = task.attempt, reason, "task cancelled");
-                running.silence.cancel();
-                running.cancel.cancel();
+                ticket.silence.cancel();
+                ticket.cancel.cancel();
                 true
             }
             None => {
@@ -295,7 +359,7 @@ impl Agent {
         let event = final_event(&self.name, task, outcome, unreported, log);
         // Free before reporting: the orchestrator offers the next task as soon as it has applied
         // this report, and that offer can arrive before the broker's confirm of the report does;
-        // a bot still holding the slot then would turn it down as "busy".
+        // a bot still holding this slot then would turn it down as "busy" when it was the last.
         // No heartbeat follows: the final event frees the bot, and a bot presumed lost meanwhile
         // is back with its next periodic heartbeat. (One used to follow every task: a quarter of
         // the broker's messages for short tasks, for nothing.)
@@ -326,6 +390,9 @@ impl Agent {
             ip_address,
             systems: self.systems.clone(),
             session: Some(self.session),
+            slots: Some(self.slot_count),
+            // It reads one offer per message: the orchestrator sends it no batches.
+            batches: false,
             at: Utc::now(),
         };
         if let Err(error) = self.report(&event).await {
@@ -341,13 +408,10 @@ impl Agent {
         }
     }
 
-    /// Reports one `bot.heartbeat` with the task it holds.
+    /// Reports one `bot.heartbeat` with the tasks it holds: all in `tasks`, and the oldest in
+    /// `task`, which is what an orchestrator from before slots reads.
     pub(crate) async fn heartbeat(&self) {
-        let event = Event::BotHeartbeat {
-            bot: self.name.clone(),
-            task: self.current_task(),
-            at: Utc::now(),
-        };
+        let event = heartbeat_event(&self.name, self.current_tasks());
         if let Err(error) = self.report(&event).await {
             tracing::warn!(%error, "heartbeat not reported");
         }
@@ -369,22 +433,33 @@ impl Agent {
         }
     }
 
-    /// Refuses new offers, lets a running task finish for up to `grace`, then stops it and
-    /// hands it back (`task.released`), and waits for it to be reported.
+    /// Refuses new offers, lets the running tasks finish for up to `grace`, then stops every one
+    /// still running, each handed back (`task.released`), and waits up to [`STOP_WAIT`] for them
+    /// to be reported.
     pub(crate) async fn shut_down(&self, grace: Duration) {
-        self.slot().closing = true;
+        self.slots().closing = true;
         self.tracker.close();
         if tokio::time::timeout(grace, self.tracker.wait()).await.is_ok() {
             return;
         }
-        if let Some(running) = self.slot().running.as_ref() {
-            tracing::info!(task_id = %running.task.task_id, "task still running after the grace period; handing it back");
-            running.cancel.cancel();
+        {
+            let slots = self.slots();
+            for (task, ticket) in &slots.tickets {
+                tracing::info!(task_id = %task.task_id, attempt = task.attempt, "task still running after the grace period; handing it back");
+                // Not silenced: the run reports its `task.released`.
+                ticket.cancel.cancel();
+            }
         }
         if tokio::time::timeout(STOP_WAIT, self.tracker.wait()).await.is_err() {
-            tracing::error!("the task did not stop in time; stopping anyway");
+            tracing::error!("tasks did not stop in time; stopping anyway");
         }
     }
+}
+
+/// The `bot.heartbeat` of a bot holding `tasks` (oldest first): `task` the oldest, for an
+/// orchestrator from before slots, `tasks` all of them (empty, and so left out, when none).
+fn heartbeat_event(bot: &BotName, tasks: Vec<TaskRef>) -> Event {
+    Event::BotHeartbeat { bot: bot.clone(), task: tasks.first().copied(), tasks, at: Utc::now() }
 }
 
 /// The event that ends an attempt, carrying the rows not reported yet and the end of its log.
@@ -431,33 +506,98 @@ mod tests {
         }
     }
 
+    /// An attempt of a task of its own.
+    fn task() -> TaskRef {
+        TaskRef { task_id: uuid::Uuid::new_v4(), attempt: 1 }
+    }
+
+    /// `assignment` with another attempt of another task.
+    fn another(assignment: &Assignment) -> Assignment {
+        Assignment { task: task(), ..assignment.clone() }
+    }
+
     #[test]
     fn offers_are_judged_expiry_first_then_load_then_ability() {
         let now = Utc::now();
         let systems = [System::NOOP];
         let fresh = offer(System::NOOP, 1, TimeDelta::seconds(10), now);
-        let other = TaskRef { task_id: uuid::Uuid::new_v4(), attempt: 1 };
-        assert_eq!(judge(&fresh, now, None, false, &systems, false), Verdict::Accept);
+        let other = task();
+        assert_eq!(judge(&fresh, now, &[], 1, false, &systems, false), Verdict::Accept);
         assert_eq!(
-            judge(&fresh, now, None, false, &[System::VIVO360], false),
+            judge(&fresh, now, &[], 1, false, &[System::VIVO360], false),
             Verdict::Reject("this bot cannot run NOOP".into())
         );
         assert_eq!(
-            judge(&fresh, now, Some(other), false, &systems, false),
+            judge(&fresh, now, &[other], 1, false, &systems, false),
             Verdict::Reject("busy".into())
         );
         assert_eq!(
-            judge(&fresh, now, Some(fresh.task), false, &systems, false),
+            judge(&fresh, now, &[fresh.task], 1, false, &systems, false),
             Verdict::AlreadyRunning
         );
         assert_eq!(
-            judge(&fresh, now, None, true, &systems, false),
+            judge(&fresh, now, &[], 1, true, &systems, false),
             Verdict::Reject(RELEASE_REASON.into())
         );
+        assert_eq!(
+            judge(&fresh, now, &[other], 1, true, &systems, false),
+            Verdict::Reject("busy".into()),
+            "busy before closing"
+        );
         let lapsed = offer(System::NOOP, 1, TimeDelta::seconds(-1), now);
-        assert_eq!(judge(&lapsed, now, Some(other), false, &systems, false), Verdict::Expired);
+        assert_eq!(judge(&lapsed, now, &[other], 1, false, &systems, false), Verdict::Expired);
         let exactly_now = offer(System::NOOP, 1, TimeDelta::zero(), now);
-        assert_eq!(judge(&exactly_now, now, None, false, &systems, false), Verdict::Accept);
+        assert_eq!(judge(&exactly_now, now, &[], 1, false, &systems, false), Verdict::Accept);
+    }
+
+    #[test]
+    fn judge_accepts_while_a_slot_is_free_and_says_busy_when_all_are_taken() {
+        let now = Utc::now();
+        let systems = [System::NOOP];
+        let fresh = offer(System::NOOP, 1, TimeDelta::seconds(10), now);
+        let held = [task(), task(), task()];
+        for running in 0..held.len() {
+            assert_eq!(
+                judge(&fresh, now, &held[..running], 3, false, &systems, false),
+                Verdict::Accept,
+                "{running} of 3 slots taken"
+            );
+        }
+        assert_eq!(
+            judge(&fresh, now, &held, 3, false, &systems, false),
+            Verdict::Reject("busy".into())
+        );
+        assert_eq!(
+            judge(&fresh, now, &held[..2], 3, false, &[System::VIVO360], false),
+            Verdict::Reject("this bot cannot run NOOP".into()),
+            "a free slot does not make the bot able"
+        );
+        assert_eq!(
+            judge(&fresh, now, &held[..2], 3, true, &systems, false),
+            Verdict::Reject(RELEASE_REASON.into()),
+            "a closing bot takes nothing, free slots or not"
+        );
+        assert_eq!(
+            judge(&fresh, now, &[], 0, false, &systems, false),
+            Verdict::Reject("busy".into()),
+            "no slots: always busy"
+        );
+    }
+
+    #[test]
+    fn an_attempt_among_several_running_is_already_running_even_when_all_slots_are_taken() {
+        let now = Utc::now();
+        let systems = [System::NOOP];
+        let fresh = offer(System::NOOP, 1, TimeDelta::seconds(10), now);
+        let held = [task(), fresh.task, task()];
+        assert_eq!(judge(&fresh, now, &held, 3, false, &systems, false), Verdict::AlreadyRunning);
+        assert_eq!(judge(&fresh, now, &held, 5, true, &systems, true), Verdict::AlreadyRunning);
+        let next_attempt = Assignment { task: TaskRef { attempt: 2, ..fresh.task }, ..fresh };
+        assert_eq!(
+            judge(&next_attempt, now, &held, 3, false, &systems, false),
+            Verdict::Reject("busy".into()),
+            "another attempt of a task held is another offer"
+        );
     }
 
     #[test]
@@ -466,26 +606,166 @@ mod tests {
         let systems = [System::NOOP];
         let fresh = offer(System::NOOP, 2, TimeDelta::seconds(10), now);
         let left_behind = Verdict::Reject(LEFT_BEHIND_REASON.into());
-        assert_eq!(judge(&fresh, now, None, false, &systems, true), left_behind);
-        let other = TaskRef { task_id: uuid::Uuid::new_v4(), attempt: 1 };
-        assert_eq!(judge(&fresh, now, Some(other), false, &systems, true), left_behind);
+        assert_eq!(judge(&fresh, now, &[], 1, false, &systems, true), left_behind);
+        let other = task();
+        assert_eq!(judge(&fresh, now, &[other], 1, false, &systems, true), left_behind);
+        assert_eq!(judge(&fresh, now, &[other], 4, false, &systems, true), left_behind);
         let lapsed = offer(System::NOOP, 2, TimeDelta::seconds(-1), now);
-        assert_eq!(judge(&lapsed, now, None, false, &systems, true), Verdict::Expired);
+        assert_eq!(judge(&lapsed, now, &[], 1, false, &systems, true), Verdict::Expired);
     }
 
     #[test]
     fn a_run_tells_its_own_redeliveries_from_offers_left_behind() {
-        let mut slot = Slot::default();
-        let first = TaskRef { task_id: uuid::Uuid::new_v4(), attempt: 1 };
-        assert!(!slot.remember(first), "never had it");
-        assert!(slot.remember(first), "its own offer, redelivered (a requeue, a reconnection)");
+        let mut slots = Slots::new(1);
+        let first = task();
+        assert!(!slots.remember(first), "never had it");
+        assert!(slots.remember(first), "its own offer, redelivered (a requeue, a reconnection)");
         let next = TaskRef { attempt: 2, ..first };
-        assert!(!slot.remember(next), "another attempt is another offer");
-        for n in 0..REMEMBERED_OFFERS {
-            slot.remember(TaskRef { task_id: uuid::Uuid::new_v4(), attempt: 1 + n as u32 });
+        assert!(!slots.remember(next), "another attempt is another offer");
+        for _ in 0..MIN_REMEMBERED_OFFERS {
+            slots.remember(task());
         }
-        assert_eq!(slot.offers.len(), REMEMBERED_OFFERS, "bounded");
-        assert!(!slot.remember(first), "forgotten after {REMEMBERED_OFFERS} others");
+        assert_eq!(slots.offers.len(), MIN_REMEMBERED_OFFERS, "bounded");
+        assert_eq!(slots.offers_seen.len(), MIN_REMEMBERED_OFFERS, "the lookup set too");
+        assert!(!slots.remember(first), "forgotten after {MIN_REMEMBERED_OFFERS} others");
+    }
+
+    #[test]
+    fn the_offers_remembered_grow_with_the_slots() {
+        assert_eq!(remembered_offers(1), MIN_REMEMBERED_OFFERS);
+        assert_eq!(remembered_offers(16), MIN_REMEMBERED_OFFERS, "a few slots: the least");
+        assert_eq!(remembered_offers(100), 100 * REMEMBERED_OFFERS_PER_SLOT);
+        let most = usize::try_from(broker_config::messages::MAX_SLOTS).expect("fits");
+        assert_eq!(remembered_offers(most), most * REMEMBERED_OFFERS_PER_SLOT);
+        assert_eq!(remembered_offers(usize::MAX), usize::MAX, "saturates");
+
+        // A bot with 100 slots still knows its first offer after 300 others.
+        let mut slots = Slots::new(100);
+        let first = task();
+        assert!(!slots.remember(first));
+        for _ in 0..300 {
+            slots.remember(task());
+        }
+        assert!(slots.remember(first), "still remembered among {} offers", slots.offers.len());
+        for _ in 0..remembered_offers(100) {
+            slots.remember(task());
+        }
+        assert_eq!(slots.offers.len(), remembered_offers(100), "bounded");
+        assert!(!slots.remember(first), "forgotten at last");
+    }
+
+    #[test]
+    fn a_bot_with_several_slots_claims_until_full_and_each_unclaim_frees_one() {
+        let now = Utc::now();
+        let systems = [System::NOOP];
+        let mut slots = Slots::new(3);
+        let offers: Vec<Assignment> =
+            (0..4).map(|_| another(&offer(System::NOOP, 1, TimeDelta::seconds(10), now))).collect();
+        for offer in &offers[..3] {
+            assert!(matches!(slots.claim(offer, now, false, &systems), Claim::Accepted(_)));
+        }
+        assert_eq!(slots.running, [offers[0].task, offers[1].task, offers[2].task], "oldest first");
+        assert!(
+            matches!(slots.claim(&offers[3], now, false, &systems), Claim::Rejected(ref r) if r == "busy")
+        );
+        assert!(matches!(slots.claim(&offers[1], now, true, &systems), Claim::AlreadyRunning));
+
+        assert!(slots.release(offers[1].task).is_some());
+        assert!(slots.release(offers[1].task).is_none(), "released once");
+        assert_eq!(slots.running, [offers[0].task, offers[2].task], "the others go on, in order");
+        assert_eq!(slots.tickets.len(), 2);
+        assert!(matches!(slots.claim(&offers[3], now, false, &systems), Claim::Accepted(_)));
+        assert_eq!(slots.running, [offers[0].task, offers[2].task, offers[3].task]);
+        for offer in &offers {
+            slots.release(offer.task);
+        }
+        assert!(slots.running.is_empty() && slots.tickets.is_empty());
+    }
+
+    /// An agent with `slots` slots whose reports go nowhere (its tests report nothing).
+    fn agent(slots: u32) -> Agent {
+        let mut config = AgentConfig::new(
+            BotName::parse("b").expect("name"),
+            vec![System::NOOP],
+            "amqp://unused",
+        );
+        config.slots = slots;
+        let reporter = Reporter::Http(crate::reporter::HttpReporter::new(
+            reqwest::Client::new(),
+            "http://127.0.0.1:9",
+            Uuid::nil(),
+        ));
+        let vivo360 = crate::automations::vivo360::Vivo360::new("http://127.0.0.1:9", "u", "p")
+            .expect("client");
+        let notify = crate::automations::notify::Notify::new("http://127.0.0.1:9").expect("client");
+        let automations = Automations { vivo360, cpe: None, notify, programs: Default::default() };
+        Agent::new(&config, reporter, automations)
+    }
+
+    #[test]
+    fn an_agent_claims_and_unclaims_several_tasks_each_on_its_own() {
+        let now = Utc::now();
+        let agent = agent(2);
+        let first = offer(System::NOOP, 1, TimeDelta::seconds(10), now);
+        let second = another(&first);
+        let third = another(&first);
+        assert!(matches!(agent.claim(&first, now), Claim::Accepted(_)));
+        assert!(matches!(agent.claim(&second, now), Claim::Accepted(_)));
+        assert!(matches!(agent.claim(&third, now), Claim::Rejected(ref r) if r == "busy"));
+        assert_eq!(agent.current_tasks(), [first.task, second.task]);
+        assert!(matches!(agent.claim(&first, now), Claim::AlreadyRunning));
+
+        agent.unclaim(first.task);
+        assert_eq!(agent.current_tasks(), [second.task]);
+        agent.unclaim(third.task);
+        assert_eq!(agent.current_tasks(), [second.task], "unclaiming a task not held: nothing");
+        assert!(matches!(agent.claim(&third, now), Claim::Accepted(_)));
+        assert_eq!(agent.current_tasks(), [second.task, third.task]);
+    }
+
+    #[test]
+    fn cancelling_one_task_stops_only_it_and_frees_its_slot() {
+        let now = Utc::now();
+        let agent = agent(3);
+        let offers: Vec<Assignment> =
+            (0..3).map(|_| another(&offer(System::NOOP, 1, TimeDelta::seconds(10), now))).collect();
+        let tickets: Vec<Ticket> = offers
+            .iter()
+            .map(|offer| match agent.claim(offer, now) {
+                Claim::Accepted(ticket) => ticket,
+                _ => panic!("a slot is free"),
+            })
+            .collect();
+        assert!(agent.cancel(offers[1].task, "test"));
+        assert!(tickets[1].cancel.is_cancelled() && tickets[1].silence.is_cancelled());
+        for kept in [&tickets[0], &tickets[2]] {
+            assert!(
+                !kept.cancel.is_cancelled() && !kept.silence.is_cancelled(),
+                "the others go on"
+            );
+        }
+        assert_eq!(agent.current_tasks(), [offers[0].task, offers[2].task]);
+        assert!(!agent.cancel(offers[1].task, "again"), "cancelled once");
+        let next = another(&offers[0]);
+        assert!(matches!(agent.claim(&next, now), Claim::Accepted(_)), "its slot is free again");
+    }
+
+    #[test]
+    fn a_heartbeat_names_the_oldest_task_and_lists_them_all() {
+        let bot = BotName::parse("b").expect("name");
+        let (first, second) = (task(), task());
+        let Event::BotHeartbeat { task, tasks, .. } = heartbeat_event(&bot, vec![first, second])
+        else {
+            panic!("a heartbeat");
+        };
+        assert_eq!((task, tasks), (Some(first), vec![first, second]));
+        let idle = heartbeat_event(&bot, vec![]);
+        assert!(
+            matches!(idle, Event::BotHeartbeat { task: None, ref tasks, .. } if tasks.is_empty())
+        );
+        let json: serde_json::Value =
+            serde_json::from_slice(&broker_config::messages::encode(&idle)).expect("json");
+        assert!(json.get("tasks").is_none(), "left out when empty: {json}");
     }
 
     #[test]

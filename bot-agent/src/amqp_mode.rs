@@ -61,7 +61,7 @@ pub(crate) async fn run(
         None => local_ip_towards(&config.amqp_url).await,
     };
     let agent = Arc::new(Agent::new(&config, Reporter::Amqp(publisher), automations));
-    tracing::info!(bot = %name, %ip_address, systems = ?config.systems, "bot online (AMQP)");
+    tracing::info!(bot = %name, %ip_address, systems = ?config.systems, slots = config.slots, "bot online (AMQP)");
     agent.announce_online(ip_address).await;
     let heartbeat_stop = CancellationToken::new();
     let heartbeats = tokio::spawn(
@@ -73,9 +73,7 @@ pub(crate) async fn run(
         name: connection_name,
         queue: bot_queue(&name),
         topology,
-        // One offer at a time: the bot runs one task, and a second offer should wait in the
-        // queue (or go to another bot) rather than sit unacknowledged here.
-        prefetch: 1,
+        prefetch: prefetch(config.slots),
         max_failures: broker_config::amqp::DEFAULT_MAX_FAILURES,
     };
     consume(spec, shutdown.clone(), |message| {
@@ -92,6 +90,19 @@ pub(crate) async fn run(
     agent.announce_offline().await;
     publisher_stop.cancel();
     Ok(())
+}
+
+/// The consumer's prefetch for a bot with `slots` slots: as many unacknowledged commands as it
+/// has slots. The orchestrator can have an offer out for each free slot, and the broker hands
+/// them over together rather than one per round trip. An accepted offer is acknowledged once its
+/// `task.accepted` is confirmed, when its task starts, so running tasks do not count against the
+/// prefetch. `consume` answers deliveries one after the other (it awaits each handler and settles
+/// its decision before taking the next), so a larger prefetch would not answer more at once: it
+/// would only keep offers waiting here, unanswered and expiring, rather than in the queue. Never
+/// 0 (which RabbitMQ reads as no limit); a count past `u16::MAX` (more than `MAX_SLOTS` allows)
+/// gets the most the field holds.
+fn prefetch(slots: u32) -> u16 {
+    u16::try_from(slots.max(1)).unwrap_or(u16::MAX)
 }
 
 /// Handles one command from the bot's queue.
@@ -141,5 +152,19 @@ async fn answer(agent: &Agent, event: broker_config::Event) -> Decision {
             tracing::warn!(bot = %agent.name(), %error, "answer not confirmed; requeueing the offer");
             Decision::Requeue
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prefetch_is_the_slot_count_within_what_the_field_holds() {
+        assert_eq!(prefetch(1), 1);
+        assert_eq!(prefetch(16), 16);
+        assert_eq!(prefetch(broker_config::messages::MAX_SLOTS), 10_000);
+        assert_eq!(prefetch(0), 1, "never 0, which RabbitMQ reads as no limit");
+        assert_eq!(prefetch(u32::MAX), u16::MAX);
     }
 }

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use broker_config::messages::MAX_SLOTS;
 use broker_config::{BotName, System};
 
 use crate::automations::program::Program;
@@ -32,6 +33,8 @@ pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 5000;
 pub const DEFAULT_PROGRESS_INTERVAL_MS: u64 = 250;
 /// Seconds a running task may take to finish at shutdown before it is handed back.
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
+/// Tasks a bot runs at once unless told otherwise: one, as every bot did before slots.
+pub const DEFAULT_SLOTS: u32 = 1;
 
 /// How a bot agent runs. `Debug` hides the passwords (the broker URL's and the portal's).
 #[derive(Clone, PartialEq, clap::Parser)]
@@ -56,6 +59,15 @@ pub struct AgentConfig {
         value_parser = parse_system
     )]
     pub systems: Vec<System>,
+    /// How many tasks the bot runs at once (its slots), 1 to 10000: it turns offers down as
+    /// "busy" only when all are taken.
+    #[arg(
+        long,
+        env = "BOTLINE_SLOTS",
+        default_value_t = DEFAULT_SLOTS,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_SLOTS))
+    )]
+    pub slots: u32,
     /// A system run by a program of yours: NAME=COMMAND, repeatable. The command is split into
     /// words as a shell would, and runs without a shell (docs/systems.md).
     #[arg(long = "automation", value_name = "NAME=COMMAND", value_parser = parse_automation)]
@@ -154,6 +166,7 @@ impl AgentConfig {
         AgentConfig {
             name,
             systems,
+            slots: DEFAULT_SLOTS,
             automation: Vec::new(),
             automations_file: None,
             amqp_url: amqp_url.into(),
@@ -182,9 +195,12 @@ impl AgentConfig {
     }
 
     /// Checks what the flags' parsers cannot when the configuration is built in code: at least
-    /// one system, each with an automation in this build, and one way to trust the equipment
-    /// service.
+    /// one system, each with an automation in this build, a slot count from 1 to
+    /// [`MAX_SLOTS`], and one way to trust the equipment service.
     pub fn validate(&self) -> Result<(), AgentError> {
+        if !(1..=MAX_SLOTS).contains(&self.slots) {
+            return Err(AgentError::Slots(self.slots));
+        }
         if self.systems.is_empty() && self.automation.is_empty() && self.automations_file.is_none()
         {
             return Err(AgentError::NoSystems);
@@ -232,6 +248,7 @@ impl std::fmt::Debug for AgentConfig {
         let AgentConfig {
             name,
             systems,
+            slots,
             automation,
             automations_file,
             amqp_url,
@@ -260,6 +277,7 @@ impl std::fmt::Debug for AgentConfig {
         f.debug_struct("AgentConfig")
             .field("name", name)
             .field("systems", systems)
+            .field("slots", slots)
             .field("automation", automation)
             .field("automations_file", automations_file)
             .field("amqp_url", &broker_config::amqp::redact_url(amqp_url))
@@ -528,6 +546,32 @@ mod tests {
         both.equipment_insecure = true;
         both.equipment_ca = Some("ca.pem".into());
         assert!(matches!(both.validate(), Err(AgentError::Equipment(_))));
+    }
+
+    #[test]
+    fn slots_default_to_one_and_range_from_one_to_the_most_a_bot_may_run() {
+        let config = parse(&["--name", "b", "--systems", "noop"]).expect("valid");
+        assert_eq!(config.slots, 1, "one task at a time unless told");
+        let many = parse(&["--name", "b", "--systems", "noop", "--slots", "16"]).expect("valid");
+        assert_eq!(many.slots, 16);
+        assert_eq!(many.validate().map_err(|e| e.to_string()), Ok(()));
+        let most = MAX_SLOTS.to_string();
+        let most = parse(&["--name", "b", "--systems", "noop", "--slots", &most]).expect("valid");
+        assert_eq!(most.slots, MAX_SLOTS);
+        for bad in ["0", "10001", "-1", "many"] {
+            let refused = parse(&["--name", "b", "--systems", "noop", "--slots", bad]);
+            assert!(refused.is_err(), "--slots {bad} is refused");
+        }
+
+        let name = BotName::parse("b").expect("valid");
+        let mut built = AgentConfig::new(name, vec![System::NOOP], "amqp://x");
+        assert_eq!(built.slots, DEFAULT_SLOTS);
+        for bad in [0, MAX_SLOTS + 1] {
+            built.slots = bad;
+            let refused = built.validate().expect_err("out of range");
+            assert!(matches!(refused, AgentError::Slots(n) if n == bad), "{refused}");
+            assert!(refused.to_string().contains("--slots"), "{refused}");
+        }
     }
 
     #[test]

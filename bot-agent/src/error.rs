@@ -9,6 +9,12 @@ pub enum AgentError {
     /// The configuration lists no system.
     #[error("the bot must run at least one system (--systems)")]
     NoSystems,
+    /// A slot count outside 1 to [`broker_config::messages::MAX_SLOTS`].
+    #[error(
+        "the bot must run from 1 to {max} tasks at once (--slots), not {0}",
+        max = broker_config::messages::MAX_SLOTS
+    )]
+    Slots(u32),
     /// A name that cannot be a system's.
     #[error(transparent)]
     InvalidSystem(InvalidSystemName),

@@ -79,7 +79,7 @@ pub(crate) async fn run(
     };
     let reporter = Reporter::Http(HttpReporter::new(client, &config.api_url, bot_id));
     let agent = Arc::new(Agent::new(&config, reporter, automations));
-    tracing::info!(bot = %config.name, %bot_id, %ip_address, port, "bot online (HTTP)");
+    tracing::info!(bot = %config.name, %bot_id, %ip_address, port, slots = config.slots, "bot online (HTTP)");
     agent.announce_online(ip_address).await;
     let heartbeat_stop = CancellationToken::new();
     let heartbeats = tokio::spawn(
@@ -234,7 +234,9 @@ async fn receive_cancel(
     }
 }
 
-/// `POST /tasks`: an assignment or a cancellation.
+/// `POST /tasks`: an assignment or a cancellation. An offer is turned down (409) when it has
+/// expired, or for the reason [`crate::judge`] gives: "busy" only when all the bot's slots are
+/// taken.
 async fn receive_command(
     State(endpoint): State<Arc<Endpoint>>,
     headers: HeaderMap,
@@ -342,6 +344,9 @@ async fn try_find_or_register(
         "name": config.name,
         "ip_address": ip_address,
         "systems": config.systems,
+        // How many tasks the orchestrator may push to it at once (orchestrators before slots
+        // ignore the field and push one).
+        "slots": config.slots,
         "delivery": Delivery::Http,
         "http_port": endpoint.port,
         "tls": endpoint.tls,
@@ -452,6 +457,7 @@ mod tests {
         assert_eq!(registration["status"], "AVAILABLE");
         assert_eq!(registration["systems"], serde_json::json!(["NOOP"]));
         assert_eq!(registration["ip_address"], "127.0.0.1");
+        assert_eq!(registration["slots"], 1, "one slot by default");
         let port = registration["http_port"].as_u64().expect("a port");
         assert!(matches!(next_any(&mut events).await, Event::BotOnline { .. }));
 
@@ -695,6 +701,82 @@ mod tests {
         }
 
         agent.shut_down(Duration::from_secs(1)).await;
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn post_tasks_says_busy_only_when_all_slots_are_taken_and_shutdown_hands_each_back() {
+        let (api_url, mut events, stop) = fake_api().await;
+        let mut config = AgentConfig::new(
+            BotName::parse("two-slots").expect("name"),
+            vec![System::NOOP],
+            "amqp://unused",
+        );
+        config.slots = 2;
+        let reporter =
+            Reporter::Http(HttpReporter::new(reqwest::Client::new(), &api_url, Uuid::new_v4()));
+        let vivo360 = Vivo360::new("http://127.0.0.1:9", "u", "p").expect("client");
+        let notify = crate::automations::notify::Notify::new("http://127.0.0.1:9").expect("client");
+        let automations = Automations { vivo360, cpe: None, notify, programs: Default::default() };
+        let agent = Arc::new(Agent::new(&config, reporter, automations));
+        let bot_url = serve(router(Arc::clone(&agent)), &stop).await;
+        let client = reqwest::Client::new();
+        let post = |command: Command| {
+            client.post(format!("{bot_url}/tasks")).body(encode(&command)).send()
+        };
+        let offer = |task: &Assignment| post(Command::AssignTask(task.clone()));
+
+        let (first, second, third) = (
+            assignment(60_000, System::NOOP),
+            assignment(60_000, System::NOOP),
+            assignment(60_000, System::NOOP),
+        );
+        assert_eq!(offer(&first).await.expect("answer").status(), StatusCode::ACCEPTED);
+        assert_eq!(
+            offer(&second).await.expect("answer").status(),
+            StatusCode::ACCEPTED,
+            "a second slot is free"
+        );
+        let full = offer(&third).await.expect("answer");
+        assert_eq!(full.status(), StatusCode::CONFLICT);
+        let answer: TaskAnswer = full.json().await.expect("json");
+        assert_eq!(answer.reason.as_deref(), Some("busy"), "both slots taken");
+        assert_eq!(
+            offer(&first).await.expect("answer").status(),
+            StatusCode::ACCEPTED,
+            "an attempt running here is taken again"
+        );
+
+        let cancel = Command::CancelTask { task: first.task, reason: "test".into() };
+        assert_eq!(post(cancel).await.expect("answer").status(), StatusCode::ACCEPTED);
+        assert_eq!(
+            offer(&third).await.expect("answer").status(),
+            StatusCode::ACCEPTED,
+            "the cancel freed one slot"
+        );
+        assert_eq!(agent.current_tasks(), [second.task, third.task]);
+
+        agent.shut_down(Duration::from_millis(200)).await;
+        let mut accepted = Vec::new();
+        let mut released = Vec::new();
+        while let Ok(event) = events.try_recv() {
+            match event {
+                Event::TaskAccepted { task, .. } => accepted.push(task),
+                Event::TaskReleased { task, reason, .. } => {
+                    assert_eq!(reason, crate::RELEASE_REASON);
+                    released.push(task);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        accepted.sort_by_key(|t| t.task_id);
+        released.sort_by_key(|t| t.task_id);
+        let mut all = vec![first.task, second.task, third.task];
+        all.sort_by_key(|t| t.task_id);
+        let mut held = vec![second.task, third.task];
+        held.sort_by_key(|t| t.task_id);
+        assert_eq!(accepted, all, "each accepted once");
+        assert_eq!(released, held, "each task still running handed back; none for the cancelled");
         stop.cancel();
     }
 }

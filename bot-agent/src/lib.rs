@@ -5,8 +5,8 @@
 //! Layout:
 //! - [`config`]: [`AgentConfig`], the flags (with environment variables behind them).
 //! - `agent`: the core both transports share: [`judge`] decides on an offer (pure), the agent
-//!   holds one task at a time, runs it, cancels it, heartbeats and hands an unfinished task
-//!   back at shutdown.
+//!   holds up to its `--slots` tasks at once (one by default), runs each, cancels one,
+//!   heartbeats and hands the unfinished ones back at shutdown.
 //! - `amqp_mode` / `http_mode`: the two transports' shells around the core.
 //! - [`reporter`]: where events go ([`Reporter`]: the broker or the orchestrator's API).
 //! - [`progress`]: the [`ProgressSink`] automations record rows in, and the [`Throttle`] (pure)
@@ -46,7 +46,7 @@ use broker_config::System;
 use broker_config::https::{self, HttpsClient};
 
 /// Runs a bot agent until `shutdown` is cancelled, then shuts down gracefully: stops taking
-/// tasks, lets a running task finish for up to the grace period (else hands it back with
+/// tasks, lets the running ones finish for up to the grace period (else hands each back with
 /// `task.released`), reports `bot.offline` and returns. Errors only when it cannot start.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
     config.validate()?;

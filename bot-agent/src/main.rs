@@ -5,8 +5,9 @@ use clap::Parser as _;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-/// One thread: a bot runs one task at a time, and its messages need no hand-off between
-/// worker threads (measured: less CPU per task than the multi-threaded runtime).
+/// One thread: a bot's tasks mostly wait (on a portal, a service, or a program running as its
+/// own process), so one thread serves all its slots, and its messages need no hand-off between
+/// worker threads (measured with one slot: less CPU per task than the multi-threaded runtime).
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()

@@ -15,6 +15,18 @@ use crate::{BotName, BotStatus, System};
 /// The contract version this build speaks.
 pub const VERSION: u16 = 1;
 
+/// The most tasks one bot may run at once (its `slots`).
+pub const MAX_SLOTS: u32 = 10_000;
+
+/// The attempts a heartbeat says its bot is working on: `tasks`, or `task` from a bot that
+/// runs one (every attempt once).
+pub fn heartbeat_tasks(task: Option<TaskRef>, tasks: &[TaskRef]) -> Vec<TaskRef> {
+    let mut all: Vec<TaskRef> = task.into_iter().chain(tasks.iter().copied()).collect();
+    all.sort_by_key(|t| (t.task_id, t.attempt));
+    all.dedup();
+    all
+}
+
 /// A message with its version. `Envelope::<Event>::decode` refuses other versions and shapes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope<T> {
@@ -298,17 +310,30 @@ pub enum Event {
         /// than it: each of their announcements is taken for a restart.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         session: Option<Uuid>,
+        /// How many tasks it runs at once ([`MAX_SLOTS`] at most). Absent from agents older than
+        /// it, which run one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        slots: Option<u32>,
+        /// It reads several offers in one message ([`OFFERS_TYPE`]). Absent from agents older
+        /// than it, which are sent one offer per message.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        batches: bool,
         /// When; the receiver's clock when absent (a hand-written report need not say).
         #[serde(default = "Utc::now")]
         at: DateTime<Utc>,
     },
-    /// The bot is alive; its heartbeats hold the lease on its task.
+    /// The bot is alive; its heartbeats hold the lease on its tasks.
     #[serde(rename = "bot.heartbeat")]
     BotHeartbeat {
         /// Who.
         bot: BotName,
-        /// The attempt it is working on, if any.
+        /// The attempt it is working on, if any; a bot running several, the first of `tasks`
+        /// (what a single-slot orchestrator reads).
         task: Option<TaskRef>,
+        /// Every attempt it is working on, when it runs more than one. Absent from agents older
+        /// than it: `task` says all.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tasks: Vec<TaskRef>,
         /// When; the receiver's clock when absent (a hand-written report need not say).
         #[serde(default = "Utc::now")]
         at: DateTime<Utc>,
@@ -382,6 +407,119 @@ impl Event {
     }
 }
 
+/// The `type` of a message carrying several offers to one bot: `{"v":1,"type":"tasks.assign",
+/// "offers":[<a task.assign without v and type>, …]}`. Sent only to bots that announced
+/// `batches`.
+pub const OFFERS_TYPE: &str = "tasks.assign";
+/// The `type` of a message carrying several events of one bot: `{"v":1,"type":"bot.events",
+/// "bot":"<name>","events":[<an event without v>, …]}`, published with that routing key.
+pub const EVENTS_TYPE: &str = "bot.events";
+/// The most offers or events one message carries.
+pub const MAX_BATCH: usize = 1_000;
+
+#[derive(Serialize, Deserialize)]
+struct Offers<T> {
+    offers: Vec<T>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Events<B, T> {
+    bot: B,
+    events: Vec<T>,
+}
+
+/// The `type` of a message, without reading the rest.
+fn type_of(bytes: &[u8]) -> Result<String, DecodeError> {
+    #[derive(Deserialize)]
+    struct Head {
+        v: u16,
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    let Head { v, kind } = serde_json::from_slice(bytes)?;
+    if v != VERSION {
+        return Err(DecodeError::UnsupportedVersion(v));
+    }
+    Ok(kind)
+}
+
+fn too_many(what: &str, n: usize) -> DecodeError {
+    DecodeError::Malformed(serde::de::Error::custom(format!(
+        "{n} {what} in one message, over the {MAX_BATCH} allowed"
+    )))
+}
+
+/// Serializes offers to one bot: a plain `task.assign` for one, [`OFFERS_TYPE`] for several.
+pub fn encode_offers(offers: &[Assignment]) -> Vec<u8> {
+    match offers {
+        [one] => encode(&Command::AssignTask(one.clone())),
+        many => {
+            let commands: Vec<Command> = many.iter().cloned().map(Command::AssignTask).collect();
+            #[derive(Serialize)]
+            struct Out<'a> {
+                #[serde(rename = "type")]
+                kind: &'static str,
+                offers: &'a [Command],
+            }
+            encode(&Out { kind: OFFERS_TYPE, offers: &commands })
+        }
+    }
+}
+
+/// Parses a message to a bot: one command, or the offers of an [`OFFERS_TYPE`] message.
+pub fn decode_commands(bytes: &[u8]) -> Result<Vec<Command>, DecodeError> {
+    if type_of(bytes)? != OFFERS_TYPE {
+        return decode::<Command>(bytes).map(|command| vec![command]);
+    }
+    let Offers { offers } = serde_json::from_slice::<Offers<Command>>(bytes)?;
+    if offers.len() > MAX_BATCH {
+        return Err(too_many("offers", offers.len()));
+    }
+    if offers.iter().any(|c| !matches!(c, Command::AssignTask(_))) {
+        return Err(DecodeError::Malformed(serde::de::Error::custom(
+            "a tasks.assign message carries only task.assign offers",
+        )));
+    }
+    Ok(offers)
+}
+
+/// Serializes events of one bot: the event itself for one, [`EVENTS_TYPE`] for several; with
+/// the routing key to publish it with.
+pub fn encode_events(bot: &BotName, events: &[Event]) -> (&'static str, Vec<u8>) {
+    match events {
+        [one] => (one.routing_key(), encode(one)),
+        many => {
+            #[derive(Serialize)]
+            struct Out<'a> {
+                #[serde(rename = "type")]
+                kind: &'static str,
+                bot: &'a BotName,
+                events: &'a [Event],
+            }
+            (EVENTS_TYPE, encode(&Out { kind: EVENTS_TYPE, bot, events: many }))
+        }
+    }
+}
+
+/// Parses a message from a bot: one event, or the events of an [`EVENTS_TYPE`] message, which
+/// must all be its sender's (`bot`), so a check of the sender covers them all.
+pub fn decode_events(bytes: &[u8]) -> Result<Vec<Event>, DecodeError> {
+    if type_of(bytes)? != EVENTS_TYPE {
+        return decode::<Event>(bytes).map(|event| vec![event]);
+    }
+    let Events { bot, events } = serde_json::from_slice::<Events<BotName, Event>>(bytes)?;
+    if events.len() > MAX_BATCH {
+        return Err(too_many("events", events.len()));
+    }
+    if let Some(other) = events.iter().find(|e| e.bot() != &bot) {
+        return Err(DecodeError::Malformed(serde::de::Error::custom(format!(
+            "a bot.events message from {bot} carries an event from {}",
+            other.bot()
+        ))));
+    }
+    Ok(events)
+}
+
 impl Command {
     /// The task and attempt it is about.
     pub fn task(&self) -> TaskRef {
@@ -445,9 +583,17 @@ mod tests {
                 ip_address: "10.0.0.1".into(),
                 systems: vec![System::NOOP],
                 session: Some(Uuid::nil()),
+                slots: Some(16),
+                batches: true,
                 at: at(),
             },
-            Event::BotHeartbeat { bot: bot(), task: Some(task()), at: at() },
+            Event::BotHeartbeat { bot: bot(), task: Some(task()), tasks: vec![], at: at() },
+            Event::BotHeartbeat {
+                bot: bot(),
+                task: Some(task()),
+                tasks: vec![task(), TaskRef { task_id: Uuid::from_u128(7), attempt: 1 }],
+                at: at(),
+            },
             Event::BotStatusChanged { bot: bot(), status: BotStatus::Unavailable, at: at() },
             Event::BotOffline { bot: bot(), at: at() },
         ];
@@ -480,6 +626,82 @@ mod tests {
         assert_eq!(decode::<Command>(&bytes).expect("decodes"), assign);
         let cancel = Command::CancelTask { task: task(), reason: "cancelled".into() };
         assert_eq!(decode::<Command>(&encode(&cancel)).expect("decodes"), cancel);
+    }
+
+    #[test]
+    fn offers_and_events_travel_several_to_a_message_and_one_alone() {
+        let offer = |n: u128| Assignment {
+            task: TaskRef { task_id: Uuid::from_u128(n), attempt: 1 },
+            system: System::NOOP,
+            description: format!("nap {n}"),
+            attachment: None,
+            payload: None,
+            resume_after_row: 0,
+            offer_expires_at: at(),
+        };
+        let one = encode_offers(&[offer(1)]);
+        assert_eq!(
+            decode::<Command>(&one).expect("a plain task.assign"),
+            Command::AssignTask(offer(1))
+        );
+        let three = encode_offers(&[offer(1), offer(2), offer(3)]);
+        let commands = decode_commands(&three).expect("decodes");
+        assert_eq!(commands.len(), 3);
+        assert_eq!(commands[2], Command::AssignTask(offer(3)));
+        assert_eq!(decode_commands(&one).expect("one").len(), 1);
+        assert!(
+            decode::<Command>(&three).is_err(),
+            "an older bot cannot read it: sent only on request"
+        );
+
+        let accepted = Event::TaskAccepted { task: task(), bot: bot(), at: at() };
+        let done = Event::TaskCompleted {
+            task: task(),
+            bot: bot(),
+            rows: vec![],
+            output: None,
+            log: None,
+            at: at(),
+        };
+        let (key, body) = encode_events(&bot(), std::slice::from_ref(&accepted));
+        assert_eq!(
+            (key, decode_events(&body).expect("one")),
+            ("task.accepted", vec![accepted.clone()])
+        );
+        let (key, body) = encode_events(&bot(), &[accepted.clone(), done.clone()]);
+        assert_eq!((key, decode_events(&body).expect("two")), (EVENTS_TYPE, vec![accepted, done]));
+        let forged = r#"{"v":1,"type":"bot.events","bot":"alice","events":[{"type":"bot.offline","bot":"mallory"}]}"#;
+        let refused = decode_events(forged.as_bytes()).expect_err("another bot's event");
+        assert!(refused.to_string().contains("mallory"), "{refused}");
+        let wrong = br#"{"v":1,"type":"tasks.assign","offers":[{"type":"task.cancel","task_id":"00000000-0000-0000-0000-000000000000","attempt":1,"reason":"x"}]}"#;
+        assert!(decode_commands(wrong).is_err(), "offers only");
+    }
+
+    #[test]
+    fn a_single_slot_agents_messages_read_as_one_slot_and_one_task() {
+        let online = br#"{"v":1,"type":"bot.online","bot":"old","ip_address":"10.0.0.1","systems":["NOOP"]}"#;
+        let Event::BotOnline { slots, .. } = decode::<Event>(online).expect("old bot.online")
+        else {
+            panic!("not bot.online");
+        };
+        assert_eq!(slots, None, "no slots: one");
+        let beat = format!(
+            r#"{{"v":1,"type":"bot.heartbeat","bot":"old","task":{{"task_id":"{}","attempt":2}}}}"#,
+            Uuid::nil()
+        );
+        let Event::BotHeartbeat { task: one, tasks, .. } =
+            decode::<Event>(beat.as_bytes()).expect("old")
+        else {
+            panic!("not bot.heartbeat");
+        };
+        assert_eq!(heartbeat_tasks(one, &tasks), [task()]);
+        let other = TaskRef { task_id: Uuid::from_u128(9), attempt: 1 };
+        assert_eq!(
+            heartbeat_tasks(Some(task()), &[other, task()]),
+            [task(), other],
+            "each attempt once, `task` included"
+        );
+        assert!(heartbeat_tasks(None, &[]).is_empty());
     }
 
     #[test]

@@ -144,17 +144,15 @@ fn event() -> impl Strategy<Value = Event> {
             ".{0,20}",
             vec(system(), 0..4),
             proptest::option::of(any::<u128>().prop_map(uuid::Uuid::from_u128)),
+            proptest::option::of(1u32..=broker_config::messages::MAX_SLOTS),
+            any::<bool>(),
             instant()
         )
-            .prop_map(|(bot, ip_address, systems, session, at)| Event::BotOnline {
-                bot,
-                ip_address,
-                systems,
-                session,
-                at
+            .prop_map(|(bot, ip_address, systems, session, slots, batches, at)| {
+                Event::BotOnline { bot, ip_address, systems, session, slots, batches, at }
             }),
-        (bot_name(), proptest::option::of(task_ref()), instant())
-            .prop_map(|(bot, task, at)| Event::BotHeartbeat { bot, task, at }),
+        (bot_name(), proptest::option::of(task_ref()), vec(task_ref(), 0..3), instant())
+            .prop_map(|(bot, task, tasks, at)| Event::BotHeartbeat { bot, task, tasks, at }),
         (bot_name(), bot_status(), instant())
             .prop_map(|(bot, status, at)| Event::BotStatusChanged { bot, status, at }),
         (bot_name(), instant()).prop_map(|(bot, at)| Event::BotOffline { bot, at }),
@@ -268,8 +266,18 @@ fn as_object(bytes: &[u8]) -> Map<String, Value> {
 /// Keys whose value is any JSON (`output`, `payload`): no type is wrong for them.
 const ANY_JSON_KEYS: [&str; 2] = ["output", "payload"];
 /// Keys that may be absent (read as `None`; `at` as the time of arrival).
-const OPTIONAL_KEYS: [&str; 7] =
-    ["output", "payload", "attachment", "task", "session", "log", "at"];
+const OPTIONAL_KEYS: [&str; 10] = [
+    "output",
+    "payload",
+    "attachment",
+    "task",
+    "tasks",
+    "session",
+    "slots",
+    "batches",
+    "log",
+    "at",
+];
 
 // ---------------------------------------------------------------------------------------------
 // Bot names

@@ -22,6 +22,7 @@ mod m20261202_150000_add_rotation_to_bots;
 mod m20261202_150100_add_run_limits_to_tasks;
 mod m20261202_160000_add_tls_to_bots;
 mod m20261203_070000_create_systems;
+mod m20261203_100000_add_slots_to_bots;
 
 pub use m20261203_070000_create_systems::BUILTIN_SYSTEMS;
 
@@ -45,6 +46,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_150100_add_run_limits_to_tasks::Migration),
             Box::new(m20261202_160000_add_tls_to_bots::Migration),
             Box::new(m20261203_070000_create_systems::Migration),
+            Box::new(m20261203_100000_add_slots_to_bots::Migration),
         ]
     }
 }

@@ -416,6 +416,7 @@ fn heartbeat(bot: &str) -> Value {
     event(&Event::BotHeartbeat {
         bot: BotName::parse(bot).unwrap(),
         task: None,
+        tasks: vec![],
         at: chrono::Utc::now(),
     })
 }

@@ -56,7 +56,7 @@ struct ScriptedBot {
     /// Its `bot.online`, with this run's session.
     announcement: Event,
     /// What its heartbeats say it works on: what it accepted, until it reports the end.
-    holding: Arc<Mutex<Option<TaskRef>>>,
+    holding: Arc<Mutex<Vec<TaskRef>>>,
 }
 
 impl ScriptedBot {
@@ -65,12 +65,32 @@ impl ScriptedBot {
         ScriptedBot::online_with(app, name, systems, QueueType::Classic).await
     }
 
+    /// [`ScriptedBot::online`] for a bot that runs `slots` tasks at once.
+    async fn online_with_slots(
+        app: &TestApp,
+        name: &str,
+        systems: &[System],
+        slots: u32,
+    ) -> ScriptedBot {
+        ScriptedBot::start(app, name, systems, QueueType::Classic, Some(slots)).await
+    }
+
     /// [`ScriptedBot::online`], declaring its queue of type `queue_type`.
     async fn online_with(
         app: &TestApp,
         name: &str,
         systems: &[System],
         queue_type: QueueType,
+    ) -> ScriptedBot {
+        ScriptedBot::start(app, name, systems, queue_type, None).await
+    }
+
+    async fn start(
+        app: &TestApp,
+        name: &str,
+        systems: &[System],
+        queue_type: QueueType,
+        slots: Option<u32>,
     ) -> ScriptedBot {
         let name = BotName::parse(name).unwrap();
         let stop = CancellationToken::new();
@@ -106,6 +126,8 @@ impl ScriptedBot {
             ip_address: "127.0.0.1".into(),
             systems: systems.to_vec(),
             session: Some(uuid::Uuid::now_v7()),
+            slots,
+            batches: false,
             at: Utc::now(),
         };
         let bot = ScriptedBot {
@@ -122,8 +144,13 @@ impl ScriptedBot {
             (bot.publisher.clone(), bot.name.clone(), bot.heartbeat.clone(), bot.holding.clone());
         tokio::spawn(async move {
             while !beat.is_cancelled() {
-                let task = *holding.lock().unwrap();
-                let event = Event::BotHeartbeat { bot: name.clone(), task, at: Utc::now() };
+                let tasks = holding.lock().unwrap().clone();
+                let event = Event::BotHeartbeat {
+                    bot: name.clone(),
+                    task: tasks.first().copied(),
+                    tasks,
+                    at: Utc::now(),
+                };
                 let _ = publisher
                     .publish(EVENTS_EXCHANGE, event.routing_key(), &messages::encode(&event), false)
                     .await;
@@ -138,11 +165,13 @@ impl ScriptedBot {
 
     async fn send(&self, event: Event) {
         match &event {
-            Event::TaskAccepted { task, .. } => *self.holding.lock().unwrap() = Some(*task),
-            Event::TaskCompleted { .. }
-            | Event::TaskFailed { .. }
-            | Event::TaskReleased { .. }
-            | Event::TaskRejected { .. } => *self.holding.lock().unwrap() = None,
+            Event::TaskAccepted { task, .. } => self.holding.lock().unwrap().push(*task),
+            Event::TaskCompleted { task, .. }
+            | Event::TaskFailed { task, .. }
+            | Event::TaskReleased { task, .. }
+            | Event::TaskRejected { task, .. } => {
+                self.holding.lock().unwrap().retain(|t| t != task)
+            }
             _ => {}
         }
         self.publisher
@@ -315,7 +344,18 @@ async fn a_repeated_bot_online_keeps_the_bot_s_task_and_a_restart_takes_it_back(
         unreachable!("the announcement is a bot.online")
     };
     let session = Some(uuid::Uuid::now_v7());
-    bot.send(Event::BotOnline { bot: name, ip_address, systems, session, at: Utc::now() }).await;
+    let slots = None;
+    let batches = false;
+    bot.send(Event::BotOnline {
+        bot: name,
+        ip_address,
+        systems,
+        session,
+        slots,
+        batches,
+        at: Utc::now(),
+    })
+    .await;
     let again = bot.next_offer().await;
     assert_eq!((again.task.task_id, again.task.attempt), (offer.task.task_id, 2));
     assert_eq!(
@@ -409,6 +449,165 @@ async fn a_rejected_or_ignored_offer_goes_to_the_next_bot(backend: Backend) {
         (&json!(3), &json!(0)),
         "rejects and ignores use no attempts"
     );
+}
+
+async fn bot_row(app: &TestApp, name: &str) -> Value {
+    app.get(&format!("/api/v1/bots?name={name}")).await.1["items"][0].clone()
+}
+
+/// A bot with three slots is offered three tasks at once, is AVAILABLE until the third and
+/// BUSY with it, shows what it holds, gets the next task as soon as one ends, and each of its
+/// attempts is fenced on its own.
+async fn a_bot_with_slots_holds_as_many_tasks_and_each_is_fenced(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut bot = ScriptedBot::online_with_slots(&app, "wide", &[System::NOOP], 3).await;
+    assert_eq!(bot_row(&app, "wide").await["slots"], 3);
+    let tasks: Vec<Value> = (0..5).map(|n| noop(&format!("nap {n}"))).collect();
+    let (status, created) = app.post("/api/v1/tasks/bulk", &json!({ "tasks": tasks })).await;
+    assert_eq!(status, 201, "{created}");
+    let mut offers = Vec::new();
+    for _ in 0..3 {
+        offers.push(bot.next_offer().await);
+    }
+    let mut offered: Vec<String> = offers.iter().map(|o| o.task.task_id.to_string()).collect();
+    offered.sort();
+    offered.dedup();
+    assert_eq!(offered.len(), 3, "three different tasks");
+    let row = bot_row(&app, "wide").await;
+    assert_eq!((&row["status"], &row["slots_used"]), (&json!("BUSY"), &json!(3)), "{row}");
+    let mut held: Vec<String> = row["task_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_owned())
+        .collect();
+    held.sort();
+    assert_eq!(held, offered, "the API shows the tasks it holds");
+    assert!(offered.contains(&row["current_task_id"].as_str().unwrap().to_owned()));
+    bot.expect_silence(Duration::from_millis(500)).await;
+
+    for offer in &offers {
+        bot.accept(offer.task).await;
+    }
+    bot.complete(offers[0].task, vec![]).await;
+    let fourth = bot.next_offer().await;
+    assert!(!offered.contains(&fourth.task.task_id.to_string()), "a new task for the freed slot");
+    // The completed attempt reported again, and a report about another attempt of a held task:
+    // nothing changes.
+    bot.complete(offers[0].task, vec![]).await;
+    let stale = TaskRef { attempt: offers[1].task.attempt + 1, ..offers[1].task };
+    bot.send(Event::TaskCompleted {
+        task: stale,
+        bot: bot.name.clone(),
+        rows: vec![],
+        output: None,
+        log: None,
+        at: Utc::now(),
+    })
+    .await;
+    let second = offers[1].task.task_id.to_string();
+    wait_until!(
+        "the stale report recorded",
+        history(&app, &second).await.contains(&"stale_event".to_owned())
+    );
+    assert_eq!(task_status(&app, &second).await, "RUNNING");
+    bot.accept(fourth.task).await;
+    for task in [offers[1].task, offers[2].task, fourth.task] {
+        bot.complete(task, vec![]).await;
+    }
+    let fifth = bot.next_offer().await;
+    bot.accept(fifth.task).await;
+    bot.complete(fifth.task, vec![]).await;
+    for task in created["tasks"].as_array().unwrap() {
+        let id = task["id"].as_str().unwrap();
+        wait_status(&app, id, "COMPLETE").await;
+        let kinds = history(&app, id).await;
+        assert_eq!(kinds.iter().filter(|k| *k == "completed").count(), 1, "{id}: {kinds:?}");
+    }
+    wait_until!("every slot free", bot_row(&app, "wide").await["slots_used"] == 0);
+    let row = bot_row(&app, "wide").await;
+    assert_eq!((&row["status"], &row["task_ids"]), (&json!("AVAILABLE"), &json!([])));
+}
+
+/// A bot lost holding three tasks (two running, one offered) gives all three back, each counted
+/// once: the runs as failures, the offer as unanswered.
+async fn a_lost_bot_with_slots_gives_back_every_task_once(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut lost = ScriptedBot::online_with_slots(&app, "lost", &[System::NOOP], 3).await;
+    let ids = [
+        create(&app, noop("a")).await,
+        create(&app, noop("b")).await,
+        create(&app, noop("c")).await,
+    ];
+    let offers = [lost.next_offer().await, lost.next_offer().await, lost.next_offer().await];
+    lost.accept(offers[0].task).await;
+    lost.accept(offers[1].task).await;
+    for offer in &offers[..2] {
+        wait_status(&app, &offer.task.task_id.to_string(), "RUNNING").await;
+    }
+    lost.go_silent();
+    wait_until!(
+        "the silent bot is lost",
+        app.get("/api/v1/bots?name=lost&status=UNAVAILABLE").await.1["total"] == 1
+    );
+    for id in &ids {
+        assert_eq!(task_status(&app, id).await, "WAITING", "{id}");
+        let kinds = history(&app, id).await;
+        assert_eq!(kinds.iter().filter(|k| *k == "bot_lost").count(), 1, "{id}: {kinds:?}");
+    }
+    let mut counts = Vec::new();
+    for offer in &offers {
+        let task = app.get(&format!("/api/v1/tasks/{}", offer.task.task_id)).await.1;
+        counts.push((
+            task["failures"].clone(),
+            task["unanswered_offers"].clone(),
+            task["attempt"].clone(),
+        ));
+    }
+    assert_eq!(counts[..2], [(json!(1), json!(0), json!(1)), (json!(1), json!(0), json!(1))]);
+    // The offer never answered: every offer of it counts as unanswered (it may have expired
+    // and gone back to the silent bot before the bot was found lost), none as a failed run.
+    assert_eq!((&counts[2].0, &counts[2].1), (&json!(0), &counts[2].2), "{counts:?}");
+    assert_eq!(bot_row(&app, "lost").await["slots_used"], 0);
+
+    let mut rescuer = ScriptedBot::online_with_slots(&app, "rescuer", &[System::NOOP], 8).await;
+    let mut again = Vec::new();
+    for _ in 0..3 {
+        let offer = rescuer.next_offer().await;
+        rescuer.accept(offer.task).await;
+        rescuer.complete(offer.task, vec![]).await;
+        again.push(offer.task.task_id.to_string());
+    }
+    again.sort();
+    let mut expected = ids.to_vec();
+    expected.sort();
+    assert_eq!(again, expected);
+    for id in &ids {
+        wait_status(&app, id, "COMPLETE").await;
+    }
+}
+
+/// Of the tasks a live multi-slot bot runs, the one its heartbeats stop mentioning is taken
+/// back alone; the others go on.
+async fn a_task_a_multi_slot_bot_drops_is_taken_back_alone(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut bot = ScriptedBot::online_with_slots(&app, "juggler", &[System::NOOP], 2).await;
+    let kept = create(&app, noop("kept")).await;
+    let dropped = create(&app, noop("dropped")).await;
+    let offers = [bot.next_offer().await, bot.next_offer().await];
+    for offer in &offers {
+        bot.accept(offer.task).await;
+    }
+    wait_status(&app, &kept, "RUNNING").await;
+    wait_status(&app, &dropped, "RUNNING").await;
+    let dropped_ref = offers.iter().find(|o| o.task.task_id.to_string() == dropped).unwrap().task;
+    bot.holding.lock().unwrap().retain(|t| *t != dropped_ref);
+    wait_until!("the dropped task taken back", task_status(&app, &dropped).await != "RUNNING");
+    let kinds = history(&app, &dropped).await;
+    assert!(kinds.contains(&"bot_lost".to_owned()), "{kinds:?}");
+    assert_eq!(task_status(&app, &kept).await, "RUNNING", "the other run goes on");
+    let again = bot.next_offer().await;
+    assert_eq!((again.task.task_id, again.task.attempt), (dropped_ref.task_id, 2));
 }
 
 async fn a_lost_bot_s_task_resumes_elsewhere_and_its_late_events_change_nothing(backend: Backend) {
@@ -584,7 +783,7 @@ async fn a_run_past_its_maximum_run_time_fails_and_its_bot_is_told_to_stop(backe
             }
         }
         // It stops, as told: its heartbeats hold nothing again.
-        *bot.holding.lock().unwrap() = None;
+        bot.holding.lock().unwrap().clear();
         let path = format!("/api/v1/tasks/{id}");
         wait_until!("the run failed", app.get(&path).await.1["failures"] == attempt);
         let accepted = history(&app, &id).await.iter().filter(|k| *k == "accepted").count();
@@ -605,7 +804,7 @@ async fn a_task_its_bot_no_longer_mentions_is_taken_back_as_a_failed_run(backend
     bot.accept(offer.task).await;
     wait_status(&app, &id, "RUNNING").await;
     // It gives the task up without a word: its heartbeats go on, holding nothing.
-    *bot.holding.lock().unwrap() = None;
+    bot.holding.lock().unwrap().clear();
     let path = format!("/api/v1/tasks/{id}");
     wait_until!("the task taken back", app.get(&path).await.1["failures"] == 1);
     let events = app.get(&format!("{path}/events")).await.1;
@@ -844,6 +1043,8 @@ async fn under_the_strict_sender_policy_a_bot_speaks_only_for_itself(backend: Ba
             ip_address: "127.0.0.1".into(),
             systems: vec![System::NOOP],
             session: Some(uuid::Uuid::now_v7()),
+            slots: None,
+            batches: false,
             at: Utc::now(),
         })
     };
@@ -934,6 +1135,9 @@ on_every_backend!(
     oldest_first_by_priority_and_only_to_capable_bots,
     a_rejected_or_ignored_offer_goes_to_the_next_bot,
     a_lost_bot_s_task_resumes_elsewhere_and_its_late_events_change_nothing,
+    a_bot_with_slots_holds_as_many_tasks_and_each_is_fenced,
+    a_lost_bot_with_slots_gives_back_every_task_once,
+    a_task_a_multi_slot_bot_drops_is_taken_back_alone,
     retryable_failures_back_off_then_fail_for_good,
     cancelling_a_running_task_stops_its_bot,
     a_run_past_its_maximum_run_time_fails_and_its_bot_is_told_to_stop,

@@ -340,7 +340,7 @@ async function refreshBots() {
     el("td", {}, systemLinks(bot.systems)),
     el("td", {}, bot.ip_address),
     el("td", { title: bot.last_heartbeat_at || "" }, ago(bot.last_heartbeat_at)),
-    el("td", {}, bot.current_task_id ? el("a", { href: `#/tasks/${bot.current_task_id}` }, shortId(bot.current_task_id)) : "—"),
+    el("td", {}, heldTasks(bot)),
     el("td", {},
       el("button", { type: "button", onclick: () => openBotForm(bot), "aria-label": `Edit ${bot.name}` }, "Edit"), " ",
       el("button", { type: "button", onclick: () => pauseBot(bot, !bot.paused), "aria-label": `${bot.paused ? "Resume" : "Pause"} ${bot.name}` }, bot.paused ? "Resume" : "Pause"), " ",
@@ -351,6 +351,16 @@ async function refreshBots() {
   select.replaceChildren(el("option", { value: "" }, "any"),
     ...page.items.map((bot) => el("option", { value: bot.id, selected: bot.id === chosen }, bot.name)));
   renderSystemsTable();
+}
+
+// What a bot holds: "used/total" slots when it has more than one, then its first tasks.
+function heldTasks(bot) {
+  const ids = bot.task_ids || [];
+  const shown = ids.slice(0, 3).flatMap((id, i) => [i ? ", " : "", el("a", { href: `#/tasks/${id}` }, shortId(id))]);
+  const more = ids.length > 3 ? el("span", { class: "muted" }, ` +${ids.length - 3} more`) : null;
+  const slots = bot.slots > 1 ? el("span", { class: "slots", title: `${bot.slots_used} of ${bot.slots} slots used` }, `${bot.slots_used}/${bot.slots} `) : null;
+  if (!ids.length && !slots) return "—";
+  return [slots, ...shown, more];
 }
 
 const systemLinks = (names) => names.flatMap((name, i) => (i ? [", ", systemLink(name)] : [systemLink(name)]));
@@ -590,6 +600,7 @@ function openBotForm(bot) {
     for (const box of form.querySelectorAll('[name="systems"]')) box.checked = bot.systems.includes(box.value);
     form.elements.delivery.value = bot.delivery;
     form.elements.http_port.value = bot.http_port ?? "";
+    form.elements.slots.value = bot.slots ?? 1;
   }
   form.elements.name.focus();
 }
@@ -602,6 +613,7 @@ async function saveBot(event) {
     ip_address: form.elements.ip_address.value.trim(),
     systems: [...form.querySelectorAll('[name="systems"]:checked')].map((b) => b.value),
     delivery: form.elements.delivery.value,
+    slots: Number(form.elements.slots.value) || 1,
   };
   if (body.delivery === "http" || form.elements.http_port.value) body.http_port = Number(form.elements.http_port.value) || null;
   const id = form.elements.id.value;

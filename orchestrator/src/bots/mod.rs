@@ -7,5 +7,5 @@ pub mod status;
 pub mod view;
 
 pub use request::{BotPatch, BotRequest, BotSpec};
-pub use status::{BotChange, status_after_write};
+pub use status::{BotChange, Load, status_after_write};
 pub use view::{Bot, join_systems, split_systems};

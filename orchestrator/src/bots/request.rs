@@ -50,6 +50,10 @@ pub struct BotRequest {
     /// Out of rotation from the start.
     #[serde(default)]
     pub paused: Option<bool>,
+    /// How many tasks it runs at once: 1 (the default, an RPA robot on a desktop) to 10,000.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 10000, example = 1)]
+    pub slots: Option<u32>,
 }
 
 /// A change of a bot (PUT and PATCH alike): only the fields given change. A client may send
@@ -65,6 +69,12 @@ pub struct BotPatch {
     /// Read-only: ignored.
     #[schema(value_type = Option<Object>)]
     pub current_task_id: Option<Value>,
+    /// Read-only: ignored.
+    #[schema(value_type = Option<Object>)]
+    pub slots_used: Option<Value>,
+    /// Read-only: ignored.
+    #[schema(value_type = Option<Object>)]
+    pub task_ids: Option<Value>,
     /// Read-only: ignored.
     #[schema(value_type = Option<Object>)]
     pub last_heartbeat_at: Option<Value>,
@@ -92,6 +102,10 @@ pub struct BotPatch {
     pub http_port: Option<u16>,
     /// Whether its port serves HTTPS.
     pub tls: Option<bool>,
+    /// How many tasks it runs at once from now on (1 to 10,000). Lowering it below what it
+    /// holds takes nothing back: it gets no offer until it holds fewer.
+    #[schema(minimum = 1, maximum = 10000)]
+    pub slots: Option<u32>,
     /// AVAILABLE or UNAVAILABLE; BUSY only as it is (the orchestrator sets it while the bot
     /// holds a task). See [`status_after_write`].
     pub status: Option<BotStatus>,
@@ -125,6 +139,7 @@ impl BotPatch {
             status: Some(status),
             paused: Some(self.paused.unwrap_or(current.paused)),
             tls: Some(self.tls.unwrap_or(current.tls) && delivery == Delivery::Http),
+            slots: Some(self.slots.unwrap_or(current.slots)),
         }
     }
 }
@@ -147,6 +162,8 @@ pub struct BotSpec {
     pub paused: bool,
     /// Its port serves HTTPS.
     pub tls: bool,
+    /// Tasks it runs at once, 1 to [`broker_config::messages::MAX_SLOTS`].
+    pub slots: u32,
 }
 
 impl BotSpec {
@@ -218,7 +235,18 @@ impl BotSpec {
             }
             _ => {}
         }
+        let slots = request.slots.unwrap_or(1);
+        if !(1..=broker_config::messages::MAX_SLOTS).contains(&slots) {
+            return Err(ApiError::invalid(
+                "slots",
+                format!(
+                    "slots is how many tasks the bot runs at once: 1 to {}",
+                    broker_config::messages::MAX_SLOTS
+                ),
+            ));
+        }
         Ok(BotSpec {
+            slots,
             name,
             ip_address,
             systems,
@@ -245,6 +273,7 @@ mod tests {
             status: None,
             paused: None,
             tls: None,
+            slots: None,
         }
     }
 
@@ -276,6 +305,13 @@ mod tests {
             field_of(BotRequest { systems: Some(vec![]), ..request() }).as_deref(),
             Some("systems")
         );
+        for slots in [0, broker_config::messages::MAX_SLOTS + 1] {
+            assert_eq!(
+                field_of(BotRequest { slots: Some(slots), ..request() }).as_deref(),
+                Some("slots"),
+                "{slots} slots"
+            );
+        }
         assert_eq!(
             field_of(BotRequest { delivery: Some(Delivery::Http), ..request() }).as_deref(),
             Some("http_port")
@@ -300,6 +336,9 @@ mod tests {
             tls: false,
             last_heartbeat_at: None,
             current_task_id: None,
+            slots: 1,
+            slots_used: 0,
+            task_ids: vec![],
             paused: false,
             unanswered_offers: 0,
             offers_paused_until: None,

@@ -31,8 +31,17 @@ pub struct Bot {
     pub tls: bool,
     /// When it last said it was alive.
     pub last_heartbeat_at: Option<DateTime<Utc>>,
-    /// The task it holds, if any (the orchestrator's to set: never written by a client).
+    /// A task it holds, if any: the first of `task_ids` (what clients of single-slot bots
+    /// read). The orchestrator's to set: never written by a client.
     pub current_task_id: Option<Uuid>,
+    /// How many tasks it runs at once.
+    #[schema(example = 1)]
+    pub slots: u32,
+    /// How many of them it holds now (ASSIGNED or RUNNING).
+    #[schema(example = 0)]
+    pub slots_used: u32,
+    /// The tasks it holds, oldest offer first.
+    pub task_ids: Vec<Uuid>,
     /// Taken out of rotation by an operator: offered nothing, whatever it reports.
     pub paused: bool,
     /// Offers in a row it did not take (unanswered or refused); reset when it takes one. Each
@@ -67,7 +76,11 @@ impl TryFrom<bot::Model> for Bot {
             name: row.name,
             ip_address: row.ip_address,
             last_heartbeat_at: row.last_heartbeat_at,
-            current_task_id: row.current_task_id,
+            // The tasks it holds are read beside the row (`store::bots::with_tasks`).
+            current_task_id: None,
+            slots: u32::try_from(row.slots).unwrap_or(1),
+            slots_used: u32::try_from(row.held).unwrap_or_default(),
+            task_ids: Vec::new(),
             paused: row.paused,
             unanswered_offers: u32::try_from(row.unanswered_offers).unwrap_or_default(),
             offers_paused_until: row.offers_paused_until,

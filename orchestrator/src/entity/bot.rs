@@ -20,7 +20,6 @@ pub struct Model {
     pub delivery: Delivery,
     pub http_port: Option<i32>,
     pub last_heartbeat_at: Option<DateTimeUtc>,
-    pub current_task_id: Option<Uuid>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
     /// The agent run that last announced itself (`bot.online`).
@@ -33,6 +32,11 @@ pub struct Model {
     pub offers_paused_until: Option<DateTimeUtc>,
     /// An HTTP bot served over HTTPS.
     pub tls: bool,
+    /// How many tasks it runs at once (1 for an RPA robot on a desktop).
+    pub slots: i32,
+    /// How many it holds now (ASSIGNED or RUNNING): recounted from `tasks` whenever one leaves
+    /// it, raised by the dispatcher when it offers one.
+    pub held: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -145,13 +145,10 @@ fn check_network(state: &AppState, spec: &BotSpec) -> Result<(), ApiError> {
 /// Applies a client's change to `current`.
 async fn change_bot(state: &AppState, current: Bot, patch: BotPatch) -> Result<Bot, ApiError> {
     patch.check_identity(&current)?;
-    let holds = match current.current_task_id {
-        Some(task_id) => {
-            Some((task_id, crate::store::tasks::find_task(&state.db, task_id).await?.status))
-        }
-        None => None,
-    };
-    let status = bots::status_after_write(current.status, patch.status, holds)?;
+    let holds = crate::store::bots::one_held_task(&state.db, current.id).await?;
+    // With the slots it will have: lowering them can fill it.
+    let load = bots::Load { held: current.slots_used, slots: patch.slots.unwrap_or(current.slots) };
+    let status = bots::status_after_write(current.status, patch.status, load, holds)?;
     let spec = BotSpec::parse(patch.apply_to(&current, status), current.status)?;
     check_network(state, &spec)?;
     let bot = crate::store::bots::update_bot(&state.db, &current, spec, now()).await?;
@@ -170,21 +167,20 @@ async fn apply_http_bot_event(
     event: broker_config::Event,
 ) -> Result<(), ApiError> {
     match event {
-        broker_config::Event::BotOnline { systems, ip_address, .. } => {
+        broker_config::Event::BotOnline { systems, ip_address, slots, .. } => {
+            let slots = slots.unwrap_or(current.slots);
+            let full = bots::Load { held: current.slots_used, slots }.full();
             let request = BotRequest {
                 name: current.name.clone(),
                 ip_address,
                 systems: Some(systems),
                 delivery: Some(current.delivery),
                 http_port: current.http_port,
-                // A bot holding a task stays BUSY; its heartbeats say what it holds.
-                status: Some(if current.current_task_id.is_some() {
-                    BotStatus::Busy
-                } else {
-                    BotStatus::Available
-                }),
+                // A full bot stays BUSY; its heartbeats say what it holds.
+                status: Some(if full { BotStatus::Busy } else { BotStatus::Available }),
                 paused: Some(current.paused),
                 tls: Some(current.tls),
+                slots: Some(slots),
             };
             let spec = BotSpec::parse(request, BotStatus::Available)?;
             check_network(state, &spec)?;
@@ -194,6 +190,7 @@ async fn apply_http_bot_event(
                 bot: broker_config::BotName::parse(&current.name)
                     .map_err(|e| ApiError::invalid("bot", e.to_string()))?,
                 task: None,
+                tasks: Vec::new(),
                 at: now(),
             };
             state.pipeline.handle_event(heartbeat).await?;

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::Pipeline;
 use super::rules::{self, DueTask, FreeBot};
-use crate::bots::BotChange;
+use crate::bots::{BotChange, Load};
 use crate::clock::now;
 use crate::entity::{bot, task};
 use crate::error::ApiError;
@@ -168,14 +168,20 @@ impl Pipeline {
         if bot_rows.is_empty() {
             return Ok(Pairing { offers: Vec::new(), again: false });
         }
-        let free: Vec<FreeBot> =
-            bot_rows.iter().map(|b| FreeBot { id: b.id, systems: systems_of(b) }).collect();
-        // At most as many tasks per system as free bots can run it: each query is a short range
-        // scan of ix_tasks_dispatch, whatever the backlog.
+        let free: Vec<FreeBot> = bot_rows
+            .iter()
+            .map(|b| FreeBot {
+                id: b.id,
+                systems: systems_of(b),
+                free: Load::of(b.held, b.slots).free(),
+            })
+            .collect();
+        // At most as many tasks per system as the free slots of the bots that run it: each
+        // query is a short range scan of ix_tasks_dispatch, whatever the backlog.
         let mut capacity: BTreeMap<System, u64> = BTreeMap::new();
         for bot in &free {
             for system in &bot.systems {
-                *capacity.entry(system.clone()).or_default() += 1;
+                *capacity.entry(system.clone()).or_default() += u64::from(bot.free);
             }
         }
         let mut candidates = HashMap::new();
@@ -209,17 +215,22 @@ impl Pipeline {
         let bots_by_id: HashMap<Uuid, &bot::Model> = bot_rows.iter().map(|b| (b.id, b)).collect();
         let pairs = rules::pair_tasks_with_bots(&due, &free);
         let paired = pairs.len();
+        // What each bot holds as this pass goes: every bot update is guarded by it.
+        let mut loads: HashMap<Uuid, Load> =
+            bot_rows.iter().map(|b| (b.id, Load::of(b.held, b.slots))).collect();
         let mut offers = Vec::new();
         for (task_id, bot_id) in pairs {
-            let (Some(task), Some(bot)) = (candidates.get(&task_id), bots_by_id.get(&bot_id))
+            let (Some(task), Some(bot), Some(load)) =
+                (candidates.get(&task_id), bots_by_id.get(&bot_id), loads.get_mut(&bot_id))
             else {
                 continue;
             };
-            if let Some(offer) = self.assign(txn, history, task, bot, now).await? {
+            if let Some(offer) = self.assign(txn, history, task, bot, load, now).await? {
                 offers.push(offer);
             }
         }
-        let again = rules::pass_again(free.len(), paired, offers.len());
+        let slots = free.iter().map(|b| b.free as usize).sum();
+        let again = rules::pass_again(slots, paired, offers.len());
         Ok(Pairing { offers, again })
     }
 
@@ -268,13 +279,15 @@ impl Pipeline {
         join_all(queued.into_iter().map(|offer| self.deliver(offer, now))).await;
     }
 
-    /// Marks `task` ASSIGNED to `bot` (guarded); `None` when either moved on meanwhile.
+    /// Marks `task` ASSIGNED to `bot` (guarded), which holds `load` before it and one more
+    /// after; `None` when either moved on meanwhile.
     async fn assign(
         &self,
         txn: &impl ConnectionTrait,
         history: &mut History,
         task: &task::Model,
         bot: &bot::Model,
+        load: &mut Load,
         now: DateTime<Utc>,
     ) -> Result<Option<Offer>, ApiError> {
         let attempt = task.attempt + 1;
@@ -298,12 +311,16 @@ impl Pipeline {
         if taken.rows_affected != 1 {
             return Ok(None);
         }
+        let after = load.plus(1);
         let busy = bot::Entity::update_many()
-            .col_expr(bot::Column::Status, Expr::value(BotChange::Offered.status(true)))
-            .col_expr(bot::Column::CurrentTaskId, Expr::value(Some(task.id)))
+            .col_expr(bot::Column::Status, Expr::value(BotChange::Offered.status(after)))
+            .col_expr(bot::Column::Held, Expr::value(i32::try_from(after.held).unwrap_or(i32::MAX)))
             .col_expr(bot::Column::UpdatedAt, Expr::value(now))
             .filter(bot::Column::Id.eq(bot.id))
             .filter(bot::Column::Status.eq(BotStatus::Available))
+            // As many held as this pass counts: another pass, or a task that left it, changed
+            // it otherwise.
+            .filter(bot::Column::Held.eq(i32::try_from(load.held).unwrap_or(i32::MAX)))
             // Paused or backed off since the pass read it: no offer.
             .filter(bot::Column::Paused.eq(false))
             .filter(
@@ -325,6 +342,7 @@ impl Pipeline {
                 .await?;
             return Ok(None);
         }
+        *load = after;
         let resume_after_row = resume_point(task);
         let detail = json!({ "bot": bot.name, "offer_expires_at": expires, "resume_after_row": resume_after_row });
         history.push(task.id, Some(bot.id), attempt, EventKind::Assigned, Some(detail), now);
@@ -446,7 +464,7 @@ impl Pipeline {
             .exec(&txn)
             .await?;
         if back.rows_affected == 1 {
-            crate::store::bots::release_bot(&txn, bot.id, task.id, bot_change, now).await?;
+            crate::store::bots::release_bot(&txn, bot.id, bot_change, now).await?;
             let pause = self.back_off_bot(&txn, bot, now).await?;
             let detail = json!({ "bot": bot.name, "reason": reason, "unanswered_offers": unanswered, "status": status, "bot_paused_for_s": pause.as_secs_f64() });
             record(&txn, task.id, Some(bot.id), task.attempt, why, Some(detail), now).await?;
@@ -584,8 +602,7 @@ impl Pipeline {
                 continue;
             }
             if let Some(bot_id) = task.bot_id {
-                crate::store::bots::release_bot(&txn, bot_id, task.id, BotChange::Unreachable, now)
-                    .await?;
+                crate::store::bots::release_bot(&txn, bot_id, BotChange::Unreachable, now).await?;
                 // A bot that cannot be stopped (no cancel route) may still be at it: no offer
                 // for a while, even if a probe finds it listening.
                 if let Some(bot) = bot::Entity::find_by_id(bot_id).one(&txn).await? {
@@ -622,7 +639,7 @@ impl Pipeline {
             .filter(bot::Column::Status.eq(BotStatus::Unavailable))
             .filter(bot::Column::Delivery.eq(Delivery::Http))
             .filter(bot::Column::Paused.eq(false))
-            .filter(bot::Column::CurrentTaskId.is_null())
+            .filter(bot::Column::Held.eq(0))
             .all(&self.db)
             .await?;
         let probes = join_all(candidates.iter().map(|bot| self.probe(bot))).await;
@@ -632,12 +649,12 @@ impl Pipeline {
                 continue;
             }
             let back = bot::Entity::update_many()
-                .col_expr(bot::Column::Status, Expr::value(BotChange::Online.status(false)))
+                .col_expr(bot::Column::Status, Expr::value(BotChange::Online.status(Load::IDLE)))
                 .col_expr(bot::Column::LastHeartbeatAt, Expr::value(Some(now)))
                 .col_expr(bot::Column::UpdatedAt, Expr::value(now))
                 .filter(bot::Column::Id.eq(bot.id))
                 .filter(bot::Column::Status.eq(BotStatus::Unavailable))
-                .filter(bot::Column::CurrentTaskId.is_null())
+                .filter(bot::Column::Held.eq(0))
                 .exec(&self.db)
                 .await?;
             if back.rows_affected == 1 {
@@ -656,8 +673,13 @@ impl Pipeline {
     /// a failure). An HTTP bot that sends no heartbeats is silent only when its address does not
     /// answer a probe either. Returns how many bots were lost.
     pub async fn detect_lost_bots(&self, now: DateTime<Utc>) -> Result<usize, ApiError> {
+        // A bot that paused itself (UNAVAILABLE) with a free slot may still hold tasks.
         let live = bot::Entity::find()
-            .filter(bot::Column::Status.is_in([BotStatus::Available, BotStatus::Busy]))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(bot::Column::Status.is_in([BotStatus::Available, BotStatus::Busy]))
+                    .add(bot::Column::Held.gt(0)),
+            )
             .all(&self.db)
             .await?;
         let mut lost = 0;
@@ -683,8 +705,8 @@ impl Pipeline {
             }
             let txn = self.begin().await?;
             let marked = bot::Entity::update_many()
-                .col_expr(bot::Column::Status, Expr::value(BotChange::Offline.status(false)))
-                .col_expr(bot::Column::CurrentTaskId, Expr::value(Option::<Uuid>::None))
+                .col_expr(bot::Column::Status, Expr::value(BotChange::Offline.status(Load::IDLE)))
+                .col_expr(bot::Column::Held, Expr::value(0))
                 .col_expr(bot::Column::UpdatedAt, Expr::value(now))
                 .filter(bot::Column::Id.eq(bot.id))
                 .filter(bot::Column::Status.eq(bot.status))
@@ -695,7 +717,8 @@ impl Pipeline {
             if marked.rows_affected == 1 {
                 let mut history = History::default();
                 let reason = "the bot stopped sending heartbeats";
-                requeued = self.requeue_held_tasks(&txn, &mut history, &bot, reason, now).await?;
+                requeued =
+                    self.requeue_held_tasks(&txn, &mut history, &bot, None, reason, now).await?;
                 history.write(&txn).await?;
                 tracing::warn!(bot = %bot.name, %last_seen, "bot lost");
                 lost += 1;
@@ -714,22 +737,26 @@ impl Pipeline {
         Ok(lost)
     }
 
-    /// Puts back every task `bot` holds, after the bot was lost or restarted. A lost RUNNING task
-    /// counts as a failed run (a task that kills its bot every time must end); it is offered
-    /// again at once, resuming after the rows already reported.
+    /// Puts back every task `bot` holds (or `only` these of them), after the bot was lost or
+    /// restarted. A lost RUNNING task counts as a failed run (a task that kills its bot every
+    /// time must end); a lost offer counts as unanswered; each is counted once, and offered
+    /// again at once, resuming after the rows already reported. The caller settles the bot.
     pub(crate) async fn requeue_held_tasks(
         &self,
         txn: &impl ConnectionTrait,
         history: &mut History,
         bot: &bot::Model,
+        only: Option<&[Uuid]>,
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<Vec<Uuid>, ApiError> {
-        let held = task::Entity::find()
+        let mut held = task::Entity::find()
             .filter(task::Column::BotId.eq(bot.id))
-            .filter(task::Column::Status.is_in([TaskStatus::Assigned, TaskStatus::Running]))
-            .all(txn)
-            .await?;
+            .filter(task::Column::Status.is_in([TaskStatus::Assigned, TaskStatus::Running]));
+        if let Some(only) = only {
+            held = held.filter(task::Column::Id.is_in(only.iter().copied()));
+        }
+        let held = held.all(txn).await?;
         let mut requeued = Vec::new();
         let unanswered_limit =
             i32::try_from(self.settings.max_unanswered_offers).unwrap_or(i32::MAX);

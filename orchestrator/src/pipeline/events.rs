@@ -27,7 +27,7 @@ use uuid::Uuid;
 use super::Pipeline;
 use super::dispatcher::Offer;
 use super::rules::{self, Report, TaskState, Verdict};
-use crate::bots::BotChange;
+use crate::bots::{BotChange, Load};
 use crate::clock::now;
 use crate::entity::{bot, task};
 use crate::error::ApiError;
@@ -245,12 +245,14 @@ impl Pipeline {
             batch.forget(event.bot());
         }
         let event = match event {
-            Event::BotOnline { bot, ip_address, systems, session, .. } => {
-                let online = Online { name: bot, ip_address, systems, session: *session };
+            Event::BotOnline { bot, ip_address, systems, session, slots, .. } => {
+                let online =
+                    Online { name: bot, ip_address, systems, session: *session, slots: *slots };
                 return self.bot_online(txn, online, now, fx, &mut batch.history).await;
             }
-            Event::BotHeartbeat { bot, task, .. } => {
-                return self.bot_heartbeat(txn, bot, *task, now, fx, &mut batch.history).await;
+            Event::BotHeartbeat { bot, task, tasks, .. } => {
+                let working_on = messages::heartbeat_tasks(*task, tasks);
+                return self.bot_heartbeat(txn, bot, working_on, now, fx, &mut batch.history).await;
             }
             Event::BotStatusChanged { bot, status, .. } => {
                 return self.bot_status(txn, bot, *status, now, fx).await;
@@ -460,7 +462,7 @@ impl Pipeline {
         batch.history.push(task.id, Some(bot.id), attempt, kind, Some(detail), now);
         fx.tasks.push(task.id);
         if let Some(status) = bot_after {
-            crate::store::bots::release_bot(txn, bot.id, task.id, status, now).await?;
+            crate::store::bots::release_bot(txn, bot.id, status, now).await?;
             fx.bots.push(bot.id);
             fx.wake = true;
         }
@@ -481,7 +483,15 @@ impl Pipeline {
         fx: &mut Effects,
         history: &mut History,
     ) -> Result<(), ApiError> {
-        let Online { name, ip_address, systems, session } = online;
+        let Online { name, ip_address, systems, session, slots } = online;
+        let slots = slots.unwrap_or(1);
+        if !(1..=messages::MAX_SLOTS).contains(&slots) {
+            return Err(ApiError::invalid(
+                "slots",
+                format!("bot.online from {name}: slots must be 1 to {}", messages::MAX_SLOTS),
+            ));
+        }
+        let slots = i32::try_from(slots).unwrap_or(1);
         let ip: IpAddr = ip_address.parse().map_err(|_| {
             ApiError::invalid(
                 "ip_address",
@@ -508,7 +518,7 @@ impl Pipeline {
             Some(existing) => {
                 // It restarted: whatever it held is lost.
                 let requeued = self
-                    .requeue_held_tasks(txn, history, &existing, "the bot restarted", now)
+                    .requeue_held_tasks(txn, history, &existing, None, "the bot restarted", now)
                     .await?;
                 fx.tasks.extend(&requeued);
                 fx.failed.extend(requeued);
@@ -518,8 +528,9 @@ impl Pipeline {
                 row.systems = Set(systems);
                 row.delivery = Set(broker_config::Delivery::Amqp);
                 row.http_port = Set(None);
-                row.status = Set(BotChange::Online.status(false));
-                row.current_task_id = Set(None);
+                row.status = Set(BotChange::Online.status(Load::IDLE));
+                row.slots = Set(slots);
+                row.held = Set(0);
                 row.last_heartbeat_at = Set(Some(now));
                 row.updated_at = Set(now);
                 row.session_id = Set(session);
@@ -532,12 +543,13 @@ impl Pipeline {
                     id: Set(bot_id),
                     name: Set(name.to_string()),
                     ip_address: Set(ip.to_string()),
-                    status: Set(BotChange::Online.status(false)),
+                    status: Set(BotChange::Online.status(Load::IDLE)),
                     systems: Set(systems),
                     delivery: Set(broker_config::Delivery::Amqp),
                     http_port: Set(None),
                     last_heartbeat_at: Set(Some(now)),
-                    current_task_id: Set(None),
+                    slots: Set(slots),
+                    held: Set(0),
                     created_at: Set(now),
                     updated_at: Set(now),
                     session_id: Set(session),
@@ -557,11 +569,16 @@ impl Pipeline {
         Ok(())
     }
 
+    /// A heartbeat: the bot is alive, and says which attempts it works on. An attempt it works
+    /// on that is no longer its own (it was presumed lost, the run passed its time) is told to
+    /// stop; a RUNNING task it holds by our records that its heartbeats have not mentioned for
+    /// the liveness window is taken back ([`Pipeline::reconcile`]); a bot presumed lost that
+    /// works only on what it holds is available again.
     async fn bot_heartbeat(
         &self,
         txn: &impl ConnectionTrait,
         name: &BotName,
-        working_on: Option<TaskRef>,
+        working_on: Vec<TaskRef>,
         now: DateTime<Utc>,
         fx: &mut Effects,
         history: &mut History,
@@ -570,102 +587,121 @@ impl Pipeline {
             tracing::warn!(bot = %name, "heartbeat from an unknown bot ignored (it registers with bot.online)");
             return Ok(());
         };
-        if self.reconcile(txn, &bot, working_on, now, fx, history).await? {
+        let held: Vec<(Uuid, i32, TaskStatus)> = if bot.held > 0 || !working_on.is_empty() {
+            task::Entity::find()
+                .select_only()
+                .column(task::Column::Id)
+                .column(task::Column::Attempt)
+                .column(task::Column::Status)
+                .filter(task::Column::BotId.eq(bot.id))
+                .filter(task::Column::Status.is_in([TaskStatus::Assigned, TaskStatus::Running]))
+                .into_tuple()
+                .all(txn)
+                .await?
+        } else {
+            Vec::new()
+        };
+        let stale: Vec<TaskRef> = working_on
+            .iter()
+            .filter(|t| {
+                !held.iter().any(|(id, attempt, _)| {
+                    *id == t.task_id && i64::from(*attempt) == i64::from(t.attempt)
+                })
+            })
+            .copied()
+            .collect();
+        let seen = Seen { working_on: &working_on, held: &held, stale: !stale.is_empty() };
+        if self.reconcile(txn, &bot, seen, now, fx, history).await? {
             return Ok(());
         }
-        let holds = match working_on {
-            None => None,
-            Some(t) => {
-                task::Entity::find_by_id(t.task_id)
-                    .filter(task::Column::BotId.eq(bot.id))
-                    .filter(task::Column::Attempt.eq(i32::try_from(t.attempt).unwrap_or(i32::MAX)))
-                    .filter(task::Column::Status.is_in([TaskStatus::Assigned, TaskStatus::Running]))
-                    .one(txn)
-                    .await?
-            }
-        };
         let mut update = bot::Entity::update_many()
             .col_expr(bot::Column::LastHeartbeatAt, Expr::value(Some(now)))
             .filter(bot::Column::Id.eq(bot.id));
-        // A bot presumed lost that is alive and idle is available again.
-        let back = bot.status == BotStatus::Unavailable
-            && working_on.is_none()
-            && bot.current_task_id.is_none();
+        // A bot presumed lost that is alive, and works on nothing that is not its own, is
+        // available again (BUSY if every slot is taken).
+        let back = bot.status == BotStatus::Unavailable && stale.is_empty();
         if back {
+            let load = Load::of(bot.held, bot.slots);
             update = update
-                .col_expr(bot::Column::Status, Expr::value(BotChange::Online.status(false)))
+                .col_expr(bot::Column::Status, Expr::value(BotChange::Online.status(load)))
                 .col_expr(bot::Column::UpdatedAt, Expr::value(now));
             fx.wake = true;
             tracing::info!(bot = %name, "bot is back");
         }
         update.exec(txn).await?;
         fx.bots.push(bot.id);
-        if let (Some(task), None) = (working_on, holds) {
+        for task in stale {
             // It works on an attempt that is no longer its own (it was presumed lost).
             fx.commands.push((
-                bot,
+                bot.clone(),
                 Command::CancelTask { task, reason: "this attempt is no longer current".into() },
             ));
         }
         Ok(())
     }
 
-    /// Takes back the RUNNING task a live bot holds by our records when its heartbeats have not
-    /// mentioned it for the liveness window (`missed_heartbeats` intervals): the bot gave it up
-    /// without a word (a report it could not send, a crash in its reporting path). The run counts
-    /// as failed, with the reason in the history; the bot is free again if it says it holds
-    /// nothing. Returns whether it did (the heartbeat is then applied).
+    /// Takes back the RUNNING tasks a live bot holds by our records (`held`) when its heartbeats
+    /// have not mentioned them for the liveness window (`missed_heartbeats` intervals): the bot
+    /// gave them up without a word (a report it could not send, a crash in its reporting path).
+    /// Each run counts as failed, with the reason in the history; the bot's status is settled
+    /// again. Returns whether it took any (the heartbeat is then applied).
     async fn reconcile(
         &self,
         txn: &impl ConnectionTrait,
         bot: &bot::Model,
-        working_on: Option<TaskRef>,
+        seen: Seen<'_>,
         now: DateTime<Utc>,
         fx: &mut Effects,
         history: &mut History,
     ) -> Result<bool, ApiError> {
-        let held = bot.current_task_id.filter(|held| working_on.map(|t| t.task_id) != Some(*held));
-        let since = self.unmentioned_since(bot.id, held, now);
-        let Some(held) = held else { return Ok(false) };
+        let Seen { working_on, held, stale } = seen;
+        // An offer not yet accepted is not the bot's to mention: only RUNNING tasks count.
+        let unmentioned: Vec<Uuid> = held
+            .iter()
+            .filter(|(id, _, status)| {
+                *status == TaskStatus::Running && !working_on.iter().any(|t| t.task_id == *id)
+            })
+            .map(|(id, _, _)| *id)
+            .collect();
         let grace = self.settings.heartbeat_interval * self.settings.missed_heartbeats;
-        if !rules::is_silent(
-            since,
-            now,
-            self.settings.heartbeat_interval,
-            self.settings.missed_heartbeats,
-        ) {
-            return Ok(false);
-        }
-        // An offer not yet accepted is not the bot's to mention: only a RUNNING task is taken back.
-        let running = task::Entity::find_by_id(held)
-            .filter(task::Column::Status.eq(TaskStatus::Running))
-            .filter(task::Column::BotId.eq(bot.id))
-            .one(txn)
-            .await?;
-        if running.is_none() {
+        let silent: Vec<Uuid> = self
+            .unmentioned_since(bot.id, &unmentioned, now)
+            .into_iter()
+            .filter(|(_, since)| {
+                rules::is_silent(
+                    *since,
+                    now,
+                    self.settings.heartbeat_interval,
+                    self.settings.missed_heartbeats,
+                )
+            })
+            .map(|(task, _)| task)
+            .collect();
+        if silent.is_empty() {
             return Ok(false);
         }
         let says = match working_on {
-            Some(other) => format!("task {} (attempt {})", other.task_id, other.attempt),
-            None => "nothing".to_owned(),
+            [] => "nothing".to_owned(),
+            [one] => format!("task {} (attempt {})", one.task_id, one.attempt),
+            many => format!("{} other tasks", many.len()),
         };
         let reason = format!(
             "the bot's heartbeats said it held {says} for {} s while it held this task",
             grace.as_secs_f64()
         );
-        let requeued = self.requeue_held_tasks(txn, history, bot, &reason, now).await?;
-        let status = if working_on.is_none() { BotChange::Freed } else { BotChange::Unreachable }
-            .status(false);
+        let requeued =
+            self.requeue_held_tasks(txn, history, bot, Some(&silent), &reason, now).await?;
+        // A bot that works on an attempt not its own cannot be counted on until it stops.
+        let change = if stale { BotChange::Unreachable } else { BotChange::Freed };
+        crate::store::bots::release_bot(txn, bot.id, change, now).await?;
         bot::Entity::update_many()
-            .col_expr(bot::Column::Status, Expr::value(status))
-            .col_expr(bot::Column::CurrentTaskId, Expr::value(Option::<Uuid>::None))
             .col_expr(bot::Column::LastHeartbeatAt, Expr::value(Some(now)))
-            .col_expr(bot::Column::UpdatedAt, Expr::value(now))
             .filter(bot::Column::Id.eq(bot.id))
             .exec(txn)
             .await?;
-        self.unmentioned_since(bot.id, None, now);
-        tracing::warn!(bot = %bot.name, task_id = %held, %reason, "task taken back from a bot that no longer holds it");
+        let still: Vec<Uuid> = unmentioned.into_iter().filter(|t| !silent.contains(t)).collect();
+        self.unmentioned_since(bot.id, &still, now);
+        tracing::warn!(bot = %bot.name, tasks = ?silent, %reason, "tasks taken back from a bot that no longer holds them");
         fx.tasks.extend(&requeued);
         fx.failed.extend(requeued);
         fx.bots.push(bot.id);
@@ -684,7 +720,7 @@ impl Pipeline {
         let Some(bot) = crate::store::bots::find_by_name(txn, name.as_str()).await? else {
             return Ok(());
         };
-        let status = BotChange::Reported(reported).status(bot.current_task_id.is_some());
+        let status = BotChange::Reported(reported).status(Load::of(bot.held, bot.slots));
         bot::Entity::update_many()
             .col_expr(bot::Column::Status, Expr::value(status))
             .col_expr(bot::Column::LastHeartbeatAt, Expr::value(Some(now)))
@@ -709,11 +745,11 @@ impl Pipeline {
             return Ok(());
         };
         let requeued = self
-            .requeue_held_tasks(txn, history, &bot, "the bot went offline holding it", now)
+            .requeue_held_tasks(txn, history, &bot, None, "the bot went offline holding it", now)
             .await?;
         bot::Entity::update_many()
-            .col_expr(bot::Column::Status, Expr::value(BotChange::Offline.status(false)))
-            .col_expr(bot::Column::CurrentTaskId, Expr::value(Option::<Uuid>::None))
+            .col_expr(bot::Column::Status, Expr::value(BotChange::Offline.status(Load::IDLE)))
+            .col_expr(bot::Column::Held, Expr::value(0))
             .col_expr(bot::Column::UpdatedAt, Expr::value(now))
             .filter(bot::Column::Id.eq(bot.id))
             .exec(txn)
@@ -840,12 +876,24 @@ impl Batch {
     }
 }
 
+/// What a heartbeat said, beside what its bot holds by our records.
+#[derive(Clone, Copy)]
+struct Seen<'a> {
+    /// The attempts it says it works on.
+    working_on: &'a [TaskRef],
+    /// The tasks it holds: id, attempt, status.
+    held: &'a [(Uuid, i32, TaskStatus)],
+    /// Whether it works on an attempt that is not its own.
+    stale: bool,
+}
+
 /// A `bot.online`'s parts.
 struct Online<'a> {
     name: &'a BotName,
     ip_address: &'a str,
     systems: &'a [broker_config::System],
     session: Option<Uuid>,
+    slots: Option<u32>,
 }
 
 /// A task event's parts, whatever its type.

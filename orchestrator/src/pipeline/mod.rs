@@ -138,10 +138,14 @@ pub struct Pipeline {
     /// The attempts bots were told to stop, so each is told once (a bot that keeps reporting on
     /// a cancelled attempt is not sent a stop, and its report not recorded, for every report).
     told_to_stop: std::sync::Mutex<std::collections::HashSet<TaskRef>>,
-    /// For each bot whose heartbeats do not mention the task it holds by our records: that task,
+    /// For each bot whose heartbeats do not mention tasks it runs by our records: those tasks,
     /// and since when (the reconciliation's grace period runs from there).
-    unmentioned:
-        std::sync::Mutex<std::collections::HashMap<Uuid, (Uuid, chrono::DateTime<chrono::Utc>)>>,
+    unmentioned: std::sync::Mutex<
+        std::collections::HashMap<
+            Uuid,
+            std::collections::HashMap<Uuid, chrono::DateTime<chrono::Utc>>,
+        >,
+    >,
     /// When this pipeline started: the sweeps judge nobody by what happened before it (what bots
     /// reported while no orchestrator ran is still queued, unread).
     started: chrono::DateTime<chrono::Utc>,
@@ -211,30 +215,25 @@ impl Pipeline {
         told.insert(task)
     }
 
-    /// Since when `bot`'s heartbeats have not mentioned `task`, the task it holds: now, the
-    /// first time. `None` forgets it (the bot mentions what it holds, or holds nothing).
+    /// Since when `bot`'s heartbeats have not mentioned each of `tasks`, tasks it runs by our
+    /// records: now, the first time. Tasks not in `tasks` are forgotten (the bot mentions them
+    /// again, or they left it); an empty `tasks` forgets the bot.
     pub(crate) fn unmentioned_since(
         &self,
         bot: Uuid,
-        task: Option<Uuid>,
+        tasks: &[Uuid],
         now: chrono::DateTime<chrono::Utc>,
-    ) -> chrono::DateTime<chrono::Utc> {
+    ) -> Vec<(Uuid, chrono::DateTime<chrono::Utc>)> {
         let Ok(mut map) = self.unmentioned.lock() else {
-            return now;
+            return tasks.iter().map(|task| (*task, now)).collect();
         };
-        match task {
-            None => {
-                map.remove(&bot);
-                now
-            }
-            Some(task) => match map.get(&bot) {
-                Some((seen, since)) if *seen == task => *since,
-                _ => {
-                    map.insert(bot, (task, now));
-                    now
-                }
-            },
+        if tasks.is_empty() {
+            map.remove(&bot);
+            return Vec::new();
         }
+        let seen = map.entry(bot).or_default();
+        seen.retain(|task, _| tasks.contains(task));
+        tasks.iter().map(|task| (*task, *seen.entry(*task).or_insert(now))).collect()
     }
 
     /// Whether a bot was told to stop `task` already.

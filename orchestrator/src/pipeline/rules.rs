@@ -3,6 +3,7 @@
 //! The shells in [`super::dispatcher`] and [`super::events`] load the inputs and store the
 //! outcome.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use broker_config::{System, TaskStatus};
@@ -38,36 +39,43 @@ pub struct FreeBot {
     pub id: Uuid,
     /// What it can run.
     pub systems: Vec<System>,
+    /// How many more tasks it can take (its free slots).
+    pub free: u32,
 }
 
 /// Pairs due tasks (in any order: they are sorted here) with free bots (in preference order,
 /// e.g. idle longest first). Each task goes to the first free bot that runs its system, avoiding
-/// the bot that last turned it down unless no other can take it; each bot gets at most one task,
-/// each task at most one bot.
+/// the bot that last turned it down unless no other can take it; each bot gets at most as many
+/// tasks as it has free slots, each task at most one bot. A bot that got a task goes to the back
+/// of the line, so a burst spreads over the bots instead of filling the first one's slots.
 pub fn pair_tasks_with_bots(tasks: &[DueTask], bots: &[FreeBot]) -> Vec<(Uuid, Uuid)> {
     let mut ordered: Vec<&DueTask> = tasks.iter().collect();
     ordered.sort_by_key(|t| t.order_key());
-    let mut free: Vec<&FreeBot> = bots.iter().collect();
+    let mut line: VecDeque<(&FreeBot, u32)> =
+        bots.iter().filter(|b| b.free > 0).map(|b| (b, b.free)).collect();
     let mut pairs = Vec::new();
     for task in ordered {
-        if free.is_empty() {
+        if line.is_empty() {
             break;
         }
-        let can_run = |bot: &&FreeBot| bot.systems.contains(&task.system);
-        let chosen = free
+        let can_run = |(bot, _): &(&FreeBot, u32)| bot.systems.contains(&task.system);
+        let chosen = line
             .iter()
-            .position(|bot| can_run(bot) && Some(bot.id) != task.avoid_bot)
-            .or_else(|| free.iter().position(can_run));
-        if let Some(index) = chosen {
-            pairs.push((task.id, free.remove(index).id));
+            .position(|entry| can_run(entry) && Some(entry.0.id) != task.avoid_bot)
+            .or_else(|| line.iter().position(can_run));
+        if let Some((bot, left)) = chosen.and_then(|index| line.remove(index)) {
+            pairs.push((task.id, bot.id));
+            if left > 1 {
+                line.push_back((bot, left - 1));
+            }
         }
     }
     pairs
 }
 
-/// Whether a dispatch pass that had `free` bots, paired `paired` of them and made `offered`
+/// Whether a dispatch pass that had `free` free slots, paired `paired` of them and made `offered`
 /// offers should be followed by another at once: it offered something, and either filled every
-/// free bot (more tasks may be due, and bots may have come free meanwhile) or lost a pair to a
+/// free slot (more tasks may be due, and bots may have come free meanwhile) or lost a pair to a
 /// concurrent change. A pass that left bots free has offered every due task they could run.
 pub fn pass_again(free: usize, paired: usize, offered: usize) -> bool {
     offered > 0 && (offered == free || offered < paired)
@@ -201,7 +209,7 @@ mod tests {
     }
 
     fn bot(n: u128, systems: &[System]) -> FreeBot {
-        FreeBot { id: id(n), systems: systems.to_vec() }
+        FreeBot { id: id(n), systems: systems.to_vec(), free: 1 }
     }
 
     #[test]
@@ -232,6 +240,24 @@ mod tests {
         tasks_used.sort();
         tasks_used.dedup();
         assert_eq!(tasks_used.len(), 3);
+    }
+
+    #[test]
+    fn bots_take_as_many_tasks_as_free_slots_spread_over_the_bots() {
+        let tasks: Vec<_> = (0..10).map(|n| task(n, System::NOOP, 0, 100 - n as i64)).collect();
+        let wide = FreeBot { free: 4, ..bot(100, &[System::NOOP]) };
+        let narrow = FreeBot { free: 2, ..bot(101, &[System::NOOP]) };
+        let full = FreeBot { free: 0, ..bot(102, &[System::NOOP]) };
+        let pairs = pair_tasks_with_bots(&tasks, &[wide, narrow, full]);
+        let given = |b: u128| pairs.iter().filter(|p| p.1 == id(b)).count();
+        assert_eq!((given(100), given(101), given(102)), (4, 2, 0), "{pairs:?}");
+        // Turn by turn while both have room: 100, 101, 100, 101, then 100 alone.
+        let order: Vec<u128> = pairs.iter().map(|p| p.1.as_u128()).collect();
+        assert_eq!(order, [100, 101, 100, 101, 100, 100]);
+        let mut tasks_used: Vec<_> = pairs.iter().map(|p| p.0).collect();
+        tasks_used.sort();
+        tasks_used.dedup();
+        assert_eq!(tasks_used.len(), 6, "each task once");
     }
 
     #[test]

@@ -1,16 +1,18 @@
 //! Bots as stored: registering, reading, listing, a guarded update, deletion (which puts an
 //! offered task back) and freeing a bot from a task.
 
+use std::collections::HashMap;
+
 use broker_config::{BotStatus, System, TaskStatus};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait as _};
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _,
-    Set, TransactionSession as _,
+    QueryOrder as _, QuerySelect as _, Set, TransactionSession as _,
 };
 use uuid::Uuid;
 
-use crate::bots::{Bot, BotChange, BotSpec, join_systems};
+use crate::bots::{Bot, BotChange, BotSpec, Load, join_systems};
 use crate::entity::{bot, task};
 use crate::error::{ApiError, unique_violation};
 use crate::pagination::{Page, PageRequest, fetch_page};
@@ -69,7 +71,8 @@ pub async fn create_bot(
         delivery: Set(spec.delivery),
         http_port: Set(spec.http_port.map(i32::from)),
         last_heartbeat_at: Set(None),
-        current_task_id: Set(None),
+        slots: Set(i32::try_from(spec.slots).unwrap_or(1)),
+        held: Set(0),
         created_at: Set(now),
         updated_at: Set(now),
         session_id: Set(None),
@@ -81,9 +84,45 @@ pub async fn create_bot(
     row.insert(db).await.map_err(|e| taken(e, &spec))?.try_into()
 }
 
-/// One bot.
+/// One bot, with the tasks it holds.
 pub async fn get_bot(db: &impl ConnectionTrait, id: Uuid) -> Result<Bot, ApiError> {
-    bot::Entity::find_by_id(id).one(db).await?.ok_or(ApiError::NotFound("bot"))?.try_into()
+    let bot: Bot =
+        bot::Entity::find_by_id(id).one(db).await?.ok_or(ApiError::NotFound("bot"))?.try_into()?;
+    with_tasks(db, vec![bot]).await?.pop().ok_or(ApiError::NotFound("bot"))
+}
+
+/// `bots` with the tasks each holds (`task_ids`, oldest offer first, and `current_task_id`, the
+/// first): one query for them all.
+pub async fn with_tasks(
+    db: &impl ConnectionTrait,
+    mut bots: Vec<Bot>,
+) -> Result<Vec<Bot>, ApiError> {
+    let holding: Vec<Uuid> = bots.iter().filter(|b| b.slots_used > 0).map(|b| b.id).collect();
+    if holding.is_empty() {
+        return Ok(bots);
+    }
+    let held: Vec<(Uuid, Option<Uuid>)> = task::Entity::find()
+        .select_only()
+        .column(task::Column::Id)
+        .column(task::Column::BotId)
+        .filter(task::Column::BotId.is_in(holding))
+        .filter(task::Column::Status.is_in([TaskStatus::Assigned, TaskStatus::Running]))
+        .order_by_asc(task::Column::UpdatedAt)
+        .order_by_asc(task::Column::Id)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut by_bot: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+    for (task, bot) in held {
+        if let Some(bot) = bot {
+            by_bot.entry(bot).or_default().push(task);
+        }
+    }
+    for bot in &mut bots {
+        bot.task_ids = by_bot.remove(&bot.id).unwrap_or_default();
+        bot.current_task_id = bot.task_ids.first().copied();
+    }
+    Ok(bots)
 }
 
 /// A page of bots matching `filter`.
@@ -113,7 +152,7 @@ pub async fn list_bots(
     if let Some(name) = &filter.name {
         select = select.filter(bot::Column::Name.eq(name.as_str()));
     }
-    fetch_page(
+    let mut page = fetch_page(
         db,
         select,
         (bot::Column::CreatedAt, bot::Column::Id),
@@ -121,11 +160,13 @@ pub async fn list_bots(
         |row| (row.created_at, row.id),
         Bot::try_from,
     )
-    .await
+    .await?;
+    page.items = with_tasks(db, std::mem::take(&mut page.items)).await?;
+    Ok(page)
 }
 
-/// Replaces a bot's fields, provided it is still as `current` shows it: the same status and the
-/// same task held (or none). A bot that took or ended a task, or was found lost, meanwhile is a
+/// Replaces a bot's fields, provided it is still as `current` shows it: the same status and as
+/// many tasks held. A bot that took or ended a task, or was found lost, meanwhile is a
 /// 409, so a status decided from what the caller read is never written over what holds now.
 pub async fn update_bot(
     db: &impl ConnectionTrait,
@@ -143,13 +184,11 @@ pub async fn update_bot(
         .col_expr(bot::Column::HttpPort, Expr::value(spec.http_port.map(i32::from)))
         .col_expr(bot::Column::Paused, Expr::value(spec.paused))
         .col_expr(bot::Column::Tls, Expr::value(spec.tls))
+        .col_expr(bot::Column::Slots, Expr::value(i32::try_from(spec.slots).unwrap_or(1)))
         .col_expr(bot::Column::UpdatedAt, Expr::value(now))
         .filter(bot::Column::Id.eq(id))
-        .filter(bot::Column::Status.eq(current.status));
-    let update = match current.current_task_id {
-        Some(task) => update.filter(bot::Column::CurrentTaskId.eq(task)),
-        None => update.filter(bot::Column::CurrentTaskId.is_null()),
-    };
+        .filter(bot::Column::Status.eq(current.status))
+        .filter(bot::Column::Held.eq(i32::try_from(current.slots_used).unwrap_or(i32::MAX)));
     let done = update.exec(db).await.map_err(|e| taken(e, &spec))?;
     if done.rows_affected == 0 {
         get_bot(db, id).await?;
@@ -194,25 +233,57 @@ pub async fn delete_bot(
     Ok(())
 }
 
-/// Frees a bot from `task_id` (`why`: freed, or gone unreachable): it holds no task and its
-/// status is what [`BotChange::status`] says. Does nothing if the bot holds another task
-/// meanwhile (a guard, not an error).
+/// Sets a bot's status after `why`, with `held` counted again from the tasks it holds: called
+/// whenever a task leaves it (it completed, failed or refused it, a user cancelled it, the offer
+/// expired or could not be delivered), after the task's own change in the same transaction.
+/// Counting, rather than subtracting one, means no path can leave the count wrong. Returns
+/// the bot's load, or `None` when it is gone.
 pub async fn release_bot(
     db: &impl ConnectionTrait,
     bot_id: Uuid,
-    task_id: Uuid,
     why: BotChange,
     now: DateTime<Utc>,
-) -> Result<(), ApiError> {
+) -> Result<Option<Load>, ApiError> {
+    let held_now = Expr::cust(format!(
+        "(SELECT COUNT(*) FROM tasks WHERE tasks.bot_id = bots.id AND tasks.status IN ('{}', '{}'))",
+        TaskStatus::Assigned.as_str(),
+        TaskStatus::Running.as_str()
+    ));
+    let found: Option<(i32, i64)> = bot::Entity::find_by_id(bot_id)
+        .select_only()
+        .column(bot::Column::Slots)
+        .column_as(held_now, "held_now")
+        .into_tuple()
+        .one(db)
+        .await?;
+    let Some((slots, held)) = found else { return Ok(None) };
+    let held = i32::try_from(held).unwrap_or(i32::MAX);
+    let load = Load::of(held, slots);
     bot::Entity::update_many()
-        .col_expr(bot::Column::Status, Expr::value(why.status(false)))
-        .col_expr(bot::Column::CurrentTaskId, Expr::value(Option::<Uuid>::None))
+        .col_expr(bot::Column::Status, Expr::value(why.status(load)))
+        .col_expr(bot::Column::Held, Expr::value(held))
         .col_expr(bot::Column::UpdatedAt, Expr::value(now))
         .filter(bot::Column::Id.eq(bot_id))
-        .filter(bot::Column::CurrentTaskId.eq(task_id))
         .exec(db)
         .await?;
-    Ok(())
+    Ok(Some(load))
+}
+
+/// One task `bot_id` holds, a RUNNING one if any (the one a status change could not leave it).
+pub async fn one_held_task(
+    db: &impl ConnectionTrait,
+    bot_id: Uuid,
+) -> Result<Option<(Uuid, TaskStatus)>, ApiError> {
+    let held: Vec<(Uuid, TaskStatus)> = task::Entity::find()
+        .select_only()
+        .column(task::Column::Id)
+        .column(task::Column::Status)
+        .filter(task::Column::BotId.eq(bot_id))
+        .filter(task::Column::Status.is_in([TaskStatus::Assigned, TaskStatus::Running]))
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(held.iter().find(|(_, s)| *s == TaskStatus::Running).or(held.first()).copied())
 }
 
 /// One stored bot row, if it exists.

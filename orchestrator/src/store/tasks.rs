@@ -251,7 +251,7 @@ pub async fn update_task(
             if let (Some(bot_id), TaskStatus::Assigned | TaskStatus::Running) =
                 (current.bot_id, from)
             {
-                super::bots::release_bot(&txn, bot_id, id, BotChange::Freed, now).await?;
+                // The bot is freed once the task is CANCELLED below, in this transaction.
                 let attempt = u32::try_from(current.attempt).unwrap_or_default();
                 effects.stop = Some((bot_id, broker_config::TaskRef { task_id: id, attempt }));
                 effects.wake = true;
@@ -281,6 +281,9 @@ pub async fn update_task(
     }
     row.updated_at = Set(now);
     let updated = row.update(&txn).await?;
+    if let Some((bot_id, _)) = effects.stop {
+        super::bots::release_bot(&txn, bot_id, BotChange::Freed, now).await?;
+    }
     if !changed.is_empty() {
         record_event(
             &txn,
