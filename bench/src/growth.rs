@@ -105,6 +105,7 @@ pub async fn measure(bots: usize, waiting: usize, passes: usize) -> anyhow::Resu
                 last_heartbeat_at: Set(Some(now)),
                 slots: Set(1),
                 held: Set(0),
+                batches: Set(false),
                 created_at: Set(now),
                 updated_at: Set(now),
                 session_id: Set(None),

@@ -1,6 +1,7 @@
 //! `bots.slots` and `bots.held`: a bot runs up to `slots` tasks at once, and holds `held` of
 //! them (ASSIGNED or RUNNING) now. `held` replaces `current_task_id`, which could name one task
 //! only; the API still shows a `current_task_id` (the first task held) to older clients.
+//! `bots.batches`: the bot reads several offers in one message (`tasks.assign`).
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
@@ -19,6 +20,7 @@ impl MigrationName for Migration {
 enum Capacity {
     Slots,
     Held,
+    Batches,
 }
 
 #[async_trait::async_trait]
@@ -42,6 +44,14 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager
+            .alter_table(
+                Table::alter()
+                    .table(Bots::Table)
+                    .add_column(boolean(Capacity::Batches).default(false))
+                    .to_owned(),
+            )
+            .await?;
+        manager
             .get_connection()
             .execute_unprepared("UPDATE bots SET held = 1 WHERE current_task_id IS NOT NULL")
             .await?;
@@ -61,7 +71,7 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        for column in [Capacity::Held, Capacity::Slots] {
+        for column in [Capacity::Batches, Capacity::Held, Capacity::Slots] {
             manager
                 .alter_table(Table::alter().table(Bots::Table).drop_column(column).to_owned())
                 .await?;

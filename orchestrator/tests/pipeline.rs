@@ -57,6 +57,8 @@ struct ScriptedBot {
     announcement: Event,
     /// What its heartbeats say it works on: what it accepted, until it reports the end.
     holding: Arc<Mutex<Vec<TaskRef>>>,
+    /// How many messages reached its queue (a message may carry several offers).
+    deliveries: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl ScriptedBot {
@@ -111,10 +113,14 @@ impl ScriptedBot {
             prefetch: 10,
             max_failures: broker_config::amqp::DEFAULT_MAX_FAILURES,
         };
+        let deliveries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = deliveries.clone();
         tokio::spawn(broker_config::consume(spec, stop.clone(), move |message| {
-            let decision = match messages::decode::<Command>(&message.data) {
-                Ok(command) => {
-                    let _ = tx.send(command);
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            // A bot that said `batches` may get several offers in one message.
+            let decision = match messages::decode_commands(&message.data) {
+                Ok(commands) => {
+                    commands.into_iter().for_each(|command| drop(tx.send(command)));
                     Decision::Ack
                 }
                 Err(err) => Decision::DeadLetter(err.to_string()),
@@ -127,7 +133,7 @@ impl ScriptedBot {
             systems: systems.to_vec(),
             session: Some(uuid::Uuid::now_v7()),
             slots,
-            batches: false,
+            batches: slots.is_some(),
             at: Utc::now(),
         };
         let bot = ScriptedBot {
@@ -138,6 +144,7 @@ impl ScriptedBot {
             stop,
             announcement,
             holding: Arc::default(),
+            deliveries,
         };
         bot.send(bot.announcement.clone()).await;
         let (publisher, name, beat, holding) =
@@ -608,6 +615,62 @@ async fn a_task_a_multi_slot_bot_drops_is_taken_back_alone(backend: Backend) {
     assert_eq!(task_status(&app, &kept).await, "RUNNING", "the other run goes on");
     let again = bot.next_offer().await;
     assert_eq!((again.task.task_id, again.task.attempt), (dropped_ref.task_id, 2));
+}
+
+/// A bot that reads offers together gets the offers of one pass in one message, and may report
+/// several events in one message, or a completion alone (its acceptance implied): every task
+/// ends COMPLETE once, with a whole history.
+async fn offers_and_events_travel_together_and_a_completion_implies_the_acceptance(
+    backend: Backend,
+) {
+    let app = spawn(backend).await;
+    let tasks: Vec<Value> = (0..4).map(|n| noop(&format!("nap {n}"))).collect();
+    let (status, created) = app.post("/api/v1/tasks/bulk", &json!({ "tasks": tasks })).await;
+    assert_eq!(status, 201, "{created}");
+    let mut bot = ScriptedBot::online_with_slots(&app, "wide", &[System::NOOP], 4).await;
+    let offers = [
+        bot.next_offer().await,
+        bot.next_offer().await,
+        bot.next_offer().await,
+        bot.next_offer().await,
+    ];
+    assert_eq!(
+        bot.deliveries.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "four offers of one pass in one message"
+    );
+    // Two accepted and completed in one bot.events message.
+    let events: Vec<Event> = offers[..2]
+        .iter()
+        .flat_map(|offer| {
+            [
+                Event::TaskAccepted { task: offer.task, bot: bot.name.clone(), at: Utc::now() },
+                Event::TaskCompleted {
+                    task: offer.task,
+                    bot: bot.name.clone(),
+                    rows: vec![],
+                    output: Some(json!({"n": 1})),
+                    log: None,
+                    at: Utc::now(),
+                },
+            ]
+        })
+        .collect();
+    let (key, body) = messages::encode_events(&bot.name, &events);
+    assert_eq!(key, messages::EVENTS_TYPE);
+    bot.publisher.publish(EVENTS_EXCHANGE, key, &body, false).await.unwrap();
+    // The other two completed without a word before: the completion implies the acceptance.
+    bot.complete(offers[2].task, vec![]).await;
+    bot.complete(offers[3].task, vec![]).await;
+    for offer in &offers {
+        let id = offer.task.task_id.to_string();
+        let done = wait_status(&app, &id, "COMPLETE").await;
+        assert!(done["started_at"].is_string(), "{done}");
+        assert_eq!(history(&app, &id).await, ["created", "assigned", "accepted", "completed"]);
+    }
+    let (_, events) = app.get(&format!("/api/v1/tasks/{}/events", offers[3].task.task_id)).await;
+    assert_eq!(events[2]["detail"]["implied_by"], "completed", "{events}");
+    wait_until!("every slot free", bot_row(&app, "wide").await["slots_used"] == 0);
 }
 
 async fn a_lost_bot_s_task_resumes_elsewhere_and_its_late_events_change_nothing(backend: Backend) {
@@ -1138,6 +1201,7 @@ on_every_backend!(
     a_bot_with_slots_holds_as_many_tasks_and_each_is_fenced,
     a_lost_bot_with_slots_gives_back_every_task_once,
     a_task_a_multi_slot_bot_drops_is_taken_back_alone,
+    offers_and_events_travel_together_and_a_completion_implies_the_acceptance,
     retryable_failures_back_off_then_fail_for_good,
     cancelling_a_running_task_stops_its_bot,
     a_run_past_its_maximum_run_time_fails_and_its_bot_is_told_to_stop,

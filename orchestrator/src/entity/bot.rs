@@ -37,6 +37,8 @@ pub struct Model {
     /// How many it holds now (ASSIGNED or RUNNING): recounted from `tasks` whenever one leaves
     /// it, raised by the dispatcher when it offers one.
     pub held: i32,
+    /// It reads several offers in one message (`tasks.assign`), as it said in `bot.online`.
+    pub batches: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -60,6 +60,32 @@ fn http_offer(task: &task::Model, command: &Command) -> Vec<u8> {
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
+/// About how many bytes of offers one message carries before the next begins (offers carry
+/// their CSV attachments; RabbitMQ refuses messages over its `max_message_size`).
+const OFFERS_PER_MESSAGE_BYTES: usize = 1 << 20;
+
+/// The offer a committed [`Offer`] sends; `None` for a task whose stored system is unreadable.
+fn assignment(offer: &Offer, now: DateTime<Utc>) -> Option<Assignment> {
+    let task = &offer.task;
+    Some(Assignment {
+        task: TaskRef { task_id: task.id, attempt: to_u32(task.attempt) },
+        system: task.system.parse::<System>().ok()?,
+        description: task.description.clone(),
+        attachment: task.attachment.clone(),
+        payload: task.payload.clone(),
+        resume_after_row: offer.resume_after_row,
+        offer_expires_at: task.offer_expires_at.unwrap_or(now),
+    })
+}
+
+/// About the bytes an offer takes in a message.
+fn assignment_size(assignment: &Assignment) -> usize {
+    let payload = assignment.payload.as_ref().map_or(0, |p| p.to_string().len());
+    256 + assignment.description.len()
+        + assignment.attachment.as_ref().map_or(0, String::len)
+        + payload
+}
+
 /// Where a new attempt starts: after the rows earlier attempts reported, in order.
 fn resume_point(task: &task::Model) -> u32 {
     task.result
@@ -276,7 +302,34 @@ impl Pipeline {
             }
             None => queued.extend(http),
         }
-        join_all(queued.into_iter().map(|offer| self.deliver(offer, now))).await;
+        // A bot that reads offers together gets its offers of this pass in one message; the
+        // others one per message.
+        let mut together: HashMap<Uuid, Vec<Offer>> = HashMap::new();
+        let mut batches = Vec::new();
+        let mut alone = Vec::new();
+        for offer in queued {
+            if offer.bot.batches && offer.bot.delivery == Delivery::Amqp {
+                together.entry(offer.bot.id).or_default().push(offer);
+            } else {
+                alone.push(offer);
+            }
+        }
+        for offers in together.into_values() {
+            if offers.len() == 1 {
+                alone.extend(offers);
+            } else {
+                batches.push(offers);
+            }
+        }
+        join_all(
+            alone
+                .into_iter()
+                .map(|offer| futures_util::future::Either::Left(self.deliver(offer, now)))
+                .chain(batches.into_iter().map(|offers| {
+                    futures_util::future::Either::Right(self.deliver_together(offers, now))
+                })),
+        )
+        .await;
     }
 
     /// Marks `task` ASSIGNED to `bot` (guarded), which holds `load` before it and one more
@@ -357,23 +410,14 @@ impl Pipeline {
     /// Delivers a committed offer. An offer that cannot reach its bot (no queue, no HTTP answer)
     /// goes back at once; one whose publish is merely unconfirmed waits for the expiry sweep.
     async fn deliver(&self, offer: Offer, now: DateTime<Utc>) {
-        let Offer { task, bot, resume_after_row } = offer;
-        let Ok(system) = task.system.parse::<System>() else {
-            return;
-        };
-        let task_ref = TaskRef { task_id: task.id, attempt: to_u32(task.attempt) };
-        let command = Command::AssignTask(Assignment {
-            task: task_ref,
-            system,
-            description: task.description.clone(),
-            attachment: task.attachment.clone(),
-            payload: task.payload.clone(),
-            resume_after_row,
-            offer_expires_at: task.offer_expires_at.unwrap_or(now),
-        });
-        let undeliverable = match bot.delivery {
+        let Some(assignment) = assignment(&offer, now) else { return };
+        let command = Command::AssignTask(assignment);
+        let undeliverable = match offer.bot.delivery {
             Delivery::Http => {
-                match self.post_to_bot(&bot, "/tasks", http_offer(&task, &command)).await {
+                match self
+                    .post_to_bot(&offer.bot, "/tasks", http_offer(&offer.task, &command))
+                    .await
+                {
                     Ok(status) if (200..300).contains(&status) => None,
                     // The bot's state, not the task's: the bot backs off, the task counts nothing.
                     Ok(409) => Some(("the bot says it is busy".to_owned(), false)),
@@ -383,21 +427,66 @@ impl Pipeline {
                     }
                 }
             }
-            _ => match self
-                .publisher
-                .publish(TASKS_EXCHANGE, &bot.name, &messages::encode(&command), true)
-                .await
-            {
-                Ok(Published::Delivered) => None,
-                Ok(Published::Unroutable) => {
-                    Some(("the bot has no queue: it has never come online".to_owned(), true))
-                }
-                Err(err) => {
-                    tracing::warn!(task_id = %task.id, bot = %bot.name, error = %err, "offer not confirmed; the expiry sweep will take it back");
-                    None
-                }
-            },
+            _ => self.publish_offers(&offer.bot, &messages::encode(&command), 1).await,
         };
+        self.delivered(offer, undeliverable, now).await;
+    }
+
+    /// Delivers several committed offers to one bot that reads them together (`batches`), in
+    /// as few messages as their count ([`messages::MAX_BATCH`]) and size ([`OFFERS_PER_MESSAGE_BYTES`])
+    /// allow.
+    async fn deliver_together(&self, offers: Vec<Offer>, now: DateTime<Utc>) {
+        let mut chunk: Vec<(Offer, Assignment)> = Vec::new();
+        let mut bytes = 0;
+        let mut offers = offers.into_iter().peekable();
+        while let Some(offer) = offers.next() {
+            if let Some(assignment) = assignment(&offer, now) {
+                bytes += assignment_size(&assignment);
+                chunk.push((offer, assignment));
+            }
+            let full = chunk.len() >= messages::MAX_BATCH || bytes >= OFFERS_PER_MESSAGE_BYTES;
+            if chunk.is_empty() || !(full || offers.peek().is_none()) {
+                continue;
+            }
+            let (sent, assignments): (Vec<Offer>, Vec<Assignment>) =
+                std::mem::take(&mut chunk).into_iter().unzip();
+            bytes = 0;
+            let body = messages::encode_offers(&assignments);
+            let undeliverable = self.publish_offers(&sent[0].bot, &body, sent.len()).await;
+            for offer in sent {
+                self.delivered(offer, undeliverable.clone(), now).await;
+            }
+        }
+    }
+
+    /// Publishes `count` offers in `body` to `bot`'s queue: `None` when delivered (or merely
+    /// unconfirmed: the expiry sweep takes those back), else why not and whether it counts.
+    async fn publish_offers(
+        &self,
+        bot: &bot::Model,
+        body: &[u8],
+        count: usize,
+    ) -> Option<(String, bool)> {
+        match self.publisher.publish(TASKS_EXCHANGE, &bot.name, body, true).await {
+            Ok(Published::Delivered) => None,
+            Ok(Published::Unroutable) => {
+                Some(("the bot has no queue: it has never come online".to_owned(), true))
+            }
+            Err(err) => {
+                tracing::warn!(bot = %bot.name, count, error = %err, "offers not confirmed; the expiry sweep will take them back");
+                None
+            }
+        }
+    }
+
+    /// Logs a delivered offer, or takes back one that could not be delivered.
+    async fn delivered(
+        &self,
+        offer: Offer,
+        undeliverable: Option<(String, bool)>,
+        now: DateTime<Utc>,
+    ) {
+        let Offer { task, bot, .. } = offer;
         match undeliverable {
             None => {
                 tracing::info!(task_id = %task.id, attempt = task.attempt, bot = %bot.name, "task offered")

@@ -104,16 +104,21 @@ impl Pipeline {
                         decisions[index] = Decision::DeadLetter(reason);
                         continue;
                     }
-                    let event = messages::decode::<Event>(&message.data).map_err(|e| e.to_string());
+                    // One event, or several of one bot in a `bot.events` message.
+                    let decoded =
+                        messages::decode_events(&message.data).map_err(|e| e.to_string());
                     // Under the strict policy a bot speaks only for itself (RabbitMQ vouches for
-                    // the user-id).
-                    let checked = event.and_then(|event| {
-                        check_sender(message.user_id.as_deref(), event.bot(), senders)
-                            .map(|()| event)
-                            .map_err(|refused| refused.to_string())
+                    // the user-id); the events of one message are all its sender's.
+                    let checked = decoded.and_then(|decoded| {
+                        match decoded.first() {
+                            Some(first) => check_sender(message.user_id.as_deref(), first.bot(), senders)
+                                .map_err(|refused| refused.to_string())?,
+                            None => return Err("a bot.events message without events".to_owned()),
+                        }
+                        Ok(decoded)
                     });
                     match checked {
-                        Ok(event) => events.push((index, event)),
+                        Ok(decoded) => events.extend(decoded.into_iter().map(|event| (index, event))),
                         Err(reason) => decisions[index] = Decision::DeadLetter(reason),
                     }
                 }
@@ -126,15 +131,16 @@ impl Pipeline {
                     }
                 }
                 let results = pipeline.handle_events(&events).await;
+                // A message is acked once all its events are applied; the first that was not
+                // decides what becomes of it (applied again, its applied events change nothing).
+                let mut decided = vec![false; batch.len()];
                 for (index, result) in indexes.into_iter().zip(results) {
-                    decisions[index] = match result {
-                        Ok(()) => Decision::Ack,
-                        Err(err) => {
-                            let message = &batch[index];
-                            tracing::warn!(error = ?err, routing_key = %message.routing_key, failures = message.failures, "event not applied");
-                            Failure::from(err).decision()
-                        }
-                    };
+                    if let (Err(err), false) = (result, decided[index]) {
+                        let message = &batch[index];
+                        tracing::warn!(error = ?err, routing_key = %message.routing_key, failures = message.failures, "event not applied");
+                        decisions[index] = Failure::from(err).decision();
+                        decided[index] = true;
+                    }
                 }
                 decisions
             }
@@ -245,9 +251,15 @@ impl Pipeline {
             batch.forget(event.bot());
         }
         let event = match event {
-            Event::BotOnline { bot, ip_address, systems, session, slots, .. } => {
-                let online =
-                    Online { name: bot, ip_address, systems, session: *session, slots: *slots };
+            Event::BotOnline { bot, ip_address, systems, session, slots, batches, .. } => {
+                let online = Online {
+                    name: bot,
+                    ip_address,
+                    systems,
+                    session: *session,
+                    slots: *slots,
+                    batches: *batches,
+                };
                 return self.bot_online(txn, online, now, fx, &mut batch.history).await;
             }
             Event::BotHeartbeat { bot, task, tasks, .. } => {
@@ -363,15 +375,7 @@ impl Pipeline {
                 return Ok(());
             }
             Verdict::Start => {
-                row.status = Set(TaskStatus::Running);
-                row.offer_expires_at = Set(None);
-                let limit = task.max_run_seconds.map_or(self.settings.max_run_time, |s| {
-                    Duration::from_secs(u64::try_from(s).unwrap_or_default())
-                });
-                row.run_deadline = Set(Some(crate::clock::after(now, limit)));
-                if task.started_at.is_none() {
-                    row.started_at = Set(Some(now));
-                }
+                self.start_run(&mut row, &task, now);
                 (EventKind::Accepted, None)
             }
             Verdict::Requeue => {
@@ -382,6 +386,10 @@ impl Pipeline {
                 (EventKind::Rejected, Some(BotChange::Freed))
             }
             Verdict::Progress => {
+                if task.status == TaskStatus::Assigned {
+                    // Reporting rows is working on it: RUNNING, as if accepted.
+                    self.start_run(&mut row, &task, now);
+                }
                 merge_rows(&mut row, &task, rows);
                 (EventKind::Progress, None)
             }
@@ -429,6 +437,27 @@ impl Pipeline {
         if verdict != Verdict::Start && verdict != Verdict::Progress {
             row.run_deadline = Set(None);
         }
+        let implied = task.status == TaskStatus::Assigned
+            && matches!(
+                verdict,
+                Verdict::Progress | Verdict::Complete | Verdict::RetryLater | Verdict::Fail
+            );
+        if implied {
+            // A bot may report what it did without accepting first (a task done before its
+            // acceptance was sent: the report implies it). The history still shows the start.
+            if task.started_at.is_none() {
+                row.started_at = Set(Some(now));
+            }
+            let detail = json!({ "implied_by": kind.as_str() });
+            batch.history.push(
+                task.id,
+                Some(bot.id),
+                attempt,
+                EventKind::Accepted,
+                Some(detail),
+                now,
+            );
+        }
         let updated = row.update(txn).await?;
         match verdict {
             Verdict::Start | Verdict::Complete | Verdict::RetryLater | Verdict::Fail
@@ -475,6 +504,20 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Marks `row` (the stored `task`) RUNNING from now: no offer pending, the run's deadline
+    /// set, its first start recorded.
+    fn start_run(&self, row: &mut task::ActiveModel, task: &task::Model, now: DateTime<Utc>) {
+        row.status = Set(TaskStatus::Running);
+        row.offer_expires_at = Set(None);
+        let limit = task.max_run_seconds.map_or(self.settings.max_run_time, |s| {
+            Duration::from_secs(u64::try_from(s).unwrap_or_default())
+        });
+        row.run_deadline = Set(Some(crate::clock::after(now, limit)));
+        if task.started_at.is_none() {
+            row.started_at = Set(Some(now));
+        }
+    }
+
     async fn bot_online(
         &self,
         txn: &impl ConnectionTrait,
@@ -483,7 +526,7 @@ impl Pipeline {
         fx: &mut Effects,
         history: &mut History,
     ) -> Result<(), ApiError> {
-        let Online { name, ip_address, systems, session, slots } = online;
+        let Online { name, ip_address, systems, session, slots, batches } = online;
         let slots = slots.unwrap_or(1);
         if !(1..=messages::MAX_SLOTS).contains(&slots) {
             return Err(ApiError::invalid(
@@ -531,6 +574,7 @@ impl Pipeline {
                 row.status = Set(BotChange::Online.status(Load::IDLE));
                 row.slots = Set(slots);
                 row.held = Set(0);
+                row.batches = Set(batches);
                 row.last_heartbeat_at = Set(Some(now));
                 row.updated_at = Set(now);
                 row.session_id = Set(session);
@@ -550,6 +594,7 @@ impl Pipeline {
                     last_heartbeat_at: Set(Some(now)),
                     slots: Set(slots),
                     held: Set(0),
+                    batches: Set(batches),
                     created_at: Set(now),
                     updated_at: Set(now),
                     session_id: Set(session),
@@ -894,6 +939,7 @@ struct Online<'a> {
     systems: &'a [broker_config::System],
     session: Option<Uuid>,
     slots: Option<u32>,
+    batches: bool,
 }
 
 /// A task event's parts, whatever its type.

@@ -73,6 +73,7 @@ pub async fn create_bot(
         last_heartbeat_at: Set(None),
         slots: Set(i32::try_from(spec.slots).unwrap_or(1)),
         held: Set(0),
+        batches: Set(false),
         created_at: Set(now),
         updated_at: Set(now),
         session_id: Set(None),
