@@ -5,9 +5,10 @@
 //! each test prints the figures it saw (`--no-capture` shows them).
 //!
 //! - kill -9 a bot RUNNING a task, again and again under a steady load, replacing it under the
-//!   same name or a new one: nothing lost, nothing completed twice, nothing left in flight.
+//!   same name or a new one: nothing lost, nothing completed twice, nothing left in flight; also
+//!   with bots of 4 slots, each kill losing every task its bot held.
 //! - SIGSTOP a bot past its heartbeats, then SIGCONT: its task went to another bot, and its late
-//!   completion is refused (a `stale_event`).
+//!   completion is refused (a `stale_event`); also a bot of 3 slots frozen with 3 tasks.
 //! - A poison task (NOOP `"fail": "crash"`, which aborts the bot) restarted by a supervisor: FAILED
 //!   after `max_attempts` crashes, while the other tasks flow; also when the dead bot left the
 //!   poison offer unacknowledged in its queue (the next run of the bot refuses it).
@@ -60,16 +61,23 @@ fn chaos_kills() -> usize {
 #[derive(Default)]
 struct Fleet {
     bots: Vec<(String, Child)>,
+    /// The slots each bot runs (`--slots`; 0 leaves the default, 1).
+    slots: u32,
 }
 
 impl Fleet {
+    /// Bots of `slots` slots each.
+    fn with_slots(slots: u32) -> Fleet {
+        Fleet { bots: Vec::new(), slots }
+    }
+
     /// Starts `name` with fault injection on (a poison task may crash it).
     fn start(&mut self, world: &World, name: &str) {
-        let child = world
-            .bot_process(name, "noop")
-            .env(FAULT_INJECTION, "1")
-            .spawn()
-            .expect("the bot-agent binary starts");
+        let mut command = world.bot_process(name, "noop");
+        if self.slots > 0 {
+            command.args(["--slots", &self.slots.to_string()]);
+        }
+        let child = command.env(FAULT_INJECTION, "1").spawn().expect("the bot-agent binary starts");
         self.bots.push((name.to_owned(), child));
     }
 
@@ -272,10 +280,21 @@ async fn keep_tasks_coming(api: String, backlog: u64, stop: CancellationToken) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_nine_mid_task_again_and_again_loses_nothing_and_completes_nothing_twice() {
+    kill_nine_again_and_again(1).await;
+}
+
+/// The same with bots of 4 slots: each kill loses every task its bot held, and each is given
+/// back once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_of_bots_holding_several_tasks_loses_nothing_and_completes_nothing_twice() {
+    kill_nine_again_and_again(4).await;
+}
+
+async fn kill_nine_again_and_again(slots: u32) {
     const BOTS: usize = 3;
     let kills = chaos_kills();
     let world = World::start(0).await;
-    let mut fleet = Fleet::default();
+    let mut fleet = Fleet::with_slots(slots);
     for n in 1..=BOTS {
         fleet.start(&world, &format!("chaos-{n}"));
     }
@@ -284,7 +303,8 @@ async fn kill_nine_mid_task_again_and_again_loses_nothing_and_completes_nothing_
         world.get("/api/v1/bots?status=AVAILABLE").await["total"] == BOTS
     );
     let stop_load = CancellationToken::new();
-    let load = tokio::spawn(keep_tasks_coming(world.api.clone(), BOTS as u64, stop_load.clone()));
+    let backlog = BOTS as u64 * u64::from(slots);
+    let load = tokio::spawn(keep_tasks_coming(world.api.clone(), backlog, stop_load.clone()));
 
     let began = Instant::now();
     // Per kill: the task and attempt that were running on the victim.
@@ -455,7 +475,7 @@ async fn kill_nine_mid_task_again_and_again_loses_nothing_and_completes_nothing_
     assert_eq!(bots.iter().filter(|b| b["status"] == "UNAVAILABLE").count(), new_name);
 
     eprintln!(
-        "chaos kill -9: {} mid-task kills (+{after_the_task} that landed after the task ended), \
+        "chaos kill -9 ({slots} slots per bot): {} mid-task kills (+{after_the_task} that landed after the task ended), \
          {same_name} replacements under the same name, {new_name} under a new one; {} tasks, all \
          COMPLETE, each completed once; {offers} offers in all ({retried} tasks needed more than \
          one, at most {max_attempt}); other events: {detours:?}; stale events by report: {stale:?}; \
@@ -548,6 +568,66 @@ async fn a_bot_frozen_past_its_heartbeats_loses_its_task_and_its_late_completion
          thawed bot's completion of attempt 1 was recorded as stale_event; completed once, by \
          attempt 2"
     );
+}
+
+/// A bot of 3 slots frozen while it runs 3 tasks: all 3 go to another bot, each completes once,
+/// and each of the thawed bot's late completions is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_slot_bot_frozen_past_its_heartbeats_loses_every_task_once() {
+    const WORK: Duration = Duration::from_secs(2);
+    const SLOTS: u32 = 3;
+    let world = World::start(0).await;
+    let mut fleet = Fleet::with_slots(SLOTS);
+    fleet.start(&world, "frozen");
+    wait_until!("frozen online", bot_named(&world, "frozen").await.is_some());
+    let frozen_id = bot_named(&world, "frozen").await.unwrap()["id"].clone();
+    let mut ids = Vec::new();
+    for n in 0..SLOTS {
+        ids.push(world
+            .create_task(json!({"description": format!("nap {n}"), "system": "NOOP", "payload": {"duration_ms": WORK.as_millis() as u64}}))
+            .await);
+    }
+    for id in &ids {
+        let running = world.wait_status(id, "RUNNING").await;
+        assert_eq!(running["bot_id"], frozen_id, "the three run together on the frozen bot");
+    }
+    let accepted_at = Instant::now();
+    let frozen = bot_named(&world, "frozen").await.unwrap();
+    assert_eq!((&frozen["status"], &frozen["slots_used"]), (&json!("BUSY"), &json!(SLOTS)));
+    let mut rescuer = world.agent_config("rescuer", &[System::NOOP]);
+    rescuer.slots = SLOTS;
+    world.spawn_bot(rescuer);
+    wait_until!(
+        "rescuer online",
+        bot_named(&world, "rescuer").await.is_some_and(|b| b["status"] == "AVAILABLE")
+    );
+    let rescuer_id = bot_named(&world, "rescuer").await.unwrap()["id"].clone();
+
+    signal(fleet.child("frozen"), "STOP");
+    for id in &ids {
+        wait_until!("the task offered again", world.task(id).await["attempt"] == 2);
+    }
+    tokio::time::sleep_until(accepted_at + WORK).await;
+    signal(fleet.child("frozen"), "CONT");
+    for id in &ids {
+        let done = world.wait_status(id, "COMPLETE").await;
+        assert_eq!((&done["attempt"], &done["bot_id"]), (&json!(2), &rescuer_id), "{done}");
+        wait_until!(
+            "the frozen bot's late completion recorded",
+            stale_reports(&world.events(id).await, "Completed") == 1
+        );
+        let events = world.events(id).await;
+        assert_eq!(of_kind(&events, "completed").count(), 1, "{events:#?}");
+        assert_eq!(of_kind(&events, "bot_lost").count(), 1, "{events:#?}");
+        assert_eq!(world.task(id).await["failures"], 1, "the lost run counted once");
+    }
+    wait_until!(
+        "the frozen bot available again, holding nothing",
+        bot_named(&world, "frozen")
+            .await
+            .is_some_and(|b| b["status"] == "AVAILABLE" && b["slots_used"] == 0)
+    );
+    eprintln!("chaos SIGSTOP ({SLOTS} slots): every task offered again once, completed once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
