@@ -160,9 +160,14 @@ impl Pipeline {
     /// A dispatch pass: how many offers it made, and whether another pass at once could make
     /// more ([`Pairing::again`]).
     async fn dispatch_pass(&self, now: DateTime<Utc>) -> Result<(usize, bool), ApiError> {
-        let txn = self.begin().await?;
+        let (txn, shards) = crate::store::begin_for_dispatch(&self.db).await?;
+        if shards.is_empty() {
+            // Every shard is in another transaction's hands, which offers to its bots itself.
+            return Ok((0, false));
+        }
         let mut history = History::default();
-        let Pairing { offers, again } = self.offer_due_tasks(&txn, &mut history, now).await?;
+        let Pairing { offers, again } =
+            self.offer_due_tasks(&txn, &mut history, shards, now).await?;
         history.write(&txn).await?;
         txn.commit().await?;
         let count = offers.len();
@@ -170,13 +175,14 @@ impl Pipeline {
         Ok((count, again))
     }
 
-    /// Pairs due tasks with free bots within `txn` (see [`Pipeline::dispatch_due_tasks`]): the
-    /// offers to deliver with [`Pipeline::deliver_offers`] once `txn` has committed, and their
-    /// entries in `history`, to write before it does.
+    /// Pairs due tasks with the free bots of `shards` within `txn` (see
+    /// [`Pipeline::dispatch_due_tasks`]): the offers to deliver with [`Pipeline::deliver_offers`]
+    /// once `txn` has committed, and their entries in `history`, to write before it does.
     pub(crate) async fn offer_due_tasks(
         &self,
         txn: &impl ConnectionTrait,
         history: &mut History,
+        shards: crate::store::Shards,
         now: DateTime<Utc>,
     ) -> Result<Pairing, ApiError> {
         let bot_rows = bot::Entity::find()
@@ -191,6 +197,9 @@ impl Pipeline {
             .order_by_asc(bot::Column::Id)
             .all(txn)
             .await?;
+        // Only the bots whose shards this transaction holds (on SQLite, all).
+        let bot_rows: Vec<bot::Model> =
+            bot_rows.into_iter().filter(|b| shards.contains(&b.name)).collect();
         if bot_rows.is_empty() {
             return Ok(Pairing { offers: Vec::new(), again: false });
         }

@@ -197,7 +197,9 @@ impl Pipeline {
         let cleaned: Vec<Option<Event>> = events.iter().map(super::storable::event).collect();
         let events: Vec<&Event> =
             events.iter().zip(&cleaned).map(|(raw, clean)| clean.as_ref().unwrap_or(raw)).collect();
-        let txn = self.begin().await?;
+        // The shards of the bots that sent them: batches of other bots' events run beside it.
+        let (txn, shards) =
+            crate::store::begin_for_bots(&self.db, events.iter().map(|e| e.bot().as_str())).await?;
         let mut effects = Effects::default();
         let mut batch = Batch::default();
         batch.load_tasks(&txn, events.iter().filter_map(|e| e.task()).map(|t| t.task_id)).await?;
@@ -213,7 +215,8 @@ impl Pipeline {
         if effects.wake && self.anything_waits(&txn).await? {
             // Bots came free (or tasks back): offer them the next tasks in this same
             // transaction, rather than waking the dispatcher for a pass of its own.
-            effects.offers = self.offer_due_tasks(&txn, &mut batch.history, now).await?.offers;
+            effects.offers =
+                self.offer_due_tasks(&txn, &mut batch.history, shards, now).await?.offers;
         }
         batch.history.write(&txn).await?;
         txn.commit().await?;
