@@ -1,8 +1,20 @@
 //! `bench`: Botline's speed as measured facts. Prints a table and writes JSON.
 //!
 //! Build the release binaries first: `cargo build --release --workspace --bins`, then
-//! `target/release/bench all`. `bench smoke` (what CI runs, in debug) only checks the benchmark
-//! still works: its figures mean nothing.
+//! `target/release/bench all`. The parts, each a subcommand:
+//!
+//! - `ceiling`: the broker's own confirmed round trip, what Botline cannot beat;
+//! - `botline`: Botline end to end, bot agent processes (of one or more slots each) running NOOP
+//!   tasks created through the API, on SQLite or PostgreSQL;
+//! - `cpe`: equipment activations end to end, IO-bound work: bots of many slots each waiting on
+//!   the equipment config service stand-in, which takes a device's time to answer;
+//! - `celery`: the same no-op workload through Celery on the same RabbitMQ;
+//! - `growth`: one dispatch pass's time and the memory as bots and waiting tasks grow;
+//! - `all`: the ceiling, Botline, Celery and growth, with the ratios between them (not `cpe`,
+//!   whose run takes a device's delay).
+//!
+//! `bench smoke` (what CI runs, in debug) only checks the benchmark still works, `cpe` included:
+//! its figures mean nothing.
 
 use std::path::PathBuf;
 
@@ -14,8 +26,10 @@ use serde_json::json;
 mod botline;
 mod ceiling;
 mod celery;
+mod cpe;
 mod cpu;
 mod growth;
+mod stack;
 mod stats;
 
 use botline::{Database, Load};
@@ -31,6 +45,7 @@ struct Cli {
     command: Command,
 }
 
+/// The benchmarks, one subcommand each.
 #[derive(Subcommand)]
 enum Command {
     /// The broker's own confirmed round trip (the ceiling).
@@ -42,7 +57,8 @@ enum Command {
         #[arg(long, default_value_t = 5000)]
         round_trips: usize,
     },
-    /// Botline end to end: bot agent processes running NOOP tasks created through the API.
+    /// Botline end to end: bot agent processes running NOOP tasks created through the API. Runs
+    /// every combination of database × bots × slots × tasks.
     Botline {
         /// Databases (comma separated).
         #[arg(long, value_delimiter = ',', default_value = "sqlite")]
@@ -50,6 +66,9 @@ enum Command {
         /// Bot agent processes (comma separated runs).
         #[arg(long, value_delimiter = ',', default_value = "4")]
         bots: Vec<usize>,
+        /// Tasks each bot agent runs at once, its `--slots` (comma separated runs, 1 to 10000).
+        #[arg(long, value_delimiter = ',', default_value = "1", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        slots: Vec<u32>,
         /// Tasks per run (comma separated runs).
         #[arg(long, value_delimiter = ',', default_value = "1000")]
         tasks: Vec<usize>,
@@ -62,6 +81,28 @@ enum Command {
         /// Tasks per creation request: more than 1 uses `POST /api/v1/tasks/bulk`.
         #[arg(long, default_value_t = 1)]
         bulk: usize,
+    },
+    /// Equipment activations end to end: the equipment config service stand-in (HTTPS, answering
+    /// after a device's delay), the orchestrator on SQLite and CPE bot agents of many slots each,
+    /// activations created through `POST /api/v1/equipment/cpe/{id}`. Takes at least the device
+    /// delay (a minute by default).
+    Cpe {
+        /// Activations.
+        #[arg(long, default_value_t = 1000)]
+        activations: usize,
+        /// Bot agent processes.
+        #[arg(long, default_value_t = 2)]
+        bots: usize,
+        /// Activations each bot agent runs at once, its `--slots` (1 to 10000).
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        slots: u32,
+        /// Milliseconds the stand-in takes to configure a device (a real one takes about a
+        /// minute); the bots wait at least a minute longer than this for its answer.
+        #[arg(long, default_value_t = 60_000)]
+        device_delay_ms: u64,
+        /// Concurrent API clients creating the activations.
+        #[arg(long, default_value_t = 16)]
+        senders: usize,
     },
     /// The same no-op workload through Celery on the same RabbitMQ (with and without a result
     /// backend).
@@ -89,17 +130,22 @@ enum Command {
         waiting: Vec<usize>,
     },
     /// The ceiling with 1 and 8 pipelines, then Botline on SQLite and PostgreSQL with 1, 4 and 16
-    /// bots (and 16 with bulk creation), Botline at half its best throughput (the steady-load
-    /// latency), Celery three times per backend (the ratios use its best), and growth.
+    /// bots of one slot (and 16 with bulk creation), Botline on SQLite with 4 bots of 16 slots and
+    /// 2 of 64 (each with bulk creation and one task per request), Botline at half the best
+    /// one-slot throughput (the steady-load latency), Celery three times per backend (the ratios
+    /// use its best), and growth. Not `cpe`.
     All {
         /// Tasks per Botline run.
         #[arg(long, default_value_t = 2000)]
         tasks: usize,
     },
-    /// A tiny run of each part, to check the benchmark works (CI); the figures mean nothing.
+    /// A tiny run of each part but Celery, to check the benchmark works (CI), every task checked
+    /// complete: bots of one slot and of four, and 10 activations with a 200 ms device; the
+    /// figures mean nothing.
     Smoke,
 }
 
+/// Runs the subcommand asked for; a signal stops it, with no results written.
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     // Results go to standard output; only warnings, and what a signal does, are logged.
@@ -132,6 +178,7 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// Measures and prints the ceiling with each number of `pipelines`.
 async fn ceilings(
     pipelines: &[usize],
     round_trips: usize,
@@ -151,11 +198,13 @@ async fn ceilings(
     Ok(results)
 }
 
+/// Prints one Botline run: its shape, throughput, latencies and memory, then its CPU by part.
 fn print_run(run: &botline::Run) {
     println!(
-        "botline   {:<8} bots={:<3} tasks={:<6} bulk={:<4} created {:>6.0}/s  completed {:>6.0}/s   accepted p50 {:>7.1} p95 {:>7.1} p99 {:>7.1} ms   complete p50 {:>7.1} p99 {:>7.1} ms   rss {:>5.0} MiB",
+        "botline   {:<8} bots={:<3} slots={:<4} tasks={:<6} bulk={:<4} created {:>6.0}/s  completed {:>6.0}/s   accepted p50 {:>7.1} p95 {:>7.1} p99 {:>7.1} ms   complete p50 {:>7.1} p99 {:>7.1} ms   rss {:>5.0} MiB  bot rss {:>5.0} MiB",
         format!("{:?}", run.database).to_lowercase(),
         run.bots,
+        run.slots,
         run.tasks,
         run.bulk,
         run.created_per_second,
@@ -165,30 +214,60 @@ fn print_run(run: &botline::Run) {
         run.to_accepted.p99_ms,
         run.to_complete.p50_ms,
         run.to_complete.p99_ms,
-        run.orchestrator_peak_rss_mib
+        run.orchestrator_peak_rss_mib,
+        run.bot_peak_rss_mib
     );
     println!("          CPU ms/task {}", run.cpu_ms_per_task);
 }
 
+/// Runs and prints every combination of `databases` × `bots` × `slots` × `tasks`, created as
+/// `load` says.
 async fn botline_runs(
     databases: &[Database],
     bots: &[usize],
+    slots: &[u32],
     tasks: &[usize],
     load: Load,
 ) -> anyhow::Result<Vec<botline::Run>> {
     let mut runs = Vec::new();
     for &database in databases {
         for &b in bots {
-            for &t in tasks {
-                let run = botline::run(database, b, t, load).await?;
-                print_run(&run);
-                runs.push(run);
+            for &s in slots {
+                for &t in tasks {
+                    let run = botline::run(database, b, s, t, load).await?;
+                    print_run(&run);
+                    runs.push(run);
+                }
             }
         }
     }
     Ok(runs)
 }
 
+/// Runs and prints one CPE run, on one line.
+async fn cpe_run(shape: cpe::Shape) -> anyhow::Result<cpe::Run> {
+    let run = cpe::run(shape).await?;
+    println!(
+        "cpe       bots={:<3} slots={:<5} activations={:<6} device {:>6} ms   wall {:>7.1} s  {:>7.1} activations/s   accepted p50 {:>8.1} p99 {:>8.1} ms   complete p50 {:>8.1} p99 {:>8.1} ms   retried {}   rss {:>5.0} MiB  bot rss {:>5.0} MiB   CPU ms/activation {}",
+        run.bots,
+        run.slots,
+        run.activations,
+        run.device_delay_ms,
+        run.wall_s,
+        run.per_second,
+        run.to_accepted.p50_ms,
+        run.to_accepted.p99_ms,
+        run.to_complete.p50_ms,
+        run.to_complete.p99_ms,
+        run.retried,
+        run.orchestrator_peak_rss_mib,
+        run.bot_peak_rss_mib,
+        run.cpu_ms_per_activation
+    );
+    Ok(run)
+}
+
+/// Measures and prints growth at every combination of `bots` × `waiting`.
 async fn growth_points(bots: &[usize], waiting: &[usize]) -> anyhow::Result<Vec<growth::Point>> {
     let mut points = Vec::new();
     for &b in bots {
@@ -229,9 +308,10 @@ async fn celery_runs(
     Ok(runs)
 }
 
+/// Writes `value` to `path` as pretty JSON, making its directory.
 fn write(path: &PathBuf, value: &serde_json::Value) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot make {}", dir.display()))?;
     }
     std::fs::write(path, serde_json::to_vec_pretty(value)?)
         .with_context(|| format!("writing {}", path.display()))?;
@@ -239,6 +319,7 @@ fn write(path: &PathBuf, value: &serde_json::Value) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `cli`'s subcommand and writes its results, with the machine they were measured on.
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let machine = json!({
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
@@ -249,9 +330,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ceiling { pipelines, round_trips } => {
             json!({ "ceiling": ceilings(&pipelines, round_trips).await? })
         }
-        Command::Botline { database, bots, tasks, senders, rate, bulk } => {
+        Command::Botline { database, bots, slots, tasks, senders, rate, bulk } => {
             let load = Load { senders, rate, bulk };
-            json!({ "botline": botline_runs(&database, &bots, &tasks, load).await? })
+            json!({ "botline": botline_runs(&database, &bots, &slots, &tasks, load).await? })
+        }
+        Command::Cpe { activations, bots, slots, device_delay_ms, senders } => {
+            let shape = cpe::Shape { bots, slots, activations, senders, device_delay_ms };
+            json!({ "cpe": cpe_run(shape).await? })
         }
         Command::Celery { workers, tasks, senders, runs } => {
             json!({ "celery": celery_runs(workers, tasks, senders, runs).await? })
@@ -261,18 +346,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::All { tasks } => {
             let ceiling = ceilings(&[1, 8], 5000).await?;
+            let both = [Database::Sqlite, Database::Postgres];
             let fast = Load { senders: 16, rate: None, bulk: 1 };
-            let mut runs =
-                botline_runs(&[Database::Sqlite, Database::Postgres], &[1, 4, 16], &[tasks], fast)
-                    .await?;
+            let mut runs = botline_runs(&both, &[1, 4, 16], &[1], &[tasks], fast).await?;
             let bulk = Load { bulk: 100, senders: 4, ..fast };
-            runs.extend(
-                botline_runs(&[Database::Sqlite, Database::Postgres], &[16], &[tasks], bulk)
-                    .await?,
-            );
+            runs.extend(botline_runs(&both, &[16], &[1], &[tasks], bulk).await?);
+            // The best and the half load are those of bots of one slot, as before slots; the
+            // runs of several slots have ratios of their own.
             let best = runs.iter().map(|r| r.completed_per_second).fold(0.0, f64::max);
+            for (bots, slots) in [(4, 16), (2, 64)] {
+                for load in [fast, bulk] {
+                    let sqlite = [Database::Sqlite];
+                    runs.extend(botline_runs(&sqlite, &[bots], &[slots], &[tasks], load).await?);
+                }
+            }
+            let slots_best = runs
+                .iter()
+                .filter(|r| r.slots > 1)
+                .map(|r| r.completed_per_second)
+                .fold(0.0, f64::max);
             let half = Load { rate: Some(best / 2.0), ..fast };
-            let steady = botline_runs(&[Database::Sqlite], &[16], &[tasks], half).await?;
+            let steady = botline_runs(&[Database::Sqlite], &[16], &[1], &[tasks], half).await?;
             let ceiling8 =
                 ceiling.iter().find(|c| c.pipelines == 8).map_or(f64::NAN, |c| c.per_second);
             // Celery's best of three per backend: one of its runs can stall (rpc:// especially),
@@ -289,7 +383,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let growth = growth_points(&[10, 100, 1000], &[1000, 10_000, 100_000]).await?;
             let botline4 = runs
                 .iter()
-                .filter(|r| r.bots == 4 && r.database == Database::Sqlite)
+                .filter(|r| r.bots == 4 && r.slots == 1 && r.database == Database::Sqlite)
                 .map(|r| r.completed_per_second)
                 .fold(0.0, f64::max);
             let ratios = json!({
@@ -298,23 +392,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "botline_4_over_celery_rpc": botline4 / celery_rpc,
                 "botline_best_over_celery_none": best / celery_none,
                 "botline_best_over_celery_rpc": best / celery_rpc,
+                "botline_slots_best_over_celery_none": slots_best / celery_none,
+                "botline_slots_best_over_celery_rpc": slots_best / celery_rpc,
             });
             println!("ratios    {ratios}");
             json!({ "ceiling": ceiling, "botline": runs, "steady_half_load": steady, "celery": celery, "growth": growth, "ratios": ratios })
         }
         Command::Smoke => {
             let ceiling = ceilings(&[2], 200).await?;
+            let sqlite = [Database::Sqlite];
             let one = Load { senders: 4, rate: None, bulk: 1 };
-            let mut runs = botline_runs(&[Database::Sqlite], &[2], &[30], one).await?;
-            runs.extend(
-                botline_runs(&[Database::Sqlite], &[2], &[30], Load { bulk: 7, ..one }).await?,
-            );
+            let mut runs = botline_runs(&sqlite, &[2], &[1], &[30], one).await?;
+            runs.extend(botline_runs(&sqlite, &[2], &[1], &[30], Load { bulk: 7, ..one }).await?);
+            runs.extend(botline_runs(&sqlite, &[2], &[4], &[30], one).await?);
             anyhow::ensure!(
                 runs.iter().all(|r| r.to_complete.count == 30),
                 "not every smoke task completed"
             );
+            let shape =
+                cpe::Shape { bots: 2, slots: 4, activations: 10, senders: 4, device_delay_ms: 200 };
+            let cpe = cpe_run(shape).await?;
+            anyhow::ensure!(cpe.to_complete.count == 10, "not every smoke activation completed");
             let growth = growth_points(&[5], &[50]).await?;
-            json!({ "ceiling": ceiling, "botline": runs, "growth": growth })
+            json!({ "ceiling": ceiling, "botline": runs, "cpe": cpe, "growth": growth })
         }
     };
     write(&cli.json, &json!({ "machine": machine, "results": results }))

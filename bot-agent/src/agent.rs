@@ -3,7 +3,7 @@
 //! progress reporting, cancelling one, heartbeats and the graceful shutdown that hands the
 //! unfinished ones back.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::automations::{Automations, Outcome};
 use crate::config::AgentConfig;
 use crate::progress::{ProgressSink, report_progress};
-use crate::reporter::Reporter;
+use crate::reporter::{ReportError, Reporter, Submitted};
 
 /// Why a task is handed back at shutdown.
 pub const RELEASE_REASON: &str = "bot shutting down";
@@ -97,6 +97,30 @@ fn remembered_offers(slots: usize) -> usize {
     slots.saturating_mul(REMEMBERED_OFFERS_PER_SLOT).max(MIN_REMEMBERED_OFFERS)
 }
 
+/// What became of an offer this run of the bot had, to answer its redeliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Offered: being answered, turned down, running, or stopped before its end (its acceptance
+    /// was not confirmed). A redelivery is judged again.
+    Offered,
+    /// Its run here came to its end (completed, failed or handed back) and reported it: a
+    /// redelivery is not run again.
+    Ran,
+    /// The orchestrator cancelled it: a redelivery is not run again.
+    Cancelled,
+}
+
+impl Fate {
+    /// Why a redelivered offer of this fate is ignored, if it is.
+    fn ended(self) -> Option<&'static str> {
+        match self {
+            Fate::Offered => None,
+            Fate::Ran => Some("this attempt already ran here"),
+            Fate::Cancelled => Some("this attempt was cancelled"),
+        }
+    }
+}
+
 /// What the bot holds: the attempts it runs (up to its slots), whether it is closing, and the
 /// offers this run had. Pure state, no IO: [`Agent`] locks it and acts on what it says.
 struct Slots {
@@ -110,10 +134,12 @@ struct Slots {
     closing: bool,
     /// The last offers this run had, newest last, at most `remembered` of them.
     offers: VecDeque<TaskRef>,
-    /// The same offers, to look one up without walking thousands.
-    offers_seen: HashSet<TaskRef>,
+    /// The same offers with what became of each, to look one up without walking thousands.
+    offers_seen: HashMap<TaskRef, Fate>,
     /// How many offers it remembers ([`remembered_offers`]).
     remembered: usize,
+    /// The serial number of the next ticket.
+    next_serial: u64,
 }
 
 impl Slots {
@@ -125,14 +151,15 @@ impl Slots {
             tickets: HashMap::new(),
             closing: false,
             offers: VecDeque::new(),
-            offers_seen: HashSet::new(),
+            offers_seen: HashMap::new(),
             remembered: remembered_offers(capacity),
+            next_serial: 0,
         }
     }
 
     /// Remembers the offer `task`; whether this run had it before.
     fn remember(&mut self, task: TaskRef) -> bool {
-        if self.offers_seen.contains(&task) {
+        if self.offers_seen.contains_key(&task) {
             return true;
         }
         if self.offers.len() >= self.remembered
@@ -141,12 +168,21 @@ impl Slots {
             self.offers_seen.remove(&oldest);
         }
         self.offers.push_back(task);
-        self.offers_seen.insert(task);
+        self.offers_seen.insert(task, Fate::Offered);
         false
     }
 
+    /// Records what became of the offer `task`, if this run remembers it.
+    fn settle(&mut self, task: TaskRef, fate: Fate) {
+        if let Some(known) = self.offers_seen.get_mut(&task) {
+            *known = fate;
+        }
+    }
+
     /// Judges `assignment` (see [`judge`]), `redelivered` by the broker or not, and takes a slot
-    /// for it when it is accepted.
+    /// for it when it is accepted. A redelivered offer of an attempt whose run came to its end
+    /// here, or that was cancelled, is not run again ([`Claim::Ended`]); one whose run was
+    /// stopped because its acceptance was not confirmed is judged as a new offer.
     fn claim(
         &mut self,
         assignment: &Assignment,
@@ -156,6 +192,10 @@ impl Slots {
     ) -> Claim {
         let had_it = self.remember(assignment.task);
         let left_behind = redelivered && !had_it;
+        let ended = match self.offers_seen.get(&assignment.task) {
+            Some(fate) if redelivered => fate.ended(),
+            _ => None,
+        };
         let verdict = judge(
             assignment,
             now,
@@ -165,13 +205,18 @@ impl Slots {
             systems,
             left_behind,
         );
-        match verdict {
-            Verdict::Expired => Claim::Expired,
-            Verdict::AlreadyRunning => Claim::AlreadyRunning,
-            Verdict::Reject(reason) => Claim::Rejected(reason),
-            Verdict::Accept => {
-                let ticket =
-                    Ticket { cancel: CancellationToken::new(), silence: CancellationToken::new() };
+        match (verdict, ended) {
+            (Verdict::Expired, _) => Claim::Expired,
+            (Verdict::AlreadyRunning, _) => Claim::AlreadyRunning,
+            (_, Some(why)) => Claim::Ended(why),
+            (Verdict::Reject(reason), None) => Claim::Rejected(reason),
+            (Verdict::Accept, None) => {
+                let ticket = Ticket {
+                    cancel: CancellationToken::new(),
+                    silence: CancellationToken::new(),
+                    serial: self.next_serial,
+                };
+                self.next_serial += 1;
                 self.running.push(assignment.task);
                 self.tickets.insert(assignment.task, ticket.clone());
                 Claim::Accepted(ticket)
@@ -184,6 +229,28 @@ impl Slots {
         self.running.retain(|held| *held != task);
         self.tickets.remove(&task)
     }
+
+    /// Frees the slot of `task` if `ticket` (not a later claim of the same attempt) holds it;
+    /// the ticket it held.
+    fn release_ticket(&mut self, task: TaskRef, ticket: &Ticket) -> Option<Ticket> {
+        if self.tickets.get(&task).is_some_and(|held| held.serial == ticket.serial) {
+            self.release(task)
+        } else {
+            None
+        }
+    }
+
+    /// The run of `task` under `ticket` came to its end: frees its slot and remembers the
+    /// attempt ran, unless the run was silenced (cancelled, or stopped), which then says nothing
+    /// more; whether it may report its end.
+    fn finish(&mut self, task: TaskRef, ticket: &Ticket) -> bool {
+        if ticket.silence.is_cancelled() {
+            return false;
+        }
+        self.release_ticket(task, ticket);
+        self.settle(task, Fate::Ran);
+        true
+    }
 }
 
 /// An accepted offer's hold on a slot of the bot, handed to [`Agent::start`]; the bot keeps a
@@ -194,12 +261,28 @@ pub(crate) struct Ticket {
     cancel: CancellationToken,
     /// Stops every report about the task (the orchestrator cancelled it).
     silence: CancellationToken,
+    /// Tells this claim of an attempt from a later claim of the same attempt (after a stop).
+    serial: u64,
+}
+
+impl Ticket {
+    /// Stops the run and every report about it.
+    fn stop_silently(&self) {
+        self.silence.cancel();
+        self.cancel.cancel();
+    }
 }
 
 /// What [`Agent::claim`] made of an offer.
 pub(crate) enum Claim {
+    /// The offer lapsed: ignore it.
     Expired,
+    /// This very attempt runs here: accept it again.
     AlreadyRunning,
+    /// A redelivered offer of an attempt that ended here (it ran to its end, or was cancelled):
+    /// ignore it, for this reason.
+    Ended(&'static str),
+    /// Decline it, for this reason.
     Rejected(String),
     /// The bot now holds the task: start it, or give it up with [`Agent::unclaim`].
     Accepted(Ticket),
@@ -275,20 +358,46 @@ impl Agent {
     }
 
     /// Stops `task` if it is running here, reporting nothing more about it, and frees its slot
-    /// at once; whether it was running. The other tasks go on.
+    /// at once; whether it was running. The other tasks go on. A redelivery of its offer is not
+    /// run again.
     pub(crate) fn cancel(&self, task: TaskRef, reason: &str) -> bool {
-        let released = self.slots().release(task);
+        let released = {
+            let mut slots = self.slots();
+            slots.settle(task, Fate::Cancelled);
+            let released = slots.release(task);
+            // Silenced while the slots are locked, so a run ending now cannot report its end.
+            if let Some(ticket) = &released {
+                ticket.stop_silently();
+            }
+            released
+        };
         match released {
-            Some(ticket) => {
+            Some(_) => {
                 tracing::info!(task_id = %task.task_id, attempt = task.attempt, reason, "task cancelled");
-                ticket.silence.cancel();
-                ticket.cancel.cancel();
                 true
             }
             None => {
                 tracing::info!(task_id = %task.task_id, attempt = task.attempt, reason, "cancel for a task not running here; nothing to do");
                 false
             }
+        }
+    }
+
+    /// Stops the run `ticket` started for `task` when its `task.accepted` could not be
+    /// confirmed: silently (it reports nothing more, as after [`Agent::cancel`]), freeing its
+    /// slot at once. A redelivery of the offer is judged as a new offer, so it can be claimed
+    /// again. Returns whether the run was still going; `false` when it had already come to its
+    /// end, whose event (which implies the acceptance) is then on its way, and a redelivery is
+    /// not run again.
+    pub(crate) fn stop_unconfirmed(&self, task: TaskRef, ticket: &Ticket) -> bool {
+        let mut slots = self.slots();
+        match slots.release_ticket(task, ticket) {
+            Some(held) => {
+                // Silenced while the slots are locked, so the run cannot be ending meanwhile.
+                held.stop_silently();
+                true
+            }
+            None => false,
         }
     }
 
@@ -308,8 +417,13 @@ impl Agent {
     }
 
     /// Sends an event.
-    pub(crate) async fn report(&self, event: &Event) -> Result<(), crate::reporter::ReportError> {
+    pub(crate) async fn report(&self, event: &Event) -> Result<(), ReportError> {
         self.reporter.report(event).await
+    }
+
+    /// Queues an event at once (see [`Reporter::submit`]); the future says when it is confirmed.
+    pub(crate) fn submit(&self, event: Event) -> Submitted {
+        self.reporter.submit(event)
     }
 
     /// Runs the claimed `assignment` in the background. With `announce`, `task.accepted` is
@@ -351,19 +465,20 @@ impl Agent {
             &ticket.silence,
         );
         let ((outcome, log), unreported) = tokio::join!(work, progress);
-        if ticket.silence.is_cancelled() {
-            tracing::info!("task stopped after its cancellation");
-            return;
-        }
-        tracing::info!(?outcome, "task ended");
-        let event = final_event(&self.name, task, outcome, unreported, log);
         // Free before reporting: the orchestrator offers the next task as soon as it has applied
         // this report, and that offer can arrive before the broker's confirm of the report does;
         // a bot still holding this slot then would turn it down as "busy" when it was the last.
         // No heartbeat follows: the final event frees the bot, and a bot presumed lost meanwhile
         // is back with its next periodic heartbeat. (One used to follow every task: a quarter of
-        // the broker's messages for short tasks, for nothing.)
-        self.unclaim(task);
+        // the broker's messages for short tasks, for nothing.) A run silenced meanwhile (its
+        // task cancelled, or its acceptance not confirmed) says nothing more: checked with the
+        // slots locked, as the silencing is done.
+        if !self.slots().finish(task, &ticket) {
+            tracing::info!("task stopped after its cancellation");
+            return;
+        }
+        tracing::info!(?outcome, "task ended");
+        let event = final_event(&self.name, task, outcome, unreported, log);
         self.report_final(&event).await;
     }
 
@@ -391,8 +506,9 @@ impl Agent {
             systems: self.systems.clone(),
             session: Some(self.session),
             slots: Some(self.slot_count),
-            // It reads one offer per message: the orchestrator sends it no batches.
-            batches: false,
+            // On the broker it reads several offers to a message (`tasks.assign`); over HTTP the
+            // orchestrator pushes one offer per call.
+            batches: self.reporter.is_amqp(),
             at: Utc::now(),
         };
         if let Err(error) = self.report(&event).await {
@@ -748,6 +864,86 @@ mod tests {
         assert!(!agent.cancel(offers[1].task, "again"), "cancelled once");
         let next = another(&offers[0]);
         assert!(matches!(agent.claim(&next, now), Claim::Accepted(_)), "its slot is free again");
+    }
+
+    #[test]
+    fn a_redelivered_offer_of_an_attempt_that_ran_or_was_cancelled_here_is_not_run_again() {
+        let now = Utc::now();
+        let systems = [System::NOOP];
+        let mut slots = Slots::new(2);
+        let ran = offer(System::NOOP, 1, TimeDelta::seconds(10), now);
+        let Claim::Accepted(ticket) = slots.claim(&ran, now, false, &systems) else {
+            panic!("a slot is free");
+        };
+        assert!(slots.finish(ran.task, &ticket), "not silenced: it reports its end");
+        assert!(slots.running.is_empty(), "its slot is free");
+        assert!(matches!(
+            slots.claim(&ran, now, true, &systems),
+            Claim::Ended(why) if why == "this attempt already ran here"
+        ));
+        assert!(
+            matches!(slots.claim(&ran, now, false, &systems), Claim::Accepted(_)),
+            "an offer that is not a redelivery (an HTTP push) is judged as before"
+        );
+
+        let agent = agent(2);
+        let cancelled = another(&ran);
+        assert!(matches!(agent.claim(&cancelled, now), Claim::Accepted(_)));
+        assert!(agent.cancel(cancelled.task, "by a user"));
+        assert!(matches!(
+            agent.claim_delivery(&cancelled, now, true),
+            Claim::Ended(why) if why == "this attempt was cancelled"
+        ));
+        let expired = Assignment { offer_expires_at: now - TimeDelta::seconds(1), ..ran };
+        assert!(
+            matches!(slots.claim(&expired, now, true, &systems), Claim::Expired),
+            "expired first"
+        );
+    }
+
+    #[test]
+    fn a_run_whose_acceptance_was_not_confirmed_stops_silently_and_its_offer_can_be_claimed_again()
+    {
+        let now = Utc::now();
+        let agent = agent(1);
+        let first = offer(System::NOOP, 1, TimeDelta::seconds(10), now);
+        let Claim::Accepted(stopped) = agent.claim_delivery(&first, now, false) else {
+            panic!("a slot is free");
+        };
+        assert!(agent.stop_unconfirmed(first.task, &stopped), "it was running");
+        assert!(stopped.cancel.is_cancelled() && stopped.silence.is_cancelled());
+        assert!(agent.current_tasks().is_empty(), "its slot is free at once");
+        assert!(!agent.slots().finish(first.task, &stopped), "silenced: it reports no end");
+
+        // The requeued offer comes back: this run had it, and it did not run to its end.
+        let Claim::Accepted(again) = agent.claim_delivery(&first, now, true) else {
+            panic!("claimed again");
+        };
+        assert_eq!(agent.current_tasks(), [first.task]);
+        assert!(
+            !agent.stop_unconfirmed(first.task, &stopped),
+            "the stopped claim no longer holds the attempt"
+        );
+        assert!(!again.silence.is_cancelled(), "the new run goes on");
+        assert!(agent.slots().finish(first.task, &again));
+        assert!(
+            !agent.stop_unconfirmed(first.task, &again),
+            "a run that came to its end is not stopped: its end implies the acceptance"
+        );
+        assert!(matches!(agent.claim_delivery(&first, now, true), Claim::Ended(_)));
+
+        // A full bot turns the redelivery down cleanly instead.
+        let second = another(&first);
+        let Claim::Accepted(ticket) = agent.claim_delivery(&second, now, false) else {
+            panic!("a slot is free");
+        };
+        assert!(agent.stop_unconfirmed(second.task, &ticket));
+        let third = another(&first);
+        assert!(matches!(agent.claim_delivery(&third, now, false), Claim::Accepted(_)));
+        assert!(matches!(
+            agent.claim_delivery(&second, now, true),
+            Claim::Rejected(ref reason) if reason == "busy"
+        ));
     }
 
     #[test]

@@ -35,6 +35,11 @@ pub const DEFAULT_PROGRESS_INTERVAL_MS: u64 = 250;
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 /// Tasks a bot runs at once unless told otherwise: one, as every bot did before slots.
 pub const DEFAULT_SLOTS: u32 = 1;
+/// Milliseconds an event waits for others to go in the same message (AMQP mode).
+pub const DEFAULT_EVENT_BATCH_DELAY_MS: u64 = 2;
+/// The longest --event-batch-delay-ms: events wait at most a second, well inside an offer's
+/// expiry and a heartbeat interval.
+pub const MAX_EVENT_BATCH_DELAY_MS: u64 = 1000;
 
 /// How a bot agent runs. `Debug` hides the passwords (the broker URL's and the portal's).
 #[derive(Clone, PartialEq, clap::Parser)]
@@ -125,6 +130,19 @@ pub struct AgentConfig {
     /// Least milliseconds between two progress reports of a task.
     #[arg(long, env = "BOTLINE_PROGRESS_INTERVAL_MS", default_value_t = DEFAULT_PROGRESS_INTERVAL_MS)]
     pub progress_interval_ms: u64,
+    /// AMQP mode: milliseconds the first of several events waits for others to go with it in one
+    /// message (at most 200 events or about 256 KiB), 0 to 1000; 0 sends what is queued at once.
+    #[arg(
+        long,
+        env = "BOTLINE_EVENT_BATCH_DELAY_MS",
+        default_value_t = DEFAULT_EVENT_BATCH_DELAY_MS,
+        value_parser = clap::value_parser!(u64).range(0..=MAX_EVENT_BATCH_DELAY_MS)
+    )]
+    pub event_batch_delay_ms: u64,
+    /// AMQP mode: send each event in a message of its own, as bots did before `bot.events`
+    /// messages (for an orchestrator older than them).
+    #[arg(long, env = "BOTLINE_NO_EVENT_BATCHES")]
+    pub no_event_batches: bool,
     /// Seconds a running task may take to finish at shutdown before it is handed back.
     #[arg(long, env = "BOTLINE_SHUTDOWN_GRACE_SECS", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
     pub shutdown_grace_secs: u64,
@@ -182,6 +200,8 @@ impl AgentConfig {
             ip_address: None,
             heartbeat_interval_ms: DEFAULT_HEARTBEAT_INTERVAL_MS,
             progress_interval_ms: DEFAULT_PROGRESS_INTERVAL_MS,
+            event_batch_delay_ms: DEFAULT_EVENT_BATCH_DELAY_MS,
+            no_event_batches: false,
             shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
             vivo360_url: DEFAULT_VIVO360_URL.to_owned(),
             vivo360_username: DEFAULT_VIVO360_CREDENTIAL.to_owned(),
@@ -200,6 +220,9 @@ impl AgentConfig {
     pub fn validate(&self) -> Result<(), AgentError> {
         if !(1..=MAX_SLOTS).contains(&self.slots) {
             return Err(AgentError::Slots(self.slots));
+        }
+        if self.event_batch_delay_ms > MAX_EVENT_BATCH_DELAY_MS {
+            return Err(AgentError::EventBatchDelay(self.event_batch_delay_ms));
         }
         if self.systems.is_empty() && self.automation.is_empty() && self.automations_file.is_none()
         {
@@ -240,6 +263,11 @@ impl AgentConfig {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
     }
+
+    /// How long the first of several events waits for others to go with it (AMQP mode).
+    pub fn event_batch_delay(&self) -> Duration {
+        Duration::from_millis(self.event_batch_delay_ms.min(MAX_EVENT_BATCH_DELAY_MS))
+    }
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -264,6 +292,8 @@ impl std::fmt::Debug for AgentConfig {
             ip_address,
             heartbeat_interval_ms,
             progress_interval_ms,
+            event_batch_delay_ms,
+            no_event_batches,
             shutdown_grace_secs,
             vivo360_url,
             vivo360_username,
@@ -293,6 +323,8 @@ impl std::fmt::Debug for AgentConfig {
             .field("ip_address", ip_address)
             .field("heartbeat_interval_ms", heartbeat_interval_ms)
             .field("progress_interval_ms", progress_interval_ms)
+            .field("event_batch_delay_ms", event_batch_delay_ms)
+            .field("no_event_batches", no_event_batches)
             .field("shutdown_grace_secs", shutdown_grace_secs)
             .field("vivo360_url", &broker_config::amqp::redact_url(vivo360_url))
             .field("vivo360_username", vivo360_username)
@@ -572,6 +604,26 @@ mod tests {
             assert!(matches!(refused, AgentError::Slots(n) if n == bad), "{refused}");
             assert!(refused.to_string().contains("--slots"), "{refused}");
         }
+    }
+
+    #[test]
+    fn events_are_batched_after_a_short_delay_unless_told_not_to() {
+        let config = parse(&["--name", "b", "--systems", "noop"]).expect("valid");
+        assert_eq!(config.event_batch_delay(), Duration::from_millis(2));
+        assert!(!config.no_event_batches, "batches by default");
+        let zero = ["--event-batch-delay-ms", "0", "--no-event-batches"];
+        let zero =
+            parse(&[&["--name", "b", "--systems", "noop"][..], &zero[..]].concat()).expect("valid");
+        assert_eq!((zero.event_batch_delay(), zero.no_event_batches), (Duration::ZERO, true));
+        let long = ["--event-batch-delay-ms", "1001"];
+        assert!(parse(&[&["--name", "b", "--systems", "noop"][..], &long[..]].concat()).is_err());
+
+        let name = BotName::parse("b").expect("valid");
+        let mut built = AgentConfig::new(name, vec![System::NOOP], "amqp://x");
+        assert_eq!(built.event_batch_delay_ms, DEFAULT_EVENT_BATCH_DELAY_MS);
+        built.event_batch_delay_ms = MAX_EVENT_BATCH_DELAY_MS + 1;
+        let refused = built.validate().expect_err("too long");
+        assert!(refused.to_string().contains("--event-batch-delay-ms"), "{refused}");
     }
 
     #[test]

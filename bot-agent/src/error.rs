@@ -15,6 +15,12 @@ pub enum AgentError {
         max = broker_config::messages::MAX_SLOTS
     )]
     Slots(u32),
+    /// An event batch delay over [`crate::config::MAX_EVENT_BATCH_DELAY_MS`].
+    #[error(
+        "events may wait at most {max} ms for others (--event-batch-delay-ms), not {0}",
+        max = crate::config::MAX_EVENT_BATCH_DELAY_MS
+    )]
+    EventBatchDelay(u64),
     /// A name that cannot be a system's.
     #[error(transparent)]
     InvalidSystem(InvalidSystemName),

@@ -259,6 +259,8 @@ async fn receive_command(
                 TaskAnswer::refused(StatusCode::CONFLICT, "the offer has expired".to_owned())
             }
             Claim::Rejected(reason) => TaskAnswer::refused(StatusCode::CONFLICT, reason),
+            // Only broker redeliveries end so; a push is never one.
+            Claim::Ended(why) => TaskAnswer::refused(StatusCode::CONFLICT, why.to_owned()),
         },
         Command::CancelTask { task, reason } => {
             agent.cancel(task, &reason);

@@ -9,6 +9,8 @@
 //!   heartbeats and hands the unfinished ones back at shutdown.
 //! - `amqp_mode` / `http_mode`: the two transports' shells around the core.
 //! - [`reporter`]: where events go ([`Reporter`]: the broker or the orchestrator's API).
+//! - [`batcher`]: AMQP mode's reporter, several events to a message under one confirm, an
+//!   acceptance left out when its attempt's end is queued behind it ([`batcher::AmqpReporter`]).
 //! - [`progress`]: the [`ProgressSink`] automations record rows in, and the [`Throttle`] (pure)
 //!   that batches them into `task.progress` events.
 //! - [`automations`]: one module per system (NOOP, VIVO360, CPE, NOTIFY), each
@@ -21,6 +23,7 @@
 mod agent;
 mod amqp_mode;
 pub mod automations;
+pub mod batcher;
 pub mod config;
 pub mod error;
 mod http_mode;

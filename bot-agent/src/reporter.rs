@@ -1,12 +1,16 @@
-//! Where events go: to `botline.events` (AMQP mode) or to the orchestrator's REST API (HTTP
-//! mode). The agent loop and the automations do not know which.
+//! Where events go: to `botline.events` (AMQP mode, batched by [`AmqpReporter`]) or to the
+//! orchestrator's REST API (HTTP mode, one call per event). The agent loop and the automations do
+//! not know which.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use broker_config::messages::encode;
-use broker_config::topology::EVENTS_EXCHANGE;
-use broker_config::{Event, PublishError, Publisher};
+use broker_config::{Event, PublishError};
 use uuid::Uuid;
+
+use crate::batcher::AmqpReporter;
 
 /// How many times HTTP mode tries a report before giving up on it.
 const HTTP_REPORT_ATTEMPTS: u32 = 4;
@@ -22,13 +26,20 @@ pub enum ReportError {
     /// The orchestrator's API did not take the event.
     #[error("the orchestrator did not take the event: {0}")]
     Http(String),
+    /// The reporter stopped before the event was sent (the agent is stopping).
+    #[error("the event reporter stopped")]
+    Stopped,
 }
+
+/// A report on its way: resolves once it is confirmed (or has failed).
+pub type Submitted = Pin<Box<dyn Future<Output = Result<(), ReportError>> + Send + 'static>>;
 
 /// The transport for events.
 #[derive(Clone)]
 pub enum Reporter {
-    /// Published on `botline.events` with publisher confirms.
-    Amqp(Publisher),
+    /// Published on `botline.events` with publisher confirms, several events to a message unless
+    /// `--no-event-batches`.
+    Amqp(AmqpReporter),
     /// `PUT` on the orchestrator's API.
     Http(HttpReporter),
 }
@@ -37,14 +48,27 @@ impl Reporter {
     /// Sends `event`; `Ok` once the broker confirmed it (or the API answered 2xx).
     pub async fn report(&self, event: &Event) -> Result<(), ReportError> {
         match self {
-            Reporter::Amqp(publisher) => {
-                publisher
-                    .publish(EVENTS_EXCHANGE, event.routing_key(), &encode(event), false)
-                    .await?;
-                Ok(())
-            }
+            Reporter::Amqp(amqp) => amqp.submit(event.clone()).await,
             Reporter::Http(http) => http.report(event).await,
         }
+    }
+
+    /// Sends `event` as [`Reporter::report`] does, but queues it at once (AMQP mode), so no event
+    /// reported after this call overtakes it; the returned future says when it is confirmed.
+    /// In HTTP mode the call is made when the future is first polled.
+    pub fn submit(&self, event: Event) -> Submitted {
+        match self {
+            Reporter::Amqp(amqp) => Box::pin(amqp.submit(event)),
+            Reporter::Http(http) => {
+                let http = http.clone();
+                Box::pin(async move { http.report(&event).await })
+            }
+        }
+    }
+
+    /// Whether events go to the broker (AMQP mode).
+    pub fn is_amqp(&self) -> bool {
+        matches!(self, Reporter::Amqp(_))
     }
 }
 

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use bot_agent::AgentConfig;
 use broker_config::access::{SenderPolicy, UserPlan, bot_user, check_sender};
-use broker_config::messages::{decode, encode};
+use broker_config::messages::{decode_events, encode};
 use broker_config::testing::TestVhost;
 use broker_config::topology::{ORCHESTRATOR_EVENTS_QUEUE, TASKS_EXCHANGE, bot_queue};
 use broker_config::{
@@ -59,13 +59,20 @@ async fn an_agent_works_as_its_own_least_privilege_user() {
         max_failures: broker_config::amqp::DEFAULT_MAX_FAILURES,
     };
     tokio::spawn(consume(spec, plumbing.clone(), move |message| {
-        let decision = match decode::<Event>(&message.data) {
+        // One event, or several of one bot in a `bot.events` message.
+        let decision = match decode_events(&message.data) {
             Err(error) => Decision::DeadLetter(error.to_string()),
-            Ok(event) => {
-                match check_sender(message.user_id.as_deref(), event.bot(), SenderPolicy::Strict) {
-                    Err(refused) => Decision::DeadLetter(refused.to_string()),
-                    Ok(()) => {
-                        let _ = tx.send((event, message.user_id));
+            Ok(events) => {
+                let refused = events.iter().find_map(|event| {
+                    check_sender(message.user_id.as_deref(), event.bot(), SenderPolicy::Strict)
+                        .err()
+                });
+                match refused {
+                    Some(refused) => Decision::DeadLetter(refused.to_string()),
+                    None => {
+                        for event in events {
+                            let _ = tx.send((event, message.user_id.clone()));
+                        }
                         Decision::Ack
                     }
                 }

@@ -227,3 +227,34 @@ async fn a_malformed_command_is_dead_lettered_and_the_agent_keeps_working() {
     assert!(matches!(events.last(), Some(Event::TaskCompleted { .. })));
     h.stop().await;
 }
+
+#[tokio::test]
+async fn offers_sent_together_are_answered_together_and_the_bot_says_it_reads_them() {
+    let mut h = Harness::start("agent-offers", |c| c.slots = 2).await;
+    assert!(
+        matches!(h.seen[0], Event::BotOnline { batches: true, slots: Some(2), .. }),
+        "a bot on the broker reads tasks.assign messages: {:?}",
+        h.seen[0]
+    );
+    let run = || offer(System::NOOP, None, json!({"duration_ms": 300}));
+    let (first, second, third) = (run(), run(), run());
+    let offers = [first.clone(), second.clone(), third.clone()];
+    h.send_raw(&broker_config::messages::encode_offers(&offers)).await;
+    let (mut completed, mut busy) = (Vec::new(), Vec::new());
+    while completed.len() < 2 || busy.is_empty() {
+        match h.next().await {
+            Event::TaskCompleted { task, .. } => completed.push(task),
+            Event::TaskRejected { task, reason, .. } => {
+                assert_eq!(reason, "busy");
+                busy.push(task);
+            }
+            Event::TaskAccepted { .. } | Event::TaskProgress { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    completed.sort_by_key(|t| t.task_id);
+    let mut ran = vec![first.task, second.task];
+    ran.sort_by_key(|t| t.task_id);
+    assert_eq!((completed, busy), (ran, vec![third.task]), "two slots: the third is turned down");
+    h.stop().await;
+}

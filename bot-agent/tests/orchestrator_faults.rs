@@ -26,8 +26,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use harness::{
-    Api, BotProcess, Dice, Figures, Load, Site, Submissions, Submitted, Timings, busy_rejections,
-    check_every_task_completed_once, count, count_from_env, of_kind, offers_to_busy_bots, outline,
+    Api, BotProcess, Dice, Figures, Load, LockWatch, Site, Submissions, Submitted, Timings,
+    busy_rejections, check_every_task_completed_once, count, count_from_env, of_kind,
+    offers_to_busy_bots, outline,
 };
 use serde_json::Value;
 use tokio::time::Instant;
@@ -228,12 +229,20 @@ async fn two_orchestrators_on_one_database_never_assign_a_task_twice_even_when_o
     let site = Site::create("two-orch", Timings::default()).await;
     let mut pair = [site.spawn_orchestrator("a").await, site.spawn_orchestrator("b").await];
     let mut bots = site.spawn_bots(&pair[0].client(), "bot", BOTS).await;
+    let locks = LockWatch::start(&site.database).await;
     let began = Instant::now();
     let load =
         Load::start(pair.iter().map(|o| o.api.clone()).collect(), 2 * BOTS as u64, Some(TASKS));
     // Both run under load for a while, then one dies.
     let after = dice.between(Duration::from_secs(2), Duration::from_secs(5));
     tokio::time::sleep(after).await;
+    let locks = locks.stop().await;
+    // The pipeline is cut into shards by bot: both orchestrators applied events or dispatched at
+    // the same instant (one lock for everything made that impossible).
+    assert!(
+        locks.both_holding > 0,
+        "the two orchestrators never held pipeline shards at once: {locks:?}"
+    );
     let victim = usize::from(dice.below(2) == 1);
     let survivor = 1 - victim;
     let status = pair[victim].kill();
@@ -274,10 +283,15 @@ async fn two_orchestrators_on_one_database_never_assign_a_task_twice_even_when_o
         ));
     }
     eprintln!(
-        "two orchestrators, one database: {} killed after {killed_after:.1?}; {parts:?}; {} tasks \
+        "two orchestrators, one database: pipeline locks sampled {} times while both ran: both \
+         held shards at once in {}, a transaction waited for a lock in {}; {} killed after \
+         {killed_after:.1?}; {parts:?}; {} tasks \
          ({} without an answer), all COMPLETE once, no attempt offered twice, no bot offered a \
          task while it held one; {elapsed:.1?} in all, {drain:.1?} to drain after the last \
          submission; {}",
+        locks.samples,
+        locks.both_holding,
+        locks.waiting,
         pair[victim].label,
         submitted.created.len() + submitted.unknown.len(),
         submitted.unknown.len(),

@@ -10,7 +10,7 @@ pub mod world;
 use std::time::Duration;
 
 use bot_agent::{AgentConfig, AgentError};
-use broker_config::messages::{decode, encode};
+use broker_config::messages::{decode_events, encode};
 use broker_config::testing::TestVhost;
 use broker_config::topology::{ORCHESTRATOR_EVENTS_QUEUE, TASKS_EXCHANGE};
 use broker_config::{
@@ -60,9 +60,12 @@ impl Harness {
             max_failures: broker_config::amqp::DEFAULT_MAX_FAILURES,
         };
         tokio::spawn(consume(spec, plumbing.clone(), move |message| {
-            let decision = match decode::<Event>(&message.data) {
-                Ok(event) => {
-                    let _ = tx.send(event);
+            // One event, or several in one `bot.events` message.
+            let decision = match decode_events(&message.data) {
+                Ok(events) => {
+                    for event in events {
+                        let _ = tx.send(event);
+                    }
                     Decision::Ack
                 }
                 Err(error) => Decision::DeadLetter(error.to_string()),

@@ -164,6 +164,68 @@ impl Drop for TestDatabase {
     }
 }
 
+/// What [`LockWatch`] saw of the pipeline's advisory locks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LockFigures {
+    /// Samples taken.
+    pub samples: usize,
+    /// Samples in which two orchestrators each held pipeline shards at the same instant.
+    pub both_holding: usize,
+    /// Samples in which some transaction waited for a pipeline lock.
+    pub waiting: usize,
+}
+
+/// Samples PostgreSQL's `pg_locks` every few milliseconds for the pipeline's advisory locks
+/// (classid and objid of the key "botline" + 1 + shard) held by the orchestrators of a database.
+pub struct LockWatch {
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<LockFigures>,
+}
+
+impl LockWatch {
+    /// Starts sampling `database`.
+    pub async fn start(database: &TestDatabase) -> LockWatch {
+        use sea_orm::ConnectionTrait as _;
+        let db = migrations::connect(&database.url).await.expect("the test database opens");
+        // The key 0x0062_6f74_6c69_6e65 as PostgreSQL shows a bigint key: high and low halves.
+        let sql = format!(
+            "SELECT count(DISTINCT a.application_name) FILTER (WHERE l.granted AND l.objid <> {global}) AS holders, \
+                    count(*) FILTER (WHERE NOT l.granted) AS waiters \
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.classid = {class} AND a.datname = '{name}' \
+               AND a.application_name LIKE 'botline-%'",
+            global = 0x6c69_6e65_u32,
+            class = 0x0062_6f74_u32,
+            name = database.name,
+        );
+        let stop = tokio_util::sync::CancellationToken::new();
+        let until = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut figures = LockFigures::default();
+            while !until.is_cancelled() {
+                let statement =
+                    sea_orm::Statement::from_string(sea_orm::DbBackend::Postgres, sql.clone());
+                if let Ok(Some(row)) = db.query_one_raw(statement).await {
+                    let holders: i64 = row.try_get("", "holders").unwrap_or_default();
+                    let waiters: i64 = row.try_get("", "waiters").unwrap_or_default();
+                    figures.samples += 1;
+                    figures.both_holding += usize::from(holders >= 2);
+                    figures.waiting += usize::from(waiters > 0);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            figures
+        });
+        LockWatch { stop, task }
+    }
+
+    /// Stops sampling: what it saw.
+    pub async fn stop(self) -> LockFigures {
+        self.stop.cancel();
+        self.task.await.unwrap_or_default()
+    }
+}
+
 /// One fault test's world: its vhost, its database, its timings and a directory for the logs of
 /// its processes (kept when the test fails or `BOTLINE_FAULTS_KEEP_LOGS` is set, removed
 /// otherwise).
@@ -204,7 +266,11 @@ impl Site {
             .env(CHILD, "1")
             .env(ADDRESS_FILE, &address_file)
             .env(PARENT, std::process::id().to_string())
-            .env("BOTLINE_DATABASE_URL", &self.database.url)
+            // Named, so the test can tell whose locks PostgreSQL shows.
+            .env(
+                "BOTLINE_DATABASE_URL",
+                format!("{}?application_name=botline-{label}", self.database.url),
+            )
             .env("BOTLINE_AMQP_URL", self.vhost.amqp_url())
             .env("BOTLINE_LISTEN", "127.0.0.1:0")
             .env("BOTLINE_OFFER_TIMEOUT", t.offer_timeout.to_string())
