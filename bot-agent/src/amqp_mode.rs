@@ -22,7 +22,9 @@ use tracing::Instrument as _;
 
 use crate::agent::{Agent, Claim, Ticket};
 use crate::automations::Automations;
-use crate::batcher::{AmqpReporter, Batching, join_all};
+use futures_util::future::join_all;
+
+use crate::batcher::{AmqpReporter, Batching};
 use crate::config::AgentConfig;
 use crate::error::AgentError;
 use crate::net::local_ip_towards;

@@ -21,14 +21,12 @@
 //! attempt's events reach the broker in the order they were reported.
 
 use std::collections::{HashSet, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
-use std::task::Poll;
 use std::time::Duration;
 
 use broker_config::messages::{encode, encode_events};
 use broker_config::topology::EVENTS_EXCHANGE;
 use broker_config::{BotName, Event, PublishError, Publisher, TaskRef};
+use futures_util::future::join_all;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -341,26 +339,6 @@ fn copy_error(error: &PublishError) -> PublishError {
         PublishError::Unavailable(reason) => PublishError::Unavailable(reason.clone()),
         PublishError::ShuttingDown => PublishError::ShuttingDown,
     }
-}
-
-/// Awaits all of `futures` at once; their outputs, in the same order.
-pub(crate) async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
-    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(cx) {
-                    Poll::Ready(value) => *output = Some(value),
-                    Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending { Poll::Pending } else { Poll::Ready(()) }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
 }
 
 /// A fake broker for tests.
@@ -710,18 +688,5 @@ mod tests {
         }
         let keys: Vec<&str> = sink.sent().iter().map(|(key, _)| *key).collect();
         assert_eq!(keys, ["task.accepted", "task.completed"], "in order, nothing left out");
-    }
-
-    #[tokio::test]
-    async fn join_all_keeps_the_order_of_its_futures() {
-        let slow = async {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            1
-        };
-        let fast = async { 2 };
-        let outputs =
-            join_all([Box::pin(slow) as Pin<Box<dyn Future<Output = i32>>>, Box::pin(fast)]).await;
-        assert_eq!(outputs, [1, 2]);
-        assert!(join_all(Vec::<std::future::Ready<()>>::new()).await.is_empty());
     }
 }
