@@ -116,6 +116,63 @@ async fn noop_tasks_spread_over_several_bots_each_completed_once() {
     assert!(bots.len() >= 2, "work spread over the bots: {bots:?}");
 }
 
+/// Bots of several slots, over the broker and over HTTP: each runs as many tasks at once as it
+/// has slots (the runs overlap), shows them held, and is free again after.
+#[tokio::test]
+async fn bots_with_slots_run_that_many_tasks_at_once_over_amqp_and_http() {
+    const SLOTS: u32 = 3;
+    let world = World::start(0).await;
+    let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
+    let mut web = world.agent_config("web-wide", &[System::NOOP]);
+    web.http = Some(SocketAddr::from(([127, 0, 0, 1], port)));
+    web.slots = SLOTS;
+    world.spawn_bot(web);
+    wait_until!(
+        "the HTTP bot registered",
+        world.get("/api/v1/bots?name=web-wide&status=AVAILABLE").await["total"] == 1
+    );
+    assert_eq!(world.get("/api/v1/bots?name=web-wide").await["items"][0]["slots"], SLOTS);
+    let mut queued = world.agent_config("amqp-wide", &[System::NOOP]);
+    queued.slots = SLOTS;
+    world.spawn_bot(queued);
+    wait_until!(
+        "the AMQP bot online",
+        world.get("/api/v1/bots?name=amqp-wide&status=AVAILABLE").await["total"] == 1
+    );
+    let mut ids = Vec::new();
+    for n in 0..2 * SLOTS {
+        ids.push(world.create_task(json!({"description": format!("nap {n}"), "system": "NOOP", "payload": {"duration_ms": 1500}})).await);
+    }
+    // Six tasks, six slots: all RUNNING at once, three on each bot.
+    wait_until!(
+        "every task running at once",
+        world.get("/api/v1/tasks?status=RUNNING").await["total"] == 2 * SLOTS
+    );
+    for name in ["web-wide", "amqp-wide"] {
+        let bot = &world.get(&format!("/api/v1/bots?name={name}")).await["items"][0];
+        assert_eq!((&bot["status"], &bot["slots_used"]), (&json!("BUSY"), &json!(SLOTS)), "{bot}");
+        assert_eq!(bot["task_ids"].as_array().unwrap().len(), SLOTS as usize, "{bot}");
+    }
+    let mut runs = Vec::new();
+    for id in &ids {
+        let task = world.wait_status(id, "COMPLETE").await;
+        let at = |field: &str| {
+            chrono::DateTime::parse_from_rfc3339(task[field].as_str().unwrap()).unwrap()
+        };
+        runs.push((at("started_at"), at("finished_at")));
+        assert_eq!(world.history(id).await.iter().filter(|k| *k == "completed").count(), 1);
+    }
+    let last_start = runs.iter().map(|r| r.0).max().unwrap();
+    let first_end = runs.iter().map(|r| r.1).min().unwrap();
+    assert!(last_start < first_end, "the six runs overlap: {runs:?}");
+    for name in ["web-wide", "amqp-wide"] {
+        wait_until!(format!("{name} free"), {
+            let bot = &world.get(&format!("/api/v1/bots?name={name}")).await["items"][0];
+            bot["status"] == "AVAILABLE" && bot["slots_used"] == 0
+        });
+    }
+}
+
 #[tokio::test]
 async fn a_killed_bot_s_task_resumes_on_another_and_no_row_is_done_twice() {
     // Each portal request takes 60 ms: a row (login form, four fields, submit) takes ~400 ms.
