@@ -360,13 +360,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     runs.extend(botline_runs(&sqlite, &[bots], &[slots], &[tasks], load).await?);
                 }
             }
-            let slots_best = runs
+            let slots_best_run = runs
                 .iter()
                 .filter(|r| r.slots > 1)
-                .map(|r| r.completed_per_second)
-                .fold(0.0, f64::max);
+                .max_by(|a, b| a.completed_per_second.total_cmp(&b.completed_per_second))
+                .cloned();
+            let slots_best = slots_best_run.as_ref().map_or(0.0, |r| r.completed_per_second);
             let half = Load { rate: Some(best / 2.0), ..fast };
-            let steady = botline_runs(&[Database::Sqlite], &[16], &[1], &[tasks], half).await?;
+            let mut steady = botline_runs(&[Database::Sqlite], &[16], &[1], &[tasks], half).await?;
+            // And at half the best of bots of several slots, with that run's bots and slots.
+            if let Some(run) = &slots_best_run {
+                let half = Load { rate: Some(slots_best / 2.0), ..fast };
+                let sqlite = [Database::Sqlite];
+                steady.extend(
+                    botline_runs(&sqlite, &[run.bots], &[run.slots], &[tasks], half).await?,
+                );
+            }
             let ceiling8 =
                 ceiling.iter().find(|c| c.pipelines == 8).map_or(f64::NAN, |c| c.per_second);
             // Celery's best of three per backend: one of its runs can stall (rpc:// especially),

@@ -70,8 +70,17 @@ async fn assert_ran_undisturbed(api: &Api, id: &str, bots: &mut [BotProcess], wh
 /// Every history's checks shared by the tests: no bot was offered a task while it held another,
 /// by the database's record nor by the bots' own account (a "busy" rejection).
 fn assert_no_double_assignment(histories: &std::collections::HashMap<String, Vec<Value>>) {
-    let overlaps = offers_to_busy_bots(histories);
-    assert!(overlaps.is_empty(), "bots offered a task while holding another: {overlaps:?}");
+    assert_no_offer_beyond_the_slots(histories, 1);
+}
+
+/// [`assert_no_double_assignment`] for bots of `slots` slots: none was offered a task while it
+/// held as many as its slots.
+fn assert_no_offer_beyond_the_slots(
+    histories: &std::collections::HashMap<String, Vec<Value>>,
+    slots: usize,
+) {
+    let overlaps = offers_to_busy_bots(histories, slots);
+    assert!(overlaps.is_empty(), "bots offered a task while full ({slots} slots): {overlaps:?}");
     assert_eq!(busy_rejections(histories), 0, "a bot was offered a task while it ran another");
 }
 
@@ -159,14 +168,25 @@ async fn a_crash_between_the_commit_and_the_publish_strands_no_offer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_nine_the_orchestrator_again_and_again_under_load_loses_nothing() {
+    kill_nine_the_orchestrator(1).await;
+}
+
+/// The same with bots of 4 slots, each holding several tasks through every kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_the_orchestrator_of_bots_holding_several_tasks_loses_nothing() {
+    kill_nine_the_orchestrator(4).await;
+}
+
+async fn kill_nine_the_orchestrator(slots: u32) {
     const BOTS: usize = 3;
     let kills = count_from_env("BOTLINE_CHAOS_ORCHESTRATOR_KILLS", 3);
     let mut dice = Dice::seeded();
-    let site = Site::create("kill-orch", Timings::default()).await;
+    let mut site = Site::create("kill-orch", Timings::default()).await;
+    site.bot_slots = slots;
     let mut current = site.spawn_orchestrator("orchestrator-0").await;
     let mut bots = site.spawn_bots(&current.client(), "bot", BOTS).await;
     let began = Instant::now();
-    let load = Load::start(vec![current.api.clone()], 2 * BOTS as u64, None);
+    let load = Load::start(vec![current.api.clone()], 2 * BOTS as u64 * u64::from(slots), None);
     // Per kill: how long after the (re)start it came, the downtime until the next orchestrator
     // listened, and the time from the kill until that one had completed a task.
     let mut rounds: Vec<(Duration, Duration, Duration)> = Vec::new();
@@ -206,13 +226,13 @@ async fn kill_nine_the_orchestrator_again_and_again_under_load_loses_nothing() {
     let tasks = api.all_tasks().await;
     let histories = api.histories(&tasks).await;
     check_every_task_completed_once(&tasks, &histories, &submitted, false);
-    assert_no_double_assignment(&histories);
+    assert_no_offer_beyond_the_slots(&histories, slots as usize);
     // Every event a bot published was applied and acknowledged.
     site.wait_events_queue_empty(Duration::from_secs(30)).await;
     assert_bots_free(&api, &mut bots).await;
     let figures = Figures::of(&tasks, &histories);
     eprintln!(
-        "orchestrator kill -9 under load: {kills} kills (after the restart, downtime until the next \
+        "orchestrator kill -9 under load ({slots} slots per bot): {kills} kills (after the restart, downtime until the next \
          one listened, kill until it completed a task): {rounds:.1?}; {} tasks submitted ({} \
          without an answer), all COMPLETE once, every acceptance and completion applied; {elapsed:.1?} \
          in all, {drain:.1?} to drain; {figures}",
@@ -413,12 +433,13 @@ fn the_replay_of_the_histories_finds_a_bot_offered_a_task_while_it_held_another(
             ),
         ])
     };
-    assert_eq!(offers_to_busy_bots(&histories(6)), [], "after b1 completed t1: fine");
+    assert_eq!(offers_to_busy_bots(&histories(6), 1), [], "after b1 completed t1: fine");
     assert_eq!(
-        offers_to_busy_bots(&histories(4)),
+        offers_to_busy_bots(&histories(4), 1),
         [("b1".to_owned(), "t1".to_owned(), "t2".to_owned())],
         "while b1 held t1: caught"
     );
+    assert_eq!(offers_to_busy_bots(&histories(4), 2), [], "b1 of 2 slots may hold both");
 }
 
 #[test]

@@ -174,7 +174,7 @@ async fn check_the_end(
     let tasks = api.all_tasks().await;
     let histories = api.histories(&tasks).await;
     check_every_task_completed_once(&tasks, &histories, submitted, false);
-    let overlaps = offers_to_busy_bots(&histories);
+    let overlaps = offers_to_busy_bots(&histories, site.bot_slots as usize);
     assert!(overlaps.is_empty(), "bots offered a task while holding another: {overlaps:?}");
     assert_eq!(busy_rejections(&histories), 0, "a bot was offered a task while it ran another");
     site.wait_events_queue_empty(Duration::from_secs(60)).await;

@@ -238,6 +238,8 @@ pub struct Site {
     pub timings: Timings,
     /// Logs and address files.
     pub dir: PathBuf,
+    /// The slots of each bot it starts (1 unless set).
+    pub bot_slots: u32,
 }
 
 impl Site {
@@ -250,7 +252,7 @@ impl Site {
         let dir = std::env::temp_dir()
             .join(format!("botline-faults-{prefix}-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
-        Site { vhost, database, timings, dir }
+        Site { vhost, database, timings, dir, bot_slots: 1 }
     }
 
     /// The command that starts an orchestrator on this site (this test binary, running
@@ -335,6 +337,7 @@ impl Site {
             .env("BOTLINE_BOT_IP", "127.0.0.1")
             .env("BOTLINE_HEARTBEAT_INTERVAL_MS", self.timings.bot_heartbeat_ms.to_string())
             .env("BOTLINE_PROGRESS_INTERVAL_MS", "100")
+            .env("BOTLINE_SLOTS", self.bot_slots.to_string())
             .env("RUST_LOG", "warn,bot_agent=info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -811,9 +814,11 @@ pub fn check_every_task_completed_once(
 
 /// Replays every history in the database's order (the events' sequence numbers: a bot released
 /// in one transaction is recorded before any later offer to it could be made) and returns each
-/// time a bot was offered a task while it still held another: (bot, task held, task offered).
+/// time a bot of `slots` slots was offered a task while it still held `slots` others: (bot, the
+/// task it held longest, task offered).
 pub fn offers_to_busy_bots(
     histories: &HashMap<String, Vec<Value>>,
+    slots: usize,
 ) -> Vec<(String, String, String)> {
     let mut all: Vec<&Value> = histories.values().flatten().collect();
     all.sort_by_key(|e| e["id"].as_i64().unwrap());
@@ -827,7 +832,7 @@ pub fn offers_to_busy_bots(
         "released",
         "bot_lost",
     ];
-    let mut holds: HashMap<String, (String, u64)> = HashMap::new();
+    let mut holds: HashMap<String, Vec<(String, u64)>> = HashMap::new();
     let mut overlaps = Vec::new();
     for event in all {
         let (Some(bot), Some(task)) = (event["bot_id"].as_str(), event["task_id"].as_str()) else {
@@ -835,12 +840,14 @@ pub fn offers_to_busy_bots(
         };
         let held = (task.to_owned(), attempt_of(event));
         let kind = event["kind"].as_str().unwrap_or_default();
+        let holding = holds.entry(bot.to_owned()).or_default();
         if kind == "assigned" {
-            if let Some((other, _)) = holds.insert(bot.to_owned(), held) {
-                overlaps.push((bot.to_owned(), other, task.to_owned()));
+            if holding.len() >= slots {
+                overlaps.push((bot.to_owned(), holding[0].0.clone(), task.to_owned()));
             }
-        } else if ends.contains(&kind) && holds.get(bot) == Some(&held) {
-            holds.remove(bot);
+            holding.push(held);
+        } else if ends.contains(&kind) {
+            holding.retain(|h| *h != held);
         }
     }
     overlaps
