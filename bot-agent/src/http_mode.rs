@@ -537,6 +537,17 @@ mod tests {
         stop.cancel();
     }
 
+    /// An agent of `config` in HTTP mode, reporting to the fake API at `api_url`, with
+    /// automations whose target systems are unreachable (its tests run NOOP).
+    fn http_agent(config: &AgentConfig, api_url: &str) -> Arc<Agent> {
+        let reporter =
+            Reporter::Http(HttpReporter::new(reqwest::Client::new(), api_url, Uuid::new_v4()));
+        let vivo360 = Vivo360::new("http://127.0.0.1:9", "u", "p").expect("client");
+        let notify = crate::automations::notify::Notify::new("http://127.0.0.1:9").expect("client");
+        let automations = Automations { vivo360, cpe: None, notify, programs: Default::default() };
+        Arc::new(Agent::new(config, reporter, automations))
+    }
+
     async fn serve(app: Router, stop: &CancellationToken) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
@@ -580,15 +591,7 @@ mod tests {
         let (api_url, mut events, stop) = fake_api().await;
         let name = BotName::parse("signed-bot").expect("name");
         let config = AgentConfig::new(name, vec![System::NOOP], "amqp://unused");
-        let reporter =
-            Reporter::Http(HttpReporter::new(reqwest::Client::new(), &api_url, Uuid::new_v4()));
-        let vivo360 = Vivo360::new("http://127.0.0.1:9", "u", "p").expect("client");
-        let notify = crate::automations::notify::Notify::new("http://127.0.0.1:9").expect("client");
-        let agent = Arc::new(Agent::new(
-            &config,
-            reporter,
-            Automations { vivo360, cpe: None, notify, programs: Default::default() },
-        ));
+        let agent = http_agent(&config, &api_url);
         let token = ApiToken::new("bot-token-0123456789abcdef");
         let verifier = Verifier::new(token.push_key());
         let bot_url = serve(router_checked(Arc::clone(&agent), Some(verifier)), &stop).await;
@@ -645,12 +648,7 @@ mod tests {
         let (api_url, mut events, stop) = fake_api().await;
         let name = BotName::parse("http-bot").expect("name");
         let config = AgentConfig::new(name.clone(), vec![System::NOOP], "amqp://unused");
-        let reporter =
-            Reporter::Http(HttpReporter::new(reqwest::Client::new(), &api_url, Uuid::new_v4()));
-        let vivo360 = Vivo360::new("http://127.0.0.1:9", "u", "p").expect("client");
-        let notify = crate::automations::notify::Notify::new("http://127.0.0.1:9").expect("client");
-        let automations = Automations { vivo360, cpe: None, notify, programs: Default::default() };
-        let agent = Arc::new(Agent::new(&config, reporter, automations));
+        let agent = http_agent(&config, &api_url);
         let bot_url = serve(router(Arc::clone(&agent)), &stop).await;
         let client = reqwest::Client::new();
         let post = |body: Vec<u8>| {
@@ -715,12 +713,7 @@ mod tests {
             "amqp://unused",
         );
         config.slots = 2;
-        let reporter =
-            Reporter::Http(HttpReporter::new(reqwest::Client::new(), &api_url, Uuid::new_v4()));
-        let vivo360 = Vivo360::new("http://127.0.0.1:9", "u", "p").expect("client");
-        let notify = crate::automations::notify::Notify::new("http://127.0.0.1:9").expect("client");
-        let automations = Automations { vivo360, cpe: None, notify, programs: Default::default() };
-        let agent = Arc::new(Agent::new(&config, reporter, automations));
+        let agent = http_agent(&config, &api_url);
         let bot_url = serve(router(Arc::clone(&agent)), &stop).await;
         let client = reqwest::Client::new();
         let post = |command: Command| {

@@ -27,30 +27,15 @@ enum Capacity {
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         // One column per statement: SQLite alters one at a time.
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(Bots::Table)
-                    .add_column(integer(Capacity::Slots).default(1))
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(Bots::Table)
-                    .add_column(integer(Capacity::Held).default(0))
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(Bots::Table)
-                    .add_column(boolean(Capacity::Batches).default(false))
-                    .to_owned(),
-            )
-            .await?;
+        for column in [
+            integer(Capacity::Slots).default(1),
+            integer(Capacity::Held).default(0),
+            boolean(Capacity::Batches).default(false),
+        ] {
+            manager
+                .alter_table(Table::alter().table(Bots::Table).add_column(column).to_owned())
+                .await?;
+        }
         manager
             .get_connection()
             .execute_unprepared("UPDATE bots SET held = 1 WHERE current_task_id IS NOT NULL")
