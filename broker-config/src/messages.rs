@@ -706,7 +706,7 @@ mod tests {
 
     #[test]
     fn an_event_without_at_is_stamped_on_arrival() {
-        // As the README's hand-written examples send it.
+        // As the hand-written examples in docs/rabbitmq.md send it.
         let before = Utc::now();
         let body = json!({"v": 1, "type": "task.accepted", "task_id": task().task_id, "attempt": 2, "bot": "bot-1"});
         let event = decode::<Event>(&serde_json::to_vec(&body).expect("json")).expect("decodes");

@@ -30,7 +30,7 @@ pub const ATTENDANCE_ETL_QUEUE: &str = "botline.attendance.etl";
 /// binds to it and never declares it.
 pub const STOMP_TOPIC_EXCHANGE: &str = "amq.topic";
 /// The routing keys of attendance records on [`STOMP_TOPIC_EXCHANGE`]: `attendance` itself (a
-/// topic pattern's `#` matches zero words too) and `attendance.<anything>`, the keys the README
+/// topic pattern's `#` matches zero words too) and `attendance.<anything>`, the keys docs/etl.md
 /// names for [`ATTENDANCE_EXCHANGE`].
 pub const STOMP_ATTENDANCE_KEYS: &str = "attendance.#";
 /// Where rejected and undeliverable messages go.
