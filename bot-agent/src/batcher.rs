@@ -3,9 +3,10 @@
 //!
 //! [`AmqpReporter::submit`] queues an event with a oneshot and hands back a future of the
 //! confirm. One flusher task takes what is queued, in order: up to [`MAX_BATCH_EVENTS`] events
-//! or about [`MAX_BATCH_BYTES`] of them, whichever comes first, waiting at most the batch delay
-//! after the oldest queued event for more to join (a delay of zero sends what is queued without
-//! waiting). It publishes the batch, waits for the broker's confirm, and resolves the oneshot of
+//! or about [`MAX_BATCH_BYTES`] of them, whichever comes first. While an acceptance is queued it
+//! waits at most the batch delay after the oldest queued event, for the end of a quick run to
+//! take the acceptance's place (below); with no acceptance queued, or a delay of zero, it sends
+//! what is queued without waiting. It publishes the batch, waits for the broker's confirm, and resolves the oneshot of
 //! every event of the batch with it; then it takes the next batch. While one batch waits for its
 //! confirm the next one gathers, so under load batches grow by themselves.
 //!
@@ -143,11 +144,14 @@ impl<W> EventQueue<W> {
             || (self.batching.combine && self.bytes >= self.batching.max_bytes)
     }
 
-    /// When what is queued must be sent: the batch delay after the oldest queued event; `None`
-    /// when nothing is queued.
+    /// When what is queued must be sent; `None` when nothing is queued. While an acceptance that
+    /// an end could still take the place of is queued, the batch delay after the oldest queued
+    /// event: a quick run's end then travels alone, its acceptance implied. Otherwise at once:
+    /// nothing queued is worth the wait, and what comes while the batch waits for its confirm
+    /// gathers for the next one anyway.
     pub(crate) fn deadline(&self) -> Option<Instant> {
         let oldest = self.entries.iter().map(|entry| entry.queued_at).min()?;
-        Some(oldest + self.batching.delay)
+        Some(if self.acceptances.is_empty() { oldest } else { oldest + self.batching.delay })
     }
 
     /// Takes the next batch from the front of the queue, in order: up to `max_events` events and,
@@ -613,22 +617,42 @@ mod tests {
     }
 
     #[test]
-    fn the_deadline_is_the_delay_after_the_oldest_event_queued() {
+    fn a_queued_acceptance_waits_the_delay_after_the_oldest_event_for_its_end() {
         let start = Instant::now();
         let delay = Duration::from_millis(5);
         let mut queue = EventQueue::new(Batching::combined(delay));
         assert_eq!(queue.deadline(), None);
-        let task = attempt(1);
-        queue.push(accepted(task), 1, start);
-        queue.push(heartbeat(), 2, start + Duration::from_millis(3));
-        assert_eq!(queue.deadline(), Some(start + delay));
-        queue.push(completed(task), 3, start + Duration::from_millis(4));
+        let (one, two) = (attempt(1), attempt(2));
+        queue.push(heartbeat(), 1, start);
+        queue.push(accepted(one), 2, start + Duration::from_millis(1));
+        queue.push(accepted(two), 3, start + Duration::from_millis(2));
+        assert_eq!(queue.deadline(), Some(start + delay), "from the oldest event");
+        queue.push(completed(one), 4, start + Duration::from_millis(3));
+        assert_eq!(queue.deadline(), Some(start + delay), "two's acceptance may still be replaced");
+        queue.push(progress(two), 5, start + Duration::from_millis(4));
         assert_eq!(
             queue.deadline(),
-            Some(start + delay),
-            "an end in its acceptance's place keeps the acceptance's time"
+            Some(start),
+            "no acceptance left that an end could replace: nothing is worth waiting for"
         );
         assert!(!queue.is_full());
+    }
+
+    #[test]
+    fn without_a_queued_acceptance_events_go_at_once() {
+        let start = Instant::now();
+        let mut queue = EventQueue::new(Batching::combined(Duration::from_millis(5)));
+        let task = attempt(1);
+        queue.push(accepted(task), 1, start);
+        queue.push(completed(task), 2, start + Duration::from_millis(1));
+        assert_eq!(
+            queue.deadline(),
+            Some(start),
+            "an end in its acceptance's place keeps the acceptance's time and goes at once"
+        );
+        queue.take_batch();
+        queue.push(heartbeat(), 3, start + Duration::from_millis(2));
+        assert_eq!(queue.deadline(), Some(start + Duration::from_millis(2)));
     }
 
     #[tokio::test]

@@ -35,7 +35,8 @@ pub const DEFAULT_PROGRESS_INTERVAL_MS: u64 = 250;
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 /// Tasks a bot runs at once unless told otherwise: one, as every bot did before slots.
 pub const DEFAULT_SLOTS: u32 = 1;
-/// Milliseconds an event waits for others to go in the same message (AMQP mode).
+/// Milliseconds queued events wait, while an acceptance is among them, for others to go in the
+/// same message (AMQP mode).
 pub const DEFAULT_EVENT_BATCH_DELAY_MS: u64 = 2;
 /// The longest --event-batch-delay-ms: events wait at most a second, well inside an offer's
 /// expiry and a heartbeat interval.
@@ -130,8 +131,9 @@ pub struct AgentConfig {
     /// Least milliseconds between two progress reports of a task.
     #[arg(long, env = "BOTLINE_PROGRESS_INTERVAL_MS", default_value_t = DEFAULT_PROGRESS_INTERVAL_MS)]
     pub progress_interval_ms: u64,
-    /// AMQP mode: milliseconds the first of several events waits for others to go with it in one
-    /// message (at most 200 events or about 256 KiB), 0 to 1000; 0 sends what is queued at once.
+    /// AMQP mode: milliseconds queued events wait for others while an acceptance is among them,
+    /// so that a quick run's end can go in its place (at most 200 events or about 256 KiB to a
+    /// message), 0 to 1000; 0, or no acceptance queued, sends what is queued at once.
     #[arg(
         long,
         env = "BOTLINE_EVENT_BATCH_DELAY_MS",
