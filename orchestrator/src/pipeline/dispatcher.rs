@@ -211,8 +211,9 @@ impl Pipeline {
                 free: Load::of(b.held, b.slots).free(),
             })
             .collect();
-        // At most as many tasks per system as the free slots of the bots that run it: each
-        // query is a short range scan of ix_tasks_dispatch, whatever the backlog.
+        // At most as many tasks per system as the free slots of the bots that run it, and as a
+        // pass offers: each query is a short range scan of ix_tasks_dispatch, whatever the
+        // backlog.
         let mut capacity: BTreeMap<System, u64> = BTreeMap::new();
         for bot in &free {
             for system in &bot.systems {
@@ -228,7 +229,7 @@ impl Pipeline {
                 .order_by_desc(task::Column::Priority)
                 .order_by_asc(task::Column::CreatedAt)
                 .order_by_asc(task::Column::Id)
-                .limit(limit)
+                .limit(limit.min(rules::MAX_OFFERS_PER_PASS as u64))
                 .all(txn)
                 .await?;
             for row in rows {
@@ -248,7 +249,10 @@ impl Pipeline {
             })
             .collect();
         let bots_by_id: HashMap<Uuid, &bot::Model> = bot_rows.iter().map(|b| (b.id, b)).collect();
-        let pairs = rules::pair_tasks_with_bots(&due, &free);
+        let slots = rules::pass_capacity(free.iter().map(|b| b.free as usize).sum());
+        let mut pairs = rules::pair_tasks_with_bots(&due, &free);
+        // The first in the tasks' order; the rest go to the next pass.
+        pairs.truncate(slots);
         let paired = pairs.len();
         // What each bot holds as this pass goes: every bot update is guarded by it.
         let mut loads: HashMap<Uuid, Load> =
@@ -264,7 +268,6 @@ impl Pipeline {
                 offers.push(offer);
             }
         }
-        let slots = free.iter().map(|b| b.free as usize).sum();
         let again = rules::pass_again(slots, paired, offers.len());
         Ok(Pairing { offers, again })
     }

@@ -73,6 +73,18 @@ pub fn pair_tasks_with_bots(tasks: &[DueTask], bots: &[FreeBot]) -> Vec<(Uuid, U
     pairs
 }
 
+/// The most offers one dispatch pass makes: what a pass reads, holds in its transaction and
+/// publishes at once stays bounded however many slots are free (ten thousand bots of 500 slots
+/// would otherwise read five million waiting tasks in one pass). A pass that reached it is
+/// followed by another at once ([`pass_again`]).
+pub const MAX_OFFERS_PER_PASS: usize = 1000;
+
+/// The offers a pass with `free` free slots may make: all of them, up to
+/// [`MAX_OFFERS_PER_PASS`].
+pub fn pass_capacity(free: usize) -> usize {
+    free.min(MAX_OFFERS_PER_PASS)
+}
+
 /// Whether a dispatch pass that had `free` free slots, paired `paired` of them and made `offered`
 /// offers should be followed by another at once: it offered something, and either filled every
 /// free slot (more tasks may be due, and bots may have come free meanwhile) or lost a pair to a
@@ -285,6 +297,18 @@ mod tests {
         assert!(!pass_again(4, 0, 0));
         assert!(!pass_again(4, 2, 0));
         assert!(!pass_again(0, 0, 0));
+    }
+
+    #[test]
+    fn a_pass_offers_at_most_its_cap_and_the_next_pass_goes_on_at_once() {
+        assert_eq!(pass_capacity(16), 16);
+        assert_eq!(pass_capacity(10_000), MAX_OFFERS_PER_PASS);
+        // 10,000 free slots, 100,000 due: the pass pairs its cap, and is followed by another.
+        let capacity = pass_capacity(10_000);
+        assert!(pass_again(capacity, capacity, capacity));
+        // 1,500 free slots, 1,200 due: 1,000 now, then 200, and then no more passes.
+        assert!(pass_again(pass_capacity(1_500), 1_000, 1_000));
+        assert!(!pass_again(pass_capacity(500), 200, 200));
     }
 
     #[test]
