@@ -1,6 +1,6 @@
 //! Faults of the shared services, with real parts (the orchestrator and bot agents as processes,
 //! as in `orchestrator_faults.rs`): RabbitMQ restarted again and again during load and all its
-//! connections closed; PostgreSQL stopped for a while and started again.
+//! connections closed, bots of 3 slots each; PostgreSQL stopped for a while and started again.
 //!
 //! These stop services that every other test on the machine uses, so they never run in the
 //! parallel suite: each is ignored, and runs alone, as root (for `rabbitmqctl` and
@@ -205,12 +205,15 @@ async fn rabbitmq_restarted_again_and_again_during_load_and_every_task_completes
         bot_heartbeat_ms: 1000,
         ..Timings::default()
     };
-    let site = Site::create("broker-restart", timings).await;
+    let mut site = Site::create("broker-restart", timings).await;
+    // Bots of several slots: each restart finds every bot holding several tasks, each to be
+    // completed once; no bot is offered beyond its slots.
+    site.bot_slots = 3;
     let orchestrator = site.spawn_orchestrator("orchestrator").await;
     let api = orchestrator.client();
     let mut bots = site.spawn_bots(&api, "bot", BOTS).await;
     let began = Instant::now();
-    let load = Load::start(vec![orchestrator.api.clone()], 2 * BOTS as u64, None);
+    let load = Load::start(vec![orchestrator.api.clone()], 2 * BOTS as u64 * 3, None);
     let mut broker = BrokerGuard { stopped: false };
     // Per restart: stop_app's time, start_app's, and from start_app's return until a task
     // completed.
