@@ -536,6 +536,38 @@ async fn a_bot_with_slots_holds_as_many_tasks_and_each_is_fenced(backend: Backen
     assert_eq!((&row["status"], &row["task_ids"]), (&json!("AVAILABLE"), &json!([])));
 }
 
+/// A bot of 2,500 slots comes online before 2,400 waiting tasks: its announcement's batch offers
+/// a pass's cap (1,000) and wakes the dispatcher, whose passes go on one after the other until
+/// every task is offered once. The sweep runs once an hour here, so nothing else could offer
+/// the rest. On PostgreSQL the bot's heartbeats (every 100 ms, each a batch holding its shard)
+/// made the dispatcher's passes skip it and stop, until passes that left free bots out went on
+/// once the shard was free (this test found it).
+async fn a_backlog_larger_than_a_pass_is_offered_pass_after_pass(backend: Backend) {
+    const TASKS: usize = 2_400;
+    let app = TestApp::spawn_with(backend, |config| {
+        config.offer_timeout = Duration::from_secs(120);
+        config.sweep_interval = Duration::from_secs(3600);
+    })
+    .await;
+    for chunk in (0..TASKS).collect::<Vec<_>>().chunks(1000) {
+        let tasks: Vec<Value> = chunk.iter().map(|n| noop(&format!("backlog {n}"))).collect();
+        let (status, created) = app.post("/api/v1/tasks/bulk", &json!({ "tasks": tasks })).await;
+        assert_eq!(status, 201, "{created}");
+    }
+    let mut bot = ScriptedBot::online_with_slots(&app, "deep", &[System::NOOP], 2_500).await;
+    let mut offered = std::collections::HashSet::new();
+    for _ in 0..TASKS {
+        let offer = bot.next_offer().await;
+        assert!(offered.insert(offer.task.task_id), "offered twice: {offer:?}");
+    }
+    wait_until!("the bot holds them all", bot_row(&app, "deep").await["slots_used"] == TASKS);
+    assert!(
+        bot.deliveries.load(std::sync::atomic::Ordering::SeqCst) >= 3,
+        "at most 1,000 offers a message"
+    );
+    assert_eq!(app.total("/api/v1/tasks?status=ASSIGNED").await, TASKS as u64);
+}
+
 /// A bot lost holding three tasks (two running, one offered) gives all three back, each counted
 /// once: the runs as failures, the offer as unanswered.
 async fn a_lost_bot_with_slots_gives_back_every_task_once(backend: Backend) {
@@ -1200,6 +1232,7 @@ on_every_backend!(
     a_lost_bot_s_task_resumes_elsewhere_and_its_late_events_change_nothing,
     a_bot_with_slots_holds_as_many_tasks_and_each_is_fenced,
     a_lost_bot_with_slots_gives_back_every_task_once,
+    a_backlog_larger_than_a_pass_is_offered_pass_after_pass,
     a_task_a_multi_slot_bot_drops_is_taken_back_alone,
     offers_and_events_travel_together_and_a_completion_implies_the_acceptance,
     retryable_failures_back_off_then_fail_for_good,

@@ -34,11 +34,20 @@ pub(crate) struct Offer {
     resume_after_row: u32,
 }
 
+/// How often the dispatcher tries again, [`SHARD_WAIT`] apart, when free bots were left out of
+/// a pass because other transactions held their shards (PostgreSQL): those are short (a batch of
+/// events), so a few milliseconds usually suffice; past that, the next wake or sweep.
+const SHARD_WAITS: u32 = 50;
+const SHARD_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// The offers a pairing made, to deliver once its transaction has committed.
 pub(crate) struct Pairing {
     pub(crate) offers: Vec<Offer>,
     /// Whether pairing again at once could find more ([`rules::pass_again`]).
     pub(crate) again: bool,
+    /// Whether free bots were left out because another transaction held their shards, while
+    /// tasks wait.
+    pub(crate) skipped: bool,
 }
 
 /// The body of an offer POSTed to an HTTP bot: the task as the API shows it (`id`,
@@ -120,13 +129,28 @@ impl Pipeline {
                     }
                 }
             }
+            let mut waits = 0;
             loop {
                 match self.dispatch_pass(now()).await {
-                    Ok((assigned, again)) => {
-                        tracing::debug!(assigned, again, "dispatch pass");
-                        if !again {
+                    Ok((assigned, again, skipped)) => {
+                        tracing::debug!(assigned, again, skipped, "dispatch pass");
+                        if again {
+                            continue;
+                        }
+                        if !skipped {
                             break;
                         }
+                        // Free bots whose shards a batch of events held (a heartbeat's, say,
+                        // which offers nothing): their turn comes once it commits.
+                        if waits == SHARD_WAITS {
+                            tracing::debug!(
+                                waits,
+                                "shards still held; the next wake or sweep offers to their bots"
+                            );
+                            break;
+                        }
+                        waits += 1;
+                        tokio::time::sleep(SHARD_WAIT).await;
                     }
                     Err(err) => {
                         tracing::warn!(error = ?err, "dispatch pass failed; retrying next period");
@@ -159,20 +183,20 @@ impl Pipeline {
 
     /// A dispatch pass: how many offers it made, and whether another pass at once could make
     /// more ([`Pairing::again`]).
-    async fn dispatch_pass(&self, now: DateTime<Utc>) -> Result<(usize, bool), ApiError> {
+    async fn dispatch_pass(&self, now: DateTime<Utc>) -> Result<(usize, bool, bool), ApiError> {
         let (txn, shards) = crate::store::begin_for_dispatch(&self.db).await?;
         if shards.is_empty() {
-            // Every shard is in another transaction's hands, which offers to its bots itself.
-            return Ok((0, false));
+            // Every shard is in other transactions' hands: try again once they are done.
+            return Ok((0, false, true));
         }
         let mut history = History::default();
-        let Pairing { offers, again } =
+        let Pairing { offers, again, skipped } =
             self.offer_due_tasks(&txn, &mut history, shards, now).await?;
         history.write(&txn).await?;
         txn.commit().await?;
         let count = offers.len();
         self.deliver_offers(offers, now).await;
-        Ok((count, again))
+        Ok((count, again, skipped))
     }
 
     /// Pairs due tasks with the free bots of `shards` within `txn` (see
@@ -198,10 +222,13 @@ impl Pipeline {
             .all(txn)
             .await?;
         // Only the bots whose shards this transaction holds (on SQLite, all).
+        let available = bot_rows.len();
         let bot_rows: Vec<bot::Model> =
             bot_rows.into_iter().filter(|b| shards.contains(&b.name)).collect();
+        // Left out, and worth another pass once their shards are free: when anything waits.
+        let skipped = bot_rows.len() < available && self.anything_waits(txn).await?;
         if bot_rows.is_empty() {
-            return Ok(Pairing { offers: Vec::new(), again: false });
+            return Ok(Pairing { offers: Vec::new(), again: false, skipped });
         }
         let free: Vec<FreeBot> = bot_rows
             .iter()
@@ -269,7 +296,7 @@ impl Pipeline {
             }
         }
         let again = rules::pass_again(slots, paired, offers.len());
-        Ok(Pairing { offers, again })
+        Ok(Pairing { offers, again, skipped })
     }
 
     /// Whether any task is WAITING: one index probe. Below full load a batch of events frees

@@ -42,6 +42,8 @@ pub struct Effects {
     pub wake: bool,
     /// Offers made in the events' own transaction, to deliver.
     offers: Vec<Offer>,
+    /// Those offers reached a pass's cap with slots still free: the dispatcher goes on at once.
+    pass_again: bool,
     /// Commands to send (telling a stale bot to stop).
     pub commands: Vec<(bot::Model, Command)>,
     /// Tasks and bots that changed, for live views.
@@ -215,8 +217,12 @@ impl Pipeline {
         if effects.wake && self.anything_waits(&txn).await? {
             // Bots came free (or tasks back): offer them the next tasks in this same
             // transaction, rather than waking the dispatcher for a pass of its own.
-            effects.offers =
-                self.offer_due_tasks(&txn, &mut batch.history, shards, now).await?.offers;
+            let pairing = self.offer_due_tasks(&txn, &mut batch.history, shards, now).await?;
+            // A pass that reached its cap leaves free slots behind (one that filled them all
+            // waits for the events that free more, as the dispatcher would).
+            effects.pass_again =
+                pairing.again && pairing.offers.len() >= rules::MAX_OFFERS_PER_PASS;
+            effects.offers = pairing.offers;
         }
         batch.history.write(&txn).await?;
         txn.commit().await?;
@@ -224,7 +230,7 @@ impl Pipeline {
     }
 
     async fn carry_out(&self, effects: Effects, now: DateTime<Utc>) {
-        let Effects { offers, commands, tasks, bots, failed, .. } = effects;
+        let Effects { offers, pass_again, commands, tasks, bots, failed, .. } = effects;
         if !failed.is_empty() {
             // Never an error here: the events are applied whatever becomes of the report.
             self.incidents.report_failed_tasks(&failed, now).await;
@@ -235,6 +241,9 @@ impl Pipeline {
             self.send_command(bot, command).await;
         }
         self.deliver_offers(offers, now).await;
+        if pass_again {
+            self.wake();
+        }
     }
 
     /// Applies one event within `txn`. Task events are fenced by attempt ([`rules::judge`]): a

@@ -96,8 +96,8 @@ pub async fn begin_for_bots<'a, D: TransactionTrait>(
 }
 
 /// Begins a dispatch pass's transaction: on PostgreSQL it shares the pipeline's lock and takes
-/// whichever shards no other transaction holds, without waiting (a batch holding the others
-/// offers to its own bots' free slots). Returns the shards it holds, possibly none.
+/// whichever shards no other transaction holds, without waiting (the dispatcher passes again
+/// shortly for free bots left out while tasks wait). Returns the shards it holds, possibly none.
 pub async fn begin_for_dispatch<D: TransactionTrait>(
     db: &D,
 ) -> Result<(D::Transaction, Shards), ApiError> {
