@@ -133,7 +133,7 @@ pub async fn measure(bots: usize, waiting: usize, passes: usize) -> anyhow::Resu
         times.push(started.elapsed().as_secs_f64() * 1000.0);
         anyhow::ensure!(
             offered == bots.min(waiting),
-            "a pass offered {offered} tasks, expected {}",
+            "the passes offered {offered} tasks, expected {}",
             bots.min(waiting)
         );
         // Back to the same state for the next pass: the offered tasks WAITING, the bots free.

@@ -9,7 +9,8 @@
 //! - `cpe`: equipment activations end to end, IO-bound work: bots of many slots each waiting on
 //!   the equipment config service stand-in, which takes a device's time to answer;
 //! - `celery`: the same no-op workload through Celery on the same RabbitMQ;
-//! - `growth`: one dispatch pass's time and the memory as bots and waiting tasks grow;
+//! - `growth`: the time to offer a task to every bot (passes of up to 1,000 offers) and the
+//!   memory as bots and waiting tasks grow;
 //! - `all`: the ceiling, Botline, Celery and growth, with the ratios between them (not `cpe`,
 //!   whose run takes a device's delay).
 //!

@@ -203,15 +203,18 @@ impl Stack {
         stack.orchestrator_pid = stack.spawn("orchestrator", &mut orchestrator)?;
         stack.parts.add("bench", Some(std::process::id()));
         stack.parts.add_rabbitmq();
-        if database == Database::Postgres {
-            stack.parts.add_by_name("postgres", "postgres");
-        }
         let (client, ready) = (stack.client.clone(), format!("{}/readyz", stack.api));
         stack
             .wait_until("the orchestrator to be ready", ORCHESTRATOR_START, POLL, || async {
                 client.get(&ready).send().await.is_ok_and(|r| r.status().is_success())
             })
             .await?;
+        // PostgreSQL serves each connection from a process of its own: those of the
+        // orchestrator's pool exist once it is ready (taken before, only the server's own
+        // processes were counted, about nothing per task).
+        if database == Database::Postgres {
+            stack.parts.add_by_name("postgres", "postgres");
+        }
         Ok(stack)
     }
 

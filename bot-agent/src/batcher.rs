@@ -6,8 +6,8 @@
 //! or about [`MAX_BATCH_BYTES`] of them, whichever comes first. While an acceptance is queued it
 //! waits at most the batch delay after the oldest queued event, for the end of a quick run to
 //! take the acceptance's place (below); with no acceptance queued, or a delay of zero, it sends
-//! what is queued without waiting. It publishes the batch, waits for the broker's confirm, and resolves the oneshot of
-//! every event of the batch with it; then it takes the next batch. While one batch waits for its
+//! what is queued without waiting. It publishes the batch, waits for the broker's confirm, and
+//! resolves the oneshot of every event of the batch with it; then it takes the next batch. While one batch waits for its
 //! confirm the next one gathers, so under load batches grow by themselves.
 //!
 //! Implied acceptance: a `task.completed` or `task.failed` queued while the `task.accepted` of
@@ -45,7 +45,8 @@ pub struct Batching {
     /// Several events to a message (`bot.events`), an acceptance a completion implies left out;
     /// when false, one message per event and nothing left out.
     pub combine: bool,
-    /// How long the oldest queued event waits for others before they are sent.
+    /// How long the oldest queued event waits for others, while an acceptance that an end could
+    /// replace is queued ([`EventQueue::deadline`]).
     pub delay: Duration,
     /// The most events taken at once.
     pub max_events: usize,

@@ -213,7 +213,11 @@ async fn rabbitmq_restarted_again_and_again_during_load_and_every_task_completes
     let api = orchestrator.client();
     let mut bots = site.spawn_bots(&api, "bot", BOTS).await;
     let began = Instant::now();
-    let load = Load::start(vec![orchestrator.api.clone()], 2 * BOTS as u64 * 3, None);
+    let load = Load::start(
+        vec![orchestrator.api.clone()],
+        2 * BOTS as u64 * u64::from(site.bot_slots),
+        None,
+    );
     let mut broker = BrokerGuard { stopped: false };
     // Per restart: stop_app's time, start_app's, and from start_app's return until a task
     // completed.

@@ -25,11 +25,17 @@ impl MigrationTrait for Migration {
                     .table(Tasks::Table)
                     .col(Tasks::BotId)
                     .col(Tasks::Status)
+                    .if_not_exists()
                     .to_owned(),
             )
             .await?;
-        // Its leading column serves every search by bot alone.
-        manager.drop_index(Index::drop().name("ix_tasks_bot").table(Tasks::Table).to_owned()).await
+        // Its leading column serves every search by bot alone. (SQLite runs a migration outside
+        // a transaction: a crash between the two statements leaves both, and the rerun goes on.)
+        manager
+            .drop_index(
+                Index::drop().name("ix_tasks_bot").table(Tasks::Table).if_exists().to_owned(),
+            )
+            .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
@@ -39,11 +45,18 @@ impl MigrationTrait for Migration {
                     .name("ix_tasks_bot")
                     .table(Tasks::Table)
                     .col(Tasks::BotId)
+                    .if_not_exists()
                     .to_owned(),
             )
             .await?;
         manager
-            .drop_index(Index::drop().name("ix_tasks_bot_status").table(Tasks::Table).to_owned())
+            .drop_index(
+                Index::drop()
+                    .name("ix_tasks_bot_status")
+                    .table(Tasks::Table)
+                    .if_exists()
+                    .to_owned(),
+            )
             .await
     }
 }

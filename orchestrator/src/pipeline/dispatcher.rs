@@ -1,8 +1,9 @@
 //! The dispatcher: pairs due tasks with free bots in one transaction, then delivers the offers;
 //! and the sweeps for expired offers and silent bots.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use broker_config::messages::{self, Assignment, Command};
 use broker_config::topology::TASKS_EXCHANGE;
@@ -34,20 +35,32 @@ pub(crate) struct Offer {
     resume_after_row: u32,
 }
 
-/// How often the dispatcher tries again, [`SHARD_WAIT`] apart, when free bots were left out of
-/// a pass because other transactions held their shards (PostgreSQL): those are short (a batch of
-/// events), so a few milliseconds usually suffice; past that, the next wake or sweep.
+/// How often the dispatcher tries again, [`SHARD_WAIT`] apart, when free bots that a due task
+/// could go to were left out of a pass because other transactions held their shards
+/// (PostgreSQL): those are short (a batch of events), so a few milliseconds usually suffice;
+/// past that, the next wake or sweep.
 const SHARD_WAITS: u32 = 50;
-const SHARD_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
+const SHARD_WAIT: Duration = Duration::from_millis(2);
 
 /// The offers a pairing made, to deliver once its transaction has committed.
 pub(crate) struct Pairing {
     pub(crate) offers: Vec<Offer>,
     /// Whether pairing again at once could find more ([`rules::pass_again`]).
     pub(crate) again: bool,
-    /// Whether free bots were left out because another transaction held their shards, while
-    /// tasks wait.
+    /// Whether free bots were left out because another transaction held their shards, while a
+    /// task they could run is due: a pass once those shards are free would offer it.
     pub(crate) skipped: bool,
+    /// Whether the pass reached [`rules::MAX_OFFERS_PER_PASS`] with more to pair.
+    pub(crate) capped: bool,
+}
+
+/// What a dispatch pass did.
+struct PassOutcome {
+    offered: usize,
+    /// Another pass at once could offer more ([`Pairing::again`]).
+    again: bool,
+    /// Another pass once other transactions let go of some shards could ([`Pairing::skipped`]).
+    skipped: bool,
 }
 
 /// The body of an offer POSTed to an HTTP bot: the task as the API shows it (`id`,
@@ -114,8 +127,11 @@ fn to_u32(n: i32) -> u32 {
 impl Pipeline {
     /// Runs the dispatcher until `shutdown`: a pass whenever woken, and the sweeps plus a pass
     /// every `sweep_interval`. A pass that filled every free bot (or lost a pair to a concurrent
-    /// change) is followed by another at once, so a backlog drains as fast as bots free up; one
-    /// that left bots free has offered all it could, and the dispatcher waits to be woken.
+    /// change, or reached its cap of offers) is followed by another at once, so a backlog drains
+    /// as fast as bots free up; one that left bots free has offered all it could, and the
+    /// dispatcher waits to be woken, unless (PostgreSQL) it left out free bots that a due task
+    /// could go to because their shards were held: then it passes again a few milliseconds later
+    /// ([`SHARD_WAITS`] times at most).
     pub async fn run_dispatcher(self: Arc<Self>, shutdown: CancellationToken) {
         let mut sweep = tokio::time::interval(self.settings.sweep_interval);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -131,9 +147,12 @@ impl Pipeline {
             }
             let mut waits = 0;
             loop {
+                if shutdown.is_cancelled() {
+                    return;
+                }
                 match self.dispatch_pass(now()).await {
-                    Ok((assigned, again, skipped)) => {
-                        tracing::debug!(assigned, again, skipped, "dispatch pass");
+                    Ok(PassOutcome { offered, again, skipped }) => {
+                        tracing::debug!(offered, again, skipped, "dispatch pass");
                         if again {
                             continue;
                         }
@@ -172,31 +191,30 @@ impl Pipeline {
     }
 
     /// One dispatch pass: offers the oldest due WAITING tasks (priority first) to AVAILABLE bots
-    /// that run their system, marking each task ASSIGNED (a new attempt) and its bot BUSY in one
-    /// transaction, then delivers the offers. Returns how many were made.
+    /// that run their system (up to [`rules::MAX_OFFERS_PER_PASS`]; on PostgreSQL only bots whose
+    /// shards no other transaction holds), marking each task ASSIGNED (a new attempt) and its bot
+    /// BUSY when full, in one transaction, then delivers the offers. Returns how many were made.
     ///
     /// Every update is guarded by the state it expects (`status = 'WAITING'`, `'AVAILABLE'`), so
     /// two dispatchers on one database can never give one task to two bots or two tasks to one.
     pub async fn dispatch_due_tasks(&self, now: DateTime<Utc>) -> Result<usize, ApiError> {
-        Ok(self.dispatch_pass(now).await?.0)
+        Ok(self.dispatch_pass(now).await?.offered)
     }
 
     /// A dispatch pass: how many offers it made, and whether another pass at once could make
     /// more ([`Pairing::again`]).
-    async fn dispatch_pass(&self, now: DateTime<Utc>) -> Result<(usize, bool, bool), ApiError> {
+    async fn dispatch_pass(&self, now: DateTime<Utc>) -> Result<PassOutcome, ApiError> {
+        // With no shard at all (every one in other transactions' hands) the pairing offers
+        // nothing and says whether a later pass could.
         let (txn, shards) = crate::store::begin_for_dispatch(&self.db).await?;
-        if shards.is_empty() {
-            // Every shard is in other transactions' hands: try again once they are done.
-            return Ok((0, false, true));
-        }
         let mut history = History::default();
-        let Pairing { offers, again, skipped } =
+        let Pairing { offers, again, skipped, .. } =
             self.offer_due_tasks(&txn, &mut history, shards, now).await?;
         history.write(&txn).await?;
         txn.commit().await?;
-        let count = offers.len();
+        let offered = offers.len();
         self.deliver_offers(offers, now).await;
-        Ok((count, again, skipped))
+        Ok(PassOutcome { offered, again, skipped })
     }
 
     /// Pairs due tasks with the free bots of `shards` within `txn` (see
@@ -222,13 +240,11 @@ impl Pipeline {
             .all(txn)
             .await?;
         // Only the bots whose shards this transaction holds (on SQLite, all).
-        let available = bot_rows.len();
-        let bot_rows: Vec<bot::Model> =
-            bot_rows.into_iter().filter(|b| shards.contains(&b.name)).collect();
-        // Left out, and worth another pass once their shards are free: when anything waits.
-        let skipped = bot_rows.len() < available && self.anything_waits(txn).await?;
+        let (bot_rows, left_out): (Vec<bot::Model>, Vec<bot::Model>) =
+            bot_rows.into_iter().partition(|b| shards.contains(&b.name));
+        let skipped = self.due_for_any(txn, &left_out, now).await?;
         if bot_rows.is_empty() {
-            return Ok(Pairing { offers: Vec::new(), again: false, skipped });
+            return Ok(Pairing { offers: Vec::new(), again: false, skipped, capped: false });
         }
         let free: Vec<FreeBot> = bot_rows
             .iter()
@@ -276,9 +292,11 @@ impl Pipeline {
             })
             .collect();
         let bots_by_id: HashMap<Uuid, &bot::Model> = bot_rows.iter().map(|b| (b.id, b)).collect();
-        let slots = rules::pass_capacity(free.iter().map(|b| b.free as usize).sum());
+        let free_slots: usize = free.iter().map(|b| b.free as usize).sum();
+        let slots = rules::pass_capacity(free_slots);
         let mut pairs = rules::pair_tasks_with_bots(&due, &free);
         // The first in the tasks' order; the rest go to the next pass.
+        let capped = free_slots > slots && pairs.len() >= slots;
         pairs.truncate(slots);
         let paired = pairs.len();
         // What each bot holds as this pass goes: every bot update is guarded by it.
@@ -296,7 +314,34 @@ impl Pipeline {
             }
         }
         let again = rules::pass_again(slots, paired, offers.len());
-        Ok(Pairing { offers, again, skipped })
+        Ok(Pairing { offers, again, skipped, capped })
+    }
+
+    /// Whether a task that one of `bots` runs is due: one index probe per system, only for bots
+    /// a pass left out.
+    async fn due_for_any(
+        &self,
+        txn: &impl ConnectionTrait,
+        bots: &[bot::Model],
+        now: DateTime<Utc>,
+    ) -> Result<bool, ApiError> {
+        let systems: BTreeSet<System> = bots.iter().flat_map(systems_of).collect();
+        for system in systems {
+            let due = task::Entity::find()
+                .select_only()
+                .column(task::Column::Id)
+                .filter(task::Column::Status.eq(TaskStatus::Waiting))
+                .filter(task::Column::System.eq(system.as_str()))
+                .filter(task::Column::NotBefore.lte(now))
+                .limit(1)
+                .into_tuple::<Uuid>()
+                .one(txn)
+                .await?;
+            if due.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Whether any task is WAITING: one index probe. Below full load a batch of events frees

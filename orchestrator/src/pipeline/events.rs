@@ -218,10 +218,11 @@ impl Pipeline {
             // Bots came free (or tasks back): offer them the next tasks in this same
             // transaction, rather than waking the dispatcher for a pass of its own.
             let pairing = self.offer_due_tasks(&txn, &mut batch.history, shards, now).await?;
-            // A pass that reached its cap leaves free slots behind (one that filled them all
-            // waits for the events that free more, as the dispatcher would).
-            effects.pass_again =
-                pairing.again && pairing.offers.len() >= rules::MAX_OFFERS_PER_PASS;
+            // This pass sees only the batch's own bots: the dispatcher's sees the others. It
+            // runs when this one reached its cap with slots still free, or left out free bots
+            // of other shards that a due task could go to (a task another bot turned down, say).
+            // One that filled the free slots waits, as the dispatcher would, for more events.
+            effects.pass_again = pairing.capped || pairing.skipped;
             effects.offers = pairing.offers;
         }
         batch.history.write(&txn).await?;
