@@ -201,8 +201,9 @@ impl Pipeline {
         Ok(self.dispatch_pass(now).await?.offered)
     }
 
-    /// A dispatch pass: how many offers it made, and whether another pass at once could make
-    /// more ([`Pairing::again`]).
+    /// A dispatch pass: how many offers it made, whether another pass at once could make more
+    /// ([`Pairing::again`]), and whether one could once other transactions let go of shards
+    /// ([`Pairing::skipped`]).
     async fn dispatch_pass(&self, now: DateTime<Utc>) -> Result<PassOutcome, ApiError> {
         // With no shard at all (every one in other transactions' hands) the pairing offers
         // nothing and says whether a later pass could.
