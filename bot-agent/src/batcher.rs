@@ -7,8 +7,8 @@
 //! waits at most the batch delay after the oldest queued event, for the end of a quick run to
 //! take the acceptance's place (below); with no acceptance queued, or a delay of zero, it sends
 //! what is queued without waiting. It publishes the batch, waits for the broker's confirm, and
-//! resolves the oneshot of every event of the batch with it; then it takes the next batch. While one batch waits for its
-//! confirm the next one gathers, so under load batches grow by themselves.
+//! resolves the oneshot of every event of the batch with it; then it takes the next batch. While
+//! one batch waits for its confirm the next one gathers, so under load batches grow by themselves.
 //!
 //! Implied acceptance: a `task.completed` or `task.failed` queued while the `task.accepted` of
 //! the same attempt is still queued (not yet handed to the publisher) takes the acceptance's

@@ -120,6 +120,14 @@ fn systems_of(row: &bot::Model) -> Vec<System> {
     row.systems.split(',').filter_map(|s| s.parse().ok()).collect()
 }
 
+/// The WAITING tasks of `system` due at `now`: a range of `ix_tasks_dispatch`.
+fn due_tasks(system: &System, now: DateTime<Utc>) -> sea_orm::Select<task::Entity> {
+    task::Entity::find()
+        .filter(task::Column::Status.eq(TaskStatus::Waiting))
+        .filter(task::Column::System.eq(system.as_str()))
+        .filter(task::Column::NotBefore.lte(now))
+}
+
 fn to_u32(n: i32) -> u32 {
     u32::try_from(n).unwrap_or_default()
 }
@@ -266,10 +274,7 @@ impl Pipeline {
         }
         let mut candidates = HashMap::new();
         for (system, limit) in capacity {
-            let rows = task::Entity::find()
-                .filter(task::Column::Status.eq(TaskStatus::Waiting))
-                .filter(task::Column::System.eq(system.as_str()))
-                .filter(task::Column::NotBefore.lte(now))
+            let rows = due_tasks(&system, now)
                 .order_by_desc(task::Column::Priority)
                 .order_by_asc(task::Column::CreatedAt)
                 .order_by_asc(task::Column::Id)
@@ -328,12 +333,9 @@ impl Pipeline {
     ) -> Result<bool, ApiError> {
         let systems: BTreeSet<System> = bots.iter().flat_map(systems_of).collect();
         for system in systems {
-            let due = task::Entity::find()
+            let due = due_tasks(&system, now)
                 .select_only()
                 .column(task::Column::Id)
-                .filter(task::Column::Status.eq(TaskStatus::Waiting))
-                .filter(task::Column::System.eq(system.as_str()))
-                .filter(task::Column::NotBefore.lte(now))
                 .limit(1)
                 .into_tuple::<Uuid>()
                 .one(txn)

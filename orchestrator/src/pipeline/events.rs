@@ -42,7 +42,8 @@ pub struct Effects {
     pub wake: bool,
     /// Offers made in the events' own transaction, to deliver.
     offers: Vec<Offer>,
-    /// Those offers reached a pass's cap with slots still free: the dispatcher goes on at once.
+    /// Those offers reached a pass's cap with slots still free, or left out free bots of other
+    /// shards that a due task could go to: the dispatcher runs a pass of its own.
     pass_again: bool,
     /// Commands to send (telling a stale bot to stop).
     pub commands: Vec<(bot::Model, Command)>,

@@ -75,9 +75,8 @@ pub fn pair_tasks_with_bots(tasks: &[DueTask], bots: &[FreeBot]) -> Vec<(Uuid, U
 
 /// The most offers one dispatch pass makes: what a pass reads (up to this many waiting tasks per
 /// system), holds in its transaction and publishes at once stays bounded however many slots are
-/// free (ten thousand bots of 500 slots
-/// would otherwise read five million waiting tasks in one pass). A pass that reached it is
-/// followed by another at once ([`pass_again`]).
+/// free (ten thousand bots of 500 slots would otherwise read five million waiting tasks in one
+/// pass). A pass that reached it is followed by another at once ([`pass_again`]).
 pub const MAX_OFFERS_PER_PASS: usize = 1000;
 
 /// The offers a pass with `free` free slots may make: all of them, up to
@@ -86,10 +85,11 @@ pub fn pass_capacity(free: usize) -> usize {
     free.min(MAX_OFFERS_PER_PASS)
 }
 
-/// Whether a dispatch pass that could fill `free` slots (its free slots, up to its cap), paired `paired` of them and made `offered`
-/// offers should be followed by another at once: it offered something, and either filled every
-/// free slot (more tasks may be due, and bots may have come free meanwhile) or lost a pair to a
-/// concurrent change. A pass that left bots free has offered every due task they could run.
+/// Whether a dispatch pass that could fill `free` slots (its free slots, up to its cap), paired
+/// `paired` of them and made `offered` offers should be followed by another at once: it offered
+/// something, and either filled every slot it could (more tasks may be due, and bots may have
+/// come free meanwhile) or lost a pair to a concurrent change. A pass that left bots free has
+/// offered every due task they could run.
 pub fn pass_again(free: usize, paired: usize, offered: usize) -> bool {
     offered > 0 && (offered == free || offered < paired)
 }

@@ -44,11 +44,6 @@ impl Shards {
         self.0 & (1 << shard_of(name)) != 0
     }
 
-    /// Whether there is none.
-    pub fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-
     fn of(shards: impl IntoIterator<Item = u32>) -> Shards {
         Shards(shards.into_iter().fold(0, |mask, shard| mask | (1 << shard)))
     }
@@ -143,7 +138,6 @@ mod tests {
         let held = Shards::of([shard_of("bot-1")]);
         assert!(held.contains("bot-1"));
         assert!(Shards::ALL.contains("anything"));
-        assert!(Shards::of([]).is_empty());
         assert_eq!(Shards::of([3, 1, 3]).list(), [1, 3]);
     }
 }
