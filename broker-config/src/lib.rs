@@ -25,6 +25,8 @@
 //! - [`access`]: broker least privilege: each program's RabbitMQ user and permissions, the
 //!   definitions that create them, and the check of an event's sender ([`access::check_sender`]).
 //! - [`push`]: the signatures of the orchestrator's pushes to HTTP bots.
+//! - `schema` (feature `json-schema`): the messages as a JSON Schema, for bots in other
+//!   languages (checked in for the Python package).
 //! - `https` (feature `https`): HTTP over TLS between the programs: the client of bots and of
 //!   the equipment service, and serving a router over HTTPS.
 //! - [`signal`]: Ctrl-C and SIGTERM, the same in every program: the first stops gracefully, a
@@ -41,6 +43,8 @@ pub mod https;
 pub mod messages;
 pub mod names;
 pub mod push;
+#[cfg(feature = "json-schema")]
+pub mod schema;
 pub mod signal;
 pub mod status;
 pub mod system;

@@ -76,6 +76,7 @@ pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, DecodeErr
 
 /// A task and the attempt a message is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct TaskRef {
     /// The task.
     pub task_id: Uuid,
@@ -85,6 +86,7 @@ pub struct TaskRef {
 
 /// Orchestrator → bot, on `botline.tasks` with the bot's name as routing key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type")]
 pub enum Command {
     /// Run this task (answer with `task.accepted` or `task.rejected` before the offer expires).
@@ -103,6 +105,7 @@ pub enum Command {
 
 /// A task offered to a bot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct Assignment {
     /// The task and this offer's attempt.
     #[serde(flatten)]
@@ -123,6 +126,7 @@ pub struct Assignment {
 
 /// How one CSV row ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "UPPERCASE")]
 pub enum RowStatus {
     /// The item was created (a Vivo360 user).
@@ -144,6 +148,7 @@ impl RowStatus {
 
 /// One CSV row's outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 pub struct RowOutcome {
     /// The row, 1-based, not counting the header.
     pub row: u32,
@@ -196,6 +201,7 @@ impl CsvResult {
 
 /// Bot → orchestrator, on `botline.events` with [`Event::routing_key`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type")]
 pub enum Event {
     /// The bot took the offer and starts working.
