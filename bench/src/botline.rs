@@ -25,6 +25,16 @@ pub enum Database {
     Postgres,
 }
 
+/// What runs the bots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Agent {
+    /// Botline's bot agent (Rust), its built-in NOOP.
+    Rust,
+    /// A bot of the Python package (`python -m botline.bot`), NOOP as a plain function.
+    Python,
+}
+
 /// How the tasks are created.
 #[derive(Debug, Clone, Copy)]
 pub struct Load {
@@ -41,6 +51,8 @@ pub struct Load {
 pub struct Run {
     /// The database.
     pub database: Database,
+    /// What runs the bots.
+    pub agent: Agent,
     /// Bot agent processes.
     pub bots: usize,
     /// Tasks each bot runs at once (its `--slots`).
@@ -66,20 +78,29 @@ pub struct Run {
     pub cpu_ms_per_task: PerTask,
 }
 
-/// Runs `tasks` NOOP tasks through `bots` bot agents of `slots` slots each, created as `load`
-/// says.
+/// Runs `tasks` NOOP tasks through `bots` bots of `agent` of `slots` slots each, created as
+/// `load` says.
 pub async fn run(
     database: Database,
+    agent: Agent,
     bots: usize,
     slots: u32,
     tasks: usize,
     load: Load,
 ) -> anyhow::Result<Run> {
+    let python = match agent {
+        Agent::Rust => None,
+        Agent::Python => Some(crate::python::python().await?),
+    };
     let mut stack = Stack::start(database).await?;
     for n in 1..=bots {
         let args =
             ["--name", &format!("bench-{n}"), "--systems", "noop", "--slots", &slots.to_string()];
-        stack.spawn_bot(&args.map(str::to_owned))?;
+        let args = args.map(str::to_owned);
+        match &python {
+            None => stack.spawn_bot(&args)?,
+            Some(python) => stack.spawn_python_bot(python, &args)?,
+        }
     }
     stack.wait_for_bots(bots).await?;
 
@@ -109,6 +130,7 @@ pub async fn run(
     stack.finish().await?;
     Ok(Run {
         database,
+        agent,
         bots,
         slots,
         tasks,

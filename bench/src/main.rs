@@ -5,14 +5,15 @@
 //!
 //! - `ceiling`: the broker's own confirmed round trip, what Botline cannot beat;
 //! - `botline`: Botline end to end, bot agent processes (of one or more slots each) running NOOP
-//!   tasks created through the API, on SQLite or PostgreSQL;
+//!   tasks created through the API, on SQLite or PostgreSQL; `--agent python` runs bots of the
+//!   Python package (sdk/python) instead;
 //! - `cpe`: equipment activations end to end, IO-bound work: bots of many slots each waiting on
 //!   the equipment config service stand-in, which takes a device's time to answer;
 //! - `celery`: the same no-op workload through Celery on the same RabbitMQ;
 //! - `growth`: the time to offer a task to every bot (passes of up to 1,000 offers) and the
 //!   memory as bots and waiting tasks grow;
-//! - `all`: the ceiling, Botline, Celery and growth, with the ratios between them (not `cpe`,
-//!   whose run takes a device's delay).
+//! - `all`: the ceiling, Botline (with Rust and Python bots), Celery and growth, with the ratios
+//!   between them (not `cpe`, whose run takes a device's delay).
 //!
 //! `bench smoke` (what CI runs, in debug) only checks the benchmark still works, `cpe` included:
 //! its figures mean nothing.
@@ -30,10 +31,11 @@ mod celery;
 mod cpe;
 mod cpu;
 mod growth;
+mod python;
 mod stack;
 mod stats;
 
-use botline::{Database, Load};
+use botline::{Agent, Database, Load};
 
 /// Botline's benchmarks.
 #[derive(Parser)]
@@ -64,6 +66,10 @@ enum Command {
         /// Databases (comma separated).
         #[arg(long, value_delimiter = ',', default_value = "sqlite")]
         database: Vec<Database>,
+        /// What runs the bots: `rust` (the bot agent), `python` (the Python package), or both
+        /// (`rust,python`: the same runs with each, one after the other).
+        #[arg(long, value_delimiter = ',', default_value = "rust")]
+        agent: Vec<Agent>,
         /// Bot agent processes (comma separated runs).
         #[arg(long, value_delimiter = ',', default_value = "4")]
         bots: Vec<usize>,
@@ -141,7 +147,7 @@ enum Command {
         tasks: usize,
     },
     /// A tiny run of each part but Celery, to check the benchmark works (CI), every task checked
-    /// complete: bots of one slot and of four, and 10 activations with a 200 ms device; the
+    /// complete: bots of one slot and of four, Python bots of four, and 10 activations with a 200 ms device; the
     /// figures mean nothing.
     Smoke,
 }
@@ -202,8 +208,9 @@ async fn ceilings(
 /// Prints one Botline run: its shape, throughput, latencies and memory, then its CPU by part.
 fn print_run(run: &botline::Run) {
     println!(
-        "botline   {:<8} bots={:<3} slots={:<4} tasks={:<6} bulk={:<4} created {:>6.0}/s  completed {:>6.0}/s   accepted p50 {:>7.1} p95 {:>7.1} p99 {:>7.1} ms   complete p50 {:>7.1} p99 {:>7.1} ms   rss {:>5.0} MiB  bot rss {:>5.0} MiB",
+        "botline   {:<8} {:<6} bots={:<3} slots={:<4} tasks={:<6} bulk={:<4} created {:>6.0}/s  completed {:>6.0}/s   accepted p50 {:>7.1} p95 {:>7.1} p99 {:>7.1} ms   complete p50 {:>7.1} p99 {:>7.1} ms   rss {:>5.0} MiB  bot rss {:>5.0} MiB",
         format!("{:?}", run.database).to_lowercase(),
+        format!("{:?}", run.agent).to_lowercase(),
         run.bots,
         run.slots,
         run.tasks,
@@ -224,6 +231,7 @@ fn print_run(run: &botline::Run) {
 /// Runs and prints every combination of `databases` × `bots` × `slots` × `tasks`, created as
 /// `load` says.
 async fn botline_runs(
+    agent: Agent,
     databases: &[Database],
     bots: &[usize],
     slots: &[u32],
@@ -235,7 +243,7 @@ async fn botline_runs(
         for &b in bots {
             for &s in slots {
                 for &t in tasks {
-                    let run = botline::run(database, b, s, t, load).await?;
+                    let run = botline::run(database, agent, b, s, t, load).await?;
                     print_run(&run);
                     runs.push(run);
                 }
@@ -331,9 +339,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ceiling { pipelines, round_trips } => {
             json!({ "ceiling": ceilings(&pipelines, round_trips).await? })
         }
-        Command::Botline { database, bots, slots, tasks, senders, rate, bulk } => {
+        Command::Botline { database, agent, bots, slots, tasks, senders, rate, bulk } => {
             let load = Load { senders, rate, bulk };
-            json!({ "botline": botline_runs(&database, &bots, &slots, &tasks, load).await? })
+            let mut runs = Vec::new();
+            for agent in agent {
+                runs.extend(botline_runs(agent, &database, &bots, &slots, &tasks, load).await?);
+            }
+            json!({ "botline": runs })
         }
         Command::Cpe { activations, bots, slots, device_delay_ms, senders } => {
             let shape = cpe::Shape { bots, slots, activations, senders, device_delay_ms };
@@ -349,16 +361,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let ceiling = ceilings(&[1, 8], 5000).await?;
             let both = [Database::Sqlite, Database::Postgres];
             let fast = Load { senders: 16, rate: None, bulk: 1 };
-            let mut runs = botline_runs(&both, &[1, 4, 16], &[1], &[tasks], fast).await?;
+            let mut runs =
+                botline_runs(Agent::Rust, &both, &[1, 4, 16], &[1], &[tasks], fast).await?;
             let bulk = Load { bulk: 100, senders: 4, ..fast };
-            runs.extend(botline_runs(&both, &[16], &[1], &[tasks], bulk).await?);
+            runs.extend(botline_runs(Agent::Rust, &both, &[16], &[1], &[tasks], bulk).await?);
             // The best and the half load are those of bots of one slot, as before slots; the
             // runs of several slots have ratios of their own.
             let best = runs.iter().map(|r| r.completed_per_second).fold(0.0, f64::max);
             for (bots, slots) in [(4, 16), (2, 64)] {
                 for load in [fast, bulk] {
                     let sqlite = [Database::Sqlite];
-                    runs.extend(botline_runs(&sqlite, &[bots], &[slots], &[tasks], load).await?);
+                    runs.extend(
+                        botline_runs(Agent::Rust, &sqlite, &[bots], &[slots], &[tasks], load)
+                            .await?,
+                    );
                 }
             }
             let slots_best_run = runs
@@ -368,15 +384,47 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .cloned();
             let slots_best = slots_best_run.as_ref().map_or(0.0, |r| r.completed_per_second);
             let half = Load { rate: Some(best / 2.0), ..fast };
-            let mut steady = botline_runs(&[Database::Sqlite], &[16], &[1], &[tasks], half).await?;
+            let mut steady =
+                botline_runs(Agent::Rust, &[Database::Sqlite], &[16], &[1], &[tasks], half).await?;
             // And at half the best of bots of several slots, with that run's bots and slots.
             if let Some(run) = &slots_best_run {
                 let half = Load { rate: Some(slots_best / 2.0), ..fast };
                 let sqlite = [Database::Sqlite];
                 steady.extend(
-                    botline_runs(&sqlite, &[run.bots], &[run.slots], &[tasks], half).await?,
+                    botline_runs(Agent::Rust, &sqlite, &[run.bots], &[run.slots], &[tasks], half)
+                        .await?,
                 );
             }
+            // Bots of the Python package beside the bot agent, in the same shapes: one slot
+            // each (what a Selenium script is), and many (bulk creation).
+            let mut python = Vec::new();
+            for (bots, slots, load) in [(4, 1, fast), (2, 64, bulk)] {
+                let sqlite = [Database::Sqlite];
+                python.extend(
+                    botline_runs(Agent::Python, &sqlite, &[bots], &[slots], &[tasks], load).await?,
+                );
+            }
+            let rust_like = |p: &botline::Run| {
+                runs.iter()
+                    .filter(|r| {
+                        (r.database, r.bots, r.slots, r.bulk)
+                            == (p.database, p.bots, p.slots, p.bulk)
+                    })
+                    .map(|r| r.completed_per_second)
+                    .fold(f64::NAN, f64::max)
+            };
+            let python_ratios: Vec<serde_json::Value> = python
+                .iter()
+                .map(|p| {
+                    let rust = rust_like(p);
+                    json!({
+                        "bots": p.bots, "slots": p.slots, "bulk": p.bulk,
+                        "python_per_second": p.completed_per_second, "rust_per_second": rust,
+                        "python_over_rust": p.completed_per_second / rust,
+                        "python_bot_cpu_ms_per_task": p.cpu_ms_per_task.0.get("bots"),
+                    })
+                })
+                .collect();
             let ceiling8 =
                 ceiling.iter().find(|c| c.pipelines == 8).map_or(f64::NAN, |c| c.per_second);
             // Celery's best of three per backend: one of its runs can stall (rpc:// especially),
@@ -404,17 +452,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "botline_best_over_celery_rpc": best / celery_rpc,
                 "botline_slots_best_over_celery_none": slots_best / celery_none,
                 "botline_slots_best_over_celery_rpc": slots_best / celery_rpc,
+                "python_agent": python_ratios,
             });
             println!("ratios    {ratios}");
-            json!({ "ceiling": ceiling, "botline": runs, "steady_half_load": steady, "celery": celery, "growth": growth, "ratios": ratios })
+            json!({ "ceiling": ceiling, "botline": runs, "steady_half_load": steady, "python": python, "celery": celery, "growth": growth, "ratios": ratios })
         }
         Command::Smoke => {
             let ceiling = ceilings(&[2], 200).await?;
             let sqlite = [Database::Sqlite];
             let one = Load { senders: 4, rate: None, bulk: 1 };
-            let mut runs = botline_runs(&sqlite, &[2], &[1], &[30], one).await?;
-            runs.extend(botline_runs(&sqlite, &[2], &[1], &[30], Load { bulk: 7, ..one }).await?);
-            runs.extend(botline_runs(&sqlite, &[2], &[4], &[30], one).await?);
+            let mut runs = botline_runs(Agent::Rust, &sqlite, &[2], &[1], &[30], one).await?;
+            runs.extend(
+                botline_runs(Agent::Rust, &sqlite, &[2], &[1], &[30], Load { bulk: 7, ..one })
+                    .await?,
+            );
+            runs.extend(botline_runs(Agent::Rust, &sqlite, &[2], &[4], &[30], one).await?);
+            runs.extend(botline_runs(Agent::Python, &sqlite, &[2], &[4], &[30], one).await?);
             anyhow::ensure!(
                 runs.iter().all(|r| r.to_complete.count == 30),
                 "not every smoke task completed"

@@ -254,6 +254,21 @@ impl Stack {
         Ok(())
     }
 
+    /// Starts a bot of the Python package (`python -m botline.bot`, see [`crate::python`]) with
+    /// `args`, on the run's vhost, counted in the part `bots`.
+    pub fn spawn_python_bot(&mut self, python: &Path, args: &[String]) -> anyhow::Result<()> {
+        let (args, path) = crate::python::noop_bot_args(args);
+        let mut bot = Command::new(python);
+        bot.args(args)
+            .env("PYTHONPATH", path)
+            .env("BOTLINE_AMQP_URL", self.vhost.amqp_url())
+            .env("BOTLINE_BOT_IP", "127.0.0.1");
+        if let Some(pid) = self.spawn("bots", &mut bot)? {
+            self.bot_pids.push(pid);
+        }
+        Ok(())
+    }
+
     /// Waits until `bots` bots are AVAILABLE.
     pub async fn wait_for_bots(&mut self, bots: usize) -> anyhow::Result<()> {
         let (client, url) =
