@@ -56,6 +56,8 @@ pub fn contract_schema() -> Value {
     // An event's `at` defaults to its receiver's clock: schemars would print the clock of the
     // run that generated the schema, which is no default anyone can rely on.
     strip_time_defaults(&mut defs);
+    // `uint32` is only a name for a format: the bound is what a validator checks.
+    bound_unsigned(&mut defs);
     let one = |what: &str, inner: &Schema| {
         json!({
             "description": format!("One {what} in its envelope."),
@@ -112,6 +114,23 @@ pub fn contract_schema() -> Value {
         ],
         "$defs": defs,
     })
+}
+
+/// Gives every `uint32` its maximum, which serde enforces and schemars only names.
+fn bound_unsigned(defs: &mut Map<String, Value>) {
+    fn walk(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                if map.get("format").and_then(Value::as_str) == Some("uint32") {
+                    map.insert("maximum".into(), json!(u32::MAX));
+                }
+                map.values_mut().for_each(walk);
+            }
+            Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    defs.values_mut().for_each(walk);
 }
 
 /// Removes the `default` of every `date-time` property (see [`contract_schema`]).

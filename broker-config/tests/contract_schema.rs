@@ -34,7 +34,11 @@ fn the_schema_accepts_every_message_the_types_encode_and_refuses_broken_ones() {
     use serde_json::{Value, json};
 
     let schema = contract_schema();
-    let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
+    // Formats checked, as serde checks them (a uuid, a time).
+    let validator = jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .expect("a valid JSON Schema");
     let bot = BotName::parse("py-1").expect("name");
     let task = TaskRef { task_id: uuid::Uuid::from_u128(7), attempt: 2 };
     let at = chrono::Utc::now();
@@ -106,6 +110,9 @@ fn the_schema_accepts_every_message_the_types_encode_and_refuses_broken_ones() {
                "rows": [{"row": 1, "status": "MAYBE", "message": ""}]}),
         json!({"v": 1, "type": "task.failed", "task_id": task.task_id, "attempt": 2, "bot": "py-1",
                "rows": [], "error": "x"}),
+        json!({"v": 1, "type": "task.accepted", "task_id": "not-a-uuid", "attempt": 2, "bot": "py-1"}),
+        json!({"v": 1, "type": "task.accepted", "task_id": task.task_id, "attempt": 1_u64 << 40, "bot": "py-1"}),
+        json!({"v": 1, "type": "task.accepted", "task_id": task.task_id, "attempt": 2, "bot": "py-1", "at": "yesterday"}),
         json!({"v": 1, "type": "tasks.assign", "offers": [
             {"type": "task.cancel", "task_id": task.task_id, "attempt": 1, "reason": "x"}]}),
     ];

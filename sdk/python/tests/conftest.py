@@ -42,6 +42,12 @@ TIMINGS = {
 }
 
 
+def rows_done(process: Process, task_id: str) -> list[int]:
+    """The rows a bot of tests/bots/faults_bot.py says it did for `task_id`, in order."""
+    prefix = f"did {task_id} row "
+    return [int(line[len(prefix) :]) for line in process.output(None).splitlines() if line.startswith(prefix)]
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -164,6 +170,8 @@ class World:
             self.amqp_url,
             "--heartbeat-interval",
             "0.5",
+            # Every message sent and received checked against the contract's schema.
+            "--validate",
             *args,
             module,
         ]

@@ -193,7 +193,9 @@ def test_wait_times_out_when_nothing_happens(make_world: Any) -> None:
         with pytest.raises(TimeoutExpired) as expired:
             client.wait(task["id"], timeout=1.0)
         took = time.monotonic() - started
-        assert 1.0 <= took < 2.5, took
+        # At least the timeout; the upper bound only catches a wait that ignores it (a loaded
+        # machine is slow, so it is loose).
+        assert 1.0 <= took < 15, took
         assert expired.value.last is not None and expired.value.last["status"] == "WAITING"
         assert expired.value.last["id"] == task["id"]
         with pytest.raises(NotFound):

@@ -90,6 +90,10 @@ def test_a_broken_message_is_refused_naming_what_is_wrong() -> None:
         contract.validate({"v": 1, **event})
     with pytest.raises(MalformedMessage, match="bot"):
         contract.validate({"v": 1, **contract.event("bot.offline", "Not A Name")})
+    with pytest.raises(MalformedMessage, match=r"unknown message type 'task\.explode'"):
+        contract.validate({"v": 1, "type": "task.explode"})
+    with pytest.raises(MalformedMessage, match="v"):
+        contract.validate({**contract.event("bot.offline", "py-1"), "v": 2})
 
 
 def test_commands_are_read_one_or_several_and_bad_ones_refused() -> None:
@@ -225,3 +229,20 @@ def test_an_acceptance_is_dropped_only_when_its_own_attempts_end_travels_with_it
     assert implied_acceptances_dropped([accepted, failed]) == [failed]
     assert implied_acceptances_dropped([accepted, progress]) == [accepted, progress]
     assert implied_acceptances_dropped([accepted_other, done]) == [accepted_other, done], "another attempt"
+
+
+def test_formats_and_bounds_are_checked_as_the_receiver_checks_them() -> None:
+    good = contract.task_event("task.accepted", "py-1", REF)
+    contract.validate({"v": 1, **good})
+    for broken, why in [
+        ({**good, "task_id": "not-a-uuid"}, "uuid"),
+        ({**good, "attempt": 2**40}, "maximum"),
+        ({**good, "at": "yesterday"}, "date-time"),
+    ]:
+        with pytest.raises(MalformedMessage, match=why):
+            contract.validate({"v": 1, **broken})
+    with pytest.raises(ValueError):
+        contract.dumps({"output": float("nan")})
+    report = Report(Task("t", 1, "X", "", None, None, 0))
+    with pytest.raises(ValueError, match="row number"):
+        report.row(2**32)

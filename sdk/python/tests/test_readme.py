@@ -26,13 +26,13 @@ def test_the_readmes_bot_and_submitter_work_as_written(make_world: Any, tmp_path
     world = make_world()
     (tmp_path / "payroll_bot.py").write_text(bot_code)
     env = {**os.environ, "BOTLINE_AMQP_URL": world.amqp_url}
+    log = (tmp_path / "bot.log").open("w")
     bot = subprocess.Popen(
         [sys.executable, "-m", "botline.bot", "--name", "py-1", "payroll_bot"],
         cwd=tmp_path,
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
-        text=True,
     )
     try:
         until("the README's bot to come online", lambda: world.find_bot("py-1"), 20)
@@ -50,9 +50,10 @@ def test_the_readmes_bot_and_submitter_work_as_written(make_world: Any, tmp_path
     finally:
         bot.terminate()
         try:
-            output, _ = bot.communicate(timeout=20)
+            bot.wait(timeout=20)
         except subprocess.TimeoutExpired:
             bot.kill()
-            output, _ = bot.communicate(timeout=20)
-            raise AssertionError(f"the bot did not stop within 20 s of SIGTERM:\n{output}") from None
-    assert bot.returncode == 0, output
+            bot.wait(timeout=20)
+        log.close()
+    output = (tmp_path / "bot.log").read_text()
+    assert bot.returncode == 0, f"the bot did not stop cleanly on SIGTERM:\n{output}"

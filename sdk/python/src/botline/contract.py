@@ -27,6 +27,8 @@ OFFERS_TYPE = "tasks.assign"
 EVENTS_TYPE = "bot.events"
 MAX_BATCH = 1000
 MAX_SLOTS = 10_000
+#: The largest row number (the contract's rows are unsigned 32-bit).
+MAX_ROW = 2**32 - 1
 #: What a bot's name may be (it is also its queue's name).
 BOT_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 ROW_STATUSES = ("CREATED", "REJECTED", "FAILED", "DONE")
@@ -62,22 +64,43 @@ def schema() -> Json:
 
 
 @cache
-def _validator() -> Any:
+def _validators() -> dict[str, Any]:
+    """A validator per message type: the schema's variant of that type (so an error names the
+    field at fault, not "none of the variants"), with the envelope's version."""
     try:
         import jsonschema
     except ImportError as error:  # pragma: no cover - a missing extra
         raise RuntimeError("validating messages needs jsonschema: pip install 'botline[validate]'") from error
-    return jsonschema.Draft202012Validator(schema())
+    document = schema()
+    defs = document["$defs"]
+    version = {"properties": {"v": {"const": VERSION}}, "required": ["v"]}
+    by_type: dict[str, Any] = {
+        variant["properties"]["type"]["const"]: {"allOf": [variant, version]}
+        for name in ("Command", "Event")
+        for variant in defs[name]["oneOf"]
+    }
+    by_type[OFFERS_TYPE] = {"$ref": "#/$defs/OffersMessage"}
+    by_type[EVENTS_TYPE] = {"$ref": "#/$defs/EventsMessage"}
+    # Formats are checked too (`uuid`, `date-time` with rfc3339-validator): serde refuses them.
+    checker = jsonschema.Draft202012Validator.FORMAT_CHECKER
+    return {
+        kind: jsonschema.Draft202012Validator({**variant, "$defs": defs}, format_checker=checker)
+        for kind, variant in by_type.items()
+    }
 
 
 def validate(message: Json) -> None:
     """Raises `MalformedMessage` naming what is wrong if `message` breaks the contract."""
-    errors = sorted(_validator().iter_errors(message), key=lambda e: list(e.absolute_path))
-    if errors:
-        shown = "; ".join(
-            f"{'/'.join(map(str, e.absolute_path)) or '(message)'}: {e.message}" for e in errors[:3]
-        )
-        raise MalformedMessage(f"{message.get('type', '?')} breaks the contract: {shown}")
+    from jsonschema.exceptions import best_match
+
+    kind = message.get("type")
+    validator = _validators().get(kind) if isinstance(kind, str) else None
+    if validator is None:
+        raise MalformedMessage(f"unknown message type {kind!r}")
+    error = best_match(validator.iter_errors(message))
+    if error is not None:
+        where = "/".join(map(str, error.absolute_path)) or "(message)"
+        raise MalformedMessage(f"{kind} breaks the contract: {where}: {error.message}")
 
 
 def now() -> str:
@@ -213,11 +236,17 @@ def task_event(kind: str, bot: str, ref: TaskRef, **fields: Any) -> Json:
     return event(kind, bot, **ref.fields(), **fields)
 
 
+def dumps(value: Any) -> str:
+    """JSON as the contract takes it: compact, and no NaN or infinity, which the receiver refuses
+    (a message it cannot read is dead-lettered whole); those raise `ValueError`."""
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
 def encode_events(bot: str, events: list[Json]) -> tuple[str, bytes]:
     """The message carrying `events` (1 to `MAX_BATCH`) and its routing key: the event itself for
     one, `bot.events` for several."""
     if len(events) == 1:
         (one,) = events
-        return str(one["type"]), json.dumps({"v": VERSION, **one}, separators=(",", ":")).encode()
+        return str(one["type"]), dumps({"v": VERSION, **one}).encode()
     body = {"v": VERSION, "type": EVENTS_TYPE, "bot": bot, "events": events}
-    return EVENTS_TYPE, json.dumps(body, separators=(",", ":")).encode()
+    return EVENTS_TYPE, dumps(body).encode()

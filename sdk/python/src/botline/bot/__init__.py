@@ -70,6 +70,11 @@ LEFT_BEHIND_REASON = "redelivered from a previous run of this bot, which died ho
 RELEASE_REASON = "bot shutting down"
 #: How long an offer's answer may wait for the broker's confirm before the offer is requeued.
 ANSWER_DEADLINE = 8.0
+#: The most events, and bytes of them, in one message (as Botline's agent sends).
+BATCH_EVENTS = 200
+BATCH_BYTES = 256 * 1024
+#: The largest output a task may end with, as JSON (its end event must fit a message).
+MAX_OUTPUT_BYTES = 4 * 1024 * 1024
 #: How long an acceptance waits for its task's end to replace it (a quick task: one event).
 ACCEPTANCE_WINDOW = 0.002
 #: How long a stopping bot waits for its handed-back tasks and last events.
@@ -138,7 +143,7 @@ class Report:
         status = status.upper()
         if status not in contract.ROW_STATUSES:
             raise ValueError(f"row status {status!r} is not one of {', '.join(contract.ROW_STATUSES)}")
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= contract.MAX_ROW:
             raise ValueError(f"row {n!r} is not a row number (1-based)")
         with self._lock:
             self._rows.append(contract.row(n, status, str(message)))
@@ -346,18 +351,22 @@ class _Run:
     silenced: bool = False
     #: The bot is stopping: it is handed back.
     releasing: bool = False
+    #: Why it cannot run (an attachment that is not base64): it fails at once.
+    broken: str | None = None
     #: The runtime's task driving it.
     task: asyncio.Task[None] | None = None
     #: Its end is reported (or it was silenced).
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Pending:
     event: Json
     done: asyncio.Future[None]
     #: When it was queued (the loop's clock).
     queued_at: float
+    #: Its size as JSON, bytes.
+    size: int
 
 
 class _Runtime:
@@ -376,11 +385,14 @@ class _Runtime:
         self.wake = asyncio.Event()
         self.connected = asyncio.Event()
         self.exchange: aio_pika.abc.AbstractExchange | None = None
-        self.user_id = unquote(urlsplit(settings.amqp_url).username or "") or None
+        # RabbitMQ checks `user-id` against the connection's user: guest when the URL names none.
+        self.user_id = unquote(urlsplit(settings.amqp_url).username or "") or "guest"
         self.idle = asyncio.Event()
         self.idle.set()
         #: The bot's last events are out (or given up on): the connection may close.
         self.finished = asyncio.Event()
+        #: Ends the process if a stop asked by a signal takes longer than it can.
+        self.watchdog: threading.Timer | None = None
 
     # --- the run -------------------------------------------------------------------------------
 
@@ -413,6 +425,8 @@ class _Runtime:
         if own_stop:
             for number in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(number)
+        if self.watchdog is not None:
+            self.watchdog.cancel()
         log.info("stopped")
         return 0
 
@@ -425,9 +439,9 @@ class _Runtime:
         # The stop is bounded: the grace, the tasks handed back, the last events and the
         # connection's close each wait a bounded time; past their sum, the process leaves anyway.
         limit = self.settings.shutdown_grace + 3 * STOP_WAIT + 5
-        watchdog = threading.Timer(limit, _stop_now, args=(limit,))
-        watchdog.daemon = True
-        watchdog.start()
+        self.watchdog = threading.Timer(limit, _stop_now, args=(limit,))
+        self.watchdog.daemon = True
+        self.watchdog.start()
 
     async def _connection_loop(self, stop: asyncio.Event) -> None:
         """Connects, declares, announces the bot once and consumes its queue; after the connection
@@ -453,7 +467,7 @@ class _Runtime:
                 self.exchange = await publishing.get_exchange(contract.EVENTS_EXCHANGE, ensure=False)
                 self.connected.set()
                 self.wake.set()
-                if not announced:
+                if not announced and not stop.is_set():
                     # Queued first, so it goes before any answer; not awaited here, where a lost
                     # connection must be noticed.
                     self._announce()
@@ -544,23 +558,52 @@ class _Runtime:
             log.warning("dead-lettering a message that is not a command: %s", error)
             await _settle(message.reject(requeue=False))
             return
-        answers: list[asyncio.Future[None]] = []
+        answers: list[tuple[TaskRef, asyncio.Future[None]]] = []
         for command in commands:
             if isinstance(command, Cancel):
                 self._cancel(command.ref, command.reason)
             else:
                 answer = self._take_offer(command, bool(message.redelivered))
                 if answer is not None:
-                    answers.append(answer)
+                    answers.append((command.ref, answer))
         try:
-            await asyncio.wait_for(asyncio.gather(*answers), ANSWER_DEADLINE)
+            await asyncio.wait_for(asyncio.gather(*(a for _, a in answers)), ANSWER_DEADLINE)
         except (asyncio.TimeoutError, Exception) as error:
             log.warning(
                 "an answer to an offer was not confirmed (%s); the offer goes back to the queue", error
             )
+            for ref, answer in answers:
+                if not answer.done():
+                    self._unconfirmed(ref)
             await _settle(message.nack(requeue=True))
             return
         await _settle(message.ack())
+
+    def _unconfirmed(self, ref: TaskRef) -> None:
+        """The answer to the offer `ref` was not confirmed, and its offer goes back to the queue:
+        a run it started stops silently and its acceptance is not sent, so the redelivery is
+        judged as a new offer (taken again if it still stands) and no attempt runs unannounced
+        after its offer lapsed, as with Botline's agent. A run that already ended has its end on
+        the way, which implies the acceptance."""
+        for pending in list(self.outbox):
+            event = pending.event
+            if event["type"] in ("task.accepted", "task.rejected") and (
+                event["task_id"],
+                event["attempt"],
+            ) == (
+                ref.task_id,
+                ref.attempt,
+            ):
+                self.outbox.remove(pending)
+                if not pending.done.done():
+                    pending.done.cancel()
+        run = self.running.pop(ref, None)
+        if run is not None:
+            log.warning("task %s attempt %d: stopped, its acceptance unconfirmed", ref.task_id, ref.attempt)
+            run.silenced = True
+            self._stop_run(run, "its acceptance was not confirmed")
+            self._remember(ref, "offered")
+            self._update_idle()
 
     def _take_offer(self, offer: Offer, redelivered: bool) -> asyncio.Future[None] | None:
         ref = offer.ref
@@ -579,6 +622,8 @@ class _Runtime:
             return None
         if verdict == "reject":
             log.info("task %s attempt %d turned down: %s", ref.task_id, ref.attempt, reason)
+            if ref not in self.fates:
+                self._remember(ref, "offered")
             return self._submit(contract.task_event("task.rejected", self.name, ref, reason=reason))
         answer = self._submit(contract.task_event("task.accepted", self.name, ref))
         if verdict == "accept":
@@ -611,10 +656,11 @@ class _Runtime:
     # --- running -------------------------------------------------------------------------------
 
     def _start(self, offer: Offer) -> None:
+        broken = None
         try:
             attachment = base64.b64decode(offer.attachment, validate=True) if offer.attachment else None
-        except ValueError:
-            attachment = b""
+        except ValueError as error:
+            attachment, broken = None, f"the attachment is not base64: {error}"
         task = Task(
             id=offer.ref.task_id,
             attempt=offer.ref.attempt,
@@ -624,7 +670,7 @@ class _Runtime:
             attachment=attachment,
             resume_after_row=offer.resume_after_row,
         )
-        run = _Run(offer=offer, report=Report(task))
+        run = _Run(offer=offer, report=Report(task), broken=broken)
         self.running[offer.ref] = run
         self.idle.clear()
         run.task = asyncio.create_task(self._execute(run), name=f"botline-task-{task.id}")
@@ -635,6 +681,10 @@ class _Runtime:
         log.info("task %s attempt %d: running %s", task.id, task.attempt, task.system)
         end: Json
         try:
+            # Cancelled (or stopping) before it started: it does not start.
+            report.check()
+            if run.broken:
+                raise ValueError(run.broken)
             if inspect.iscoroutinefunction(automation):
                 run.inner = asyncio.ensure_future(automation(task, report))
                 output = await run.inner
@@ -651,7 +701,8 @@ class _Runtime:
                 end = self._failed(run, f"the automation stopped itself: {stopped}", False)
         except Retryable as error:
             end = self._failed(run, str(error) or "retryable failure", True)
-        except Exception as error:
+        except (Exception, SystemExit, KeyboardInterrupt) as error:
+            # Whatever an automation raises ends its attempt, never the bot (sys.exit() too).
             report.log(traceback.format_exc())
             end = self._failed(run, f"{type(error).__name__}: {error}", False)
         if run.silenced:
@@ -667,9 +718,13 @@ class _Runtime:
 
     def _completed(self, run: _Run, output: Any) -> Json:
         try:
-            json.dumps(output)
+            size = len(contract.dumps(output))
         except (TypeError, ValueError) as error:
             return self._failed(run, f"the automation's output is not JSON: {error}", False)
+        if size > MAX_OUTPUT_BYTES:
+            return self._failed(
+                run, f"the automation's output is {size} bytes of JSON, over {MAX_OUTPUT_BYTES}", False
+            )
         return self._end(run, "task.completed", output=output)
 
     def _failed(self, run: _Run, error: str, retryable: bool) -> Json:
@@ -736,9 +791,14 @@ class _Runtime:
     def _submit(self, event: Json) -> asyncio.Future[None]:
         """Queues an event; the future resolves once the broker confirmed it."""
         if self.settings.validate:
-            contract.validate({"v": contract.VERSION, **event})
+            try:
+                contract.validate({"v": contract.VERSION, **event})
+            except MalformedMessage as error:
+                log.error("not sending an event that breaks the contract: %s", error)
+                raise
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.outbox.append(_Pending(event, done, asyncio.get_running_loop().time()))
+        size = len(contract.dumps(event))
+        self.outbox.append(_Pending(event, done, asyncio.get_running_loop().time(), size))
         self.wake.set()
         return done
 
@@ -755,7 +815,7 @@ class _Runtime:
             if exchange is None:
                 await self.connected.wait()
                 continue
-            batch = [self.outbox[i] for i in range(min(len(self.outbox), contract.MAX_BATCH))]
+            batch = _next_batch(self.outbox)
             wait = _acceptance_wait(batch, asyncio.get_running_loop().time())
             if wait > 0:
                 await asyncio.sleep(wait)
@@ -783,7 +843,10 @@ class _Runtime:
                 )
                 await asyncio.sleep(0.2)
                 continue
-            for _ in batch:
+            # The batch is what leads the queue, less what was taken out meanwhile (an acceptance
+            # whose offer went back).
+            sent = {id(p) for p in batch}
+            while self.outbox and id(self.outbox[0]) in sent:
                 pending = self.outbox.popleft()
                 if not pending.done.done():
                     pending.done.set_result(None)
@@ -810,6 +873,20 @@ def implied_acceptances_dropped(events: list[Json]) -> list[Json]:
     instead of two, as with Botline's agent."""
     ended = {(e["task_id"], e["attempt"]) for e in events if e["type"] in ("task.completed", "task.failed")}
     return [e for e in events if e["type"] != "task.accepted" or (e["task_id"], e["attempt"]) not in ended]
+
+
+def _next_batch(outbox: deque[_Pending]) -> list[_Pending]:
+    """The events at the head of `outbox` that go in the next message: up to `BATCH_EVENTS` of
+    them and `BATCH_BYTES` (at least one), as Botline's agent batches, far below what the
+    orchestrator takes in one message."""
+    batch: list[_Pending] = []
+    size = 0
+    for pending in outbox:
+        size += pending.size
+        if batch and (len(batch) >= BATCH_EVENTS or size > BATCH_BYTES):
+            break
+        batch.append(pending)
+    return batch
 
 
 def _acceptance_wait(batch: list[_Pending], now: float) -> float:
