@@ -41,6 +41,7 @@ import io
 import json
 import logging
 import os
+import queue
 import random
 import signal
 import socket
@@ -391,6 +392,8 @@ class _Runtime:
         self.idle.set()
         #: The bot's last events are out (or given up on): the connection may close.
         self.finished = asyncio.Event()
+        #: The threads plain automations run in.
+        self.workers = _Workers()
         #: Ends the process if a stop asked by a signal takes longer than it can.
         self.watchdog: threading.Timer | None = None
 
@@ -689,7 +692,7 @@ class _Runtime:
                 run.inner = asyncio.ensure_future(automation(task, report))
                 output = await run.inner
             else:
-                output = await _in_thread(automation, task, report)
+                output = await self.workers.run(automation, task, report)
             end = self._completed(run, output)
         except (Cancelled, asyncio.CancelledError) as stopped:
             if run.silenced:
@@ -896,27 +899,50 @@ def _acceptance_wait(batch: list[_Pending], now: float) -> float:
     return max(0.0, min(queued) + ACCEPTANCE_WINDOW - now) if queued else 0.0
 
 
-def _in_thread(automation: Automation, task: Task, report: Report) -> asyncio.Future[Any]:
-    """Runs a plain function in a thread of its own (so a busy automation never holds up the
-    heartbeats); the future of its result."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
+class _Workers:
+    """Daemon threads that run plain automations, so a busy one never holds up the event loop and
+    its heartbeats. A thread is kept for the next task (starting one holds the loop up while it
+    starts: a fifth of a one-slot bot's time), and one more is started whenever every thread is
+    busy, so an automation that ignores its cancellation never holds another up. Daemon threads:
+    a stuck automation does not keep the process from exiting."""
 
-    def settle(outcome: Callable[[], None]) -> None:
-        if not future.done():
-            outcome()
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
 
-    def target() -> None:
-        try:
-            value = automation(task, report)
-        except BaseException as error:
-            failure = error
-            loop.call_soon_threadsafe(settle, lambda: future.set_exception(failure))
-        else:
-            loop.call_soon_threadsafe(settle, lambda: future.set_result(value))
+    def run(self, automation: Automation, task: Task, report: Report) -> asyncio.Future[Any]:
+        """Runs `automation(task, report)` on a worker; the future of its result."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
 
-    threading.Thread(target=target, name=f"botline-task-{task.id}", daemon=True).start()
-    return future
+        def settle(outcome: Callable[[], None]) -> None:
+            if not future.done():
+                outcome()
+
+        def job() -> None:
+            try:
+                value = automation(task, report)
+            except BaseException as error:
+                failure = error
+                loop.call_soon_threadsafe(settle, lambda: future.set_exception(failure))
+            else:
+                loop.call_soon_threadsafe(settle, lambda: future.set_result(value))
+
+        with self._lock:
+            start = self._idle == 0
+            if not start:
+                self._idle -= 1
+        self._jobs.put(job)
+        if start:
+            threading.Thread(target=self._work, name="botline-automation", daemon=True).start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            self._jobs.get()()
+            with self._lock:
+                self._idle += 1
 
 
 async def _settle(action: Awaitable[Any]) -> None:
