@@ -244,6 +244,33 @@ async fn refusals_come_before_parsing_and_the_fallbacks_refuse_as_writes_do() {
     }
 }
 
+#[tokio::test]
+async fn a_write_refused_before_its_body_was_read_does_not_break_the_clients_next_request() {
+    let app = TestApp::spawn_with(Backend::Sqlite, with_tokens).await;
+    // One pooled client, as httpx and browsers keep: the refused write's body is left unread, so
+    // the server closes that connection; the answer must say so, or the next request on it fails.
+    let client = reqwest::Client::new();
+    let big = json!({"system": "NOOP", "description": "x".repeat(256 * 1024)});
+    let (tasks, nowhere) = (app.url("/api/v1/tasks"), app.url("/api/v1/no-such-route"));
+    for round in 0..40 {
+        let (token, url) = if round % 2 == 0 { (READ, &tasks) } else { (WRONG, &nowhere) };
+        let refused = client.post(url).bearer_auth(token).json(&big).send().await.unwrap();
+        assert!([401, 403].contains(&refused.status().as_u16()), "round {round}: {refused:?}");
+        let connection = refused.headers().get(reqwest::header::CONNECTION).cloned();
+        assert_eq!(
+            connection.as_ref().and_then(|c| c.to_str().ok()),
+            Some("close"),
+            "round {round}"
+        );
+        let next = client.get(&tasks).bearer_auth(READ).send().await;
+        assert!(next.is_ok_and(|r| r.status() == 200), "round {round}: the next request failed");
+    }
+    // A read without a body keeps its connection.
+    let read = client.get(&tasks).bearer_auth(WRONG).send().await.unwrap();
+    assert_eq!(read.status(), 401);
+    assert!(read.headers().get(reqwest::header::CONNECTION).is_none(), "{read:?}");
+}
+
 /// A local address that is not loopback, if this machine has one (the source address towards a
 /// documentation address through the default route; nothing is sent).
 async fn non_loopback_address() -> Option<IpAddr> {

@@ -85,6 +85,7 @@ pub fn router(state: AppState) -> Router {
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
         .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::middleware::from_fn(close_after_an_unread_body))
         // Outermost: a browser's preflight is answered before any token is asked for (it carries
         // none), and refusals carry the CORS headers the page needs to read them.
         .layer(cors(&state.cors_origins))
@@ -110,6 +111,29 @@ async fn security_headers(mut response: axum::response::Response) -> axum::respo
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    response
+}
+
+/// A request refused before its body was read (no token, the read token writing, a body over the
+/// limit, a route or method that does not exist, a body that is not JSON) leaves that body on the
+/// connection, which hyper then closes after the answer without saying so: a client that pools
+/// connections (httpx, reqwest, every browser) found it gone on its next request. Saying
+/// `Connection: close` on such an answer tells the client first, and it opens another.
+async fn close_after_an_unread_body(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    let headers = request.headers();
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|length| length.to_str().ok()?.parse::<u64>().ok())
+            .is_some_and(|length| length > 0);
+    let mut response = next.run(request).await;
+    if has_body && matches!(response.status().as_u16(), 401 | 403 | 404 | 405 | 413 | 415) {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
 
