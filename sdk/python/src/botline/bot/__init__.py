@@ -480,14 +480,14 @@ class _Runtime:
                     consuming = await connection.channel(publisher_confirms=False)
                     consuming.close_callbacks.add(lambda *_, lost=lost: lost.set())
                     await consuming.set_qos(prefetch_count=min(self.settings.slots, 65535))
-                    queue = await consuming.get_queue(contract.bot_queue(self.name), ensure=False)
-                    tag = await queue.consume(self._on_message)
+                    own = await consuming.get_queue(contract.bot_queue(self.name), ensure=False)
+                    tag = await own.consume(self._on_message)
                     log.info("consuming %s", contract.bot_queue(self.name))
                     await _first(stop.wait(), lost.wait())
                     if not lost.is_set():
                         # No more deliveries: what the broker holds goes to the next run.
                         with contextlib.suppress(Exception):
-                            await asyncio.wait_for(queue.cancel(tag), 5)
+                            await asyncio.wait_for(own.cancel(tag), 5)
                 if stop.is_set():
                     await _first(self.finished.wait(), lost.wait())
                 if not self.finished.is_set():
