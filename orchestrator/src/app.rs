@@ -167,6 +167,13 @@ impl Orchestrator {
             ),
         );
         pipeline.wake();
+        // Open change streams end when the orchestrator stops, or the graceful shutdown would
+        // wait for their viewers to leave.
+        let (changes, stopping) = (pipeline.changes.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            stopping.cancelled().await;
+            changes.close();
+        });
         let router = self.router();
         let server = async {
             match self.tls.clone() {

@@ -30,11 +30,14 @@ pub enum Change {
 #[derive(Debug, Clone)]
 pub struct Changes {
     sender: broadcast::Sender<Change>,
+    /// Fired when the orchestrator stops: the streams end, so that the server's graceful
+    /// shutdown, which waits for every open request, is not held by a viewer forever.
+    closing: tokio_util::sync::CancellationToken,
 }
 
 impl Default for Changes {
     fn default() -> Changes {
-        Changes { sender: broadcast::channel(BUFFER).0 }
+        Changes { sender: broadcast::channel(BUFFER).0, closing: Default::default() }
     }
 }
 
@@ -52,6 +55,16 @@ impl Changes {
     /// A new viewer's stream of notices.
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.sender.subscribe()
+    }
+
+    /// Ends every viewer's stream (the orchestrator is stopping).
+    pub fn close(&self) {
+        self.closing.cancel();
+    }
+
+    /// Fires once [`Changes::close`] was called.
+    pub fn closing(&self) -> tokio_util::sync::CancellationToken {
+        self.closing.clone()
     }
 }
 

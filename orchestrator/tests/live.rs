@@ -45,3 +45,28 @@ async fn changes_are_streamed_as_they_are_committed(backend: Backend) {
 }
 
 on_every_backend!(changes_are_streamed_as_they_are_committed);
+
+/// A viewer's open stream ends when the orchestrator stops: the server's graceful shutdown waits
+/// for every open request, and a stream that never ended kept a stopped orchestrator running (and
+/// its port taken) for as long as a dashboard or a client's `wait()` stayed connected.
+#[tokio::test]
+async fn an_open_stream_ends_when_the_orchestrator_stops() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let mut stream = app.client.get(app.url("/api/v1/events")).send().await.unwrap();
+    read_until(&mut stream, "event: hello").await;
+    app.stop();
+    // Bounded: the keep-alive comes every 15 s, so a stream left open fails this after 10 s.
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.chunk().await {
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => return,
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the stream was still open 10 s after the orchestrator was told to stop"
+    );
+}

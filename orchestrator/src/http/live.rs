@@ -20,13 +20,20 @@ pub async fn events(
     AnyCaller(state): AnyCaller,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let receiver = state.pipeline.changes.subscribe();
+    let closing = state.pipeline.changes.closing();
     let hello = Event::default().event("hello").data("{}");
-    let stream =
-        futures_util::stream::unfold((receiver, Some(hello)), |(mut receiver, first)| async move {
+    let stream = futures_util::stream::unfold(
+        (receiver, closing, Some(hello)),
+        |(mut receiver, closing, first)| async move {
             if let Some(hello) = first {
-                return Some((Ok(hello), (receiver, None)));
+                return Some((Ok(hello), (receiver, closing, None)));
             }
-            let event = match receiver.recv().await {
+            // The orchestrator stopping ends the stream (a client reconnects elsewhere).
+            let received = tokio::select! {
+                () = closing.cancelled() => return None,
+                received = receiver.recv() => received,
+            };
+            let event = match received {
                 Ok(change) => Event::default()
                     .event("change")
                     .json_data(&change)
@@ -36,7 +43,8 @@ pub async fn events(
                 }
                 Err(RecvError::Closed) => return None,
             };
-            Some((Ok(event), (receiver, None)))
-        });
+            Some((Ok(event), (receiver, closing, None)))
+        },
+    );
     Sse::new(stream).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
 }

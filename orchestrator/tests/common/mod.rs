@@ -87,6 +87,11 @@ impl TestApp {
         TestApp { addr, client: reqwest::Client::new(), db, pipeline, vhost, shutdown, cleanup }
     }
 
+    /// Stops the orchestrator, as a signal does (its database stays until the drop).
+    pub fn stop(&self) {
+        self.shutdown.cancel();
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
