@@ -53,11 +53,8 @@ pub fn contract_schema() -> Value {
     let event = generator.subschema_for::<Event>();
     let mut defs: Map<String, Value> = generator.take_definitions(true).into_iter().collect();
     let version = json!({ "description": "The contract version.", "const": VERSION });
-    // An event's `at` defaults to its receiver's clock: schemars would print the clock of the
-    // run that generated the schema, which is no default anyone can rely on.
-    strip_time_defaults(&mut defs);
-    // `uint32` is only a name for a format: the bound is what a validator checks.
-    bound_unsigned(&mut defs);
+    // What schemars cannot say from the types alone (see `mend`).
+    defs.values_mut().for_each(mend);
     let one = |what: &str, inner: &Schema| {
         json!({
             "description": format!("One {what} in its envelope."),
@@ -116,39 +113,26 @@ pub fn contract_schema() -> Value {
     })
 }
 
-/// Gives every `uint32` its maximum, which serde enforces and schemars only names.
-fn bound_unsigned(defs: &mut Map<String, Value>) {
-    fn walk(value: &mut Value) {
-        match value {
-            Value::Object(map) => {
-                if map.get("format").and_then(Value::as_str) == Some("uint32") {
-                    map.insert("maximum".into(), json!(u32::MAX));
-                }
-                map.values_mut().for_each(walk);
-            }
-            Value::Array(items) => items.iter_mut().for_each(walk),
-            _ => {}
-        }
-    }
-    defs.values_mut().for_each(walk);
-}
-
-/// Removes the `default` of every `date-time` property (see [`contract_schema`]).
-fn strip_time_defaults(value: &mut Map<String, Value>) {
-    for (_, child) in value.iter_mut() {
-        strip_time_default(child);
-    }
-}
-
-fn strip_time_default(value: &mut Value) {
+/// Mends what schemars derives, in every schema below `value`, by its `format`:
+/// - `date-time`: its `default` goes. An event's `at` defaults to its receiver's clock, and
+///   schemars would print the clock of the run that generated the schema, which is no default
+///   anyone can rely on.
+/// - `uint32`: it gets its maximum, which serde enforces and schemars only names.
+fn mend(value: &mut Value) {
     match value {
         Value::Object(map) => {
-            if map.get("format").and_then(Value::as_str) == Some("date-time") {
-                map.remove("default");
+            match map.get("format").and_then(Value::as_str) {
+                Some("date-time") => {
+                    map.remove("default");
+                }
+                Some("uint32") => {
+                    map.insert("maximum".into(), json!(u32::MAX));
+                }
+                _ => {}
             }
-            strip_time_defaults(map);
+            map.values_mut().for_each(mend);
         }
-        Value::Array(items) => items.iter_mut().for_each(strip_time_default),
+        Value::Array(items) => items.iter_mut().for_each(mend),
         _ => {}
     }
 }
