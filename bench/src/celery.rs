@@ -42,15 +42,9 @@ async fn python() -> anyhow::Result<PathBuf> {
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench/venv");
     let python = venv.join("bin/python");
     if !python.exists() {
-        println!("celery    creating {} (pip install celery)…", venv.display());
-        let made = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().await?;
-        anyhow::ensure!(made.success(), "python3 -m venv failed");
-        let installed = Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
-            .arg(scripts().join("requirements.txt"))
-            .status()
+        let requirements = scripts().join("requirements.txt");
+        crate::python::make_venv(&venv, "celery", &["-r".as_ref(), requirements.as_os_str()])
             .await?;
-        anyhow::ensure!(installed.success(), "pip install celery failed");
     }
     Ok(python)
 }

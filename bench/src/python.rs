@@ -2,6 +2,7 @@
 //! `--agent python`: a virtual environment the benchmark makes once (target/bench/venv-sdk, `pip
 //! install -e sdk/python`) and the NOOP bot of bench/python/noop_bot.py.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use tokio::process::Command;
@@ -17,20 +18,29 @@ pub async fn python() -> anyhow::Result<PathBuf> {
     let installed = python.exists()
         && Command::new(&python).args(["-c", "import botline"]).status().await?.success();
     if !installed {
-        println!("python    creating {} (pip install -e sdk/python)…", venv.display());
-        let made = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().await?;
-        anyhow::ensure!(
-            made.success(),
-            "python3 -m venv failed (Debian: apt-get install python3-venv)"
-        );
-        let pip = Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check", "-e"])
-            .arg(root().join("sdk/python"))
-            .status()
-            .await?;
-        anyhow::ensure!(pip.success(), "pip install -e sdk/python failed");
+        let sdk = root().join("sdk/python");
+        make_venv(&venv, "python", &["-e".as_ref(), sdk.as_os_str()]).await?;
     }
     Ok(python)
+}
+
+/// Makes the virtual environment `venv` and installs into it what `pip install` is given;
+/// `part` names the benchmark that needs it, in what is printed.
+pub async fn make_venv(venv: &Path, part: &str, install: &[&OsStr]) -> anyhow::Result<()> {
+    let what = install.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ");
+    println!("{part:<9} creating {} (pip install {what})…", venv.display());
+    let made = Command::new("python3").arg("-m").arg("venv").arg(venv).status().await?;
+    anyhow::ensure!(
+        made.success(),
+        "python3 -m venv failed (Debian: apt-get install python3-venv)"
+    );
+    let pip = Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .args(install)
+        .status()
+        .await?;
+    anyhow::ensure!(pip.success(), "pip install {what} failed");
+    Ok(())
 }
 
 /// The arguments of `python -m botline.bot` for the benchmark's NOOP bot, with `args` (its name,
