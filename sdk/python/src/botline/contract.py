@@ -245,8 +245,15 @@ def dumps(value: Any) -> str:
 def encode_events(bot: str, events: list[Json]) -> tuple[str, bytes]:
     """The message carrying `events` (1 to `MAX_BATCH`) and its routing key: the event itself for
     one, `bot.events` for several."""
+    return frame_events(bot, [(str(e["type"]), dumps(e)) for e in events])
+
+
+def frame_events(bot: str, events: list[tuple[str, str]]) -> tuple[str, bytes]:
+    """`encode_events` for events already encoded, each its type and its JSON object (without
+    `v`, as `dumps` writes it): they are framed, not encoded again."""
     if len(events) == 1:
-        (one,) = events
-        return str(one["type"]), dumps({"v": VERSION, **one}).encode()
-    body = {"v": VERSION, "type": EVENTS_TYPE, "bot": bot, "events": events}
-    return EVENTS_TYPE, dumps(body).encode()
+        ((kind, text),) = events
+        return kind, f'{{"v":{VERSION},{text[1:]}'.encode()
+    texts = ",".join(text for _, text in events)
+    head = f'{{"v":{VERSION},"type":"{EVENTS_TYPE}","bot":{dumps(bot)},"events":['
+    return EVENTS_TYPE, f"{head}{texts}]}}".encode()

@@ -366,8 +366,8 @@ class _Pending:
     done: asyncio.Future[None]
     #: When it was queued (the loop's clock).
     queued_at: float
-    #: Its size as JSON, bytes.
-    size: int
+    #: It as JSON, encoded once (its length counts against a message's bytes).
+    text: str
 
 
 class _Runtime:
@@ -800,8 +800,8 @@ class _Runtime:
                 log.error("not sending an event that breaks the contract: %s", error)
                 raise
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        size = len(contract.dumps(event))
-        self.outbox.append(_Pending(event, done, asyncio.get_running_loop().time(), size))
+        text = contract.dumps(event)
+        self.outbox.append(_Pending(event, done, asyncio.get_running_loop().time(), text))
         self.wake.set()
         return done
 
@@ -823,8 +823,9 @@ class _Runtime:
             if wait > 0:
                 await asyncio.sleep(wait)
                 continue
-            key, body = contract.encode_events(
-                self.name, implied_acceptances_dropped([p.event for p in batch])
+            kept = {id(event) for event in implied_acceptances_dropped([p.event for p in batch])}
+            key, body = contract.frame_events(
+                self.name, [(p.event["type"], p.text) for p in batch if id(p.event) in kept]
             )
             message = aio_pika.Message(
                 body,
@@ -885,7 +886,7 @@ def _next_batch(outbox: deque[_Pending]) -> list[_Pending]:
     batch: list[_Pending] = []
     size = 0
     for pending in outbox:
-        size += pending.size
+        size += len(pending.text)
         if batch and (len(batch) >= BATCH_EVENTS or size > BATCH_BYTES):
             break
         batch.append(pending)
