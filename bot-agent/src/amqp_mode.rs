@@ -95,6 +95,7 @@ pub(crate) async fn run(
         topology,
         prefetch,
         max_failures: broker_config::amqp::DEFAULT_MAX_FAILURES,
+        hearing: None,
     };
     // What has been delivered is handled at once; a batch is never waited for.
     consume_batches(spec, usize::from(prefetch), Duration::ZERO, shutdown.clone(), |messages| {

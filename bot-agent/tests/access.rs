@@ -57,6 +57,7 @@ async fn an_agent_works_as_its_own_least_privilege_user() {
         topology: Topology::core(),
         prefetch: 50,
         max_failures: broker_config::amqp::DEFAULT_MAX_FAILURES,
+        hearing: None,
     };
     tokio::spawn(consume(spec, plumbing.clone(), move |message| {
         // One event, or several of one bot in a `bot.events` message.

@@ -14,6 +14,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use futures_util::{FutureExt as _, StreamExt as _};
 use lapin::Confirmation;
 use lapin::message::Delivery;
@@ -71,12 +72,34 @@ impl Default for Backoff {
 /// of the URL's `cacertfile` parameter or else the system's roots, and presenting the client
 /// certificate of `certfile` and `keyfile` when given (see [`crate::tls`]). Errors never show
 /// the URL's password.
+///
+/// An attempt that gets no answer within [`BROKER_TIMEOUT`] fails (a broker in the middle of
+/// starting or stopping can accept the TCP connection and never finish the handshake).
 pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> {
     let endpoint = Endpoint::parse(url)?;
     let properties = ConnectionProperties::default().with_connection_name(name.into());
     tracing::debug!(connection = name, url = %redact_url(url), tls = endpoint.is_tls(), "connecting to RabbitMQ");
-    endpoint.connect(properties).await
+    match tokio::time::timeout(BROKER_TIMEOUT, endpoint.connect(properties)).await {
+        Ok(connected) => connected,
+        Err(_elapsed) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("RabbitMQ did not finish the handshake within {BROKER_TIMEOUT:?}"),
+        )
+        .into()),
+    }
 }
+
+/// How long a connection attempt, the opening of a consumer (channel, topology, subscription)
+/// or the settling of a consumed batch may wait on the broker before it counts as lost. lapin
+/// resolves most operations on a connection that fails with an error, but not every one: an
+/// acknowledgement sent as the broker closes the connection was seen to wait forever, and with
+/// it the consumer, deaf to its queue until the program restarted.
+pub const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a consumer waits for the broker to take the acknowledgements (and the dead letters
+/// or retried copies) of one batch: settling is a few frames, and a consumer stuck on it hears
+/// nothing, so the bound is shorter than [`BROKER_TIMEOUT`].
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Checks, without connecting, that `url` is a broker URL and that its TLS files make a TLS
 /// configuration: for programs that retry connecting, so a mistake stops them at once.
@@ -368,6 +391,30 @@ pub enum Decision {
     Requeue,
 }
 
+/// Whether a consumer hears its queue, and since when: [`consume_batches`] marks it deaf while it
+/// has no subscription (connecting, reconnecting after the broker went away) and hearing from the
+/// moment it consumes again. For whoever judges by what the queue would have told: while the
+/// consumer was deaf, what was published meanwhile is still in the queue, unread, so silence
+/// means nothing until it has heard for a while. Clones share the state.
+#[derive(Debug, Clone)]
+pub struct Hearing(Arc<std::sync::Mutex<Option<DateTime<Utc>>>>);
+
+impl Hearing {
+    /// Hearing since `at` (a program that judges from its start, before its consumer subscribes).
+    pub fn since(at: DateTime<Utc>) -> Hearing {
+        Hearing(Arc::new(std::sync::Mutex::new(Some(at))))
+    }
+
+    /// Since when the consumer has heard its queue without a break; `None` while it is deaf.
+    pub fn heard_since(&self) -> Option<DateTime<Utc>> {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set(&self, since: Option<DateTime<Utc>>) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = since;
+    }
+}
+
 /// How to consume one queue.
 #[derive(Debug, Clone)]
 pub struct ConsumerSpec {
@@ -385,6 +432,9 @@ pub struct ConsumerSpec {
     /// dead-lettered: [`DEFAULT_MAX_FAILURES`] unless configured; 1 dead-letters at the first
     /// failure (0 counts as 1).
     pub max_failures: u32,
+    /// Told when the consumer loses its subscription and when it consumes again, if anyone
+    /// listens.
+    pub hearing: Option<Hearing>,
 }
 
 /// Consumes `spec.queue` until `shutdown` fires, handing each message to `handler` in order and
@@ -440,13 +490,21 @@ pub async fn consume_batches<H, F>(
 {
     let batching = Batching { max_batch: max_batch.max(1), max_wait };
     let mut backoff = Backoff::default();
+    let deaf = || {
+        if let Some(hearing) = &spec.hearing {
+            hearing.set(None);
+        }
+    };
+    deaf();
     while let Some(connection) = connect_with_retry(&spec.url, &spec.name, &shutdown).await {
         let consumed =
             consume_batches_on(&connection, &spec, batching, &shutdown, &mut handler, &mut backoff)
                 .await;
+        deaf();
         match consumed {
             Ok(()) => {
-                let _ = connection.close(200, "shutting down".into()).await;
+                let closing = connection.close(200, "shutting down".into());
+                let _ = tokio::time::timeout(BROKER_TIMEOUT, closing).await;
                 return;
             }
             Err(reason) => {
@@ -486,8 +544,14 @@ where
     H: FnMut(Vec<Message>) -> F,
     F: Future<Output = Vec<Decision>>,
 {
-    let (channel, mut consumer) = open_consumer(connection, spec).await?;
+    let (channel, mut consumer) =
+        tokio::time::timeout(BROKER_TIMEOUT, open_consumer(connection, spec)).await.map_err(
+            |_| format!("the broker did not open the consumer within {BROKER_TIMEOUT:?}"),
+        )??;
     tracing::info!(queue = %spec.queue, consumer = %spec.name, max_batch = batching.max_batch, max_failures = spec.max_failures, "consuming");
+    if let Some(hearing) = &spec.hearing {
+        hearing.set(Some(Utc::now()));
+    }
     backoff.reset();
     // Retried copies are published as this user: RabbitMQ vouches for it, so a copy is told
     // from a message someone else made look like one.
@@ -515,7 +579,17 @@ where
         }
         let messages: Vec<Message> = batch.iter().map(|r| r.message.clone()).collect();
         let decisions = handle(handler, messages).await;
-        let sent_back = settle(&channel, spec, own_user.as_deref(), &batch, decisions).await?;
+        if !channel.status().connected() {
+            // Lost while the batch was handled: it comes back, to be handled again (what
+            // consumers do is idempotent); acknowledging on a dead channel could wait forever.
+            return Err("the channel closed while a batch was handled".into());
+        }
+        let settling = settle(&channel, spec, own_user.as_deref(), &batch, decisions);
+        let sent_back = tokio::time::timeout(SETTLE_TIMEOUT, settling).await.map_err(|_| {
+            format!(
+                "the broker did not take the batch's acknowledgements within {SETTLE_TIMEOUT:?}"
+            )
+        })??;
         if sent_back {
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),

@@ -92,6 +92,7 @@ impl World {
             topology: Topology::core(),
             prefetch: 10,
             max_failures: broker_config::amqp::DEFAULT_MAX_FAILURES,
+            hearing: None,
         };
         tokio::spawn(consume(spec, shutdown.clone(), move |message| {
             let _ = tx.send(message);
@@ -334,6 +335,7 @@ async fn consumers_dead_letter_with_their_reason_under_their_own_users() {
         topology: Topology::bot(&world.a).passive(),
         prefetch: 1,
         max_failures: broker_config::amqp::DEFAULT_MAX_FAILURES,
+        hearing: None,
     };
     tokio::spawn(consume(spec, shutdown.clone(), |_| async {
         Decision::DeadLetter("malformed command".into())
@@ -345,6 +347,7 @@ async fn consumers_dead_letter_with_their_reason_under_their_own_users() {
         topology: Topology::core(),
         prefetch: 1,
         max_failures: broker_config::amqp::DEFAULT_MAX_FAILURES,
+        hearing: None,
     };
     tokio::spawn(consume(events, shutdown.clone(), |_| async {
         Decision::DeadLetter("malformed event".into())
@@ -558,6 +561,7 @@ async fn a_retried_event_keeps_its_sender_and_no_bot_can_forge_one() {
         topology: Topology::core(),
         prefetch: 10,
         max_failures: 3,
+        hearing: None,
     };
     tokio::spawn(consume(spec, shutdown.clone(), move |message: Message| {
         let retry = message.data == b"retry me" && message.failures == 0;

@@ -25,6 +25,7 @@ fn spec(vhost: &TestVhost) -> ConsumerSpec {
         topology: Topology::bot(&bot()),
         prefetch: 50,
         max_failures: broker_config::amqp::DEFAULT_MAX_FAILURES,
+        hearing: None,
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use broker_config::amqp::{self, Publisher};
+use broker_config::amqp::{self, Hearing, Publisher};
 use broker_config::testing::TestVhost;
 use broker_config::topology::{self, DEAD_LETTER_QUEUE, QueueType, TASKS_EXCHANGE};
 use broker_config::{BotName, ConsumerSpec, Decision, Published, Topology, consume};
@@ -38,6 +38,7 @@ fn spawn_consumer(
         topology: Topology::bot(&bot()),
         prefetch: 10,
         max_failures: broker_config::amqp::DEFAULT_MAX_FAILURES,
+        hearing: None,
     };
     tokio::spawn(consume(spec, shutdown.clone(), move |message| {
         let _ = tx.send((message.data, message.redelivered));
@@ -220,6 +221,7 @@ async fn quorum_queues_carry_offers_and_dead_letter_like_classic_ones() {
         topology: quorum(Topology::bot(&bot())),
         prefetch: 10,
         max_failures: broker_config::amqp::DEFAULT_MAX_FAILURES,
+        hearing: None,
     };
     tokio::spawn(consume(spec, shutdown.clone(), move |message| {
         let _ = tx.send(message.data.clone());
@@ -249,4 +251,54 @@ fn the_committed_definitions_file_matches_the_code() {
         committed, generated,
         "broker-config/definitions.json is stale: run `cargo run -p broker-config > broker-config/definitions.json`"
     );
+}
+
+/// Waits (20 s at most) until `hearing` says what `wanted` accepts; what it said last.
+async fn until_hearing(
+    hearing: &Hearing,
+    wanted: impl Fn(Option<chrono::DateTime<chrono::Utc>>) -> bool,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = hearing.heard_since();
+        if wanted(now) {
+            return now;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "hearing still says {now:?} after 20 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_consumer_is_deaf_without_a_subscription_and_hears_from_each_one() {
+    let vhost = TestVhost::create("hearing").await.unwrap();
+    let shutdown = CancellationToken::new();
+    let began = chrono::Utc::now();
+    let spec = |url: String, hearing: &Hearing| ConsumerSpec {
+        url,
+        name: "test-hearing".into(),
+        queue: topology::bot_queue(&bot()),
+        topology: Topology::bot(&bot()),
+        prefetch: 10,
+        max_failures: broker_config::amqp::DEFAULT_MAX_FAILURES,
+        hearing: Some(hearing.clone()),
+    };
+    let ack = |_| async { Decision::Ack };
+
+    // Nothing listens on port 1: it never subscribes, and is deaf from its first attempt.
+    let unreachable = Hearing::since(began);
+    let url = "amqp://guest:guest@127.0.0.1:1/%2f".to_owned();
+    tokio::spawn(consume(spec(url, &unreachable), shutdown.clone(), ack));
+    until_hearing(&unreachable, |since| since.is_none()).await;
+
+    let hearing = Hearing::since(began - chrono::Duration::hours(1));
+    tokio::spawn(consume(spec(vhost.amqp_url(), &hearing), shutdown.clone(), ack));
+    let first = until_hearing(&hearing, |since| since.is_some_and(|at| at >= began)).await;
+    let first = first.unwrap();
+    let closed_at = chrono::Utc::now();
+    assert!(vhost.close_connections(1).await.unwrap() >= 1);
+    // Subscribed again: it hears from then, not from its first subscription.
+    let again = until_hearing(&hearing, |since| since.is_some_and(|at| at > first)).await;
+    assert!(again.unwrap() >= closed_at, "{again:?} is after the connection was closed");
+    shutdown.cancel();
 }

@@ -48,6 +48,7 @@ async fn a_publisher_and_a_consumer_round_trip_a_message_over_amqps() {
         topology: Topology::bot(&bot()),
         prefetch: 1,
         max_failures: broker_config::amqp::DEFAULT_MAX_FAILURES,
+        hearing: None,
     };
     tokio::spawn(consume(spec, shutdown.clone(), move |message| {
         let _ = tx.send(message.data);

@@ -112,6 +112,7 @@ impl ScriptedBot {
             topology: Topology::bot(&name).with_queue_type(queue_type),
             prefetch: 10,
             max_failures: broker_config::amqp::DEFAULT_MAX_FAILURES,
+            hearing: None,
         };
         let deliveries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counted = deliveries.clone();
@@ -456,6 +457,38 @@ async fn a_rejected_or_ignored_offer_goes_to_the_next_bot(backend: Backend) {
         (&json!(3), &json!(0)),
         "rejects and ignores use no attempts"
     );
+}
+
+/// The broker went away (every connection closed) after an offer: whatever the bot answered
+/// meanwhile waits in the events queue, so the offer does not expire until the event consumer has
+/// heard for a whole offer timeout since it came back, however old the offer is.
+async fn an_offer_expires_only_once_the_consumer_has_heard_for_its_timeout(backend: Backend) {
+    const TIMEOUT: Duration = Duration::from_secs(600);
+    // The sweeps never reach the timeout: the test gives the times itself.
+    let app = TestApp::spawn_with(backend, |config| config.offer_timeout = TIMEOUT).await;
+    let mut bot = ScriptedBot::online(&app, "far-away", &[System::NOOP]).await;
+    let id = create(&app, noop("answered while nobody listened")).await;
+    let offer = bot.next_offer().await;
+    let hearing = app.pipeline.hearing();
+    let before = hearing.heard_since().expect("the consumer hears");
+    assert!(app.vhost.close_connections(4).await.unwrap() >= 4);
+    wait_until!(
+        "the event consumer subscribed again",
+        hearing.heard_since().is_some_and(|since| since > before)
+    );
+    let heard_since = hearing.heard_since().unwrap();
+    let timeout = chrono::Duration::from_std(TIMEOUT).unwrap();
+    let expired = offer.offer_expires_at + chrono::Duration::milliseconds(1);
+    assert!(heard_since + timeout > expired, "it came back after the offer was made");
+    assert_eq!(
+        app.pipeline.expire_offers(expired).await.unwrap(),
+        0,
+        "past the offer's expiry, but the consumer has not heard for a whole timeout"
+    );
+    assert_eq!(task_status(&app, &id).await, "ASSIGNED");
+    let heard_enough = heard_since + timeout + chrono::Duration::milliseconds(1);
+    assert_eq!(app.pipeline.expire_offers(heard_enough).await.unwrap(), 1);
+    assert_eq!(history(&app, &id).await, ["created", "assigned", "offer_expired"]);
 }
 
 async fn bot_row(app: &TestApp, name: &str) -> Value {
@@ -1229,6 +1262,7 @@ on_every_backend!(
     with_quorum_queues_a_task_flows_the_same,
     oldest_first_by_priority_and_only_to_capable_bots,
     a_rejected_or_ignored_offer_goes_to_the_next_bot,
+    an_offer_expires_only_once_the_consumer_has_heard_for_its_timeout,
     a_lost_bot_s_task_resumes_elsewhere_and_its_late_events_change_nothing,
     a_bot_with_slots_holds_as_many_tasks_and_each_is_fenced,
     a_lost_bot_with_slots_gives_back_every_task_once,

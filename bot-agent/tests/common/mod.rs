@@ -58,6 +58,7 @@ impl Harness {
             topology: Topology::core(),
             prefetch: 50,
             max_failures: broker_config::amqp::DEFAULT_MAX_FAILURES,
+            hearing: None,
         };
         tokio::spawn(consume(spec, plumbing.clone(), move |message| {
             // One event, or several in one `bot.events` message.

@@ -63,6 +63,7 @@ pub async fn run_etl(
         topology,
         prefetch: PREFETCH,
         max_failures: settings.max_failures,
+        hearing: None,
     };
     consume_batches(spec, MAX_BATCH, MAX_WAIT, shutdown, move |messages: Vec<Message>| {
         let db = db.clone();

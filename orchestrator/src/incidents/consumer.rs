@@ -29,6 +29,7 @@ impl Incidents {
             // Reports are counted one at a time, in order; a few ahead hide the round trip.
             prefetch: 16,
             max_failures,
+            hearing: None,
         };
         let engine = self.clone();
         broker_config::consume(spec, shutdown, move |message| {

@@ -684,10 +684,15 @@ impl Pipeline {
     /// Takes back every offer whose bot did not answer in time; the task is offered again,
     /// to another bot first. Returns how many.
     pub async fn expire_offers(&self, now: DateTime<Utc>) -> Result<usize, ApiError> {
-        // Right after a start, an answer to an old offer may still be queued: read it first.
-        let timeout = chrono::Duration::from_std(self.settings.offer_timeout)
-            .unwrap_or(chrono::Duration::MAX);
-        if self.started.checked_add_signed(timeout).is_none_or(|settled| now < settled) {
+        // An answer sent while the event consumer could not hear (right after a start, or the
+        // broker restarting) is still queued, unread: no offer expires until the consumer has
+        // heard for a whole offer timeout, so it is read first. A bot that took an offer while
+        // the broker went away would otherwise run it while it is offered again, and turn the
+        // next offer down as busy.
+        let Some(heard_since) = self.hearing.heard_since() else {
+            return Ok(0);
+        };
+        if crate::clock::after(heard_since, self.settings.offer_timeout) > now {
             return Ok(0);
         }
         let expired = task::Entity::find()
@@ -858,11 +863,21 @@ impl Pipeline {
             )
             .all(&self.db)
             .await?;
+        // Heartbeats sent while the event consumer could not hear (no orchestrator ran, or the
+        // broker was away) are queued, not yet read: a bot on the broker counts as seen when it
+        // began to hear again, and none is judged while it does not. An HTTP bot's heartbeats
+        // come by the API: counted from this orchestrator's start.
+        let heard_since = self.hearing.heard_since();
         let mut lost = 0;
         for bot in live {
-            // Heartbeats sent while no orchestrator ran are queued, not yet read: count every bot
-            // seen when this one started.
-            let last_seen = bot.last_heartbeat_at.unwrap_or(bot.updated_at).max(self.started);
+            let since = match bot.delivery {
+                Delivery::Http => self.started,
+                Delivery::Amqp => match heard_since {
+                    Some(since) => since,
+                    None => continue,
+                },
+            };
+            let last_seen = bot.last_heartbeat_at.unwrap_or(bot.updated_at).max(since);
             if !rules::is_silent(
                 last_seen,
                 now,

@@ -80,6 +80,7 @@ impl Pipeline {
             topology: self.settings.topology(),
             prefetch: self.settings.events_prefetch,
             max_failures: self.settings.max_message_failures,
+            hearing: Some(self.hearing.clone()),
         };
         let max_batch = usize::from(self.settings.events_prefetch);
         let senders = self.settings.event_senders;

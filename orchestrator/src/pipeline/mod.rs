@@ -149,6 +149,10 @@ pub struct Pipeline {
     /// When this pipeline started: the sweeps judge nobody by what happened before it (what bots
     /// reported while no orchestrator ran is still queued, unread).
     started: chrono::DateTime<chrono::Utc>,
+    /// Whether the event consumer hears the events queue, and since when: while it does not
+    /// (the broker restarting, this orchestrator starting), bots' answers and heartbeats wait in
+    /// the queue, so the sweeps do not take their silence for one.
+    hearing: broker_config::amqp::Hearing,
 }
 
 impl Pipeline {
@@ -180,7 +184,13 @@ impl Pipeline {
             told_to_stop: Default::default(),
             unmentioned: Default::default(),
             started,
+            hearing: broker_config::amqp::Hearing::since(started),
         })
+    }
+
+    /// Whether the event consumer hears the events queue, and since when.
+    pub fn hearing(&self) -> &broker_config::amqp::Hearing {
+        &self.hearing
     }
 
     /// Asks the dispatcher to run now (a task was created, a bot became free or came online).
