@@ -336,6 +336,11 @@ impl Publisher {
 /// reason, comes first.
 pub const DEFAULT_MAX_FAILURES: u32 = 10;
 
+/// The counter of messages consumers dead-lettered (confirmed by the broker), labelled with
+/// the queue they came from: the `metrics` facade's, exported by whichever recorder the program
+/// installs (none: nothing is counted).
+pub const DEAD_LETTERED_METRIC: &str = "botline_dead_lettered_total";
+
 /// Header of a dead letter: why it was dead-lettered.
 pub const REASON_HEADER: &str = "x-botline-reason";
 /// Header of a dead letter: the queue it was consumed from.
@@ -657,19 +662,22 @@ async fn settle(
                 sent_back = true;
                 continue;
             }
-            Decision::DeadLetter(reason) => dead_letter(spec, message, &reason, message.failures),
+            Decision::DeadLetter(reason) => {
+                (true, dead_letter(spec, message, &reason, message.failures))
+            }
             Decision::Retry(reason) => {
                 let failures = message.failures.saturating_add(1);
                 if failures >= max_failures {
                     let reason = format!("failed {failures} times: {reason}");
-                    dead_letter(spec, message, &reason, failures)
+                    (true, dead_letter(spec, message, &reason, failures))
                 } else {
                     tracing::warn!(queue = %spec.queue, routing_key = %message.routing_key, failures, max_failures, %reason, "message failed; retrying it later");
                     sent_back = true;
-                    retry_copy(spec, received, own_user, failures, &reason)
+                    (false, retry_copy(spec, received, own_user, failures, &reason))
                 }
             }
         };
+        let (dead, publish) = publish;
         let Outgoing { exchange, routing_key, mandatory, properties } = publish;
         let options = BasicPublishOptions { mandatory, ..Default::default() };
         let confirm = channel
@@ -682,11 +690,17 @@ async fn settle(
             )
             .await
             .map_err(|e| e.to_string())?;
-        confirms.push((index, confirm));
+        confirms.push((index, dead, confirm));
     }
-    for (index, confirm) in confirms {
+    for (index, dead, confirm) in confirms {
         match confirm.await.map_err(|e| e.to_string())? {
-            Confirmation::Ack(None) => settled[index] = true,
+            Confirmation::Ack(None) => {
+                settled[index] = true;
+                if dead {
+                    metrics::counter!(DEAD_LETTERED_METRIC, "queue" => spec.queue.clone())
+                        .increment(1);
+                }
+            }
             Confirmation::Ack(Some(_returned)) => {
                 tracing::warn!(queue = %spec.queue, "a retried copy was routed nowhere; the message goes back to the queue");
                 sent_back = true;

@@ -399,6 +399,22 @@ impl Event {
         }
     }
 
+    /// When the bot sent it.
+    pub fn at(&self) -> DateTime<Utc> {
+        match self {
+            Event::TaskAccepted { at, .. }
+            | Event::TaskRejected { at, .. }
+            | Event::TaskProgress { at, .. }
+            | Event::TaskCompleted { at, .. }
+            | Event::TaskFailed { at, .. }
+            | Event::TaskReleased { at, .. }
+            | Event::BotOnline { at, .. }
+            | Event::BotHeartbeat { at, .. }
+            | Event::BotStatusChanged { at, .. }
+            | Event::BotOffline { at, .. } => *at,
+        }
+    }
+
     /// The task and attempt it is about, for task events.
     pub fn task(&self) -> Option<TaskRef> {
         match self {

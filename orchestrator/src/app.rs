@@ -140,7 +140,9 @@ impl Orchestrator {
         let shutdown = self.shutdown.clone();
         let pipeline = self.state.pipeline.clone();
         let topology = pipeline.settings.topology();
+        crate::metrics::install();
         let mut loops = Loops::default();
+        loops.spawn(METRICS_UPKEEP, crate::metrics::keep_up(shutdown.clone()));
         loops.spawn(DISPATCHER, pipeline.clone().run_dispatcher(shutdown.clone()));
         loops.spawn(
             EVENT_CONSUMER,
@@ -219,6 +221,8 @@ impl Orchestrator {
 /// The loops [`Orchestrator::serve`] runs beside the API, by the names errors, logs and the
 /// [`failpoint::END_LOOP`] failpoint know them by.
 pub const DISPATCHER: &str = "dispatcher";
+/// The upkeep of the metrics' histograms ([`crate::metrics`]).
+pub const METRICS_UPKEEP: &str = "metrics-upkeep";
 /// The consumer of bots' events (`botline.orchestrator.events`).
 pub const EVENT_CONSUMER: &str = "event-consumer";
 /// The incident engine's timer (escalation, resolution).

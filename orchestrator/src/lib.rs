@@ -41,6 +41,7 @@ pub mod failpoint;
 pub mod failure;
 pub mod http;
 pub mod incidents;
+pub mod metrics;
 pub mod pagination;
 pub mod pipeline;
 pub mod startup;

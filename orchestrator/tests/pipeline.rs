@@ -301,6 +301,93 @@ async fn a_task_flows_through_a_bot(backend: Backend) {
     assert_eq!(kinds.iter().filter(|k| *k == "completed").count(), 1, "{kinds:?}");
 }
 
+/// `GET /metrics`, parsed by a Prometheus text-format parser.
+async fn scrape(app: &TestApp) -> prometheus_parse::Scrape {
+    let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let kind = response.headers()[reqwest::header::CONTENT_TYPE].to_str().unwrap().to_owned();
+    assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
+    let text = response.text().await.unwrap();
+    prometheus_parse::Scrape::parse(text.lines().map(|line| Ok(line.to_owned()))).unwrap()
+}
+
+/// The value of `metric` summed over the series whose labels include `labels` (a histogram's:
+/// its count); 0 when there is none.
+fn metric(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    use prometheus_parse::Value;
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric || s.metric == metric.trim_end_matches("_total"))
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            Value::Histogram(buckets) => {
+                buckets.iter().find(|b| b.less_than.is_infinite()).map_or(0.0, |b| b.count)
+            }
+            Value::Summary(_) => 0.0,
+        })
+        .sum()
+}
+
+/// A task through a bot and a malformed event move the metrics: the gauges read from the
+/// database, and what was counted on the way (offers, wait and run times, the bot's runs, the
+/// event batches, the HTTP request, the dead letter). Counters are compared before and after:
+/// they belong to the process.
+async fn metrics_follow_a_task_through_a_bot(backend: Backend) {
+    let app = spawn(backend).await;
+    let before = scrape(&app).await;
+    let of_noop = [("system", "NOOP")];
+    assert_eq!(metric(&before, "botline_tasks", &of_noop), 0.0, "no task yet");
+    let mut bot = ScriptedBot::online(&app, "measured", &[System::NOOP]).await;
+    let id = create(&app, noop("counted")).await;
+    let offer = bot.next_offer().await;
+    let waiting = scrape(&app).await;
+    assert_eq!(metric(&waiting, "botline_tasks", &[("status", "ASSIGNED"), of_noop[0]]), 1.0);
+    assert_eq!(metric(&waiting, "botline_tasks", &[("status", "WAITING"), of_noop[0]]), 0.0);
+    assert_eq!(metric(&waiting, "botline_bots", &[("status", "BUSY")]), 1.0);
+    bot.accept(offer.task).await;
+    bot.complete(offer.task, vec![]).await;
+    wait_status(&app, &id, "COMPLETE").await;
+    let shutdown = CancellationToken::new();
+    let raw = Publisher::new(
+        app.vhost.amqp_url(),
+        "garbage",
+        Topology::core(),
+        Duration::from_secs(10),
+        shutdown.clone(),
+    );
+    raw.publish(EVENTS_EXCHANGE, "task.completed", b"not json", false).await.unwrap();
+    app.dead_letter_reasons(1).await;
+
+    let after = scrape(&app).await;
+    let moved = |name: &str, labels: &[(&str, &str)]| {
+        metric(&after, name, labels) - metric(&before, name, labels)
+    };
+    assert_eq!(metric(&after, "botline_tasks", &[("status", "COMPLETE"), of_noop[0]]), 1.0);
+    assert_eq!(metric(&after, "botline_tasks", &[("status", "ASSIGNED"), of_noop[0]]), 0.0);
+    assert_eq!(metric(&after, "botline_bots", &[("status", "AVAILABLE")]), 1.0);
+    assert_eq!(metric(&after, "botline_incidents_open", &[]), 0.0);
+    assert_eq!(moved("botline_task_events_total", &[("kind", "assigned")]), 1.0);
+    assert_eq!(moved("botline_task_events_total", &[("kind", "completed")]), 1.0);
+    assert_eq!(moved("botline_task_wait_seconds", &of_noop), 1.0);
+    assert_eq!(moved("botline_task_run_seconds", &[of_noop[0], ("outcome", "completed")]), 1.0);
+    assert_eq!(
+        moved("botline_bot_runs_total", &[("bot", "measured"), ("outcome", "completed")]),
+        1.0
+    );
+    assert!(moved("botline_event_batch_size", &[]) >= 1.0);
+    assert!(moved("botline_event_lag_seconds", &[]) >= 3.0, "online, accepted, completed at least");
+    let created = [("route", "/api/v1/tasks"), ("method", "POST"), ("status", "201")];
+    assert_eq!(moved("botline_http_requests_total", &created), 1.0);
+    assert_eq!(moved("botline_http_request_duration_seconds", &created[..2]), 1.0);
+    let one_task = [("route", "/api/v1/tasks/:id"), ("method", "GET")];
+    assert!(moved("botline_http_requests_total", &one_task) >= 1.0, "by route, not by id");
+    let dead = [("queue", "botline.orchestrator.events")];
+    assert_eq!(moved("botline_dead_lettered_total", &dead), 1.0);
+    shutdown.cancel();
+}
+
 /// Tasks created in one bulk request are offered in the order given; a bot that answers each
 /// offer at once (accepted and completed back to back, so they are often applied in one batch
 /// together with the next offer) leaves every task a whole history, in order.
@@ -1257,6 +1344,7 @@ async fn an_event_that_always_fails_ends_dead_after_the_limit_on_a_quorum_queue(
 
 on_every_backend!(
     a_task_flows_through_a_bot,
+    metrics_follow_a_task_through_a_bot,
     bulk_tasks_run_in_the_order_given_with_whole_histories,
     a_repeated_bot_online_keeps_the_bot_s_task_and_a_restart_takes_it_back,
     with_quorum_queues_a_task_flows_the_same,

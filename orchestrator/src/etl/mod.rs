@@ -67,7 +67,11 @@ pub async fn run_etl(
     };
     consume_batches(spec, MAX_BATCH, MAX_WAIT, shutdown, move |messages: Vec<Message>| {
         let db = db.clone();
-        async move { load::load_batch(&db, settings, &messages).await }
+        async move {
+            let decisions = load::load_batch(&db, settings, &messages).await;
+            crate::metrics::etl_records(&decisions);
+            decisions
+        }
     })
     .await;
 }

@@ -63,6 +63,7 @@ pub fn router(state: AppState) -> Router {
     let protected = Router::new()
         .route("/api/v1/openapi.json", get(openapi::openapi_json))
         .route("/api/v1/events", get(live::events))
+        .route("/metrics", get(metrics))
         .nest(
             "/api/v1",
             bots::router()
@@ -78,6 +79,8 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.access.clone(), auth::require_caller));
     public
         .merge(protected)
+        // Inside the routing, so each request is counted under the route it matched.
+        .layer(axum::middleware::from_fn(measure))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(
             TraceLayer::new_for_http()
@@ -90,6 +93,47 @@ pub fn router(state: AppState) -> Router {
         // none), and refusals carry the CORS headers the page needs to read them.
         .layer(cors(&state.cors_origins))
         .with_state(auth::Guarded::new(state))
+}
+
+/// Prometheus metrics in the text format, for any caller (the read token included): see
+/// [`crate::metrics`].
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text format 0.0.4: tasks by status and system, bots by status, offers, wait and run times, HTTP requests, dead letters…", content_type = "text/plain", body = String)))]
+pub(crate) async fn metrics(
+    auth::AnyCaller(state): auth::AnyCaller,
+) -> Result<impl axum::response::IntoResponse, ApiError> {
+    let text = crate::metrics::render(&state.db).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text))
+}
+
+/// Counts a request under the route it matched (`/api/v1/tasks/:id`, never the id; `unmatched`
+/// when none did), its method and status, and times it. A parameter is written `:id`, not as
+/// axum declares it (`{id}`): braces in a label value trip simple text-format parsers.
+async fn measure(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| route_label(path.as_str()));
+    let method = request.method().as_str().to_owned();
+    let began = std::time::Instant::now();
+    let response = next.run(request).await;
+    crate::metrics::http_request(route, method, response.status().as_u16(), began.elapsed());
+    response
+}
+
+/// `/tasks/{id}/events` as `/tasks/:id/events`.
+fn route_label(template: &str) -> String {
+    template
+        .split('/')
+        .map(|part| match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+            Some(name) => format!(":{name}"),
+            None => part.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// A request's span: method and path only. Never the query string (a client may put a token
@@ -187,4 +231,14 @@ where
         .filter(|s| !s.trim().is_empty())
         .map(|s| s.parse().map_err(|e| ApiError::invalid_parameter(field, e)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn route_labels_name_parameters_without_braces() {
+        assert_eq!(super::route_label("/api/v1/tasks/{id}/events"), "/api/v1/tasks/:id/events");
+        assert_eq!(super::route_label("/api/v1/tasks"), "/api/v1/tasks");
+        assert_eq!(super::route_label("/{*rest}"), "/:*rest");
+    }
 }

@@ -12,7 +12,7 @@ use super::{bots, equipment, health, incidents, live, reports, systems, tasks};
 #[openapi(
     info(title = "Botline API", description = "Submit tasks for automation bots, manage bots, follow tasks to the end."),
     paths(
-        health::healthz, health::readyz, live::events, tasks::task_stats,
+        health::healthz, health::readyz, super::metrics, live::events, tasks::task_stats,
         bots::list_bots, bots::create_bot, bots::get_bot, bots::replace_bot, bots::patch_bot, bots::delete_bot,
         tasks::list_tasks, tasks::create_task, tasks::create_tasks, tasks::get_task, tasks::replace_task, tasks::patch_task,
         tasks::delete_task, tasks::get_attachment, tasks::list_task_events, tasks::cancel_task, tasks::retry_task,

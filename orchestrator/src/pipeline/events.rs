@@ -52,10 +52,35 @@ pub struct Effects {
     bots: Vec<Uuid>,
     /// Tasks that may have failed for good, for the incident engine.
     failed: Vec<Uuid>,
+    /// Wait and run times, recorded once committed.
+    measured: Vec<crate::metrics::Measure>,
 }
 
 fn to_u32(n: i32) -> u32 {
     u32::try_from(n).unwrap_or_default()
+}
+
+/// How long `task` waited, from its creation to a run's start at `now`.
+fn started(task: &task::Model, now: DateTime<Utc>) -> crate::metrics::Measure {
+    let waited = (now - task.created_at).to_std().unwrap_or_default();
+    crate::metrics::Measure::Started { system: task.system.clone(), waited }
+}
+
+/// A run of `task` on `bot` ended at `now`: how long since its first start (a retried task's
+/// earlier runs and waits included).
+fn ended(
+    task: &task::Model,
+    bot: &bot::Model,
+    outcome: &'static str,
+    now: DateTime<Utc>,
+) -> crate::metrics::Measure {
+    let ran = task.started_at.map(|at| (now - at).to_std().unwrap_or_default());
+    crate::metrics::Measure::Ended {
+        system: task.system.clone(),
+        bot: bot.name.clone(),
+        outcome,
+        ran,
+    }
 }
 
 impl Pipeline {
@@ -127,6 +152,11 @@ impl Pipeline {
                     }
                 }
                 let (indexes, events): (Vec<usize>, Vec<Event>) = events.into_iter().unzip();
+                let received = now();
+                crate::metrics::event_batch(
+                    events.len(),
+                    events.iter().map(|event| (received - event.at()).to_std().unwrap_or_default()),
+                );
                 // An oversized report ends its attempt (it would never be read again): a
                 // retryable failure, with the reason.
                 for (failure, result) in oversized.iter().zip(pipeline.handle_events(&oversized).await) {
@@ -233,7 +263,8 @@ impl Pipeline {
     }
 
     async fn carry_out(&self, effects: Effects, now: DateTime<Utc>) {
-        let Effects { offers, pass_again, commands, tasks, bots, failed, .. } = effects;
+        let Effects { offers, pass_again, commands, tasks, bots, failed, measured, .. } = effects;
+        measured.into_iter().for_each(crate::metrics::Measure::record);
         if !failed.is_empty() {
             // Never an error here: the events are applied whatever becomes of the report.
             self.incidents.report_failed_tasks(&failed, now).await;
@@ -391,6 +422,7 @@ impl Pipeline {
             }
             Verdict::Start => {
                 self.start_run(&mut row, &task, now);
+                fx.measured.push(started(&task, now));
                 (EventKind::Accepted, None)
             }
             Verdict::Requeue => {
@@ -404,6 +436,7 @@ impl Pipeline {
                 if task.status == TaskStatus::Assigned {
                     // Reporting rows is working on it: RUNNING, as if accepted.
                     self.start_run(&mut row, &task, now);
+                    fx.measured.push(started(&task, now));
                 }
                 merge_rows(&mut row, &task, rows);
                 (EventKind::Progress, None)
@@ -416,10 +449,12 @@ impl Pipeline {
                 row.status = Set(TaskStatus::Complete);
                 row.finished_at = Set(Some(now));
                 row.error = Set(None);
+                fx.measured.push(ended(&task, &bot, "completed", now));
                 (EventKind::Completed, Some(BotChange::Freed))
             }
             Verdict::RetryLater | Verdict::Fail => {
                 merge_rows(&mut row, &task, rows);
+                fx.measured.push(ended(&task, &bot, "failed", now));
                 let failures = task.failures + 1;
                 row.failures = Set(failures);
                 row.error = Set(extra.as_ref().and_then(Value::as_str).map(str::to_owned));

@@ -58,6 +58,8 @@ impl History {
         detail: Option<Value>,
         at: DateTime<Utc>,
     ) {
+        // Counted as gathered: a transaction that fails and is applied again counts twice.
+        crate::metrics::task_event(kind.as_str());
         self.0.push(task_event::ActiveModel {
             task_id: Set(Some(task_id)),
             bot_id: Set(bot_id),
