@@ -3,19 +3,30 @@
 
 use clap::Parser as _;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
+
+/// The agent's settings, and how it logs.
+#[derive(clap::Parser)]
+#[command(
+    name = "bot-agent",
+    version,
+    about = "Botline bot agent: takes tasks from its RabbitMQ queue (or over HTTP with --http), \
+             runs the automations and reports what happened"
+)]
+struct Cli {
+    #[command(flatten)]
+    config: bot_agent::AgentConfig,
+    #[command(flatten)]
+    log: broker_config::logging::LogArgs,
+}
 
 /// One thread: a bot's tasks mostly wait (on a portal, a service, or a program running as its
 /// own process), so one thread serves all its slots, and its messages need no hand-off between
 /// worker threads (measured with one slot: less CPU per task than the multi-threaded runtime).
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
-    let config = bot_agent::AgentConfig::parse();
+    let Cli { config, log } = Cli::parse();
+    let default = format!("info,{}", broker_config::logging::QUIET_CLIENTS);
+    broker_config::logging::init(log.log_format, &default);
     let shutdown = CancellationToken::new();
     broker_config::signal::stop_on_signals(
         shutdown.clone(),

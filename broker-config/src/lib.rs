@@ -40,6 +40,7 @@ pub mod bot_name;
 pub mod cpe;
 #[cfg(feature = "https")]
 pub mod https;
+pub mod logging;
 pub mod messages;
 pub mod names;
 pub mod push;

@@ -13,12 +13,14 @@ use tokio_util::sync::CancellationToken;
 struct Cli {
     #[command(flatten)]
     config: orchestrator::Config,
+    #[command(flatten)]
+    log: broker_config::logging::LogArgs,
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    orchestrator::startup::init_logging();
-    let Cli { config } = Cli::parse();
+    let Cli { config, log } = Cli::parse();
+    orchestrator::startup::init_logging(log.log_format);
     let shutdown = CancellationToken::new();
     broker_config::signal::stop_on_signals(
         shutdown.clone(),

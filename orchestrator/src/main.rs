@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 struct Cli {
     #[command(flatten)]
     config: Config,
+    #[command(flatten)]
+    log: broker_config::logging::LogArgs,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -70,8 +72,8 @@ fn parse_ratio(text: &str) -> Result<f64, String> {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    orchestrator::startup::init_logging();
     let cli = Cli::parse();
+    orchestrator::startup::init_logging(cli.log.log_format);
     if let Some(Command::Demo) = cli.command {
         eprintln!("error: {DEMO_MOVED}");
         return std::process::ExitCode::from(2);
@@ -95,7 +97,7 @@ const DEMO_MOVED: &str = "`orchestrator demo` has moved to its own program: run 
 const HAND_BACK: &str = "unacknowledged messages go back to their queues, and the offers and runs \
      this orchestrator held are taken back by the sweeps of the next orchestrator";
 
-async fn run(Cli { config, command }: Cli) -> anyhow::Result<()> {
+async fn run(Cli { config, command, .. }: Cli) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     broker_config::signal::stop_on_signals(shutdown.clone(), HAND_BACK);
     match command.unwrap_or(Command::Serve) {

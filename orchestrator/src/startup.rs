@@ -9,16 +9,11 @@ use sea_orm::{DatabaseConnection, DbErr};
 use crate::config::redact;
 use crate::http::auth::AccessError;
 
-/// Logs to standard error, at `RUST_LOG` or, by default, info with the database and broker
-/// clients' chatter down to warnings.
-pub fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn,sea_orm=warn,lapin=warn".into()),
-        )
-        .init();
+/// Logs to standard error as `format` says, at `RUST_LOG` or, by default, info with the database
+/// and broker clients' chatter left out ([`broker_config::logging`]).
+pub fn init_logging(format: broker_config::logging::LogFormat) {
+    let default = format!("info,{}", broker_config::logging::QUIET_CLIENTS);
+    broker_config::logging::init(format, &default);
 }
 
 /// Why the orchestrator could not start.
@@ -61,12 +56,31 @@ pub enum StartError {
         /// The client's error.
         reason: String,
     },
+    /// The broker answered and refused the URL's user, password or vhost.
+    #[error(
+        "RabbitMQ at {url} refused the connection: {reason}. Check the user, password and vhost of BOTLINE_AMQP_URL (--amqp-url)"
+    )]
+    BrokerRefused {
+        /// The URL, password redacted.
+        url: String,
+        /// The broker's answer.
+        reason: String,
+    },
 }
 
 impl StartError {
-    /// The broker at `url` (redacted here) could not be reached, for `reason`.
+    /// The broker at `url` (redacted here) could not be reached, or refused the connection, for
+    /// `reason`.
     pub fn broker(url: &str, reason: impl ToString) -> StartError {
-        StartError::Broker { url: redact(url), reason: reason.to_string() }
+        let url = redact(url);
+        let reason = reason.to_string();
+        // lapin's text of the broker's answer ends with its own full stop.
+        let trimmed = reason.trim_end_matches('.').to_owned();
+        if reason.contains("ACCESS_REFUSED") || reason.contains("NOT_ALLOWED") {
+            StartError::BrokerRefused { url, reason: trimmed }
+        } else {
+            StartError::Broker { url, reason: trimmed }
+        }
     }
 }
 

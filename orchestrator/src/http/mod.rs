@@ -85,7 +85,8 @@ pub fn router(state: AppState) -> Router {
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                // At DEBUG: a dashboard polling is most of the requests, and would be most of the log.
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
         )
         .layer(axum::middleware::map_response(security_headers))
         .layer(axum::middleware::from_fn(close_after_an_unread_body))
