@@ -162,6 +162,8 @@ test("a CSV task uploaded through the page goes WAITING, RUNNING, COMPLETE live,
   await row.locator(".badge.COMPLETE").waitFor({ timeout: 30000 });
   assert.equal(await page.evaluate(() => window.notReloaded), true, "the page updated itself, no reload");
   assert.match(await page.locator('#counters [data-status="COMPLETE"]').textContent(), /COMPLETE\s*1/);
+  // One row of three was refused: the list says so beside the bar, unlike a clean COMPLETE.
+  assert.equal(await row.locator(".bar.partial .rows-failed").textContent(), "1 failed");
   await page.screenshot({ path: join(SHOTS, "dashboard.png"), fullPage: true });
 
   // The detail: fields, timeline, rows with the rejected one highlighted, the CSV download.

@@ -321,12 +321,16 @@ function offersTitle(task) {
   return `${task.attempt} offer(s), ${task.unanswered_offers} unanswered; ${task.failures} of ${task.max_attempts} runs failed`;
 }
 
+// A CSV task's rows done; those that failed or were refused (a COMPLETE task can hold some) are
+// counted beside the bar, which turns amber, so it does not read as a clean success.
 function progressOf(task) {
   const { done, total } = task.progress;
   if (total === null || total === undefined) return task.status === "COMPLETE" ? "done" : "—";
-  return el("span", { class: "bar" },
+  const failed = Number(task.result?.rows_failed) || 0;
+  return el("span", { class: failed ? "bar partial" : "bar" },
     el("progress", { max: total || 1, value: done, "aria-label": `${done} of ${total} rows` }),
-    el("span", { class: "num" }, `${done}/${total}`));
+    el("span", { class: "num" }, `${done}/${total}`),
+    failed ? el("span", { class: "rows-failed", title: `${failed} of ${total} rows failed or were refused` }, `${failed} failed`) : null);
 }
 
 async function refreshBots() {
