@@ -42,14 +42,13 @@ pub const DEFAULT_EVENT_BATCH_DELAY_MS: u64 = 2;
 /// expiry and a heartbeat interval.
 pub const MAX_EVENT_BATCH_DELAY_MS: u64 = 1000;
 
+/// What `bot-agent --help` says the program is.
+pub const ABOUT: &str = "Botline bot agent: takes tasks from its RabbitMQ queue (or over HTTP \
+                         with --http), runs the automations and reports what happened";
+
 /// How a bot agent runs. `Debug` hides the passwords (the broker URL's and the portal's).
 #[derive(Clone, PartialEq, clap::Parser)]
-#[command(
-    name = "bot-agent",
-    version,
-    about = "Botline bot agent: takes tasks from its RabbitMQ queue (or over HTTP with --http), \
-             runs the automations and reports what happened"
-)]
+#[command(name = "bot-agent", version, about = ABOUT)]
 pub struct AgentConfig {
     /// The bot's name: lowercase letters, digits, '-', '_' and '.'; its queue is
     /// `botline.bot.<name>`.

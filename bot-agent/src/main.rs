@@ -4,14 +4,10 @@
 use clap::Parser as _;
 use tokio_util::sync::CancellationToken;
 
-/// The agent's settings, and how it logs.
+// The agent's settings, and how it logs (a plain comment: a doc comment would become the
+// program's description in --help).
 #[derive(clap::Parser)]
-#[command(
-    name = "bot-agent",
-    version,
-    about = "Botline bot agent: takes tasks from its RabbitMQ queue (or over HTTP with --http), \
-             runs the automations and reports what happened"
-)]
+#[command(name = "bot-agent", version, about = bot_agent::config::ABOUT)]
 struct Cli {
     #[command(flatten)]
     config: bot_agent::AgentConfig,

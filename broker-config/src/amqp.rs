@@ -96,10 +96,10 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> 
 /// it the consumer, deaf to its queue until the program restarted.
 pub const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long a consumer waits for the broker to take the acknowledgements (and the dead letters
-/// or retried copies) of one batch: settling is a few frames, and a consumer stuck on it hears
-/// nothing, so the bound is shorter than [`BROKER_TIMEOUT`].
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a consumer waits for the broker to take the acknowledgements, dead letters and
+/// retried copies of one batch: [`BROKER_TIMEOUT`], as a slow but healthy broker (quorum queues
+/// under load, flow control) may take seconds to confirm, and a batch given up is handled again.
+const SETTLE_TIMEOUT: Duration = BROKER_TIMEOUT;
 
 /// Checks, without connecting, that `url` is a broker URL and that its TLS files make a TLS
 /// configuration: for programs that retry connecting, so a mistake stops them at once.

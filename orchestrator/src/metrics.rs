@@ -158,10 +158,11 @@ impl Measure {
             }
             Measure::Ended { system, bot, outcome, ran } => {
                 if let Some(ran) = ran {
-                    metrics::histogram!(TASK_RUN, "system" => system, "outcome" => outcome)
+                    metrics::histogram!(TASK_RUN, "system" => system.clone(), "outcome" => outcome)
                         .record(ran.as_secs_f64());
                 }
-                metrics::counter!(BOT_RUNS, "bot" => bot, "outcome" => outcome).increment(1);
+                metrics::counter!(BOT_RUNS, "bot" => bot, "system" => system, "outcome" => outcome)
+                    .increment(1);
             }
         }
     }
@@ -169,6 +170,10 @@ impl Measure {
 
 /// One batch of the event consumer: how many events, and how long after their sending.
 pub fn event_batch(events: usize, lags: impl Iterator<Item = Duration>) {
+    if events == 0 {
+        // Every message of the batch was refused before it was read: no events applied.
+        return;
+    }
     #[allow(clippy::cast_precision_loss)] // a batch is at most the prefetch (u16)
     metrics::histogram!(EVENT_BATCH).record(events as f64);
     let lag = metrics::histogram!(EVENT_LAG);

@@ -58,7 +58,7 @@ pub enum StartError {
     },
     /// The broker answered and refused the URL's user, password or vhost.
     #[error(
-        "RabbitMQ at {url} refused the connection: {reason}. Check the user, password and vhost of BOTLINE_AMQP_URL (--amqp-url)"
+        "RabbitMQ at {url} refused the connection: {reason}. Check the user, password and vhost of BOTLINE_AMQP_URL (--amqp-url), and the user's permissions there"
     )]
     BrokerRefused {
         /// The URL, password redacted.

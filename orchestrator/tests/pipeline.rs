@@ -349,6 +349,16 @@ async fn metrics_follow_a_task_through_a_bot(backend: Backend) {
     bot.accept(offer.task).await;
     bot.complete(offer.task, vec![]).await;
     wait_status(&app, &id, "COMPLETE").await;
+    // A run that reports its end without an acceptance (which it implies) counts as a run, and
+    // its wait; its run time is unknown.
+    let second = create(&app, noop("done at once")).await;
+    let offer = bot.next_offer().await;
+    bot.complete(offer.task, vec![]).await;
+    wait_status(&app, &second, "COMPLETE").await;
+    // A method outside HTTP's standard ones is one label, whatever the word.
+    let brew = reqwest::Method::from_bytes(b"BREW").unwrap();
+    let brewed = app.client.request(brew, app.url("/api/v1/tasks")).send().await.unwrap();
+    assert_eq!(brewed.status(), 405);
     let shutdown = CancellationToken::new();
     let raw = Publisher::new(
         app.vhost.amqp_url(),
@@ -364,25 +374,30 @@ async fn metrics_follow_a_task_through_a_bot(backend: Backend) {
     let moved = |name: &str, labels: &[(&str, &str)]| {
         metric(&after, name, labels) - metric(&before, name, labels)
     };
-    assert_eq!(metric(&after, "botline_tasks", &[("status", "COMPLETE"), of_noop[0]]), 1.0);
+    assert_eq!(metric(&after, "botline_tasks", &[("status", "COMPLETE"), of_noop[0]]), 2.0);
     assert_eq!(metric(&after, "botline_tasks", &[("status", "ASSIGNED"), of_noop[0]]), 0.0);
     assert_eq!(metric(&after, "botline_bots", &[("status", "AVAILABLE")]), 1.0);
     assert_eq!(metric(&after, "botline_incidents_open", &[]), 0.0);
-    assert_eq!(moved("botline_task_events_total", &[("kind", "assigned")]), 1.0);
-    assert_eq!(moved("botline_task_events_total", &[("kind", "completed")]), 1.0);
-    assert_eq!(moved("botline_task_wait_seconds", &of_noop), 1.0);
+    assert_eq!(moved("botline_task_events_total", &[("kind", "assigned")]), 2.0);
+    assert_eq!(moved("botline_task_events_total", &[("kind", "completed")]), 2.0);
+    assert_eq!(moved("botline_task_wait_seconds", &of_noop), 2.0);
     assert_eq!(moved("botline_task_run_seconds", &[of_noop[0], ("outcome", "completed")]), 1.0);
     assert_eq!(
-        moved("botline_bot_runs_total", &[("bot", "measured"), ("outcome", "completed")]),
-        1.0
+        moved(
+            "botline_bot_runs_total",
+            &[("bot", "measured"), of_noop[0], ("outcome", "completed")]
+        ),
+        2.0
     );
     assert!(moved("botline_event_batch_size", &[]) >= 1.0);
     assert!(moved("botline_event_lag_seconds", &[]) >= 3.0, "online, accepted, completed at least");
     let created = [("route", "/api/v1/tasks"), ("method", "POST"), ("status", "201")];
-    assert_eq!(moved("botline_http_requests_total", &created), 1.0);
-    assert_eq!(moved("botline_http_request_duration_seconds", &created[..2]), 1.0);
+    assert_eq!(moved("botline_http_requests_total", &created), 2.0);
+    assert_eq!(moved("botline_http_request_duration_seconds", &created[..2]), 2.0);
     let one_task = [("route", "/api/v1/tasks/:id"), ("method", "GET")];
     assert!(moved("botline_http_requests_total", &one_task) >= 1.0, "by route, not by id");
+    let other = [("route", "/api/v1/tasks"), ("method", "OTHER"), ("status", "405")];
+    assert_eq!(moved("botline_http_requests_total", &other), 1.0);
     let dead = [("queue", "botline.orchestrator.events")];
     assert_eq!(moved("botline_dead_lettered_total", &dead), 1.0);
     shutdown.cancel();

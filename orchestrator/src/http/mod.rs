@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::Method;
 use axum::routing::get;
 use sea_orm::DatabaseConnection;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -118,7 +119,17 @@ async fn measure(
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |path| route_label(path.as_str()));
-    let method = request.method().as_str().to_owned();
+    // Any word is a method to hyper: only the standard ones become labels.
+    let method = match *request.method() {
+        Method::GET | Method::POST | Method::PUT | Method::PATCH | Method::DELETE => {
+            request.method().as_str()
+        }
+        Method::HEAD | Method::OPTIONS | Method::TRACE | Method::CONNECT => {
+            request.method().as_str()
+        }
+        _ => "OTHER",
+    }
+    .to_owned();
     let began = std::time::Instant::now();
     let response = next.run(request).await;
     crate::metrics::http_request(route, method, response.status().as_u16(), began.elapsed());

@@ -685,14 +685,15 @@ impl Pipeline {
     /// to another bot first. Returns how many.
     pub async fn expire_offers(&self, now: DateTime<Utc>) -> Result<usize, ApiError> {
         // An answer sent while the event consumer could not hear (right after a start, or the
-        // broker restarting) is still queued, unread: no offer expires until the consumer has
-        // heard for a whole offer timeout, so it is read first. A bot that took an offer while
-        // the broker went away would otherwise run it while it is offered again, and turn the
-        // next offer down as busy.
-        let Some(heard_since) = self.hearing.heard_since() else {
-            return Ok(0);
-        };
-        if crate::clock::after(heard_since, self.settings.offer_timeout) > now {
+        // broker restarting) is still queued, unread: no offer to a broker bot expires until the
+        // consumer has heard for a whole offer timeout, so it is read first. A bot that took an
+        // offer while the broker went away would otherwise run it while it is offered again, and
+        // turn the next offer down as busy. An HTTP bot answers its POST: judged from this
+        // orchestrator's start.
+        let settled = |since| crate::clock::after(since, self.settings.offer_timeout) <= now;
+        let broker_bots = self.hearing.heard_since().is_some_and(settled);
+        let http_bots = settled(self.started);
+        if !broker_bots && !http_bots {
             return Ok(0);
         }
         let expired = task::Entity::find()
@@ -706,6 +707,13 @@ impl Pipeline {
             let Some(bot) = bot::Entity::find_by_id(bot_id).one(&self.db).await? else {
                 continue;
             };
+            let judged = match bot.delivery {
+                Delivery::Amqp => broker_bots,
+                Delivery::Http => http_bots,
+            };
+            if !judged {
+                continue;
+            }
             if self
                 .take_back(
                     &task,

@@ -495,6 +495,9 @@ impl Pipeline {
         if implied {
             // A bot may report what it did without accepting first (a task done before its
             // acceptance was sent: the report implies it). The history still shows the start.
+            if verdict != Verdict::Progress {
+                fx.measured.push(started(&task, now));
+            }
             if task.started_at.is_none() {
                 row.started_at = Set(Some(now));
             }
