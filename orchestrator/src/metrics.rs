@@ -5,8 +5,9 @@
 //!   task history entries by kind (offers are `assigned`, retries `failed` then `assigned`
 //!   again, stale events `stale_event`), wait and run times per system, runs ended per bot,
 //!   event batches and their lag, HTTP requests by route, dead letters by queue, ETL records;
-//! - read from the database at each scrape, so they are right whichever orchestrator of a cluster
-//!   made the change: tasks by status and system, bots by status, open incidents.
+//! - read from the database at each scrape (by `http::metrics`), so they are right whichever
+//!   orchestrator of a cluster made the change: tasks by status and system, bots by status, open
+//!   incidents.
 //!
 //! Labels are bounded: statuses, systems (the registry's), history kinds, routes as declared
 //! (`/api/v1/tasks/:id`, never an id), bot names (the fleet's). No task id is ever a label.
@@ -15,16 +16,6 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use sea_orm::{ConnectionTrait, EntityTrait as _, QuerySelect as _};
-
-use std::collections::{BTreeSet, HashMap};
-
-use broker_config::{BotStatus, TaskStatus};
-
-use crate::entity::{bot, task};
-use crate::error::ApiError;
-use crate::incidents::entity::incident;
-use crate::incidents::views::IncidentStatus;
 
 /// Seconds, for every `_seconds` histogram: from a millisecond (an API call) to an hour (a long
 /// run or a deep backlog).
@@ -79,9 +70,12 @@ const EVENT_LAG: &str = "botline_event_lag_seconds";
 const HTTP_REQUESTS: &str = "botline_http_requests_total";
 const HTTP_DURATION: &str = "botline_http_request_duration_seconds";
 const ETL_RECORDS: &str = "botline_etl_records_total";
-const TASKS: &str = "botline_tasks";
-const BOTS: &str = "botline_bots";
-const INCIDENTS_OPEN: &str = "botline_incidents_open";
+/// Tasks by status and system, read from the database at each scrape.
+pub const TASKS: &str = "botline_tasks";
+/// Bots by status, likewise.
+pub const BOTS: &str = "botline_bots";
+/// Incidents open, likewise.
+pub const INCIDENTS_OPEN: &str = "botline_incidents_open";
 
 fn describe() {
     use metrics::{Unit, describe_counter, describe_histogram};
@@ -109,7 +103,7 @@ fn describe() {
     describe_counter!(HTTP_REQUESTS, "HTTP requests answered, by route, method and status");
     describe_histogram!(HTTP_DURATION, Unit::Seconds, "HTTP request latency, by route and method");
     describe_counter!(
-        crate::metrics::DEAD_LETTERED,
+        DEAD_LETTERED,
         "Messages the orchestrator's consumers dead-lettered, by the queue they came from"
     );
     describe_counter!(
@@ -203,68 +197,19 @@ pub fn etl_records(decisions: &[broker_config::Decision]) {
         .increment(count(|d| matches!(d, Decision::DeadLetter(_))));
 }
 
-/// The text `GET /metrics` answers: the gauges read from `db` now, then everything recorded.
-pub async fn render(db: &impl ConnectionTrait) -> Result<String, ApiError> {
-    use sea_orm::ColumnTrait as _;
-    use sea_orm::QueryFilter as _;
-    use sea_orm::sea_query::{Expr, ExprTrait as _};
-    let tasks: Vec<(String, String, i64)> = task::Entity::find()
-        .select_only()
-        .column(task::Column::Status)
-        .column(task::Column::System)
-        .column_as(Expr::col(task::Column::Id).count(), "n")
-        .group_by(task::Column::Status)
-        .group_by(task::Column::System)
-        .into_tuple()
-        .all(db)
-        .await?;
-    let bots: Vec<(String, i64)> = bot::Entity::find()
-        .select_only()
-        .column(bot::Column::Status)
-        .column_as(Expr::col(bot::Column::Id).count(), "n")
-        .group_by(bot::Column::Status)
-        .into_tuple()
-        .all(db)
-        .await?;
-    let open: Option<i64> = incident::Entity::find()
-        .select_only()
-        .column_as(Expr::col(incident::Column::Id).count(), "n")
-        .filter(incident::Column::Status.eq(IncidentStatus::Open.as_str()))
-        .into_tuple()
-        .one(db)
-        .await?;
-    let mut text = String::new();
-    // Every status of every system with tasks, and of bots, is present (0 included): a series
-    // that vanishes at zero breaks rates and alerts.
-    let systems: BTreeSet<&str> = tasks.iter().map(|(_, system, _)| system.as_str()).collect();
-    let by_task: HashMap<(&str, &str), i64> =
-        tasks.iter().map(|(status, system, n)| ((status.as_str(), system.as_str()), *n)).collect();
-    let task_series = systems.iter().flat_map(|system| {
-        TaskStatus::ALL.iter().map(|status| {
-            let n = by_task.get(&(status.as_str(), *system)).copied().unwrap_or_default();
-            (format!("status=\"{}\",system=\"{}\"", status.as_str(), escape(system)), n)
-        })
-    });
-    gauge(
-        &mut text,
-        TASKS,
-        "Tasks by status and system, read from the database at each scrape",
-        task_series,
-    );
-    let by_bot: HashMap<&str, i64> = bots.iter().map(|(status, n)| (status.as_str(), *n)).collect();
-    let bot_series = BotStatus::ALL.iter().map(|status| {
-        let n = by_bot.get(status.as_str()).copied().unwrap_or_default();
-        (format!("status=\"{}\"", status.as_str()), n)
-    });
-    gauge(&mut text, BOTS, "Bots by status, read from the database at each scrape", bot_series);
-    let open = std::iter::once((String::new(), open.unwrap_or_default()));
-    gauge(&mut text, INCIDENTS_OPEN, "Incidents open, read from the database at each scrape", open);
-    text.push_str(&handle().render());
-    Ok(text)
+/// What was recorded, in the text format: what `GET /metrics` ends with, after the gauges it
+/// reads from the database (`http::metrics`).
+pub fn render_recorded() -> String {
+    handle().render()
 }
 
 /// Appends gauge `name` with its series (labels, value) in the text format.
-fn gauge(text: &mut String, name: &str, help: &str, series: impl Iterator<Item = (String, i64)>) {
+pub fn gauge(
+    text: &mut String,
+    name: &str,
+    help: &str,
+    series: impl Iterator<Item = (String, i64)>,
+) {
     use std::fmt::Write as _;
     let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} gauge");
     for (labels, value) in series {
@@ -277,7 +222,7 @@ fn gauge(text: &mut String, name: &str, help: &str, series: impl Iterator<Item =
 }
 
 /// A label value as the text format writes it: backslash, quote and newline escaped.
-fn escape(value: &str) -> String {
+pub fn escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 

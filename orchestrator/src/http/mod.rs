@@ -25,6 +25,7 @@ pub mod extract;
 mod health;
 mod incidents;
 mod live;
+mod metrics;
 pub mod openapi;
 mod reports;
 mod systems;
@@ -104,7 +105,7 @@ pub fn router(state: AppState) -> Router {
 pub(crate) async fn metrics(
     auth::AnyCaller(state): auth::AnyCaller,
 ) -> Result<impl axum::response::IntoResponse, ApiError> {
-    let text = crate::metrics::render(&state.db).await?;
+    let text = metrics::render(&state.db).await?;
     Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text))
 }
 
