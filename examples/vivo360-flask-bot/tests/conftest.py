@@ -117,7 +117,8 @@ class World:
             "orchestrator",
             [str(BIN / "orchestrator")],
             {
-                "RUST_LOG": "info",
+                # The access log (one line a request, at DEBUG) is what the secrets test scans.
+                "RUST_LOG": "info,tower_http=debug",
                 "BOTLINE_LISTEN": f"127.0.0.1:{api_port}",
                 "BOTLINE_DATABASE_URL": database_url,
                 "BOTLINE_AMQP_URL": f"{AMQP}/{self.vhost}",
