@@ -21,8 +21,7 @@ struct Cli {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let Cli { config, log } = Cli::parse();
-    let default = format!("info,{}", broker_config::logging::QUIET_CLIENTS);
-    broker_config::logging::init(log.log_format, &default);
+    broker_config::logging::init(log.log_format);
     let shutdown = CancellationToken::new();
     broker_config::signal::stop_on_signals(
         shutdown.clone(),

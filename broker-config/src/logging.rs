@@ -26,17 +26,17 @@ pub struct LogArgs {
     pub log_format: LogFormat,
 }
 
-/// What the programs leave out by default: the database clients' chatter below warnings, and
-/// lapin's own lines, whose every failure reaches Botline's code and is logged there once with
-/// what it means (a consumer reconnecting, a publish retried). `RUST_LOG=lapin=debug` brings
-/// them back.
-pub const QUIET_CLIENTS: &str = "sqlx=warn,sea_orm=warn,lapin=off";
+/// What every program logs unless `RUST_LOG` says otherwise: info, with the database clients'
+/// chatter below warnings left out, and lapin's own lines, whose every failure reaches Botline's
+/// code and is logged there once with what it means (a consumer reconnecting, a publish
+/// retried). `RUST_LOG=info,lapin=debug` brings them back.
+pub const DEFAULT_FILTER: &str = "info,sqlx=warn,sea_orm=warn,lapin=off";
 
-/// Logs as `format` says at `RUST_LOG`, or else at `default_filter` (`info,` followed by
-/// [`QUIET_CLIENTS`], say). Once per process: a later call changes nothing.
-pub fn init(format: LogFormat, default_filter: &str) {
+/// Logs as `format` says at `RUST_LOG`, or else at [`DEFAULT_FILTER`]. Once per process: a later
+/// call changes nothing.
+pub fn init(format: LogFormat) {
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
     let _ = match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),

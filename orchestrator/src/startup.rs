@@ -12,8 +12,7 @@ use crate::http::auth::AccessError;
 /// Logs to standard error as `format` says, at `RUST_LOG` or, by default, info with the database
 /// and broker clients' chatter left out ([`broker_config::logging`]).
 pub fn init_logging(format: broker_config::logging::LogFormat) {
-    let default = format!("info,{}", broker_config::logging::QUIET_CLIENTS);
-    broker_config::logging::init(format, &default);
+    broker_config::logging::init(format);
 }
 
 /// Why the orchestrator could not start.

@@ -301,6 +301,17 @@ async fn a_task_flows_through_a_bot(backend: Backend) {
     assert_eq!(kinds.iter().filter(|k| *k == "completed").count(), 1, "{kinds:?}");
 }
 
+/// A publisher of whatever a test wants on the broker, malformed events included.
+fn garbage_publisher(app: &TestApp, shutdown: &CancellationToken) -> Publisher {
+    Publisher::new(
+        app.vhost.amqp_url(),
+        "garbage",
+        Topology::core(),
+        Duration::from_secs(10),
+        shutdown.clone(),
+    )
+}
+
 /// `GET /metrics`, parsed by a Prometheus text-format parser.
 async fn scrape(app: &TestApp) -> prometheus_parse::Scrape {
     let response = app.client.get(app.url("/metrics")).send().await.unwrap();
@@ -360,13 +371,7 @@ async fn metrics_follow_a_task_through_a_bot(backend: Backend) {
     let brewed = app.client.request(brew, app.url("/api/v1/tasks")).send().await.unwrap();
     assert_eq!(brewed.status(), 405);
     let shutdown = CancellationToken::new();
-    let raw = Publisher::new(
-        app.vhost.amqp_url(),
-        "garbage",
-        Topology::core(),
-        Duration::from_secs(10),
-        shutdown.clone(),
-    );
+    let raw = garbage_publisher(&app, &shutdown);
     raw.publish(EVENTS_EXCHANGE, "task.completed", b"not json", false).await.unwrap();
     app.dead_letter_reasons(1).await;
 
@@ -1227,13 +1232,7 @@ async fn an_offer_nobody_can_receive_goes_back_at_once(backend: Backend) {
 async fn malformed_events_are_dead_lettered_and_the_consumer_goes_on(backend: Backend) {
     let app = spawn(backend).await;
     let shutdown = CancellationToken::new();
-    let raw = Publisher::new(
-        app.vhost.amqp_url(),
-        "garbage",
-        Topology::core(),
-        Duration::from_secs(10),
-        shutdown.clone(),
-    );
+    let raw = garbage_publisher(&app, &shutdown);
     raw.publish(EVENTS_EXCHANGE, "task.completed", b"{\"v\":1,\"type\":\"task.completed\"", false)
         .await
         .unwrap();

@@ -121,16 +121,19 @@ async fn measure(
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |path| route_label(path.as_str()));
     // Any word is a method to hyper: only the standard ones become labels.
-    let method = match *request.method() {
-        Method::GET | Method::POST | Method::PUT | Method::PATCH | Method::DELETE => {
-            request.method().as_str()
-        }
-        Method::HEAD | Method::OPTIONS | Method::TRACE | Method::CONNECT => {
-            request.method().as_str()
-        }
-        _ => "OTHER",
-    }
-    .to_owned();
+    const STANDARD: [Method; 9] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::CONNECT,
+    ];
+    let method = request.method();
+    let method = if STANDARD.contains(method) { method.as_str() } else { "OTHER" }.to_owned();
     let began = std::time::Instant::now();
     let response = next.run(request).await;
     crate::metrics::http_request(route, method, response.status().as_u16(), began.elapsed());
