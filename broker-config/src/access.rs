@@ -42,8 +42,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::BotName;
 use crate::topology::{
-    ATTENDANCE_EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, MONITORING_EXCHANGE, QueueType,
-    STOMP_TOPIC_EXCHANGE, TASKS_EXCHANGE, Topology, bot_queue,
+    ATTENDANCE_EXCHANGE, DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE, EVENTS_EXCHANGE,
+    MONITORING_EXCHANGE, QueueType, STOMP_TOPIC_EXCHANGE, TASKS_EXCHANGE, Topology, bot_queue,
 };
 
 /// The prefix of a bot's broker user: bot `vm-1` connects as `bot-vm-1`. Reserved: no other user
@@ -147,6 +147,9 @@ pub fn orchestrator_permissions() -> Permissions {
         write.insert(binding.queue.as_str());
         read.insert(binding.exchange.as_str());
     }
+    // The dashboard's dead letters: read, replayed and discarded over AMQP
+    // ([`crate::dead_letters`]).
+    read.insert(DEAD_LETTER_QUEUE);
     Permissions { configure: only(configure), write: only(write), read: only(read) }
 }
 
@@ -583,8 +586,8 @@ mod tests {
         );
         assert_eq!(
             permissions.read,
-            r"^(amq\.topic|botline\.attendance|botline\.attendance\.etl|botline\.dlx|botline\.events|botline\.monitoring|botline\.monitoring\.incidents|botline\.orchestrator\.events)$",
-            "read on amq.topic: binding the ETL's queue there (for STOMP producers) needs it"
+            r"^(amq\.topic|botline\.attendance|botline\.attendance\.etl|botline\.dead|botline\.dlx|botline\.events|botline\.monitoring|botline\.monitoring\.incidents|botline\.orchestrator\.events)$",
+            "read on amq.topic: binding the ETL's queue there (for STOMP producers) needs it; on botline.dead: the dashboard's dead letters"
         );
         assert!(!permissions.read.contains("bot\\."), "no bot queue: {}", permissions.read);
         assert!(!permissions.configure.contains("amq"), "amq.topic is RabbitMQ's, not declared");

@@ -350,10 +350,13 @@ pub const QUEUE_HEADER: &str = "x-botline-queue";
 pub const FAILURES_HEADER: &str = "x-botline-failures";
 /// Header of a retried copy: the routing key the message was published with (the copy goes
 /// through the default exchange, whose routing key is the queue's name).
-const ROUTING_KEY_HEADER: &str = "x-botline-routing-key";
-/// Header of a retried copy: the `user-id` of the message's publisher (the copy's own `user-id`
-/// is the consumer's user, the only one RabbitMQ lets it set).
-const USER_ID_HEADER: &str = "x-botline-user-id";
+pub(crate) const ROUTING_KEY_HEADER: &str = "x-botline-routing-key";
+/// Header of a retried copy, a dead letter and a replayed one: the `user-id` of the message's
+/// publisher (a copy's own `user-id` is the consumer's user, the only one RabbitMQ lets it set).
+pub(crate) const USER_ID_HEADER: &str = "x-botline-user-id";
+/// Header of a dead letter put back in its queue ([`crate::dead_letters`]): its routing key and
+/// publisher are in the headers above, as in a retried copy.
+pub(crate) const REPLAYED_HEADER: &str = "x-botline-replayed";
 /// Header of a retried copy: why the last try failed, for whoever looks into the queue.
 const LAST_ERROR_HEADER: &str = "x-botline-last-error";
 
@@ -749,6 +752,11 @@ fn dead_letter(spec: &ConsumerSpec, message: &Message, reason: &str, failures: u
     if failures > 0 {
         headers.insert(FAILURES_HEADER.into(), AMQPValue::LongLongInt(i64::from(failures)));
     }
+    // Whose message it was, for a replay ([`crate::dead_letters`]): the dead letter's own
+    // `user-id` is the consumer's.
+    if let Some(user) = &message.user_id {
+        headers.insert(USER_ID_HEADER.into(), AMQPValue::LongString(user.as_str().into()));
+    }
     let mut properties = message_properties(&spec.name).with_headers(headers);
     if let Some(id) = &message.message_id {
         properties = properties.with_message_id(id.as_str().into());
@@ -850,7 +858,8 @@ fn receive(
     let headers = properties.headers().as_ref();
     let user_id = properties.user_id().as_ref().map(ShortString::to_string);
     let failures = headers.and_then(|h| header_count(h, FAILURES_HEADER)).unwrap_or(0);
-    let copy = own_user.is_some() && user_id.as_deref() == own_user && failures > 0;
+    let replayed = headers.is_some_and(|h| h.inner().contains_key(REPLAYED_HEADER));
+    let copy = own_user.is_some() && user_id.as_deref() == own_user && (failures > 0 || replayed);
     let (routing_key, user_id) = match headers {
         Some(headers) if copy => (
             header_text(headers, ROUTING_KEY_HEADER).unwrap_or_else(|| routing_key.to_string()),
@@ -880,7 +889,7 @@ fn header_text(headers: &FieldTable, name: &str) -> Option<String> {
 
 /// A count header's value, of whichever integer type it came as (clients and brokers differ);
 /// a negative or non-integer one counts as absent.
-fn header_count(headers: &FieldTable, name: &str) -> Option<u32> {
+pub(crate) fn header_count(headers: &FieldTable, name: &str) -> Option<u32> {
     let value: i64 = match headers.inner().get(name)? {
         AMQPValue::ShortShortInt(n) => (*n).into(),
         AMQPValue::ShortShortUInt(n) => (*n).into(),

@@ -38,6 +38,7 @@ pub mod amqp;
 pub mod attachment;
 pub mod bot_name;
 pub mod cpe;
+pub mod dead_letters;
 #[cfg(feature = "https")]
 pub mod https;
 pub mod logging;
