@@ -83,6 +83,7 @@ pub async fn measure(bots: usize, waiting: usize, passes: usize) -> anyhow::Resu
             max_run_seconds: Set(None),
             run_deadline: Set(None),
             offer_timeout_seconds: Set(None),
+            rows_failed: Set(None),
         });
         task::Entity::insert_many(rows).exec(&db).await?;
     }

@@ -24,6 +24,7 @@ mod m20261202_160000_add_tls_to_bots;
 mod m20261203_070000_create_systems;
 mod m20261203_100000_add_slots_to_bots;
 mod m20261203_140000_index_tasks_by_bot_and_status;
+mod m20261204_090000_add_rows_failed_to_tasks;
 
 pub use m20261203_070000_create_systems::BUILTIN_SYSTEMS;
 
@@ -49,6 +50,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_070000_create_systems::Migration),
             Box::new(m20261203_100000_add_slots_to_bots::Migration),
             Box::new(m20261203_140000_index_tasks_by_bot_and_status::Migration),
+            Box::new(m20261204_090000_add_rows_failed_to_tasks::Migration),
         ]
     }
 }

@@ -98,6 +98,10 @@ impl Orchestrator {
                 access,
                 default_bot_port: config.bots.default_bot_port,
                 cors_origins: config.cors_origins.clone(),
+                dead_letters: broker_config::dead_letters::DeadLetterQueue::new(
+                    config.broker_url(),
+                    "botline-orchestrator-dead-letters",
+                ),
             },
             amqp_url: config.broker_url(),
             etl: config.etl_settings(),

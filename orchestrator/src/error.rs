@@ -61,6 +61,9 @@ pub enum ApiError {
     /// and load balancers retry.
     #[error("database unavailable")]
     Unavailable(#[source] DbErr),
+    /// RabbitMQ cannot be reached for what the request needs of it (the dead letters): 503.
+    #[error("the broker is unavailable: {0}")]
+    BrokerUnavailable(String),
     /// Anything else: 500.
     #[error("internal error")]
     Internal(#[source] DbErr),
@@ -115,7 +118,9 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::BrokerUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -130,7 +135,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Conflict { code, .. } => code,
-            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Unavailable(_) | ApiError::BrokerUnavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -193,14 +198,18 @@ impl IntoResponse for ApiError {
             // Logged inside the request's span, so the method and path come with it.
             tracing::error!(error = ?self, "request failed");
         }
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code().to_owned(),
-                message: self.to_string(),
-                field: self.field().map(str::to_owned),
-            },
-        };
-        (status, Json(body)).into_response()
+        (status, Json(ErrorBody { error: self.detail() })).into_response()
+    }
+}
+
+impl ApiError {
+    /// What the response body says of this error.
+    pub fn detail(&self) -> ErrorDetail {
+        ErrorDetail {
+            code: self.code().to_owned(),
+            message: self.to_string(),
+            field: self.field().map(str::to_owned),
+        }
     }
 }
 
@@ -218,6 +227,7 @@ impl From<ApiError> for crate::failure::Failure {
                 crate::failure::Failure::Invalid(err.to_string())
             }
             ApiError::Unavailable(source) => crate::failure::Failure::Transient(source.to_string()),
+            ApiError::BrokerUnavailable(why) => crate::failure::Failure::Transient(why),
             ApiError::Internal(source) => crate::failure::Failure::Internal(source.to_string()),
             ApiError::NotFound(_) | ApiError::MethodNotAllowed | ApiError::Conflict { .. } => {
                 crate::failure::Failure::Internal(err.to_string())

@@ -42,6 +42,7 @@ pub mod failure;
 pub mod http;
 pub mod incidents;
 pub mod metrics;
+pub mod monitoring;
 pub mod pagination;
 pub mod pipeline;
 pub mod startup;

@@ -408,6 +408,163 @@ async fn metrics_follow_a_task_through_a_bot(backend: Backend) {
     shutdown.cancel();
 }
 
+/// What the dashboard reads besides a task list: the list's filters, sorts and bulk actions, the
+/// monitoring view, and the dead letters (read, replayed, discarded), after tasks went through a
+/// scripted bot and a malformed event was dead-lettered.
+async fn the_dashboard_s_views_follow_tasks_and_dead_letters(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut bot = ScriptedBot::online(&app, "viewed", &[System::NOOP]).await;
+    let csv = "name,email,login,profile\nA,a@x.io,a,agent\nB,b@x.io,b,agent\nC,c@x.io,c,agent\n";
+    let attachment = base64::engine::general_purpose::STANDARD.encode(csv);
+    let rows = create(
+        &app,
+        json!({"description": "Rows to check", "system": "NOOP", "attachment": attachment}),
+    )
+    .await;
+    let offer = bot.next_offer().await;
+    bot.accept(offer.task).await;
+    let row = |n, status| RowOutcome { row: n, status, message: format!("row {n}") };
+    let outcomes =
+        vec![row(1, RowStatus::Done), row(2, RowStatus::Rejected), row(3, RowStatus::Done)];
+    bot.complete(offer.task, outcomes).await;
+    assert_eq!(wait_status(&app, &rows, "COMPLETE").await["rows_failed"], 1);
+    let plain = create(&app, noop("plain 50_50")).await;
+    let offer = bot.next_offer().await;
+    bot.accept(offer.task).await;
+    bot.complete(offer.task, vec![]).await;
+    assert_eq!(wait_status(&app, &plain, "COMPLETE").await["rows_failed"], Value::Null);
+    // Due tomorrow: WAITING, not offered.
+    let later = |d: &str| json!({"description": d, "system": "NOOP", "not_before": (Utc::now() + chrono::Duration::days(1)).to_rfc3339()});
+    let (first_later, second_later) =
+        (create(&app, later("later 1")).await, create(&app, later("later 2")).await);
+
+    let ids = |query: &str| {
+        let app = &app;
+        let query = query.to_owned();
+        async move {
+            let (status, page) = app.get(&format!("/api/v1/tasks?{query}")).await;
+            assert_eq!(status, 200, "{query}: {page}");
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(ids("rows_failed=true").await, std::slice::from_ref(&rows));
+    assert_eq!(ids("q=ROWS%20to").await, std::slice::from_ref(&rows), "any case");
+    assert_eq!(ids(&format!("q={plain}")).await, std::slice::from_ref(&plain), "a whole id");
+    assert_eq!(
+        ids("q=50_").await,
+        std::slice::from_ref(&plain),
+        "_ is a character, not a wildcard"
+    );
+    assert_eq!(ids("q=0%25").await, Vec::<String>::new(), "% is a character too");
+    let hour = |h: i64| {
+        (Utc::now() + chrono::Duration::hours(h)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    assert_eq!(ids(&format!("created_after={}", hour(1))).await.len(), 0);
+    assert_eq!(
+        ids(&format!("created_after={}&created_before={}", hour(-1), hour(1))).await.len(),
+        4
+    );
+    let (status, refused) = app
+        .get(&format!("/api/v1/tasks?created_after={}&created_before={}", hour(1), hour(-1)))
+        .await;
+    assert_eq!((status, &refused["error"]["field"]), (400, &json!("created_before")), "{refused}");
+    let (status, refused) = app.get("/api/v1/tasks?created_after=yesterday").await;
+    assert_eq!((status, &refused["error"]["field"]), (400, &json!("created_after")), "{refused}");
+    // Ended first, first; those not ended last, in either order.
+    let by_end = ids("sort=finished&order=oldest").await;
+    assert_eq!(by_end[..2], [rows.clone(), plain.clone()]);
+    assert_eq!(ids("sort=finished&order=newest").await[..2], [plain.clone(), rows.clone()]);
+    assert_eq!(ids("sort=duration&order=newest").await.len(), 4);
+    let (status, _) = app.get("/api/v1/tasks?sort=finished&cursor=abc").await;
+    assert_eq!(status, 400, "a cursor pages the created order only");
+
+    // Bulk actions: each task on its own; a bad id refuses the whole request.
+    let (status, refused) =
+        app.post("/api/v1/tasks/cancel", &json!({"ids": [first_later, "nope"]})).await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(task_status(&app, &first_later).await, "WAITING", "nothing changed");
+    let (status, outcome) =
+        app.post("/api/v1/tasks/cancel", &json!({"ids": [first_later, second_later, rows]})).await;
+    assert_eq!(status, 200, "{outcome}");
+    assert_eq!(outcome["done"], json!([first_later, second_later]));
+    assert_eq!(outcome["refused"][0]["id"], json!(rows), "{outcome}");
+    assert_eq!(task_status(&app, &second_later).await, "CANCELLED");
+    let (_, outcome) = app.post("/api/v1/tasks/retry", &json!({"ids": [first_later]})).await;
+    assert_eq!(outcome["done"], json!([first_later]), "{outcome}");
+    assert_eq!(task_status(&app, &first_later).await, "WAITING");
+
+    // The monitoring view: two runs ended, by the one bot; one task waits.
+    let (status, view) = app.get("/api/v1/monitoring?minutes=5").await;
+    assert_eq!(status, 200, "{view}");
+    let throughput = view["throughput"].as_array().unwrap();
+    assert_eq!(throughput.len(), 5);
+    let completed: u64 = throughput.iter().map(|m| m["completed"].as_u64().unwrap()).sum();
+    assert_eq!(completed, 2, "{view}");
+    assert_eq!(view["waiting"]["NOOP"], 1, "{view}");
+    assert_eq!(view["waiting"]["VIVO360"], 0, "every system is listed");
+    let noop_timings =
+        view["timings"].as_array().unwrap().iter().find(|t| t["system"] == "NOOP").unwrap();
+    assert_eq!(noop_timings["runs"], 2, "{view}");
+    assert!(
+        noop_timings["run_p95_seconds"].as_f64().unwrap()
+            >= noop_timings["run_p50_seconds"].as_f64().unwrap()
+    );
+    let viewed = view["bots"].as_array().unwrap().iter().find(|b| b["name"] == "viewed").unwrap();
+    assert_eq!(
+        (&viewed["completed"], &viewed["failed"], &viewed["success_rate"]),
+        (&json!(2), &json!(0), &json!(1.0))
+    );
+    assert_eq!(view["dead_letters"], 0);
+    let (status, _) = app.get("/api/v1/monitoring?minutes=0").await;
+    assert_eq!(status, 400);
+
+    // A malformed event is dead-lettered; the API shows it where it failed and why.
+    let shutdown = CancellationToken::new();
+    let raw = garbage_publisher(&app, &shutdown);
+    raw.publish(EVENTS_EXCHANGE, "task.completed", b"not json", false).await.unwrap();
+    wait_until!("a dead letter", app.get("/api/v1/dead-letters").await.1["total"] == 1);
+    let (_, letters) = app.get("/api/v1/dead-letters").await;
+    let letter = &letters["items"][0];
+    assert_eq!(letter["queue"], "botline.orchestrator.events", "{letters}");
+    assert_eq!(
+        (&letter["routing_key"], &letter["body_preview"]),
+        (&json!("task.completed"), &json!("not json"))
+    );
+    assert_eq!(letter["publisher"], "guest");
+    assert!(
+        letter["reason"].as_str().unwrap().contains("json")
+            || letter["reason"].as_str().unwrap().contains("expected"),
+        "{letter}"
+    );
+    let id = letter["id"].as_str().unwrap().to_owned();
+    // Replayed: back in the events queue, refused again there (it is still not JSON).
+    let before = scrape(&app).await;
+    let (status, outcome) = app.post("/api/v1/dead-letters/replay", &json!({"ids": [id]})).await;
+    assert_eq!((status, &outcome["done"]), (200, &json!([id])), "{outcome}");
+    let dead = [("queue", "botline.orchestrator.events")];
+    wait_until!(
+        "the replayed event dead-lettered again",
+        metric(&scrape(&app).await, "botline_dead_lettered_total", &dead)
+            - metric(&before, "botline_dead_lettered_total", &dead)
+            == 1.0
+    );
+    wait_until!("back in the dead letters", app.get("/api/v1/dead-letters").await.1["total"] == 1);
+    let (_, outcome) = app.post("/api/v1/dead-letters/discard", &json!({"ids": [id]})).await;
+    assert_eq!(outcome["done"], json!([id]), "{outcome}");
+    assert_eq!(app.get("/api/v1/dead-letters").await.1["total"], 0);
+    let (_, outcome) = app.post("/api/v1/dead-letters/discard", &json!({"ids": [id]})).await;
+    assert_eq!(outcome["refused"][0]["code"], "not_found", "{outcome}");
+    let (status, _) =
+        app.post("/api/v1/dead-letters/discard", &json!({"ids": ["not-an-id"]})).await;
+    assert_eq!(status, 422);
+    shutdown.cancel();
+}
+
 /// Tasks created in one bulk request are offered in the order given; a bot that answers each
 /// offer at once (accepted and completed back to back, so they are often applied in one batch
 /// together with the next offer) leaves every task a whole history, in order.
@@ -1359,6 +1516,7 @@ async fn an_event_that_always_fails_ends_dead_after_the_limit_on_a_quorum_queue(
 on_every_backend!(
     a_task_flows_through_a_bot,
     metrics_follow_a_task_through_a_bot,
+    the_dashboard_s_views_follow_tasks_and_dead_letters,
     bulk_tasks_run_in_the_order_given_with_whole_histories,
     a_repeated_bot_online_keeps_the_bot_s_task_and_a_restart_takes_it_back,
     with_quorum_queues_a_task_flows_the_same,

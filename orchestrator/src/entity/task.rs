@@ -42,6 +42,9 @@ pub struct Model {
     pub run_deadline: Option<DateTimeUtc>,
     /// How long an offer of it waits for an answer; `None`: the orchestrator's `--offer-timeout`.
     pub offer_timeout_seconds: Option<i32>,
+    /// A CSV task's rows that failed or were refused, as counted in `result`; `None` without rows
+    /// or before any was reported.
+    pub rows_failed: Option<i32>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

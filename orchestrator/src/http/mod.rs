@@ -11,6 +11,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::Method;
 use axum::routing::get;
 use sea_orm::DatabaseConnection;
+use serde::{Deserialize, Serialize};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use uuid::Uuid;
@@ -26,6 +27,7 @@ mod health;
 mod incidents;
 mod live;
 mod metrics;
+mod monitoring;
 pub mod openapi;
 mod reports;
 mod systems;
@@ -48,6 +50,8 @@ pub struct AppState {
     pub default_bot_port: u16,
     /// The origins whose pages may call the API (`--cors-origin`).
     pub cors_origins: Vec<String>,
+    /// The broker's dead-letter queue, which the dashboard shows and settles.
+    pub dead_letters: broker_config::dead_letters::DeadLetterQueue,
 }
 
 /// The whole HTTP API. The public routes (probes, dashboard, report page) are apart; in front of
@@ -73,7 +77,8 @@ pub fn router(state: AppState) -> Router {
                 .merge(equipment::router())
                 .merge(incidents::router())
                 .merge(reports::router())
-                .merge(systems::router()),
+                .merge(systems::router())
+                .merge(monitoring::router()),
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -238,6 +243,76 @@ fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
 }
 
 /// Parses a comma-separated filter (`status=WAITING,RUNNING`), names in any case.
+/// The body of an action on several things at once: `{"ids": [...]}`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdList {
+    /// 1 to [`MAX_IDS`] ids; one given twice counts once.
+    ids: Vec<String>,
+}
+
+/// The most ids one action takes: the dashboard's largest page.
+pub const MAX_IDS: usize = crate::pagination::MAX_LIMIT as usize;
+
+impl IdList {
+    /// The ids, each once and in the order given, each parsed by `parse`; any that does not
+    /// parse refuses the whole list, so a bad request changes nothing.
+    fn parse<T: PartialEq>(
+        self,
+        parse: impl Fn(&str) -> Result<T, ApiError>,
+    ) -> Result<Vec<T>, ApiError> {
+        if self.ids.is_empty() || self.ids.len() > MAX_IDS {
+            return Err(ApiError::Invalid {
+                field: Some("ids".into()),
+                message: format!("give 1 to {MAX_IDS} ids, not {}", self.ids.len()),
+            });
+        }
+        let mut parsed: Vec<T> = Vec::with_capacity(self.ids.len());
+        for raw in &self.ids {
+            let id = parse(raw).map_err(|err| ApiError::Invalid {
+                field: Some("ids".into()),
+                message: format!("'{raw}': {err}"),
+            })?;
+            if !parsed.contains(&id) {
+                parsed.push(id);
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+/// What an action on several things did: those it did, and why it did not do the others.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct BulkOutcome {
+    /// The ids acted on.
+    done: Vec<String>,
+    /// The ids refused, each with its error (as the single action would answer it).
+    refused: Vec<Refused>,
+}
+
+/// One id an action refused.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Refused {
+    /// The id.
+    id: String,
+    /// The error's stable code (`not_found`, a conflict's code, …).
+    code: String,
+    /// Why.
+    message: String,
+}
+
+impl BulkOutcome {
+    fn record(&mut self, id: String, result: Result<(), ApiError>) {
+        match result {
+            Ok(()) => self.done.push(id),
+            Err(err) => {
+                let detail = err.detail();
+                self.refused.push(Refused { id, code: detail.code, message: detail.message });
+            }
+        }
+    }
+}
+
 fn parse_list<T>(field: &'static str, raw: Option<&str>) -> Result<Vec<T>, ApiError>
 where
     T: std::str::FromStr<Err: std::fmt::Display>,

@@ -5,7 +5,7 @@ use utoipa::openapi::path::Operation;
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{bots, equipment, health, incidents, live, reports, systems, tasks};
+use super::{bots, equipment, health, incidents, live, monitoring, reports, systems, tasks};
 
 /// Botline's REST API.
 #[derive(OpenApi)]
@@ -23,9 +23,12 @@ use super::{bots, equipment, health, incidents, live, reports, systems, tasks};
         reports::attendance_report,
         systems::list_systems, systems::create_system, systems::get_system, systems::replace_system,
         systems::patch_system, systems::delete_system,
+        tasks::cancel_tasks, tasks::retry_tasks,
+        monitoring::monitoring, monitoring::list_dead_letters, monitoring::replay_dead_letters,
+        monitoring::discard_dead_letters,
     ),
     // Referenced by the lists' `order` parameter, which does not register it by itself.
-    components(schemas(crate::pagination::Order)),
+    components(schemas(crate::pagination::Order, crate::store::tasks::TaskSort)),
     modifiers(&ErrorResponses),
     tags(
         (name = "bots", description = "The automation bots"),

@@ -15,11 +15,11 @@ use serde::Deserialize;
 
 use super::auth::{AnyCaller, Caller, Guarded, Operator, ReportOnTask};
 use super::extract::{self, Query};
-use super::{AppState, parse_id, parse_list};
+use super::{AppState, BulkOutcome, IdList, parse_id, parse_list};
 use crate::clock::now;
 use crate::error::{ApiError, ErrorBody};
 use crate::pagination::{Order, Page, PageRequest};
-use crate::store::tasks::{TaskFilter, UpdateEffects};
+use crate::store::tasks::{Search, TaskFilter, TaskSort, UpdateEffects};
 use crate::tasks::{
     self, BulkTaskRequest, BulkTasks, Task, TaskEvent, TaskPatch, TaskRequest, TaskSpec,
 };
@@ -30,6 +30,8 @@ pub fn router() -> Router<Guarded> {
         .route("/tasks", get(list_tasks).post(create_task))
         .route("/tasks/stats", get(task_stats))
         .route("/tasks/bulk", post(create_tasks))
+        .route("/tasks/cancel", post(cancel_tasks))
+        .route("/tasks/retry", post(retry_tasks))
         .route("/tasks/{id}", get(get_task).put(replace_task).patch(patch_task).delete(delete_task))
         .route("/tasks/{id}/attachment", get(get_attachment))
         .route("/tasks/{id}/events", get(list_task_events))
@@ -54,8 +56,32 @@ pub struct TaskQuery {
     offset: Option<u64>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
-    /// `newest` (default) or `oldest` first.
+    /// `newest` (default) or `oldest` first, in the `sort` order.
     order: Option<Order>,
+    /// A task's id, or text to look for in descriptions (any case).
+    q: Option<String>,
+    /// Created at or after this RFC 3339 time.
+    created_after: Option<String>,
+    /// Created before this RFC 3339 time.
+    created_before: Option<String>,
+    /// `true`: only CSV tasks with a row failed or refused.
+    rows_failed: Option<bool>,
+    /// `created` (default), `finished` or `duration` (run time); not `created`: page by
+    /// `offset` (no `cursor`), tasks not ended last.
+    sort: Option<TaskSort>,
+}
+
+/// An RFC 3339 time given as the query parameter `field`.
+fn instant(field: &'static str, raw: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    raw.map(|raw| {
+        DateTime::parse_from_rfc3339(raw).map(|t| t.with_timezone(&Utc)).map_err(|e| {
+            ApiError::invalid_parameter(
+                field,
+                format!("'{raw}' is not an RFC 3339 time like 2026-12-01T09:00:00Z: {e}"),
+            )
+        })
+    })
+    .transpose()
 }
 
 /// Lists tasks.
@@ -77,9 +103,28 @@ pub async fn list_tasks(
                 })
             })
             .transpose()?,
+        search: q.q.as_deref().and_then(Search::parse),
+        created_after: instant("created_after", q.created_after.as_deref())?,
+        created_before: instant("created_before", q.created_before.as_deref())?,
+        rows_failed: q.rows_failed.unwrap_or(false),
     };
+    if let (Some(after), Some(before)) = (filter.created_after, filter.created_before)
+        && after >= before
+    {
+        return Err(ApiError::invalid_parameter(
+            "created_before",
+            "created_before must be later than created_after",
+        ));
+    }
+    let sort = q.sort.unwrap_or_default();
+    if sort != TaskSort::Created && q.cursor.is_some() {
+        return Err(ApiError::invalid_parameter(
+            "cursor",
+            "a cursor pages through the created order only: use offset with this sort",
+        ));
+    }
     let page = PageRequest::parse(q.limit, q.offset, q.cursor.as_deref(), q.order)?;
-    Ok(Json(crate::store::tasks::list_tasks(&state.db, &filter, page).await?))
+    Ok(Json(crate::store::tasks::list_tasks(&state.db, &filter, sort, page).await?))
 }
 
 /// How many tasks are in each status, for the dashboard's counters.
@@ -425,6 +470,47 @@ pub async fn retry_task(
     Path(id): Path<String>,
 ) -> Result<Json<Task>, ApiError> {
     set_status(&state, &id, TaskStatus::Waiting).await
+}
+
+/// Cancels several tasks, each as `POST /tasks/{id}/cancel` would: one refused (ended already,
+/// gone) does not stop the others.
+#[utoipa::path(post, path = "/api/v1/tasks/cancel", tag = "tasks", request_body = IdList,
+    responses((status = 200, body = BulkOutcome), (status = 400, body = ErrorBody)))]
+pub async fn cancel_tasks(
+    Operator(state): Operator,
+    extract::Json(ids): extract::Json<IdList>,
+) -> Result<Json<BulkOutcome>, ApiError> {
+    set_statuses(&state, ids, TaskStatus::Cancelled).await
+}
+
+/// Sends several tasks back to WAITING, each as `POST /tasks/{id}/retry` would.
+#[utoipa::path(post, path = "/api/v1/tasks/retry", tag = "tasks", request_body = IdList,
+    responses((status = 200, body = BulkOutcome), (status = 400, body = ErrorBody)))]
+pub async fn retry_tasks(
+    Operator(state): Operator,
+    extract::Json(ids): extract::Json<IdList>,
+) -> Result<Json<BulkOutcome>, ApiError> {
+    set_statuses(&state, ids, TaskStatus::Waiting).await
+}
+
+/// Each task in its own transaction, in the order given: a bulk action is a convenience over the
+/// single ones, not a unit (a task that ended meanwhile is refused, the rest go on). Only the
+/// database failing stops it, since every later task would fail the same way.
+async fn set_statuses(
+    state: &AppState,
+    ids: IdList,
+    status: TaskStatus,
+) -> Result<Json<BulkOutcome>, ApiError> {
+    let ids = ids.parse(parse_id)?;
+    let mut outcome = BulkOutcome::default();
+    for id in ids {
+        let result = set_status(state, &id.to_string(), status).await.map(|_| ());
+        if let Err(err @ (ApiError::Unavailable(_) | ApiError::Internal(_))) = result {
+            return Err(err);
+        }
+        outcome.record(id.to_string(), result);
+    }
+    Ok(Json(outcome))
 }
 
 /// Deletes a task and its history; refused while a bot holds it.

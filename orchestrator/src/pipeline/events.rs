@@ -1032,5 +1032,6 @@ fn merge_rows(row: &mut task::ActiveModel, task: &task::Model, rows: &[RowOutcom
     let merged =
         CsvResult::from_rows(to_u32(total), previous.into_iter().chain(rows.iter().cloned()));
     row.progress_done = Set(i32::try_from(merged.rows.len()).unwrap_or(i32::MAX));
+    row.rows_failed = Set(Some(i32::try_from(merged.rows_failed).unwrap_or(i32::MAX)));
     row.result = Set(serde_json::to_value(&merged).ok());
 }

@@ -4,6 +4,7 @@
 
 pub mod bots;
 pub mod history;
+pub mod monitoring;
 pub mod systems;
 pub mod tasks;
 

@@ -28,6 +28,62 @@ pub struct TaskFilter {
     pub systems: Vec<System>,
     /// Held (or last held) by this bot.
     pub bot_id: Option<Uuid>,
+    /// This task, or the tasks whose description holds this text.
+    pub search: Option<Search>,
+    /// Created at or after this time.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Created before this time.
+    pub created_before: Option<DateTime<Utc>>,
+    /// Only CSV tasks with a row failed or refused.
+    pub rows_failed: bool,
+}
+
+/// What `?q=` looks for: a whole task id finds that task; any other text is looked for in
+/// descriptions, whatever its case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Search {
+    /// The task with this id.
+    Id(Uuid),
+    /// Descriptions holding this text.
+    Text(String),
+}
+
+impl Search {
+    /// `None` for blank text: no search.
+    pub fn parse(text: &str) -> Option<Search> {
+        let text = text.trim();
+        if text.is_empty() {
+            return None;
+        }
+        Some(text.parse().map_or_else(|_| Search::Text(text.to_owned()), Search::Id))
+    }
+}
+
+/// The order of a task list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskSort {
+    /// By submission (the only order a cursor pages through).
+    #[default]
+    Created,
+    /// By end; tasks not ended come last.
+    Finished,
+    /// By run time (end − acceptance); tasks not ended come last.
+    Duration,
+}
+
+/// `text` as a LIKE pattern that matches it literally anywhere (`\` escapes `%`, `_` and itself).
+fn contains_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
 }
 
 /// A new WAITING task's row.
@@ -60,6 +116,7 @@ fn new_row(spec: TaskSpec, now: DateTime<Utc>) -> task::ActiveModel {
         max_run_seconds: Set(spec.max_run_seconds.and_then(|s| i32::try_from(s).ok())),
         run_deadline: Set(None),
         offer_timeout_seconds: Set(spec.offer_timeout_seconds.and_then(|s| i32::try_from(s).ok())),
+        rows_failed: Set(None),
     }
 }
 
@@ -149,8 +206,10 @@ pub async fn get_attachment(db: &impl ConnectionTrait, id: Uuid) -> Result<Vec<u
 pub async fn list_tasks(
     db: &impl ConnectionTrait,
     filter: &TaskFilter,
+    sort: TaskSort,
     page: PageRequest,
 ) -> Result<Page<Task>, ApiError> {
+    use sea_orm::sea_query::{Expr, ExprTrait as _, Func, LikeExpr};
     let mut select = task::Entity::find();
     if !filter.statuses.is_empty() {
         select =
@@ -163,15 +222,69 @@ pub async fn list_tasks(
     if let Some(bot_id) = filter.bot_id {
         select = select.filter(task::Column::BotId.eq(bot_id));
     }
-    fetch_page(
-        db,
-        select,
-        (task::Column::CreatedAt, task::Column::Id),
-        page,
-        |row| (row.created_at, row.id),
-        Task::try_from,
-    )
-    .await
+    match &filter.search {
+        Some(Search::Id(id)) => select = select.filter(task::Column::Id.eq(*id)),
+        Some(Search::Text(text)) => {
+            let like = LikeExpr::new(contains_pattern(text)).escape('\\');
+            select = select.filter(Func::lower(Expr::col(task::Column::Description)).like(like));
+        }
+        None => {}
+    }
+    if let Some(after) = filter.created_after {
+        select = select.filter(task::Column::CreatedAt.gte(after));
+    }
+    if let Some(before) = filter.created_before {
+        select = select.filter(task::Column::CreatedAt.lt(before));
+    }
+    if filter.rows_failed {
+        select = select.filter(task::Column::RowsFailed.gt(0));
+    }
+    if sort == TaskSort::Created {
+        return fetch_page(
+            db,
+            select,
+            (task::Column::CreatedAt, task::Column::Id),
+            page,
+            |row| (row.created_at, row.id),
+            Task::try_from,
+        )
+        .await;
+    }
+    sorted_page(db, select, sort, page).await
+}
+
+/// A page of tasks in an order other than their submission's, by offset (a cursor holds a
+/// creation time only); ties fall back on the id, and tasks not ended come last either way.
+async fn sorted_page(
+    db: &impl ConnectionTrait,
+    select: sea_orm::Select<task::Entity>,
+    sort: TaskSort,
+    page: PageRequest,
+) -> Result<Page<Task>, ApiError> {
+    use sea_orm::sea_query::{Expr, NullOrdering, Order as SqlOrder, SimpleExpr};
+    use sea_orm::{PaginatorTrait as _, QueryOrder as _, QuerySelect as _};
+    let direction = match page.order {
+        crate::pagination::Order::Newest => SqlOrder::Desc,
+        crate::pagination::Order::Oldest => SqlOrder::Asc,
+    };
+    let key: SimpleExpr = match sort {
+        TaskSort::Created | TaskSort::Finished => Expr::col(task::Column::FinishedAt),
+        // Each database subtracts times its own way: SQLite stores them as text.
+        TaskSort::Duration => match db.get_database_backend() {
+            sea_orm::DatabaseBackend::Postgres => Expr::cust("finished_at - started_at"),
+            _ => Expr::cust("julianday(finished_at) - julianday(started_at)"),
+        },
+    };
+    let total = select.clone().count(db).await?;
+    let rows = select
+        .order_by_with_nulls(key, direction.clone(), NullOrdering::Last)
+        .order_by(task::Column::Id, direction)
+        .offset(page.offset)
+        .limit(page.limit)
+        .all(db)
+        .await?;
+    let items = rows.into_iter().map(Task::try_from).collect::<Result<_, _>>()?;
+    Ok(Page { items, total, limit: page.limit, offset: page.offset, next_cursor: None })
 }
 
 /// What a user's update did besides changing the task.
@@ -268,6 +381,7 @@ pub async fn update_task(
             row.avoid_bot_id = Set(None);
             row.error = Set(None);
             row.result = Set(None);
+            row.rows_failed = Set(None);
             row.progress_done = Set(0);
             row.started_at = Set(None);
             row.finished_at = Set(None);
@@ -332,4 +446,18 @@ pub async fn requeue_offer(
     active.updated_at = Set(now);
     active.update(db).await?;
     record_event(db, &row, why, None, now).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Search, contains_pattern};
+
+    #[test]
+    fn a_search_is_an_id_or_text_and_its_wildcards_are_literal() {
+        let id = uuid::Uuid::now_v7();
+        assert_eq!(Search::parse(&format!(" {id} ")), Some(Search::Id(id)));
+        assert_eq!(Search::parse("  March "), Some(Search::Text("March".into())));
+        assert_eq!(Search::parse("   "), None);
+        assert_eq!(contains_pattern("50%_a\\B"), r"%50\%\_a\\b%");
+    }
 }

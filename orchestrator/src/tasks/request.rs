@@ -527,6 +527,7 @@ mod tests {
             max_run_seconds: None,
             run_deadline: None,
             offer_timeout_seconds: None,
+            rows_failed: None,
         };
         let write = |status| TaskPatch { status: Some(status), ..Default::default() };
         assert!(write(TaskStatus::Complete).is_report_on(&row(TaskStatus::Running)));

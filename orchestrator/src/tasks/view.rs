@@ -52,6 +52,9 @@ pub struct Task {
     pub offer_expires_at: Option<DateTime<Utc>>,
     /// Rows done out of the total.
     pub progress: Progress,
+    /// A CSV task's rows that failed or were refused (also counted in `result`); absent without
+    /// rows or before any was reported. A COMPLETE task can hold some.
+    pub rows_failed: Option<u32>,
     /// The outcome (per-row results for CSV tasks).
     #[schema(value_type = Option<Object>)]
     pub result: Option<Value>,
@@ -109,6 +112,7 @@ impl TryFrom<task::Model> for Task {
             not_before: row.not_before,
             bot_id: row.bot_id,
             offer_expires_at: row.offer_expires_at,
+            rows_failed: row.rows_failed.map(count).transpose()?,
             result: row.result,
             error: row.error,
             created_at: row.created_at,
