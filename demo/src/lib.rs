@@ -20,15 +20,33 @@ use orchestrator::store::tasks::create_task;
 use orchestrator::tasks::{TaskRequest, TaskSpec};
 use orchestrator::{Config, Orchestrator, StartError};
 
-/// The Vivo360 portal's usual port; the demo falls back to any free port.
-const PORTAL_PORT: u16 = 8091;
-/// The equipment config service's usual port.
-const EQUIPMENT_PORT: u16 = 8092;
 /// How long the demo's equipment takes to configure: long enough to see an activation RUNNING,
 /// far shorter than a real device's minute.
 const EQUIPMENT_DELAY_MS: u64 = 3000;
-/// The notification sink's usual port.
-const SINK_PORT: u16 = 8093;
+/// Where the stand-ins listen, on loopback: `botline-demo --portal-port …`. A port that is taken
+/// (or 0) gives way to any free one; the banner prints the one used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
+pub struct StandInPorts {
+    /// The Vivo360 portal stand-in's port.
+    #[arg(long, env = "BOTLINE_DEMO_PORTAL_PORT", default_value_t = 8091)]
+    pub portal_port: u16,
+    /// The equipment config service stand-in's port (HTTPS, self-signed).
+    #[arg(long, env = "BOTLINE_DEMO_EQUIPMENT_PORT", default_value_t = 8092)]
+    pub equipment_port: u16,
+    /// The notification sink stand-in's port.
+    #[arg(long, env = "BOTLINE_DEMO_SINK_PORT", default_value_t = 8093)]
+    pub sink_port: u16,
+}
+
+impl Default for StandInPorts {
+    fn default() -> StandInPorts {
+        StandInPorts { portal_port: 8091, equipment_port: 8092, sink_port: 8093 }
+    }
+}
+
+/// The first sample's description: when a task has it, the samples are there already (a demo
+/// run before on the same database) and are not added again.
+const FIRST_SAMPLE: &str = "Create the March hires in Vivo360";
 
 /// The three demo bots: two run everything this build can run, one only NOOP.
 const BOTS: [(&str, &[System]); 3] = [
@@ -73,6 +91,8 @@ pub struct DemoAddresses {
     pub equipment: SocketAddr,
     /// The notification sink.
     pub sink: SocketAddr,
+    /// Whether this run submitted the sample tasks (`false`: an earlier run on this database did).
+    pub seeded: bool,
 }
 
 /// Binds `port` on loopback, or any free port when it is taken.
@@ -87,6 +107,7 @@ async fn bind_loopback(port: u16) -> std::io::Result<TcpListener> {
 /// `shutdown`, then stops the bots first (they finish or hand back their tasks), then the rest.
 pub async fn run_demo(
     config: Config,
+    ports: StandInPorts,
     shutdown: CancellationToken,
     ready: impl FnOnce(&DemoAddresses),
 ) -> Result<(), DemoError> {
@@ -96,16 +117,18 @@ pub async fn run_demo(
     let listen = |address: SocketAddr| move |source| DemoError::Listen { address, source };
     let api = TcpListener::bind(config.listen).await.map_err(listen(config.listen))?;
     let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
-    let portal = bind_loopback(PORTAL_PORT).await.map_err(listen(loopback(PORTAL_PORT)))?;
+    let StandInPorts { portal_port, equipment_port, sink_port } = ports;
+    let portal = bind_loopback(portal_port).await.map_err(listen(loopback(portal_port)))?;
     let equipment =
-        bind_loopback(EQUIPMENT_PORT).await.map_err(listen(loopback(EQUIPMENT_PORT)))?;
-    let sink = bind_loopback(SINK_PORT).await.map_err(listen(loopback(SINK_PORT)))?;
+        bind_loopback(equipment_port).await.map_err(listen(loopback(equipment_port)))?;
+    let sink = bind_loopback(sink_port).await.map_err(listen(loopback(sink_port)))?;
     let address = |l: &TcpListener, port| l.local_addr().map_err(listen(loopback(port)));
-    let addresses = DemoAddresses {
+    let mut addresses = DemoAddresses {
         api: address(&api, config.listen.port())?,
-        portal: address(&portal, PORTAL_PORT)?,
-        equipment: address(&equipment, EQUIPMENT_PORT)?,
-        sink: address(&sink, SINK_PORT)?,
+        portal: address(&portal, portal_port)?,
+        equipment: address(&equipment, equipment_port)?,
+        sink: address(&sink, sink_port)?,
+        seeded: false,
     };
 
     // Slow enough that tasks are seen RUNNING, row by row.
@@ -122,7 +145,7 @@ pub async fn run_demo(
         services.clone(),
     ));
     let sink = tokio::spawn(simulators::notify::serve(sink, Default::default(), services.clone()));
-    seed_samples(&orchestrator).await?;
+    addresses.seeded = seed_samples(&orchestrator).await?;
     // The classic incident action (login 503/404), unless one with its code exists.
     orchestrator::incidents::sample::ensure_sample_action(orchestrator.db(), now())
         .await
@@ -165,8 +188,26 @@ pub async fn run_demo(
 }
 
 /// A few tasks that show the pipeline's range: users created row by row, rows the portal
-/// refuses, and quick NOOP tasks spread over the bots.
-async fn seed_samples(orchestrator: &Orchestrator) -> Result<(), DemoError> {
+/// refuses, and quick NOOP tasks spread over the bots. Once per database: `false` when an earlier
+/// run submitted them.
+async fn seed_samples(orchestrator: &Orchestrator) -> Result<bool, DemoError> {
+    let filter = orchestrator::store::tasks::TaskFilter {
+        search: orchestrator::store::tasks::Search::parse(FIRST_SAMPLE),
+        ..Default::default()
+    };
+    let page = orchestrator::pagination::PageRequest::parse(Some(1), None, None, None)
+        .map_err(|e| DemoError::Samples(e.to_string()))?;
+    let earlier = orchestrator::store::tasks::list_tasks(
+        orchestrator.db(),
+        &filter,
+        Default::default(),
+        page,
+    )
+    .await
+    .map_err(|e| DemoError::Samples(e.to_string()))?;
+    if earlier.total > 0 {
+        return Ok(false);
+    }
     let base64 = |csv: &str| base64::engine::general_purpose::STANDARD.encode(csv);
     let april = "name,email,login,profile\n\
                  Fábio Nunes,fabio.nunes@example.com,fabio.nunes,agent\n\
@@ -174,7 +215,7 @@ async fn seed_samples(orchestrator: &Orchestrator) -> Result<(), DemoError> {
                  Ana Souza,ana.duplicate@example.com,ana.souza,agent\n\
                  Hugo Alves,hugo.alves@example.com,hugo.alves,manager\n";
     let mut samples = vec![
-        ("Create the March hires in Vivo360", System::VIVO360, Some(base64(EXAMPLE_USERS)), None),
+        (FIRST_SAMPLE, System::VIVO360, Some(base64(EXAMPLE_USERS)), None),
         (
             "Create the April hires (a bad e-mail, a login taken, an unknown profile)",
             System::VIVO360,
@@ -212,7 +253,7 @@ async fn seed_samples(orchestrator: &Orchestrator) -> Result<(), DemoError> {
             .await
             .map_err(|e| DemoError::Samples(e.to_string()))?;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The payload of a sample equipment activation, as `POST /api/v1/equipment/cpe/{id}` stores it.

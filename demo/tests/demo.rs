@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use botline_demo::{DemoAddresses, run_demo};
+use botline_demo::{DemoAddresses, StandInPorts, run_demo};
 use broker_config::https::HttpsClient;
 use broker_config::testing::TestVhost;
 use orchestrator::Config;
@@ -32,12 +32,20 @@ async fn the_demo_runs_every_sample_task_to_completion_and_stops() {
     config.amqp_url = vhost.amqp_url();
     config.listen = "127.0.0.1:0".parse().unwrap();
 
+    // Any free ports: the usual ones may be taken by a demo someone runs.
+    let ports = StandInPorts { portal_port: 0, equipment_port: 0, sink_port: 0 };
     let shutdown = CancellationToken::new();
     let (ready, addresses) = tokio::sync::oneshot::channel::<DemoAddresses>();
-    let demo = tokio::spawn(run_demo(config, shutdown.clone(), move |at: &DemoAddresses| {
-        let _ = ready.send(at.clone());
-    }));
+    let demo = tokio::spawn(run_demo(
+        config.clone(),
+        ports,
+        shutdown.clone(),
+        move |at: &DemoAddresses| {
+            let _ = ready.send(at.clone());
+        },
+    ));
     let at = addresses.await.expect("the demo starts (or its error is in the join below)");
+    assert!(at.seeded, "a new database gets the samples");
     let api = format!("http://{}", at.api);
     let http = reqwest::Client::new();
 
@@ -80,6 +88,20 @@ async fn the_demo_runs_every_sample_task_to_completion_and_stops() {
 
     shutdown.cancel();
     demo.await.unwrap().unwrap();
+
+    // A second run on the same database does not add the samples again.
+    let shutdown = CancellationToken::new();
+    let (ready, addresses) = tokio::sync::oneshot::channel::<DemoAddresses>();
+    let again =
+        tokio::spawn(run_demo(config, ports, shutdown.clone(), move |at: &DemoAddresses| {
+            let _ = ready.send(at.clone());
+        }));
+    let at = addresses.await.expect("the demo starts again");
+    assert!(!at.seeded, "the samples are there already");
+    let page = get(&http, &format!("http://{}/api/v1/tasks?limit=100", at.api)).await;
+    assert_eq!(page["total"], 7, "no duplicate samples: {page:#}");
+    shutdown.cancel();
+    again.await.unwrap().unwrap();
     let _ = std::fs::remove_file(&db);
     vhost.delete().await.unwrap();
 }
