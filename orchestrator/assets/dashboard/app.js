@@ -6,19 +6,38 @@
 const STATUSES = ["WAITING", "ASSIGNED", "RUNNING", "COMPLETE", "FAILED", "CANCELLED"];
 const FINAL = new Set(["COMPLETE", "FAILED", "CANCELLED"]);
 const PAGE_SIZE = 20;
+// The most tasks one bulk cancel or retry sends (the API's bound per request).
+const BULK_LIMIT = 500;
+// Resolved incidents shown under the open ones.
+const RECENT_INCIDENTS = 20;
+// The monitoring view's window, in minutes, and the dead letters listed at most.
+const MONITOR_MINUTES = 60;
+const DEAD_LETTER_LIMIT = 100;
+// How long the search box waits for typing to pause before it filters.
+const SEARCH_PAUSE_MS = 300;
 // Longest system description shown in the new-task form's choices (the full text is the title).
 const OPTION_DESCRIPTION_CHARS = 60;
 
 const state = {
-  filters: { status: "", system: "", bot_id: "" },
+  // The task list's filters, as the API names them; created_after and created_before hold the
+  // inputs' local times (sent as instants).
+  filters: { q: "", status: "", system: "", bot_id: "", created_after: "", created_before: "", sort: "created", rows_failed: "" },
   offset: 0,
   total: 0,
   bots: new Map(),      // id -> bot, for names and the bot filter
   systems: [],          // every registered system (SystemView), by name, from /api/v1/systems
   systemsLoaded: false,
+  view: "home",         // the view shown (see parseRoute)
   taskId: null,         // the task open in the detail view
   systemName: null,     // the system open in the system view
+  incidentId: null,     // the incident open in the incident view
   csvFile: null,
+  failedRowsOnly: false, // the task page shows only its failed or refused rows
+  openGroups: new Set(), // the task page's folded progress lines the user opened, by first event id
+  actions: new Map(),   // id -> incident action, for incidents' names
+  deadLetters: [],      // the dead letters listed
+  deadLettersShown: "", // what they were when last drawn (a poll that changes nothing redraws nothing)
+  selectedDeadLetters: new Set(), // ids ticked in the dead letters view
 };
 
 const $ = (selector, root = document) => root.querySelector(selector);
@@ -123,6 +142,7 @@ function el(tag, attributes = {}, ...children) {
 }
 
 const badge = (status) => el("span", { class: `badge ${status}` }, status);
+const th = (text) => el("th", { scope: "col" }, text);
 
 function ago(iso) {
   if (!iso) return "never";
@@ -154,7 +174,9 @@ function fieldAndParents(field) {
   return names;
 }
 
-function showErrors(form, error) {
+// Shows `error` next to the field it names (or at the form's foot), marks that field invalid and,
+// unless told not to (a refresh in the background must not move the focus), focuses it.
+function showErrors(form, error, focus = true) {
   for (const p of form.querySelectorAll("[data-error-for]")) p.textContent = "";
   for (const input of form.querySelectorAll("[aria-invalid]")) input.removeAttribute("aria-invalid");
   if (!error) return;
@@ -163,7 +185,10 @@ function showErrors(form, error) {
   const target = find((name) => `[data-error-for="${name}"]`) || form.querySelector('[data-error-for=""]');
   target.textContent = error.message;
   const input = find((name) => `[name="${name}"]`);
-  if (input) { input.setAttribute("aria-invalid", "true"); input.focus(); }
+  if (input) {
+    input.setAttribute("aria-invalid", "true");
+    if (focus) input.focus();
+  }
 }
 
 // ---------- CSV (preview, column check, retry of failed rows) ----------
@@ -276,11 +301,37 @@ async function useFile(file) {
 
 // ---------- lists ----------
 
-function taskQuery() {
-  const params = new URLSearchParams({ limit: PAGE_SIZE, offset: state.offset, order: "newest" });
-  for (const [key, value] of Object.entries(state.filters)) if (value) params.set(key, value);
+const RANGE_FILTERS = new Set(["created_after", "created_before"]);
+
+// A datetime-local input's value (local time) as an RFC 3339 instant; what cannot be read goes
+// as typed, for the API to refuse naming the field.
+function instant(local) {
+  const date = new Date(local);
+  return Number.isNaN(date.getTime()) ? local : date.toISOString();
+}
+
+// The task list's filters as query parameters (the default sort is left out).
+function filterParams() {
+  const params = new URLSearchParams();
+  for (const [key, value] of Object.entries(state.filters)) {
+    if (!value || (key === "sort" && value === "created")) continue;
+    params.set(key, RANGE_FILTERS.has(key) ? instant(value) : value);
+  }
+  return params;
+}
+
+// One page of the list. Offsets, not cursors: a cursor only follows the sort by creation.
+function taskQuery(limit = PAGE_SIZE, offset = state.offset) {
+  const params = filterParams();
+  params.set("limit", limit);
+  params.set("offset", offset);
+  params.set("order", "newest");
   return params.toString();
 }
+
+const filtering = () => Object.entries(state.filters).some(([key, value]) => value && !(key === "sort" && value === "created"));
+
+const SORT_CAPTIONS = { created: "newest first", finished: "latest finished first", duration: "longest run first" };
 
 async function refreshCounters() {
   const stats = await api("/api/v1/tasks/stats");
@@ -294,11 +345,24 @@ async function refreshCounters() {
 }
 
 async function refreshTasks() {
-  const page = await api(`/api/v1/tasks?${taskQuery()}`);
-  state.total = page.total;
+  const filters = $("#filters");
   const body = $("#tasks-body");
+  let page;
+  try {
+    page = await api(`/api/v1/tasks?${taskQuery()}`);
+  } catch (error) {
+    if (!(error instanceof ApiError) || error.status !== 400) throw error;
+    // A filter the API refuses (a range that ends before it starts…): said next to the filters.
+    showErrors(filters, error, false);
+    body.replaceChildren(el("tr", {}, el("td", { colspan: 7, class: "muted" }, "No tasks: a filter is not valid.")));
+    $("#page-info").textContent = "";
+    return;
+  }
+  showErrors(filters, null);
+  state.total = page.total;
+  $("#tasks-table caption").textContent = `Tasks, ${SORT_CAPTIONS[state.filters.sort] || SORT_CAPTIONS.created}`;
   if (!page.items.length) {
-    body.replaceChildren(el("tr", {}, el("td", { colspan: 7, class: "muted" }, "No tasks.")));
+    body.replaceChildren(el("tr", {}, el("td", { colspan: 7, class: "muted" }, filtering() ? "No task matches these filters." : "No tasks.")));
   } else {
     body.replaceChildren(...page.items.map((task) => el("tr", { "data-task-id": task.id, "data-status": task.status },
       el("td", {}, el("a", { href: `#/tasks/${task.id}` }, task.description)),
@@ -326,7 +390,7 @@ function offersTitle(task) {
 function progressOf(task) {
   const { done, total } = task.progress;
   if (total === null || total === undefined) return task.status === "COMPLETE" ? "done" : "—";
-  const failed = Number(task.result?.rows_failed) || 0;
+  const failed = Number(task.rows_failed ?? task.result?.rows_failed) || 0;
   return el("span", { class: failed ? "bar partial" : "bar" },
     el("progress", { max: total || 1, value: done, "aria-label": `${done} of ${total} rows` }),
     el("span", { class: "num" }, `${done}/${total}`),
@@ -337,19 +401,21 @@ async function refreshBots() {
   const page = await api("/api/v1/bots?limit=500&order=oldest");
   state.bots = new Map(page.items.map((bot) => [bot.id, bot]));
   const body = $("#bots-body");
+  // Five columns, the address under the name and the heartbeat under the status, so that the
+  // table fits its column at 1366 px with its buttons in view (seven did not).
   body.replaceChildren(...(page.items.length ? page.items.map((bot) => el("tr", { "data-bot": bot.name },
-    el("td", {}, bot.name, bot.delivery === "http" ? el("span", { class: "muted" }, ` (http :${bot.http_port})`) : null),
+    el("td", {}, bot.name, bot.delivery === "http" ? el("span", { class: "muted" }, ` (http :${bot.http_port})`) : null,
+      el("div", { class: "sub" }, bot.ip_address)),
     el("td", {}, badge(bot.status), bot.paused ? [" ", badge("PAUSED")] : null,
-      backingOff(bot) ? el("span", { class: "muted", title: `no offer before ${bot.offers_paused_until}` }, ` (${bot.unanswered_offers} unanswered)`) : null),
+      backingOff(bot) ? el("span", { class: "muted", title: `no offer before ${bot.offers_paused_until}` }, ` (${bot.unanswered_offers} unanswered)`) : null,
+      el("div", { class: "sub", title: bot.last_heartbeat_at ? `last heartbeat ${bot.last_heartbeat_at}` : "no heartbeat yet" }, ago(bot.last_heartbeat_at))),
     el("td", {}, systemLinks(bot.systems)),
-    el("td", {}, bot.ip_address),
-    el("td", { title: bot.last_heartbeat_at || "" }, ago(bot.last_heartbeat_at)),
     el("td", {}, heldTasks(bot)),
-    el("td", {},
-      el("button", { type: "button", onclick: () => openBotForm(bot), "aria-label": `Edit ${bot.name}` }, "Edit"), " ",
-      el("button", { type: "button", onclick: () => pauseBot(bot, !bot.paused), "aria-label": `${bot.paused ? "Resume" : "Pause"} ${bot.name}` }, bot.paused ? "Resume" : "Pause"), " ",
-      el("button", { type: "button", class: "danger", onclick: () => deleteBot(bot), "aria-label": `Delete ${bot.name}` }, "Delete"))))
-    : [el("tr", {}, el("td", { colspan: 7, class: "muted" }, "No bots yet: start one, or register it here."))]));
+    el("td", {}, el("div", { class: "row-actions" },
+      el("button", { type: "button", onclick: () => openBotForm(bot), "aria-label": `Edit ${bot.name}` }, "Edit"),
+      el("button", { type: "button", onclick: () => pauseBot(bot, !bot.paused), "aria-label": `${bot.paused ? "Resume" : "Pause"} ${bot.name}` }, bot.paused ? "Resume" : "Pause"),
+      el("button", { type: "button", class: "danger", onclick: () => deleteBot(bot), "aria-label": `Delete ${bot.name}` }, "Delete")))))
+    : [el("tr", {}, el("td", { colspan: 5, class: "muted" }, "No bots yet: start one, or register it here."))]));
   const select = $("#filter-bot");
   const chosen = state.filters.bot_id;
   select.replaceChildren(el("option", { value: "" }, "any"),
@@ -577,12 +643,49 @@ async function deleteSystem(system) {
   }
 }
 
+// Sets one filter of the task list (from its control, or a status counter in the header, which
+// may be clicked on any view: it then leads home).
 function setFilter(name, value) {
   state.filters[name] = value;
   state.offset = 0;
   const select = $(`#filter-${name === "bot_id" ? "bot" : name}`);
-  if (select) select.value = value;
-  refreshHome().catch(reportFailure);
+  if (select && select.tagName === "SELECT") select.value = value;
+  if (state.view !== "home") location.hash = "#/";
+  else refreshHome().catch(reportFailure);
+}
+
+// A filter control's value as state.filters holds it.
+const filterValue = (control) => (control.type === "checkbox" ? (control.checked ? "true" : "") : control.value);
+
+// Bulk cancel or retry of what the filters select: the ids of the first tasks listed under
+// them, each then handled as its own cancel or retry would be (one refused stops no other).
+async function bulkAct(action) {
+  let page;
+  try {
+    page = await api(`/api/v1/tasks?${taskQuery(BULK_LIMIT, 0)}`);
+  } catch (error) {
+    if (!(error instanceof ApiError)) throw error;
+    notify(error.message, true);
+    return;
+  }
+  const ids = page.items.map((task) => task.id);
+  if (!ids.length) { notify("No task is listed under these filters.", true); return; }
+  const some = page.total > ids.length ? ` (the first ${ids.length} of ${page.total})` : "";
+  if (!confirm(`${action === "cancel" ? "Cancel" : "Retry"} the ${ids.length} task(s) listed${some}?`)) return;
+  try {
+    const outcome = await sendJson("POST", `/api/v1/tasks/${action}`, { ids });
+    notify(bulkSummary(action, outcome), !outcome.done.length && outcome.refused.length > 0);
+  } catch (error) {
+    if (!(error instanceof ApiError)) throw error;
+    notify(error.message, true);
+  }
+  await refreshHome();
+}
+
+function bulkSummary(action, { done, refused }) {
+  const did = action === "cancel" ? "cancelled" : "sent back to WAITING";
+  const example = refused.length ? ` (${refused[0].message}${refused.length > 1 ? ", …" : ""})` : "";
+  return `${done.length} task(s) ${did}; ${refused.length} refused${example}.`;
 }
 
 // ---------- bots: register, edit, delete ----------
@@ -698,7 +801,7 @@ async function showTask(id) {
   if (state.taskId !== id) return; // navigated away meanwhile
   $("#task-title").textContent = task.description;
   const rows = (task.result && Array.isArray(task.result.rows)) ? task.result.rows : [];
-  const failedRows = rows.filter((r) => r.status === "REJECTED" || r.status === "FAILED");
+  const failedRows = rows.filter(isFailedRow);
   const detail = $("#task-detail");
   detail.replaceChildren(
     el("dl", { class: "fields" },
@@ -725,22 +828,88 @@ async function showTask(id) {
     el("div", { class: "detail-grid" },
       el("section", { "aria-labelledby": "timeline-title" },
         el("h3", { id: "timeline-title" }, "Timeline"),
-        el("ol", { class: "timeline", id: "timeline" }, events.map((event) => el("li", {
-            class: ["failed", "bot_lost", "offer_expired", "rejected", "stale_event", "offer_undeliverable"].includes(event.kind) ? "bad" : (event.kind === "completed" ? "good" : ""),
-          },
-          el("strong", {}, event.kind.replace(/_/g, " ")),
-          event.attempt ? ` · attempt ${event.attempt}` : "",
-          event.bot_id ? ` · ${botName(event.bot_id)}` : "",
-          el("div", { class: "when" }, when(event.at), describe(event)),
-          runLog(event))))),
+        el("ol", { class: "timeline", id: "timeline" }, timelineItems(events))),
       el("section", { "aria-labelledby": "rows-title" },
         el("h3", { id: "rows-title" }, `Rows (${rows.length}${task.progress.total ? ` of ${task.progress.total}` : ""})`),
-        rows.length
-          ? el("div", { class: "table-wrap" }, el("table", { id: "rows-table" },
-              el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Row"), el("th", { scope: "col" }, "Outcome"), el("th", { scope: "col" }, "Message"))),
-              el("tbody", {}, rows.map((r) => el("tr", { class: (r.status === "REJECTED" || r.status === "FAILED") ? "failed" : "", "data-row": r.row },
-                el("td", { class: "num" }, r.row), el("td", {}, badge(r.status)), el("td", {}, r.message))))))
-          : el("p", { class: "muted" }, "No row outcomes yet."))));
+        rowsSection(task, rows, failedRows))));
+}
+
+const BAD_EVENTS = new Set(["failed", "bot_lost", "offer_expired", "rejected", "stale_event", "offer_undeliverable"]);
+
+function timelineEntry(event) {
+  return el("li", { class: BAD_EVENTS.has(event.kind) ? "bad" : (event.kind === "completed" ? "good" : "") },
+    el("strong", {}, event.kind.replace(/_/g, " ")),
+    event.attempt ? ` · attempt ${event.attempt}` : "",
+    event.bot_id ? ` · ${botName(event.bot_id)}` : "",
+    el("div", { class: "when" }, when(event.at), describe(event)),
+    runLog(event));
+}
+
+// The timeline, with each run of consecutive progress events (a long CSV task sends one per
+// batch of rows, hundreds of lines) folded into one line that opens to show them.
+function timelineItems(events) {
+  const runs = [];
+  for (const event of events) {
+    const last = runs[runs.length - 1];
+    if (event.kind === "progress" && last && last[0].kind === "progress") last.push(event);
+    else runs.push([event]);
+  }
+  return runs.map((run) => (run.length > 1 ? progressGroup(run) : timelineEntry(run[0])));
+}
+
+function progressGroup(events) {
+  const first = events[0];
+  const last = events[events.length - 1];
+  const rows = events.reduce((sum, event) => sum + (Number(event.detail?.rows) || 0), 0);
+  const group = el("details", {
+    class: "progress-group",
+    // The page redraws at every change: an opened group stays open.
+    ontoggle: (e) => (e.currentTarget.open ? state.openGroups.add(first.id) : state.openGroups.delete(first.id)),
+  },
+  el("summary", {}, el("strong", {}, "progress"), ` × ${events.length} · ${rows} row(s)`,
+    el("span", { class: "when" }, `${when(first.at)} – ${when(last.at)}`)),
+  el("ol", { class: "timeline" }, events.map(timelineEntry)));
+  group.open = state.openGroups.has(first.id);
+  return el("li", { class: "grouped" }, group);
+}
+
+const isFailedRow = (row) => row.status === "REJECTED" || row.status === "FAILED";
+
+// The row outcomes: their totals, the table (all rows or the failed ones only) and the download.
+function rowsSection(task, rows, failedRows) {
+  if (!rows.length) return el("p", { class: "muted" }, "No row outcomes yet.");
+  const total = task.progress.total ?? rows.length;
+  const done = rows.length - failedRows.length;
+  const totals = el("p", { id: "row-totals", class: "totals" },
+    el("span", { "data-count": "done" }, el("b", {}, done), " done"), " · ",
+    el("span", { "data-count": "failed", class: failedRows.length ? "rows-failed" : null }, el("b", {}, failedRows.length), " failed or refused"), " · ",
+    el("span", { "data-count": "total" }, el("b", {}, total), " total"),
+    total > rows.length ? el("span", { class: "muted" }, ` · ${total - rows.length} to go`) : null);
+  const body = el("tbody");
+  const fill = () => {
+    const shown = state.failedRowsOnly ? failedRows : rows;
+    body.replaceChildren(...(shown.length ? shown.map(rowLine)
+      : [el("tr", {}, el("td", { colspan: 3, class: "muted" }, "No row failed."))]));
+  };
+  const only = el("input", { type: "checkbox", id: "failed-rows-only", onchange: (event) => { state.failedRowsOnly = event.target.checked; fill(); } });
+  only.checked = state.failedRowsOnly;
+  fill();
+  return [totals,
+    el("div", { class: "detail-actions" },
+      el("label", { class: "check" }, only, " Failed rows only"),
+      el("button", { type: "button", id: "download-results", onclick: () => downloadResults(task, rows) }, "Download results (CSV)")),
+    el("div", { class: "table-wrap" }, el("table", { id: "rows-table" },
+      el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Row"), el("th", { scope: "col" }, "Outcome"), el("th", { scope: "col" }, "Message"))),
+      body))];
+}
+
+const rowLine = (r) => el("tr", { class: isFailedRow(r) ? "failed" : "", "data-row": r.row },
+  el("td", { class: "num" }, r.row), el("td", {}, badge(r.status)), el("td", {}, r.message));
+
+// The row outcomes as a CSV file, made here from the task's result (nothing is asked of the server).
+function downloadResults(task, rows) {
+  const csv = toCsv(["row", "status", "message"], rows.map((r) => [String(r.row), String(r.status), String(r.message ?? "")]));
+  saveFile(new Blob([csv], { type: "text/csv" }), `task-${task.id}-results.csv`);
 }
 
 // The end of a run's log (an external program's stderr and log lines), folded.
@@ -781,8 +950,13 @@ async function downloadWithToken(event) {
   const link = event.currentTarget;
   const response = await authorizedFetch(link.getAttribute("href"));
   if (!response.ok) { notify("The attachment could not be read.", true); return; }
-  const url = URL.createObjectURL(await response.blob());
-  const save = el("a", { href: url, download: link.getAttribute("download") });
+  saveFile(await response.blob(), link.getAttribute("download"));
+}
+
+// Saves what is in memory as a file (through a link to it, clicked and dropped).
+function saveFile(blob, name) {
+  const url = URL.createObjectURL(blob);
+  const save = el("a", { href: url, download: name });
   document.body.append(save);
   save.click();
   save.remove();
@@ -809,6 +983,476 @@ async function retryFailedRows(task, failedRows) {
   }
 }
 
+// ---------- incidents ----------
+
+// An incident's action by name, else by code (an action deleted since), else its id.
+function actionLabel(incident) {
+  const action = state.actions.get(incident.action_id);
+  return action ? action.name : incident.action_code || shortId(incident.action_id);
+}
+
+async function showIncidents() {
+  const [open, resolved, actions] = await Promise.all([
+    api("/api/v1/incidents?status=OPEN&limit=100"),
+    api(`/api/v1/incidents?status=RESOLVED&limit=${RECENT_INCIDENTS}`),
+    api("/api/v1/actions"),
+  ]);
+  if (state.view !== "incidents") return; // navigated away meanwhile
+  state.actions = new Map(actions.map((action) => [action.id, action]));
+  $("#open-incidents").replaceChildren(incidentTable("open-incidents-table", open.items, "No incident is open."));
+  $("#resolved-incidents").replaceChildren(incidentTable("resolved-incidents-table", resolved.items, "No incident was resolved yet."));
+  $("#actions-list").replaceChildren(actionsTable(actions));
+}
+
+function incidentTable(id, incidents, empty) {
+  if (!incidents.length) return el("p", { class: "muted", id }, empty);
+  return el("table", { id },
+    el("thead", {}, el("tr", {}, th("Action"), th("Status"), th("Occurrences"), th("Opened"), th("Last occurrence"), th("Resolved"))),
+    el("tbody", {}, incidents.map((incident) => el("tr", { "data-incident": incident.id },
+      el("td", {}, el("a", { href: `#/incidents/${incident.id}` }, actionLabel(incident))),
+      el("td", {}, badge(incident.status)),
+      el("td", { class: "num" }, incident.occurrences),
+      el("td", {}, when(incident.opened_at)),
+      el("td", { title: incident.last_occurrence_at }, ago(incident.last_occurrence_at)),
+      el("td", {}, when(incident.resolved_at))))));
+}
+
+const teams = (who) => (Array.isArray(who) ? who.join(", ") : who);
+
+// A level in words: "at 10 occurrences or after 5 min: Analyst N1".
+function levelText(level) {
+  const thresholds = [level.volume ? `at ${level.volume} occurrences` : null, level.minutes ? `after ${level.minutes} min` : null];
+  return `${thresholds.filter(Boolean).join(" or ")}: ${teams(level.who)}`;
+}
+
+function externalText(external) {
+  if (!external) return el("span", { class: "muted" }, "not told");
+  return `after ${external.min_occurrences}, by ${external.channel}${external.language ? ` (${external.language})` : ""}`;
+}
+
+function actionsTable(actions) {
+  if (!actions.length) return el("p", { class: "muted", id: "actions-table" }, "No action yet: reports match nothing until one is registered.");
+  return el("table", { id: "actions-table" },
+    el("thead", {}, el("tr", {}, th("Action"), th("Triggers"), th("Customers"), th("Levels"), el("th", { scope: "col" }, el("span", { class: "sr-only" }, "Actions")))),
+    el("tbody", {}, actions.map((action) => el("tr", { "data-action": action.code },
+      el("td", {}, action.name, el("div", { class: "sub" }, action.code)),
+      el("td", {}, action.triggers.map((t) => `${t.service}/${t.status}`).join(", ")),
+      el("td", {}, action.customers_group, el("div", { class: "sub" }, externalText(action.external))),
+      el("td", {}, action.levels.length ? el("ol", { class: "levels" }, action.levels.map((level) => el("li", {}, levelText(level)))) : el("span", { class: "muted" }, "—")),
+      el("td", {}, el("div", { class: "row-actions" },
+        el("button", { type: "button", onclick: () => openActionForm(action), "aria-label": `Edit ${action.name}` }, "Edit"),
+        el("button", { type: "button", class: "danger", onclick: () => deleteAction(action), "aria-label": `Delete ${action.name}` }, "Delete")))))));
+}
+
+async function showIncident(id) {
+  const incident = await api(`/api/v1/incidents/${id}`);
+  // The action and the delivery tasks are context: one deleted since leaves its place blank.
+  const [action, tasks] = await Promise.all([
+    api(`/api/v1/actions/${incident.action_id}`).catch(() => null),
+    Promise.all(incident.communications.map((c) => api(`/api/v1/tasks/${c.task_id}`).catch(() => null))),
+  ]);
+  if (state.incidentId !== id) return; // navigated away meanwhile
+  const name = action ? action.name : incident.action_code || "Incident";
+  const levels = action ? action.levels : [];
+  $("#incident-title").textContent = name;
+  $("#incident-detail").replaceChildren(
+    el("dl", { class: "fields" },
+      el("dt", {}, "Status"), el("dd", { id: "incident-status" }, badge(incident.status)),
+      el("dt", {}, "Action"), el("dd", {}, action ? `${action.name} (${action.code})` : incident.action_code || shortId(incident.action_id)),
+      action ? [el("dt", {}, "Triggers"), el("dd", {}, action.triggers.map((t) => `${t.service}/${t.status}`).join(", "))] : null,
+      el("dt", {}, "Occurrences"), el("dd", { id: "incident-occurrences" }, incident.occurrences),
+      el("dt", {}, "First occurrence"), el("dd", {}, when(incident.opened_at)),
+      el("dt", {}, "Last occurrence"), el("dd", {}, when(incident.last_occurrence_at)),
+      el("dt", {}, "Resolved"), el("dd", {}, when(incident.resolved_at)),
+      el("dt", {}, "Customers told"), el("dd", {}, incident.external_sent_at ? when(incident.external_sent_at) : "no"),
+      el("dt", {}, "Levels alerted"), el("dd", {}, incident.levels_notified.length
+        ? incident.levels_notified.map((index) => (levels[index] ? teams(levels[index].who) : `level ${index + 1}`)).join("; ")
+        : "none"),
+      el("dt", {}, "Id"), el("dd", {}, el("code", {}, incident.id))),
+    el("div", { class: "detail-actions" },
+      el("button", { type: "button", id: "resolve-incident", disabled: incident.status !== "OPEN", onclick: () => resolveIncident(incident) }, "Resolve")),
+    el("h2", { id: "communications-title" }, `Communications (${incident.communications.length})`),
+    incident.communications.length
+      ? el("div", { class: "table-wrap" }, el("table", { id: "communications", "aria-labelledby": "communications-title" },
+          el("thead", {}, el("tr", {}, th("Kind"), th("Channel"), th("To"), th("Message"), th("Sent"), th("Delivery"))),
+          el("tbody", {}, incident.communications.map((c, i) => el("tr", { "data-kind": c.kind },
+            el("td", {}, c.kind),
+            el("td", {}, c.channel),
+            el("td", {}, c.recipient),
+            el("td", {}, c.message),
+            el("td", {}, when(c.sent_at)),
+            el("td", {}, el("a", { href: `#/tasks/${c.task_id}`, "aria-label": `Delivery task ${shortId(c.task_id)}` }, shortId(c.task_id)),
+              tasks[i] ? [" ", badge(tasks[i].status)] : null))))))
+      : el("p", { class: "muted", id: "communications" }, "Nothing sent yet."));
+}
+
+async function resolveIncident(incident) {
+  if (!confirm("Resolve this incident? Customers who were told it was down are told it is back.")) return;
+  try {
+    await api(`/api/v1/incidents/${incident.id}/resolve`, { method: "POST" });
+    notify("Incident resolved.");
+  } catch (error) {
+    if (!(error instanceof ApiError)) throw error;
+    notify(error.message, true);
+  }
+  await showIncident(incident.id);
+}
+
+// ---------- incident actions: create, edit, delete ----------
+
+// The rows of a repeated group (triggers, levels) are renumbered after each change, so that their
+// inputs are named as the API names its fields ("levels[1].volume") and its errors land on them.
+function renumber(container, prefix, noun) {
+  [...container.children].forEach((row, index) => {
+    row.setAttribute("aria-label", `${noun} ${index + 1}`);
+    for (const input of row.querySelectorAll("[data-part]")) input.name = `${prefix}[${index}].${input.dataset.part}`;
+    row.querySelector("[data-error-for]").dataset.errorFor = `${prefix}[${index}]`;
+    row.querySelector("button").setAttribute("aria-label", `Remove ${noun.toLowerCase()} ${index + 1}`);
+  });
+}
+
+function repeatRow(container, prefix, noun, parts) {
+  const row = el("div", { class: "repeat-row", role: "group" },
+    parts,
+    el("button", { type: "button", onclick: () => { row.remove(); renumber(container, prefix, noun); } }, "Remove"),
+    el("p", { class: "error", "data-error-for": "" }));
+  container.append(row);
+  renumber(container, prefix, noun);
+}
+
+function part(label, name, value, attributes = {}) {
+  const input = el("input", { "data-part": name, autocomplete: "off", ...attributes });
+  input.value = value ?? "";
+  return el("label", {}, `${label} `, input);
+}
+
+function addTrigger(trigger = {}) {
+  repeatRow($("#action-triggers"), "triggers", "Trigger", [
+    part("Service", "service", trigger.service, { placeholder: "login" }),
+    part("Status", "status", trigger.status, { placeholder: "503", size: 8 }),
+  ]);
+}
+
+function addLevel(level = {}) {
+  repeatRow($("#action-levels"), "levels", "Level", [
+    part("Occurrences", "volume", level.volume, { type: "number", min: 1, step: 1 }),
+    part("Minutes", "minutes", level.minutes, { type: "number", min: 1, step: 1 }),
+    part("Teams", "who", level.who ? teams(level.who) : "", { placeholder: "Analyst N1, Infrastructure" }),
+  ]);
+}
+
+function openActionForm(action) {
+  const form = $("#action-form");
+  form.reset();
+  showErrors(form, null);
+  form.hidden = false;
+  $("#action-form-title").textContent = action ? `Edit ${action.name}` : "New action";
+  form.elements.id.value = action ? action.id : "";
+  $("#action-triggers").replaceChildren();
+  $("#action-levels").replaceChildren();
+  if (action) {
+    form.elements.name.value = action.name;
+    form.elements.code.value = action.code;
+    form.elements.customers_group.value = action.customers_group;
+    action.triggers.forEach(addTrigger);
+    action.levels.forEach(addLevel);
+    const external = action.external;
+    $("#action-external-on").checked = Boolean(external);
+    if (external) {
+      form.elements["external.min_occurrences"].value = external.min_occurrences;
+      form.elements["external.channel"].value = external.channel;
+      form.elements["external.language"].value = external.language ?? "";
+      form.elements["external.message"].value = external.message;
+      form.elements["external.restored_message"].value = external.restored_message ?? "";
+    }
+  } else {
+    addTrigger();
+  }
+  showExternalFields();
+  form.elements.name.focus();
+}
+
+function showExternalFields() {
+  $("#action-external").hidden = !$("#action-external-on").checked;
+}
+
+// A number input's value, or null when empty (the API then says what is missing).
+const numberOrNull = (text) => (String(text).trim() === "" ? null : Number(text));
+
+// The action as the API takes it, from the form as typed (the API trims and checks).
+function actionBody(form) {
+  const value = (name) => form.elements[name].value;
+  const rows = (selector) => [...$(selector).children].map((row) => (name) => row.querySelector(`[data-part="${name}"]`).value);
+  const body = {
+    name: value("name"),
+    code: value("code"),
+    customers_group: value("customers_group"),
+    triggers: rows("#action-triggers").map((get) => ({ service: get("service"), status: get("status") })),
+    levels: rows("#action-levels").map((get) => {
+      const named = get("who").split(",").map((team) => team.trim()).filter(Boolean);
+      return { volume: numberOrNull(get("volume")), minutes: numberOrNull(get("minutes")), who: named.length > 1 ? named : (named[0] ?? "") };
+    }),
+    external: null,
+  };
+  if ($("#action-external-on").checked) {
+    body.external = {
+      min_occurrences: numberOrNull(value("external.min_occurrences")),
+      channel: value("external.channel"),
+      message: value("external.message"),
+      // Empty: the default sentence, or no language named (English).
+      restored_message: value("external.restored_message").trim() || undefined,
+      language: value("external.language").trim() || undefined,
+    };
+  }
+  return body;
+}
+
+async function saveAction(event) {
+  event.preventDefault();
+  const form = event.target;
+  showErrors(form, null);
+  const id = form.elements.id.value;
+  const body = actionBody(form);
+  const button = $("#action-submit");
+  button.disabled = true;
+  try {
+    const saved = await (id ? sendJson("PUT", `/api/v1/actions/${id}`, body) : sendJson("POST", "/api/v1/actions", body));
+    form.hidden = true;
+    notify(id ? `Action ${saved.name} saved.` : `Action ${saved.name} created.`);
+    await showIncidents();
+  } catch (error) {
+    if (!(error instanceof ApiError)) throw error;
+    showErrors(form, error);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function deleteAction(action) {
+  if (!confirm(`Delete action ${action.name}, with its resolved incidents?`)) return;
+  try {
+    await api(`/api/v1/actions/${action.id}`, { method: "DELETE" });
+    notify(`Action ${action.name} deleted.`);
+  } catch (error) {
+    if (!(error instanceof ApiError)) throw error;
+    notify(error.message, true);
+  }
+  await showIncidents();
+}
+
+// ---------- monitoring ----------
+
+const SVG = "http://www.w3.org/2000/svg";
+
+// el() for SVG elements (they need their namespace).
+function svg(tag, attributes = {}, ...children) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attributes)) if (value !== null && value !== undefined) node.setAttribute(key, value);
+  for (const child of children.flat()) if (child !== null && child !== undefined) node.append(child);
+  return node;
+}
+
+async function showMonitoring() {
+  const data = await api(`/api/v1/monitoring?minutes=${MONITOR_MINUTES}`);
+  if (state.view !== "monitoring") return; // navigated away meanwhile
+  const clock = (iso) => new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  $("#monitoring-window").textContent = `The last ${data.minutes} minutes, ${clock(data.since)} to ${clock(data.until)}`;
+  $("#throughput").replaceChildren(...throughputView(data.throughput, clock));
+  $("#waiting").replaceChildren(waitingTable(data.waiting));
+  $("#timings").replaceChildren(timingsTable(data.timings));
+  $("#bot-usage").replaceChildren(botUsageTable(data.bots));
+  $("#monitor-dead-letters").replaceChildren(...deadLetterCount(data.dead_letters));
+}
+
+const CHART_HEIGHT = 160;
+
+// Tasks completed and failed per minute as stacked bars. Positions across are percentages, so the
+// chart takes the panel's width while its text keeps its size; the numbers are also a table.
+function throughputView(minutes, clock) {
+  const completed = minutes.reduce((sum, m) => sum + m.completed, 0);
+  const failed = minutes.reduce((sum, m) => sum + m.failed, 0);
+  const busiest = Math.max(0, ...minutes.map((m) => m.completed + m.failed));
+  const peak = Math.max(1, busiest); // the scale's top
+  const top = 18;                       // room for the scale's label
+  const bottom = CHART_HEIGHT - 20;     // room for the times
+  const scale = (count) => (count / peak) * (bottom - top);
+  const width = 100 / Math.max(1, minutes.length);
+  const summary = `${completed} completed and ${failed} failed in the last ${minutes.length} minutes; at most ${busiest} in a minute.`;
+  const bars = minutes.map((m, i) => {
+    const x = `${(i * width).toFixed(3)}%`;
+    const w = `${(width * 0.8).toFixed(3)}%`;
+    const done = scale(m.completed);
+    const bad = scale(m.failed);
+    return svg("g", { "data-minute": m.minute },
+      svg("title", {}, `${clock(m.minute)}: ${m.completed} completed, ${m.failed} failed`),
+      // The whole column answers the pointer, so an empty minute has a tooltip too.
+      svg("rect", { class: "hit", x, y: top, width: `${width.toFixed(3)}%`, height: bottom - top }),
+      m.completed ? svg("rect", { class: "completed", x, y: bottom - done, width: w, height: done }) : null,
+      m.failed ? svg("rect", { class: "failed", x, y: bottom - done - bad, width: w, height: bad }) : null);
+  });
+  // A time under every tenth minute, and the last at the right edge.
+  const last = minutes.length - 1;
+  const ticks = minutes.map((m, i) => [m, i]).filter(([, i]) => (i % 10 === 0 && last - i >= 5) || i === last)
+    .map(([m, i]) => svg("text", { x: i === last ? "100%" : `${(i * width).toFixed(3)}%`, y: CHART_HEIGHT - 4, class: i === last ? "tick last" : "tick" }, clock(m.minute)));
+  const chart = svg("svg", { class: "chart", id: "throughput-chart", role: "img", width: "100%", height: CHART_HEIGHT, "aria-labelledby": "throughput-chart-title throughput-chart-desc" },
+    svg("title", { id: "throughput-chart-title" }, "Tasks finished per minute"),
+    svg("desc", { id: "throughput-chart-desc" }, summary),
+    svg("line", { class: "axis", x1: "0", x2: "100%", y1: top, y2: top }),
+    svg("text", { x: "0", y: top - 5, class: "tick" }, `${peak} per minute`),
+    svg("line", { class: "axis", x1: "0", x2: "100%", y1: bottom, y2: bottom }),
+    bars, ticks);
+  const busy = minutes.filter((m) => m.completed || m.failed);
+  return [
+    el("p", { class: "legend" },
+      el("span", { class: "key completed" }, "completed"), " ", el("span", { class: "key failed" }, "failed")),
+    chart,
+    el("p", { id: "throughput-summary" }, summary),
+    el("details", {},
+      el("summary", {}, "As a table"),
+      busy.length
+        ? el("table", { id: "throughput-table" },
+            el("thead", {}, el("tr", {}, th("Minute"), th("Completed"), th("Failed"))),
+            el("tbody", {}, busy.map((m) => el("tr", {}, el("td", {}, clock(m.minute)), el("td", { class: "num" }, m.completed), el("td", { class: "num" }, m.failed)))))
+        : el("p", { class: "muted" }, "No task finished in this window.")),
+  ];
+}
+
+function waitingTable(waiting) {
+  const systems = Object.entries(waiting).sort(([a, x], [b, y]) => y - x || a.localeCompare(b));
+  if (!systems.length) return el("p", { class: "muted" }, "No system.");
+  return el("table", { id: "waiting-table" },
+    el("thead", {}, el("tr", {}, th("System"), th("Waiting"))),
+    el("tbody", {}, systems.map(([name, count]) => el("tr", { "data-system": name },
+      el("td", {}, systemLink(name)), el("td", { class: count ? "num" : "num muted" }, count)))));
+}
+
+// Seconds as people read them: "40 ms", "1.4 s", "12 s", "3 min 5 s", "2 h 10 min".
+function duration(seconds) {
+  if (seconds === null || seconds === undefined) return "—";
+  if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
+  if (seconds < 10) return `${Number(seconds.toFixed(1))} s`;
+  if (seconds < 60) return `${Math.round(seconds)} s`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ${Math.round(seconds % 60)} s`;
+  return `${Math.floor(seconds / 3600)} h ${Math.round((seconds % 3600) / 60)} min`;
+}
+
+function timingsTable(timings) {
+  if (!timings.length) return el("p", { class: "muted", id: "timings-table" }, "No task was accepted or finished in this window.");
+  return el("table", { id: "timings-table" },
+    el("thead", {}, el("tr", {}, th("System"), th("Runs"),
+      el("th", { scope: "col", title: "created → accepted" }, "Wait p50"), th("Wait p95"),
+      el("th", { scope: "col", title: "accepted → finished" }, "Run p50"), th("Run p95"))),
+    el("tbody", {}, timings.map((t) => el("tr", { "data-system": t.system },
+      el("td", {}, systemLink(t.system)), el("td", { class: "num" }, t.runs),
+      el("td", { class: "num" }, duration(t.wait_p50_seconds)), el("td", { class: "num" }, duration(t.wait_p95_seconds)),
+      el("td", { class: "num" }, duration(t.run_p50_seconds)), el("td", { class: "num" }, duration(t.run_p95_seconds))))));
+}
+
+// A share as a percentage; a little above nothing reads "<1%", not "0%".
+function percent(share) {
+  if (share === null || share === undefined) return "—";
+  return share > 0 && share < 0.005 ? "<1%" : `${Math.round(share * 100)}%`;
+}
+
+function botUsageTable(bots) {
+  if (!bots.length) return el("p", { class: "muted", id: "bot-usage-table" }, "No bot.");
+  return el("table", { id: "bot-usage-table" },
+    el("thead", {}, el("tr", {}, th("Bot"), th("Completed"), th("Failed"), th("Utilisation"), th("Success"))),
+    el("tbody", {}, bots.map((bot) => el("tr", { "data-bot": bot.name },
+      el("td", {}, bot.name),
+      el("td", { class: "num" }, bot.completed),
+      el("td", { class: "num" }, bot.failed),
+      el("td", { title: `busy ${duration(bot.busy_seconds)}` }, el("span", { class: "bar" },
+        el("progress", { max: 1, value: bot.utilisation ?? 0, "aria-label": `${bot.name} busy ${percent(bot.utilisation)} of the window` }),
+        el("span", { class: "num" }, percent(bot.utilisation)))),
+      el("td", { class: "num" }, percent(bot.success_rate))))));
+}
+
+function deadLetterCount(count) {
+  if (count === null || count === undefined) return [el("span", { class: "muted", id: "dead-letter-count" }, "The broker could not be asked.")];
+  return [el("b", { id: "dead-letter-count", class: count ? "rows-failed" : null }, count),
+    ` message(s) in botline.dead. `, el("a", { href: "#/dead-letters" }, "See them")];
+}
+
+// ---------- dead letters ----------
+
+async function showDeadLetters() {
+  const data = await api(`/api/v1/dead-letters?limit=${DEAD_LETTER_LIMIT}`);
+  if (state.view !== "dead-letters") return; // navigated away meanwhile
+  // A poll that finds the same messages redraws nothing (ticks and focus stay as they are).
+  const shown = JSON.stringify(data);
+  if (shown === state.deadLettersShown) return;
+  state.deadLettersShown = shown;
+  state.deadLetters = data.items;
+  const present = new Set(data.items.map((m) => m.id));
+  for (const id of [...state.selectedDeadLetters]) if (!present.has(id)) state.selectedDeadLetters.delete(id);
+  const count = el("p", { id: "dead-letter-total" }, `${data.total} message(s) in botline.dead`,
+    data.total > data.items.length ? `; the first ${data.items.length} are listed.` : ".");
+  if (!data.items.length) {
+    $("#dead-letters").replaceChildren(count);
+    showSelection();
+    return;
+  }
+  const all = el("input", { type: "checkbox", id: "select-all-dead-letters", "aria-label": "Select every message listed", onchange: (e) => {
+    for (const m of data.items) (e.target.checked ? state.selectedDeadLetters.add(m.id) : state.selectedDeadLetters.delete(m.id));
+    for (const box of document.querySelectorAll("#dead-letters-table tbody input")) box.checked = e.target.checked;
+    showSelection();
+  } });
+  $("#dead-letters").replaceChildren(count, el("table", { id: "dead-letters-table" },
+    el("thead", {}, el("tr", {}, el("th", { scope: "col" }, all), th("Failed on"), th("Reason"), th("Routing key · publisher"), th("Failures"), th("Body"))),
+    el("tbody", {}, data.items.map((m, i) => {
+      const box = el("input", { type: "checkbox", value: m.id, "aria-label": `Select message ${i + 1}`, onchange: (e) => {
+        if (e.target.checked) state.selectedDeadLetters.add(m.id); else state.selectedDeadLetters.delete(m.id);
+        showSelection();
+      } });
+      box.checked = state.selectedDeadLetters.has(m.id);
+      return el("tr", { "data-dead-letter": m.id },
+        el("td", {}, box),
+        el("td", {}, m.queue ?? el("span", { class: "muted" }, "unknown (cannot be replayed)")),
+        el("td", { class: "reason" }, m.reason ?? el("span", { class: "muted" }, "—")),
+        el("td", {}, el("code", {}, m.routing_key), m.publisher ? el("div", { class: "sub" }, m.publisher) : null),
+        el("td", { class: "num" }, m.failures ?? "—", m.copies > 1 ? el("div", { class: "sub" }, `${m.copies} copies`) : null),
+        el("td", {}, el("pre", { class: "body-preview" }, m.body_preview), el("div", { class: "sub" }, `${m.body_bytes} bytes`)));
+    }))));
+  showSelection();
+}
+
+function showSelection() {
+  const count = state.selectedDeadLetters.size;
+  $("#dead-letters-selected").textContent = count ? `${count} selected` : "";
+  $("#replay-dead-letters").disabled = !count;
+  $("#discard-dead-letters").disabled = !count;
+  const all = $("#select-all-dead-letters");
+  if (all) all.checked = count > 0 && state.deadLetters.every((m) => state.selectedDeadLetters.has(m.id));
+}
+
+// Replays or discards the ticked messages, after asking. A message whose queue is unknown
+// cannot go back: it is left out of a replay, and said so.
+async function actOnDeadLetters(action) {
+  const chosen = state.deadLetters.filter((m) => state.selectedDeadLetters.has(m.id));
+  const ids = chosen.filter((m) => action === "discard" || m.replayable).map((m) => m.id);
+  const skipped = chosen.length - ids.length;
+  if (!ids.length) { notify("None of these can be replayed: the queue they failed on is unknown.", true); return; }
+  const question = action === "replay"
+    ? `Replay ${ids.length} message(s), each to the end of the queue it failed on?`
+    : `Discard ${ids.length} message(s) for good?`;
+  if (!confirm(question)) return;
+  try {
+    // Each message is handled on its own: some may be refused (gone meanwhile: "not_found").
+    const { done, refused } = await sendJson("POST", `/api/v1/dead-letters/${action}`, { ids });
+    const parts = [`${done.length} ${action === "replay" ? "replayed" : "discarded"}`];
+    if (refused.length) parts.push(`${refused.length} refused (${refused[0].message}${refused.length > 1 ? ", …" : ""})`);
+    if (skipped) parts.push(`${skipped} left: the queue they failed on is unknown`);
+    notify(`${parts.join("; ")}.`, !done.length);
+    for (const id of [...done, ...refused.map((r) => r.id)]) state.selectedDeadLetters.delete(id);
+  } catch (error) {
+    if (!(error instanceof ApiError)) throw error;
+    notify(error.message, true);
+  }
+  state.deadLettersShown = "";
+  await showDeadLetters();
+}
+
 // ---------- routing and live updates ----------
 
 async function refreshHome() {
@@ -821,42 +1465,74 @@ function reportFailure(error) {
   notify(`Could not reach the server: ${error.message}`, true);
 }
 
-// "#/tasks/ID" is a task, "#/systems/NAME" a system, anything else the home view.
+// "#/tasks/ID" is a task, "#/systems/NAME" a system, "#/incidents" the incidents and their
+// actions, "#/incidents/ID" one incident, "#/monitoring" and "#/dead-letters" those views;
+// anything else the home view.
 function parseRoute(hash) {
   const task = hash.match(/^#\/tasks\/([0-9a-f-]{36})$/);
   if (task) return { view: "task", id: task[1] };
+  const incident = hash.match(/^#\/incidents\/([0-9a-f-]{36})$/);
+  if (incident) return { view: "incident", id: incident[1] };
   const system = hash.match(/^#\/systems\/([^/]+)$/);
   if (system) {
     let name;
     try { name = decodeURIComponent(system[1]); } catch { name = ""; }
     if (/^[A-Za-z0-9_-]{1,64}$/.test(name)) return { view: "system", name: name.toUpperCase() };
   }
-  return { view: "home" };
+  const named = { "#/incidents": "incidents", "#/monitoring": "monitoring", "#/dead-letters": "dead-letters" }[hash];
+  return { view: named || "home" };
+}
+
+const VIEWS = ["home", "task", "system", "incidents", "incident", "monitoring", "dead-letters"];
+const TITLES = { home: "Botline", task: "Task", system: "System", incidents: "Incidents", incident: "Incident", monitoring: "Monitoring", "dead-letters": "Dead letters" };
+
+// Draws the view shown, from the server's current state.
+function showView() {
+  switch (state.view) {
+    case "task": return showTask(state.taskId);
+    case "system": return showSystem(state.systemName);
+    case "incidents": return showIncidents();
+    case "incident": return showIncident(state.incidentId);
+    case "monitoring": return showMonitoring();
+    case "dead-letters": return showDeadLetters();
+    default: return refreshHome();
+  }
 }
 
 async function route() {
   const where = parseRoute(location.hash);
+  if (where.view !== "task" || where.id !== state.taskId) {
+    // Another task: its rows and timeline start as they are by default.
+    state.failedRowsOnly = false;
+    state.openGroups.clear();
+  }
+  state.view = where.view;
   state.taskId = where.view === "task" ? where.id : null;
   state.systemName = where.view === "system" ? where.name : null;
-  $("#view-home").hidden = where.view !== "home";
-  $("#view-task").hidden = where.view !== "task";
-  $("#view-system").hidden = where.view !== "system";
+  state.incidentId = where.view === "incident" ? where.id : null;
+  state.deadLettersShown = ""; // drawn afresh on arrival
+  for (const view of VIEWS) $(`#view-${view}`).hidden = view !== where.view;
+  document.title = where.view === "home" ? TITLES.home : `${TITLES[where.view]} · Botline`;
+  for (const link of document.querySelectorAll(".top-links a[href^='#/']")) {
+    if (link.getAttribute("href") === location.hash) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
   try {
-    if (where.view === "task") {
-      if (!state.bots.size) await refreshBots();
-      await showTask(where.id);
-    } else if (where.view === "system") {
+    if (where.view === "task" && !state.bots.size) await refreshBots();
+    if (where.view === "system") {
       $("#system-title").textContent = where.name;
       $("#system-detail").replaceChildren(el("p", { class: "muted" }, "Loading…"));
-      await showSystem(where.name);
-    } else {
-      await refreshHome();
     }
+    if (where.view !== "home") refreshCounters().catch(reportFailure);
+    await showView();
   } catch (error) {
     if (error instanceof ApiError && error.status === 404) {
       if (where.view === "system") {
         $("#system-detail").replaceChildren(el("p", { class: "error" }, `There is no system ${where.name} (any more).`));
         notify(`There is no system ${where.name} (any more).`, true);
+      } else if (where.view === "incident") {
+        $("#incident-detail").replaceChildren(el("p", { class: "error" }, "There is no such incident (any more)."));
+        notify("That incident does not exist (any more).", true);
       } else {
         notify("That task does not exist (any more).", true);
       }
@@ -874,15 +1550,18 @@ function scheduleRefresh(change) {
     pending = null;
     const touched = changedTasks;
     changedTasks = new Set();
-    if (state.taskId) {
+    // The header's counters are on every view (the home view redraws them with its lists).
+    if (state.view !== "home") refreshCounters().catch(reportFailure);
+    if (state.view === "task") {
       if (!touched.size || touched.has(state.taskId)) showTask(state.taskId).catch(reportFailure);
-    } else if (state.systemName) {
-      // Its bots' statuses change; the system itself may have changed too.
-      showSystem(state.systemName).catch((error) => {
+    } else if (state.view === "system" || state.view === "incident") {
+      // A system's bots change; an incident's delivery tasks do. Either may be gone meanwhile.
+      showView().catch((error) => {
         if (!(error instanceof ApiError && error.status === 404)) reportFailure(error);
       });
-    } else {
-      refreshHome().catch(reportFailure);
+    } else if (state.view !== "dead-letters") {
+      // The dead letters are the broker's: no notice tells of them (they are polled).
+      showView().catch(reportFailure);
     }
   }, 300);
 }
@@ -946,6 +1625,23 @@ async function readEvents(body, onEvent) {
   }
 }
 
+// What changes with no notice on the stream is redrawn now and then: heartbeat ages (home), an
+// incident's occurrences (a report that makes nothing due creates no task), the minute buckets
+// (monitoring) and the dead-letter queue (the broker's, not the database's).
+const POLL_MS = { home: 15000, incidents: 10000, incident: 10000, monitoring: 15000, "dead-letters": 5000 };
+let lastPoll = { view: null, at: 0 };
+
+function poll() {
+  const every = POLL_MS[state.view];
+  if (!every || document.hidden) return;
+  if (lastPoll.view === state.view && Date.now() - lastPoll.at < every) return;
+  const first = lastPoll.view !== state.view; // the view was just drawn on arrival
+  lastPoll = { view: state.view, at: Date.now() };
+  if (first) return;
+  if (state.view === "home") refreshBots().catch(() => {});
+  else showView().catch(() => {});
+}
+
 function wireUp() {
   $("#task-form").addEventListener("submit", (e) => submitTask(e).catch(reportFailure));
   $("#task-system").addEventListener("change", renderPreview);
@@ -963,7 +1659,17 @@ function wireUp() {
     $("#task-file").files = transfer.files;
     useFile(file).catch(reportFailure);
   });
-  $("#filters").addEventListener("change", (e) => setFilter(e.target.name, e.target.value));
+  const filters = $("#filters");
+  filters.addEventListener("submit", (e) => e.preventDefault());
+  // The search box filters as one types (after a pause); the other controls when changed.
+  filters.addEventListener("change", (e) => { if (e.target.name !== "q") setFilter(e.target.name, filterValue(e.target)); });
+  let typing = null;
+  $("#filter-q").addEventListener("input", (e) => {
+    clearTimeout(typing);
+    typing = setTimeout(() => setFilter("q", e.target.value.trim()), SEARCH_PAUSE_MS);
+  });
+  $("#bulk-cancel").addEventListener("click", () => bulkAct("cancel").catch(reportFailure));
+  $("#bulk-retry").addEventListener("click", () => bulkAct("retry").catch(reportFailure));
   $("#prev-page").addEventListener("click", () => { state.offset = Math.max(0, state.offset - PAGE_SIZE); refreshTasks().catch(reportFailure); });
   $("#next-page").addEventListener("click", () => { state.offset += PAGE_SIZE; refreshTasks().catch(reportFailure); });
   $("#add-bot").addEventListener("click", () => openBotForm(null));
@@ -973,6 +1679,14 @@ function wireUp() {
   $("#new-system-cancel").addEventListener("click", () => { $("#system-form").hidden = true; });
   $("#new-system-kind").addEventListener("change", showKindFields);
   $("#system-form").addEventListener("submit", (e) => saveSystem(e).catch(reportFailure));
+  $("#add-action").addEventListener("click", () => openActionForm(null));
+  $("#action-cancel").addEventListener("click", () => { $("#action-form").hidden = true; });
+  $("#action-external-on").addEventListener("change", showExternalFields);
+  $("#add-trigger").addEventListener("click", () => addTrigger());
+  $("#add-level").addEventListener("click", () => addLevel());
+  $("#action-form").addEventListener("submit", (e) => saveAction(e).catch(reportFailure));
+  $("#replay-dead-letters").addEventListener("click", () => actOnDeadLetters("replay").catch(reportFailure));
+  $("#discard-dead-letters").addEventListener("click", () => actOnDeadLetters("discard").catch(reportFailure));
   // The token question cannot be dismissed: without a token there is nothing to show.
   $("#token-dialog").addEventListener("cancel", (e) => e.preventDefault());
   $("#forget-token").hidden = !storedToken();
@@ -981,8 +1695,7 @@ function wireUp() {
     location.reload();
   });
   window.addEventListener("hashchange", () => route());
-  // Heartbeat ages drift while nothing changes: redraw them now and then.
-  setInterval(() => { if (!state.taskId && !state.systemName) refreshBots().catch(() => {}); }, 15000);
+  setInterval(poll, 1000);
   renderPreview();
   route();
   connectLive();
