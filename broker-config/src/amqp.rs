@@ -666,13 +666,13 @@ async fn settle(
                 continue;
             }
             Decision::DeadLetter(reason) => {
-                (true, dead_letter(spec, message, &reason, message.failures))
+                (true, dead_letter(spec, own_user, message, &reason, message.failures))
             }
             Decision::Retry(reason) => {
                 let failures = message.failures.saturating_add(1);
                 if failures >= max_failures {
                     let reason = format!("failed {failures} times: {reason}");
-                    (true, dead_letter(spec, message, &reason, failures))
+                    (true, dead_letter(spec, own_user, message, &reason, failures))
                 } else {
                     tracing::warn!(queue = %spec.queue, routing_key = %message.routing_key, failures, max_failures, %reason, "message failed; retrying it later");
                     sent_back = true;
@@ -743,8 +743,17 @@ struct Outgoing {
 }
 
 /// `message`'s dead letter: its body and routing key, its publisher's id (so it can be traced
-/// back to its record), the reason, the queue, and how many times it failed, if it did.
-fn dead_letter(spec: &ConsumerSpec, message: &Message, reason: &str, failures: u32) -> Outgoing {
+/// back to its record), the reason, the queue, how many times it failed, if it did, and its
+/// publisher. Published as the consumer's user (RabbitMQ checks the `user-id`): whoever reads the
+/// dead letter trusts these headers only from the user that consumes the queue they name
+/// ([`crate::dead_letters`]), since anyone who may write the dead-letter exchange could set them.
+fn dead_letter(
+    spec: &ConsumerSpec,
+    own_user: Option<&str>,
+    message: &Message,
+    reason: &str,
+    failures: u32,
+) -> Outgoing {
     tracing::warn!(queue = %spec.queue, routing_key = %message.routing_key, %reason, "dead-lettering a message");
     let mut headers = FieldTable::default();
     headers.insert(REASON_HEADER.into(), AMQPValue::LongString(reason.into()));
@@ -758,6 +767,9 @@ fn dead_letter(spec: &ConsumerSpec, message: &Message, reason: &str, failures: u
         headers.insert(USER_ID_HEADER.into(), AMQPValue::LongString(user.as_str().into()));
     }
     let mut properties = message_properties(&spec.name).with_headers(headers);
+    if let Some(user) = own_user {
+        properties = properties.with_user_id(user.into());
+    }
     if let Some(id) = &message.message_id {
         properties = properties.with_message_id(id.as_str().into());
     }
@@ -841,8 +853,8 @@ fn retry_copy(
 
 /// The message and what settling it needs, from the consumer stream's next item; an error or
 /// the end of the stream is the connection's loss. A copy this consumer's user published for a
-/// retry (RabbitMQ vouches for a `user-id`) is handed on with the routing key and publisher of
-/// the message it copies; in anything else those headers are ignored, so no publisher can speak
+/// retry, or a dead letter it replayed ([`crate::dead_letters`]; RabbitMQ vouches for a
+/// `user-id`), is handed on with the routing key and publisher of the message it copies; in anything else those headers are ignored, so no publisher can speak
 /// for another through them. The failure count is read from any message: a publisher that sets
 /// it can only shorten its own message's retries.
 fn receive(

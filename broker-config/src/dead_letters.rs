@@ -12,10 +12,28 @@
 //! queue): the same while it stays in the queue, whoever reads it. Identical messages share an id,
 //! and an action on it acts on every copy.
 //!
-//! A replayed copy is published by this connection's user (RabbitMQ lets nobody else's `user-id`
-//! through), with the original publisher and routing key in headers and a replay mark, which a
-//! consumer of the same user trusts as it trusts its own retried copies (see
-//! `amqp::receive`): a bot's event replayed is still that bot's.
+//! What a dead letter says of itself is trusted only as far as its author is: anyone who may
+//! write the dead-letter exchange (every bot may) can put any headers there.
+//! - Botline's headers (`x-botline-queue`, `-routing-key`, `-user-id`) count only in a dead
+//!   letter published by this connection's user, which is the user that consumes the
+//!   orchestrator's queues and dead-letters their messages (RabbitMQ checks a `user-id`).
+//! - Otherwise the source queue is RabbitMQ's `x-death` record, and the publisher the message's
+//!   own `user-id`, which RabbitMQ checked when it was published: a forger can only name itself.
+//! - A replay goes only to the orchestrator's own queues ([`replayable_queues`]), never to a
+//!   bot's: an old offer replayed into a bot's queue would be a command from nobody.
+//!
+//! A replayed copy is published by this connection's user, with the publisher and routing key
+//! so established in headers and a replay mark, which a consumer of the same user trusts as it
+//! trusts its own retried copies (see `amqp::receive`): a bot's event replayed is still that
+//! bot's, and no one else's.
+//!
+//! One look or action at a time per process (a look holds the messages it reads until it closes
+//! its channel, so an action meanwhile would not find them); orchestrators of a cluster can
+//! still cross, and an action then answers "not found" for what the other held.
+//!
+//! On a quorum `botline.dead`, RabbitMQ may count each message a look returns towards the
+//! queue's delivery limit (20 by default in RabbitMQ 4), past which it drops the message: look
+//! on demand, not in a loop (the dashboard polls the count, and reads the list when it changes).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -44,6 +62,21 @@ pub const PREVIEW_CHARS: usize = 500;
 /// worked through by repeated actions).
 pub const MAX_WALK: u32 = 10_000;
 
+/// How long one walk of the queue may take: what it has not reached by then is answered "not
+/// found", and what it did stays done.
+pub const WALK_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The queues a dead letter may be replayed into: those of the core topology that dead-letter
+/// (the orchestrator consumes them all).
+pub fn replayable_queues() -> Vec<String> {
+    crate::topology::Topology::core()
+        .queues
+        .into_iter()
+        .filter(|queue| queue.dead_letters)
+        .map(|queue| queue.name)
+        .collect()
+}
+
 /// A message in the dead-letter queue, as whoever looks after it sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -70,7 +103,7 @@ pub struct DeadLetter {
     pub body_bytes: usize,
     /// The start of its body as text (invalid UTF-8 replaced), [`PREVIEW_CHARS`] at most.
     pub body_preview: String,
-    /// Whether it can be replayed: its source queue is known.
+    /// Whether it can be replayed: its source queue is known and one of the orchestrator's.
     pub replayable: bool,
 }
 
@@ -98,7 +131,7 @@ pub enum Settle {
 pub enum Refusal {
     /// No message with this id in the part of the queue walked.
     NotFound,
-    /// A replay of a message whose source queue is unknown.
+    /// A replay of a message whose source queue is unknown, or not one a replay may reach.
     NoSource,
     /// The broker did not take the replayed copy (no such queue, or a refusal).
     NotTaken(String),
@@ -110,8 +143,11 @@ pub enum Refusal {
 pub struct DeadLetterQueue {
     url: String,
     name: String,
-    /// The URL's user: the `user-id` of replayed copies.
+    /// The URL's user: the `user-id` of replayed copies, and the only author whose Botline
+    /// headers are trusted.
     user: Option<String>,
+    /// One look or action at a time.
+    busy: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A failure to reach or use the broker, with what was being done.
@@ -138,7 +174,12 @@ impl DeadLetterQueue {
     /// The dead-letter queue reached at `url`, with connections named `name`.
     pub fn new(url: impl Into<String>, name: impl Into<String>) -> DeadLetterQueue {
         let url = url.into();
-        DeadLetterQueue { user: crate::access::url_user(&url), url, name: name.into() }
+        DeadLetterQueue {
+            user: crate::access::url_user(&url),
+            url,
+            name: name.into(),
+            busy: Default::default(),
+        }
     }
 
     async fn open(&self) -> Result<(Connection, Channel), BrokerError> {
@@ -166,15 +207,13 @@ impl DeadLetterQueue {
 
     /// The first `limit` messages from the head (fewer if the queue holds fewer), all put back.
     pub async fn peek(&self, limit: u32) -> Result<DeadLetters, BrokerError> {
+        let _one_at_a_time = self.busy.lock().await;
         let (connection, channel) = self.open().await?;
-        let walked = walk(&channel, limit).await;
-        // Closing the channel returns every message it took, unacknowledged, to its place.
-        close(connection).await;
-        let (total, messages) = walked?;
         let mut items: Vec<DeadLetter> = Vec::new();
         let mut index: BTreeMap<String, usize> = BTreeMap::new();
-        for message in messages {
-            let letter = describe(&message);
+        // Each message is described as it comes and let go: no body is kept.
+        let walked = walk(&channel, limit, |message| {
+            let letter = describe(&message, self.user.as_deref());
             match index.get(&letter.id) {
                 Some(&at) => items[at].copies += 1,
                 None => {
@@ -182,18 +221,24 @@ impl DeadLetterQueue {
                     items.push(letter);
                 }
             }
-        }
-        Ok(DeadLetters { total, items })
+            std::future::ready(Ok(()))
+        })
+        .await;
+        // Closing the channel returns every message it took, unacknowledged, to its place.
+        close(connection).await;
+        Ok(DeadLetters { total: walked?, items })
     }
 
     /// Replays or discards every message whose id is in `ids`, looking through the first
-    /// [`MAX_WALK`] messages. Answers, for each id, whether it was settled (every copy of it) or
-    /// why not; what is not asked for goes back untouched.
+    /// [`MAX_WALK`] messages for [`WALK_DEADLINE`] at most. Answers, for each id, whether it was
+    /// settled (every copy of it) or why not; what is not asked for goes back untouched. Each
+    /// message is logged as it is settled, so an error midway leaves a record of what was done.
     pub async fn settle(
         &self,
         ids: &[String],
         action: Settle,
     ) -> Result<BTreeMap<String, Result<(), Refusal>>, BrokerError> {
+        let _one_at_a_time = self.busy.lock().await;
         let (connection, channel) = self.open().await?;
         let settled = self.settle_on(&channel, ids, action).await;
         close(connection).await;
@@ -208,47 +253,70 @@ impl DeadLetterQueue {
     ) -> Result<BTreeMap<String, Result<(), Refusal>>, BrokerError> {
         bounded("asking for confirms", channel.confirm_select(ConfirmSelectOptions::default()))
             .await?;
-        let mut outcome: BTreeMap<String, Result<(), Refusal>> =
-            ids.iter().map(|id| (id.clone(), Err(Refusal::NotFound))).collect();
-        let (_, messages) = walk(channel, MAX_WALK).await?;
-        for message in messages {
-            let id = digest(&message);
-            let Some(result) = outcome.get_mut(&id) else {
-                continue;
-            };
-            // An earlier copy already refused: its twins stay too, so they stay one entry.
-            if matches!(result, Err(Refusal::NoSource | Refusal::NotTaken(_))) {
-                continue;
+        // Locked only between awaits, never across one.
+        let outcome: std::sync::Mutex<BTreeMap<String, Result<(), Refusal>>> =
+            std::sync::Mutex::new(
+                ids.iter().map(|id| (id.clone(), Err(Refusal::NotFound))).collect(),
+            );
+        let record = |id: String, result| {
+            outcome.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, result);
+        };
+        // Each message is decided on as it comes and let go: nothing but the ids is kept.
+        walk(channel, MAX_WALK, |message| {
+            let (outcome, record) = (&outcome, &record);
+            async move {
+                let facts = Facts::of(&message, self.user.as_deref());
+                let id = digest(&message, &facts);
+                let earlier = outcome
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get(&id)
+                    .cloned();
+                match earlier {
+                    // Not asked for: it goes back when the channel closes.
+                    None => return Ok(()),
+                    // An earlier copy was refused: its twins stay too, as one entry.
+                    Some(Err(Refusal::NoSource | Refusal::NotTaken(_))) => return Ok(()),
+                    Some(_) => {}
+                }
+                if action == Settle::Replay
+                    && let Err(refusal) = self.replay(channel, &message, &facts).await?
+                {
+                    record(id, Err(refusal));
+                    return Ok(());
+                }
+                bounded(
+                    "acknowledging a dead letter",
+                    message.delivery.acker.ack(BasicAckOptions::default()),
+                )
+                .await?;
+                let verb = match action {
+                    Settle::Replay => "replayed",
+                    Settle::Discard => "discarded",
+                };
+                tracing::info!(%id, queue = ?facts.queue, reason = ?facts.reason, "dead letter {verb}");
+                record(id, Ok(()));
+                Ok(())
             }
-            if action == Settle::Replay
-                && let Err(refusal) = self.replay(channel, &message).await?
-            {
-                *result = Err(refusal);
-                continue;
-            }
-            bounded(
-                "acknowledging a dead letter",
-                message.delivery.acker.ack(BasicAckOptions::default()),
-            )
-            .await?;
-            *result = Ok(());
-        }
-        Ok(outcome)
+        })
+        .await?;
+        Ok(outcome.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// Publishes `message`'s copy to the end of its source queue and waits for the broker to
-    /// take it; `Ok(Err(_))` when it did not (the dead letter then stays).
+    /// take it; `Ok(Err(_))` when it may not go there or the broker did not take it (the dead
+    /// letter then stays).
     async fn replay(
         &self,
         channel: &Channel,
         message: &lapin::message::BasicGetMessage,
+        facts: &Facts,
     ) -> Result<Result<(), Refusal>, BrokerError> {
-        let facts = Facts::of(message);
-        let Some(queue) = facts.queue.clone() else {
+        let Some(queue) = facts.queue.clone().filter(|_| facts.replayable()) else {
             return Ok(Err(Refusal::NoSource));
         };
         let properties =
-            replay_properties(&message.delivery.properties, &facts, self.user.as_deref());
+            replay_properties(&message.delivery.properties, facts, self.user.as_deref());
         let confirm = bounded(
             "replaying a dead letter",
             channel.basic_publish(
@@ -261,10 +329,7 @@ impl DeadLetterQueue {
         )
         .await?;
         match bounded("replaying a dead letter", confirm).await? {
-            Confirmation::Ack(None) => {
-                tracing::info!(%queue, routing_key = %facts.routing_key, "replayed a dead letter");
-                Ok(Ok(()))
-            }
+            Confirmation::Ack(None) => Ok(Ok(())),
             Confirmation::Ack(Some(_)) => {
                 Ok(Err(Refusal::NotTaken(format!("no queue named {queue} took the copy"))))
             }
@@ -282,16 +347,26 @@ async fn close(connection: Connection) {
     }
 }
 
-/// Up to `limit` messages from the head of the queue, unacknowledged, and how many it held.
-async fn walk(
-    channel: &Channel,
-    limit: u32,
-) -> Result<(u32, Vec<lapin::message::BasicGetMessage>), BrokerError> {
-    let mut taken = Vec::new();
+/// Takes up to `limit` messages from the head of the queue, unacknowledged, handing each to
+/// `each` as it comes, for [`WALK_DEADLINE`] at most; answers how many the queue held.
+async fn walk<F, Fut>(channel: &Channel, limit: u32, mut each: F) -> Result<u32, BrokerError>
+where
+    F: FnMut(lapin::message::BasicGetMessage) -> Fut,
+    Fut: Future<Output = Result<(), BrokerError>>,
+{
+    let give_up = tokio::time::Instant::now() + WALK_DEADLINE;
+    let mut taken = 0;
     let mut total = None;
-    // Bounded by `limit`, and by the count the first message came with: what arrives after the
-    // walk began is left for the next one.
-    while (taken.len() as u32) < limit.min(total.unwrap_or(u32::MAX)) {
+    // Bounded by `limit`, by the count the first message came with (what arrives after the walk
+    // began is left for the next one), and by the deadline.
+    while taken < limit.min(total.unwrap_or(u32::MAX)) {
+        if tokio::time::Instant::now() >= give_up {
+            tracing::warn!(
+                taken,
+                "stopped walking the dead-letter queue at its deadline ({WALK_DEADLINE:?})"
+            );
+            break;
+        }
         let options = BasicGetOptions { no_ack: false };
         let got = bounded(
             "reading the dead-letter queue",
@@ -303,13 +378,15 @@ async fn walk(
         };
         // `message_count` is what remains after this one.
         total.get_or_insert(message.message_count.saturating_add(1));
-        taken.push(message);
+        taken += 1;
+        each(message).await?;
     }
-    Ok((total.unwrap_or(0), taken))
+    Ok(total.unwrap_or(0))
 }
 
-/// What a dead letter says of itself: from Botline's consumers' headers, else from RabbitMQ's
-/// own `x-death` (a message the broker dead-lettered: rejected, expired, over a delivery limit).
+/// What a dead letter says of itself, as far as it is trusted (see the module's notes): Botline's
+/// headers in `own_user`'s dead letters; else RabbitMQ's own `x-death` record (a message the
+/// broker dead-lettered: rejected, expired, over a delivery limit) and the message's `user-id`.
 #[derive(Debug, Clone, Default)]
 struct Facts {
     queue: Option<String>,
@@ -320,26 +397,40 @@ struct Facts {
 }
 
 impl Facts {
-    fn of(message: &lapin::message::BasicGetMessage) -> Facts {
+    fn of(message: &lapin::message::BasicGetMessage, own_user: Option<&str>) -> Facts {
         let properties = &message.delivery.properties;
         let headers = properties.headers().as_ref();
-        let text = |name| headers.and_then(|h| header_text(h, name));
-        let death = headers.and_then(first_death);
+        let author = properties.user_id().as_ref().map(|u| u.to_string());
+        let routing_key = message.delivery.routing_key.to_string();
+        if own_user.is_some() && author.as_deref() == own_user {
+            let text = |name| headers.and_then(|h| header_text(h, name));
+            return Facts {
+                queue: text(QUEUE_HEADER),
+                reason: text(REASON_HEADER),
+                routing_key: text(ROUTING_KEY_HEADER).unwrap_or(routing_key),
+                publisher: text(USER_ID_HEADER),
+                failures: headers.and_then(|h| crate::amqp::header_count(h, FAILURES_HEADER)),
+            };
+        }
+        let death = headers.and_then(latest_death);
         let death_text = |name: &str| death.as_ref().and_then(|d| header_text(d, name));
         Facts {
-            queue: text(QUEUE_HEADER).or_else(|| death_text("queue")),
-            reason: text(REASON_HEADER).or_else(|| death_text("reason")),
-            routing_key: text(ROUTING_KEY_HEADER)
-                .unwrap_or_else(|| message.delivery.routing_key.to_string()),
-            publisher: text(USER_ID_HEADER)
-                .or_else(|| properties.user_id().as_ref().map(|u| u.to_string())),
-            failures: headers.and_then(|h| crate::amqp::header_count(h, FAILURES_HEADER)),
+            queue: death_text("queue"),
+            reason: death_text("reason"),
+            routing_key,
+            publisher: author,
+            failures: None,
         }
+    }
+
+    /// Whether a replay may put it back: its queue is one of the orchestrator's.
+    fn replayable(&self) -> bool {
+        self.queue.as_ref().is_some_and(|queue| replayable_queues().contains(queue))
     }
 }
 
 /// The latest entry of RabbitMQ's `x-death` header.
-fn first_death(headers: &FieldTable) -> Option<FieldTable> {
+fn latest_death(headers: &FieldTable) -> Option<FieldTable> {
     match headers.inner().get("x-death")? {
         AMQPValue::FieldArray(deaths) => match deaths.as_slice().first()? {
             AMQPValue::FieldTable(death) => Some(death.clone()),
@@ -358,8 +449,7 @@ fn header_text(headers: &FieldTable, name: &str) -> Option<String> {
 }
 
 /// The id of a dead letter: 16 bytes of SHA-256 over what it carries, in hex.
-fn digest(message: &lapin::message::BasicGetMessage) -> String {
-    let facts = Facts::of(message);
+fn digest(message: &lapin::message::BasicGetMessage, facts: &Facts) -> String {
     let message_id = message.delivery.properties.message_id().as_ref().map(|id| id.to_string());
     let mut hash = sha2::Sha256::new();
     for part in [
@@ -376,14 +466,14 @@ fn digest(message: &lapin::message::BasicGetMessage) -> String {
     hash.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn describe(message: &lapin::message::BasicGetMessage) -> DeadLetter {
-    let facts = Facts::of(message);
+fn describe(message: &lapin::message::BasicGetMessage, own_user: Option<&str>) -> DeadLetter {
+    let facts = Facts::of(message, own_user);
     let properties = &message.delivery.properties;
     let body = &message.delivery.data;
     DeadLetter {
-        id: digest(message),
+        id: digest(message, &facts),
         copies: 1,
-        replayable: facts.queue.is_some(),
+        replayable: facts.replayable(),
         dead_lettered_at: properties
             .timestamp()
             .and_then(|t| i64::try_from(t).ok())
@@ -399,24 +489,27 @@ fn describe(message: &lapin::message::BasicGetMessage) -> DeadLetter {
     }
 }
 
-/// The replayed copy's properties: the original's, with its dead-letter headers gone, the
-/// publisher and routing key carried in headers, the replay marked, and this connection's user.
+/// The replayed copy's properties: the original's, without its dead-letter headers, the
+/// publisher and routing key in headers, the replay marked, and this connection's user.
 fn replay_properties(
     original: &BasicProperties,
     facts: &Facts,
     user: Option<&str>,
 ) -> BasicProperties {
+    const OURS: [&str; 6] = [
+        REASON_HEADER,
+        QUEUE_HEADER,
+        FAILURES_HEADER,
+        ROUTING_KEY_HEADER,
+        USER_ID_HEADER,
+        REPLAYED_HEADER,
+    ];
     let mut headers = FieldTable::default();
     for (key, value) in original.headers().iter().flat_map(FieldTable::inner) {
-        let ours = [
-            REASON_HEADER,
-            QUEUE_HEADER,
-            FAILURES_HEADER,
-            ROUTING_KEY_HEADER,
-            USER_ID_HEADER,
-            REPLAYED_HEADER,
-        ];
-        if !ours.contains(&key.as_str()) && !key.as_str().starts_with("x-death") {
+        // RabbitMQ's records of deaths (`x-death`, `x-first-death-*`, `x-last-death-*`) are the
+        // dead letter's past, not the message's.
+        let death = key.as_str().starts_with("x-") && key.as_str().contains("death");
+        if !OURS.contains(&key.as_str()) && !death {
             headers.insert(key.clone(), value.clone());
         }
     }
@@ -429,17 +522,30 @@ fn replay_properties(
     }
     headers.insert(REPLAYED_HEADER.into(), AMQPValue::Boolean(true));
     let mut properties = BasicProperties::default().with_headers(headers).with_delivery_mode(2);
-    if let Some(value) = original.content_type() {
-        properties = properties.with_content_type(value.clone());
+    let copy = |value: &Option<lapin::types::ShortString>| value.clone();
+    if let Some(value) = copy(original.content_type()) {
+        properties = properties.with_content_type(value);
     }
-    if let Some(value) = original.message_id() {
-        properties = properties.with_message_id(value.clone());
+    if let Some(value) = copy(original.content_encoding()) {
+        properties = properties.with_content_encoding(value);
     }
-    if let Some(value) = original.app_id() {
-        properties = properties.with_app_id(value.clone());
+    if let Some(value) = copy(original.message_id()) {
+        properties = properties.with_message_id(value);
     }
-    if let Some(value) = original.correlation_id() {
-        properties = properties.with_correlation_id(value.clone());
+    if let Some(value) = copy(original.correlation_id()) {
+        properties = properties.with_correlation_id(value);
+    }
+    if let Some(value) = copy(original.kind()) {
+        properties = properties.with_type(value);
+    }
+    if let Some(value) = copy(original.app_id()) {
+        properties = properties.with_app_id(value);
+    }
+    if let Some(value) = *original.priority() {
+        properties = properties.with_priority(value);
+    }
+    if let Some(value) = *original.timestamp() {
+        properties = properties.with_timestamp(value);
     }
     if let Some(user) = user {
         properties = properties.with_user_id(user.into());

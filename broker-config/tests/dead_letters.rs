@@ -9,28 +9,28 @@ use broker_config::access::Permissions;
 use broker_config::amqp::{Message, Publisher, consume_batches};
 use broker_config::dead_letters::{DeadLetterQueue, DeadLetters, Refusal, Settle};
 use broker_config::testing::TestVhost;
-use broker_config::topology::{self, DEAD_LETTER_EXCHANGE, TASKS_EXCHANGE};
-use broker_config::{BotName, ConsumerSpec, Decision, Topology};
+use broker_config::topology::{DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, ORCHESTRATOR_EVENTS_QUEUE};
+use broker_config::{ConsumerSpec, Decision, Topology};
+use lapin::options::BasicPublishOptions;
+use lapin::types::{AMQPValue, FieldArray, FieldTable};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-fn bot() -> BotName {
-    BotName::parse("lettered").unwrap()
-}
-
+/// The orchestrator's events queue, consumed as the orchestrator would (the vhost's user, which
+/// the dead-letter queue's reader also is).
 fn spec(vhost: &TestVhost) -> ConsumerSpec {
     ConsumerSpec {
         url: vhost.amqp_url(),
         name: "test-dead-letters".into(),
-        queue: topology::bot_queue(&bot()),
-        topology: Topology::core().merge(Topology::bot(&bot())),
+        queue: ORCHESTRATOR_EVENTS_QUEUE.into(),
+        topology: Topology::core(),
         prefetch: 10,
         max_failures: broker_config::amqp::DEFAULT_MAX_FAILURES,
         hearing: None,
     }
 }
 
-/// Consumes the bot's queue with `decide` until `n` messages were handled, then stops; answers
+/// Consumes the events queue with `decide` until `n` messages were handled, then stops; answers
 /// them as the handler saw them.
 async fn consume(
     vhost: &TestVhost,
@@ -76,19 +76,19 @@ fn bodies(letters: &DeadLetters) -> Vec<&str> {
 async fn dead_letters_are_read_in_place_discarded_or_replayed_as_their_publisher() {
     let vhost = TestVhost::create("dead-letters").await.unwrap();
     let shutdown = CancellationToken::new();
-    // Published by a user of its own, as a bot's events are: the replay must keep it.
+    // Published by a user of its own, as a bot's events are: a replay must keep it.
     let user = format!("{}-pub", vhost.name());
     let all = Permissions { configure: ".*".into(), write: ".*".into(), read: ".*".into() };
     vhost.create_user(&user, "secret", &all).await.unwrap();
     let publisher = Publisher::new(
         vhost.amqp_url_as(&user, "secret"),
         "test-publisher",
-        Topology::core().merge(Topology::bot(&bot())),
+        Topology::core(),
         Duration::from_secs(20),
         shutdown.clone(),
     );
     for body in ["first", "second", "third"] {
-        publisher.publish(TASKS_EXCHANGE, bot().as_str(), body.as_bytes(), true).await.unwrap();
+        publisher.publish(EVENTS_EXCHANGE, "task.status", body.as_bytes(), true).await.unwrap();
     }
     let refused = consume(&vhost, 3, |m| {
         Decision::DeadLetter(format!("refused {}", String::from_utf8_lossy(&m.data)))
@@ -100,9 +100,9 @@ async fn dead_letters_are_read_in_place_discarded_or_replayed_as_their_publisher
     let seen = queue.peek(10).await.unwrap();
     assert_eq!((seen.total, bodies(&seen)), (3, vec!["first", "second", "third"]));
     let first = &seen.items[0];
-    assert_eq!(first.queue.as_deref(), Some(topology::bot_queue(&bot()).as_str()));
+    assert_eq!(first.queue.as_deref(), Some(ORCHESTRATOR_EVENTS_QUEUE));
     assert_eq!(first.reason.as_deref(), Some("refused first"));
-    assert_eq!(first.routing_key, bot().as_str());
+    assert_eq!(first.routing_key, "task.status");
     assert_eq!(first.publisher.as_deref(), Some(user.as_str()));
     assert_eq!((first.body_bytes, first.copies, first.replayable), (5, 1, true));
     assert!(first.dead_lettered_at.is_some());
@@ -130,7 +130,7 @@ async fn dead_letters_are_read_in_place_discarded_or_replayed_as_their_publisher
     let again = consume(&vhost, 1, |_| Decision::Ack).await;
     assert_eq!(again[0].data, b"third");
     assert_eq!(again[0].user_id.as_deref(), Some(user.as_str()));
-    assert_eq!(again[0].routing_key, bot().as_str());
+    assert_eq!(again[0].routing_key, "task.status");
 
     // A dead letter that does not say where it came from stays, and says why.
     publisher.publish(DEAD_LETTER_EXCHANGE, "x", b"from nowhere", false).await.unwrap();
@@ -152,4 +152,92 @@ async fn an_unreachable_broker_is_an_error_not_an_empty_queue() {
     let err = queue.peek(10).await.unwrap_err();
     assert!(err.to_string().contains("connecting"), "{err}");
     assert!(queue.count().await.is_err());
+}
+
+/// A message a user publishes straight to the dead-letter exchange, with `headers`.
+async fn forge(url: &str, user: &str, body: &[u8], headers: FieldTable) {
+    let connection = broker_config::amqp::connect(url, "test-forger").await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let properties =
+        lapin::BasicProperties::default().with_user_id(user.into()).with_headers(headers);
+    let confirm = channel
+        .basic_publish(
+            DEAD_LETTER_EXCHANGE.into(),
+            "task.status".into(),
+            BasicPublishOptions::default(),
+            body,
+            properties,
+        )
+        .await
+        .unwrap();
+    confirm.await.unwrap();
+    connection.close(200, "done".into()).await.unwrap();
+}
+
+fn text(value: &str) -> AMQPValue {
+    AMQPValue::LongString(value.into())
+}
+
+/// Whoever may write the dead-letter exchange (every bot may) can put Botline's headers on a
+/// message there: they are not believed. The message can be replayed only as its own author's
+/// (what RabbitMQ checked), into the orchestrator's queues only.
+#[tokio::test]
+async fn a_forged_dead_letter_cannot_speak_for_another_publisher() {
+    let vhost = TestVhost::create("dead-forged").await.unwrap();
+    let forger = format!("{}-forger", vhost.name());
+    let all = Permissions { configure: ".*".into(), write: ".*".into(), read: ".*".into() };
+    vhost.create_user(&forger, "secret", &all).await.unwrap();
+    let url = vhost.amqp_url_as(&forger, "secret");
+    // The topology exists (the reader declares nothing).
+    let shutdown = CancellationToken::new();
+    Publisher::new(
+        vhost.amqp_url(),
+        "test-topology",
+        Topology::core(),
+        Duration::from_secs(20),
+        shutdown.clone(),
+    )
+    .connect()
+    .await
+    .unwrap();
+
+    // Botline's headers, naming a victim as the publisher and the events queue as the source.
+    let mut headers = FieldTable::default();
+    headers.insert("x-botline-queue".into(), text(ORCHESTRATOR_EVENTS_QUEUE));
+    headers.insert("x-botline-user-id".into(), text("bot-victim"));
+    headers.insert("x-botline-reason".into(), text("looks real"));
+    forge(&url, &forger, b"botline headers", headers).await;
+    // RabbitMQ's own record, naming the events queue: believed for the queue, but the publisher
+    // is who RabbitMQ says published it.
+    let mut death = FieldTable::default();
+    death.insert("queue".into(), text(ORCHESTRATOR_EVENTS_QUEUE));
+    death.insert("reason".into(), text("rejected"));
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "x-death".into(),
+        AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::FieldTable(death)])),
+    );
+    headers.insert("x-botline-user-id".into(), text("bot-victim"));
+    forge(&url, &forger, b"x-death", headers).await;
+
+    let queue = DeadLetterQueue::new(vhost.amqp_url(), "test-dead-letter-queue");
+    let seen = queue.peek(10).await.unwrap();
+    assert_eq!(bodies(&seen), ["botline headers", "x-death"]);
+    let (botline, death) = (&seen.items[0], &seen.items[1]);
+    assert_eq!((botline.queue.as_deref(), botline.reason.as_deref()), (None, None));
+    assert_eq!(botline.publisher.as_deref(), Some(forger.as_str()));
+    assert!(!botline.replayable);
+    let refused = queue.settle(std::slice::from_ref(&botline.id), Settle::Replay).await.unwrap();
+    assert_eq!(refused[&botline.id], Err(Refusal::NoSource));
+
+    assert_eq!(death.queue.as_deref(), Some(ORCHESTRATOR_EVENTS_QUEUE));
+    assert_eq!(death.publisher.as_deref(), Some(forger.as_str()));
+    let replayed = queue.settle(std::slice::from_ref(&death.id), Settle::Replay).await.unwrap();
+    assert_eq!(replayed[&death.id], Ok(()));
+    let again = consume(&vhost, 1, |_| Decision::Ack).await;
+    assert_eq!(again[0].data, b"x-death");
+    assert_eq!(again[0].user_id.as_deref(), Some(forger.as_str()), "the forger, not its victim");
+
+    shutdown.cancel();
+    vhost.delete().await.unwrap();
 }

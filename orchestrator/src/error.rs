@@ -61,8 +61,9 @@ pub enum ApiError {
     /// and load balancers retry.
     #[error("database unavailable")]
     Unavailable(#[source] DbErr),
-    /// RabbitMQ cannot be reached for what the request needs of it (the dead letters): 503.
-    #[error("the broker is unavailable: {0}")]
+    /// RabbitMQ cannot be reached for what the request needs of it (the dead letters): 503. The
+    /// cause is logged, not answered.
+    #[error("the broker is unavailable")]
     BrokerUnavailable(String),
     /// Anything else: 500.
     #[error("internal error")]

@@ -2,8 +2,9 @@
 //! wait and run times per system, and each bot's utilisation and success rate over a recent
 //! window, from the tasks' own times. Pure: [`crate::store::monitoring`] reads the rows.
 //!
-//! Each task counts with its last run (the one its row holds): a run that failed and was retried
-//! is not in these figures, its retry is. `/metrics` counts every run, for whoever needs that.
+//! Each task counts once, from its row: its first acceptance (`started_at`, kept across the
+//! attempts that follow) to its end, under the bot that ended it. A task retried after a failed
+//! run counts as one long run; `/metrics` counts every run on its own, for whoever needs that.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -41,7 +42,9 @@ pub enum Outcome {
     Completed,
     /// FAILED.
     Failed,
-    /// Running, or cancelled: no verdict on the bot.
+    /// RUNNING now.
+    Running,
+    /// Anything else (cancelled, waiting, offered): no verdict on the bot, no run going.
     Other,
 }
 
@@ -174,7 +177,7 @@ pub fn compute(
                 match task.outcome {
                     Outcome::Completed => minute.completed += 1,
                     Outcome::Failed => minute.failed += 1,
-                    Outcome::Other => {}
+                    Outcome::Running | Outcome::Other => {}
                 }
             }
         }
@@ -190,8 +193,13 @@ pub fn compute(
         let Some(bot) = task.bot_id else {
             continue;
         };
-        // The part of its run inside the window: a run still going counts up to now.
-        let end = task.finished_at.unwrap_or(now).min(now);
+        // The part of its run inside the window: a run still going counts up to now. A task
+        // offered again (WAITING, ASSIGNED) runs nowhere now.
+        let end = match (task.finished_at, task.outcome) {
+            (Some(at), _) => at.min(now),
+            (None, Outcome::Running) => now,
+            (None, _) => continue,
+        };
         let busy = seconds(started.max(since), end);
         let entry = per_bot.entry(bot).or_default();
         entry.2 += busy;
@@ -199,7 +207,7 @@ pub fn compute(
             match task.outcome {
                 Outcome::Completed => entry.0 += 1,
                 Outcome::Failed => entry.1 += 1,
-                Outcome::Other => {}
+                Outcome::Running | Outcome::Other => {}
             }
         }
     }
@@ -327,7 +335,11 @@ mod tests {
         let bot = Uuid::now_v7();
         // Accepted 10 minutes before the window, which runs from 10:00 to 10:01:30: 90 s of the
         // run are inside it, over 4 slots.
-        let tasks = [task(Outcome::Other, Some(bot), at(-11, 0), Some(at(-10, 0)), None)];
+        let tasks = [
+            task(Outcome::Running, Some(bot), at(-11, 0), Some(at(-10, 0)), None),
+            // Accepted once, then offered again: not running, not busy.
+            task(Outcome::Other, Some(bot), at(-11, 0), Some(at(-10, 0)), None),
+        ];
         let bots = [
             BotSlots { id: bot, name: "wide".into(), slots: 4 },
             BotSlots { id: Uuid::now_v7(), name: "idle".into(), slots: 1 },

@@ -907,8 +907,11 @@ const rowLine = (r) => el("tr", { class: isFailedRow(r) ? "failed" : "", "data-r
   el("td", { class: "num" }, r.row), el("td", {}, badge(r.status)), el("td", {}, r.message));
 
 // The row outcomes as a CSV file, made here from the task's result (nothing is asked of the server).
+// Messages come from bots and the systems they drive: one that starts like a formula is quoted
+// with a leading apostrophe, so a spreadsheet shows it rather than runs it.
+const inert = (text) => (/^[=+\-@\t\r]/.test(text) ? `'${text}` : text);
 function downloadResults(task, rows) {
-  const csv = toCsv(["row", "status", "message"], rows.map((r) => [String(r.row), String(r.status), String(r.message ?? "")]));
+  const csv = toCsv(["row", "status", "message"], rows.map((r) => [String(r.row), String(r.status), inert(String(r.message ?? ""))]));
   saveFile(new Blob([csv], { type: "text/csv" }), `task-${task.id}-results.csv`);
 }
 
@@ -1376,6 +1379,14 @@ function deadLetterCount(count) {
 
 // ---------- dead letters ----------
 
+// Polls only the count: reading the list takes its messages out of the queue for a moment and
+// puts them back, which a quorum queue may count as a delivery (and drop a message past its
+// limit). The list is read again when the count changes, or on Refresh.
+async function refreshDeadLetters() {
+  const { total } = await api("/api/v1/dead-letters?limit=0");
+  if (state.view === "dead-letters" && total !== state.deadLetterTotal) await showDeadLetters();
+}
+
 async function showDeadLetters() {
   const data = await api(`/api/v1/dead-letters?limit=${DEAD_LETTER_LIMIT}`);
   if (state.view !== "dead-letters") return; // navigated away meanwhile
@@ -1383,6 +1394,7 @@ async function showDeadLetters() {
   const shown = JSON.stringify(data);
   if (shown === state.deadLettersShown) return;
   state.deadLettersShown = shown;
+  state.deadLetterTotal = data.total;
   state.deadLetters = data.items;
   const present = new Set(data.items.map((m) => m.id));
   for (const id of [...state.selectedDeadLetters]) if (!present.has(id)) state.selectedDeadLetters.delete(id);
@@ -1639,6 +1651,7 @@ function poll() {
   lastPoll = { view: state.view, at: Date.now() };
   if (first) return;
   if (state.view === "home") refreshBots().catch(() => {});
+  else if (state.view === "dead-letters") refreshDeadLetters().catch(() => {});
   else showView().catch(() => {});
 }
 
@@ -1686,6 +1699,7 @@ function wireUp() {
   $("#add-level").addEventListener("click", () => addLevel());
   $("#action-form").addEventListener("submit", (e) => saveAction(e).catch(reportFailure));
   $("#replay-dead-letters").addEventListener("click", () => actOnDeadLetters("replay").catch(reportFailure));
+  $("#refresh-dead-letters").addEventListener("click", () => { state.deadLettersShown = null; showDeadLetters().catch(reportFailure); });
   $("#discard-dead-letters").addEventListener("click", () => actOnDeadLetters("discard").catch(reportFailure));
   // The token question cannot be dismissed: without a token there is nothing to show.
   $("#token-dialog").addEventListener("cancel", (e) => e.preventDefault());

@@ -242,7 +242,6 @@ fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     raw.parse().map_err(|_| ApiError::invalid_parameter("id", format!("'{raw}' is not a UUID")))
 }
 
-/// Parses a comma-separated filter (`status=WAITING,RUNNING`), names in any case.
 /// The body of an action on several things at once: `{"ids": [...]}`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -313,6 +312,7 @@ impl BulkOutcome {
     }
 }
 
+/// Parses a comma-separated filter (`status=WAITING,RUNNING`), names in any case.
 fn parse_list<T>(field: &'static str, raw: Option<&str>) -> Result<Vec<T>, ApiError>
 where
     T: std::str::FromStr<Err: std::fmt::Display>,

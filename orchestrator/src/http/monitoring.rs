@@ -52,13 +52,19 @@ pub async fn monitoring(
     let bots = crate::store::monitoring::bot_slots(&state.db).await?;
     let waiting = crate::store::monitoring::waiting(&state.db).await?;
     // The view stands without the broker: the count is then absent, and the reason logged.
-    let dead_letters = state
-        .dead_letters
-        .count()
-        .await
-        .inspect_err(|err| tracing::warn!(%err, "monitoring: the dead letters cannot be counted"))
-        .ok()
-        .map(u64::from);
+    let dead_letters = match tokio::time::timeout(COUNT_TIMEOUT, state.dead_letters.count()).await {
+        Ok(Ok(count)) => Some(u64::from(count)),
+        Ok(Err(err)) => {
+            tracing::warn!(%err, "monitoring: the dead letters cannot be counted");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(
+                "monitoring: the broker did not count the dead letters within {COUNT_TIMEOUT:?}"
+            );
+            None
+        }
+    };
     Ok(Json(crate::monitoring::compute(&tasks, &bots, waiting, dead_letters, now, minutes)))
 }
 
@@ -67,12 +73,15 @@ pub async fn monitoring(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct DeadLetterQuery {
-    /// From the head of the queue: 1 to 500 (default 100).
+    /// From the head of the queue: 0 to 500 (default 100); 0 answers the count alone, without
+    /// reading any message.
     limit: Option<u32>,
 }
 
 /// The first messages of the dead-letter queue (`botline.dead`), with where they failed and why;
-/// they stay in the queue.
+/// they stay in the queue. Any token reads it, as it reads tasks' payloads and results; a look
+/// holds the messages it reads for a moment (on a quorum queue, RabbitMQ may count it as a
+/// delivery), so pollers ask for the count (`limit=0`).
 #[utoipa::path(get, path = "/api/v1/dead-letters", tag = "health", params(DeadLetterQuery),
     responses((status = 200, body = DeadLetters), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn list_dead_letters(
@@ -80,13 +89,19 @@ pub async fn list_dead_letters(
     Query(q): Query<DeadLetterQuery>,
 ) -> Result<Json<DeadLetters>, ApiError> {
     let limit = q.limit.unwrap_or(100);
-    if !(1..=super::MAX_IDS as u32).contains(&limit) {
+    if limit > super::MAX_IDS as u32 {
         return Err(ApiError::invalid_parameter(
             "limit",
-            format!("limit must be between 1 and {}", super::MAX_IDS),
+            format!("limit must be between 0 and {}", super::MAX_IDS),
         ));
     }
-    Ok(Json(state.dead_letters.peek(limit).await.map_err(unavailable)?))
+    let letters = if limit == 0 {
+        let total = state.dead_letters.count().await.map_err(unavailable)?;
+        DeadLetters { total, items: Vec::new() }
+    } else {
+        state.dead_letters.peek(limit).await.map_err(unavailable)?
+    };
+    Ok(Json(letters))
 }
 
 /// Puts the dead letters named back at the end of the queues they failed on (each is taken out
@@ -156,5 +171,9 @@ async fn settle(
 }
 
 fn unavailable(err: broker_config::dead_letters::BrokerError) -> ApiError {
+    tracing::warn!(%err, "the dead-letter queue cannot be reached");
     ApiError::BrokerUnavailable(err.to_string())
 }
+
+/// How long the monitoring view waits for the dead letters' count: the view stands without it.
+const COUNT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);

@@ -47,6 +47,7 @@ pub async fn task_times(
             outcome: match status {
                 TaskStatus::Complete => Outcome::Completed,
                 TaskStatus::Failed => Outcome::Failed,
+                TaskStatus::Running => Outcome::Running,
                 _ => Outcome::Other,
             },
             bot_id,

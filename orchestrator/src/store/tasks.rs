@@ -76,7 +76,7 @@ pub enum TaskSort {
 fn contains_pattern(text: &str) -> String {
     let mut pattern = String::with_capacity(text.len() + 2);
     pattern.push('%');
-    for c in text.to_lowercase().chars() {
+    for c in text.chars() {
         if matches!(c, '%' | '_' | '\\') {
             pattern.push('\\');
         }
@@ -209,7 +209,7 @@ pub async fn list_tasks(
     sort: TaskSort,
     page: PageRequest,
 ) -> Result<Page<Task>, ApiError> {
-    use sea_orm::sea_query::{Expr, ExprTrait as _, Func, LikeExpr};
+    use sea_orm::sea_query::{Expr, ExprTrait as _, LikeExpr};
     let mut select = task::Entity::find();
     if !filter.statuses.is_empty() {
         select =
@@ -225,8 +225,18 @@ pub async fn list_tasks(
     match &filter.search {
         Some(Search::Id(id)) => select = select.filter(task::Column::Id.eq(*id)),
         Some(Search::Text(text)) => {
-            let like = LikeExpr::new(contains_pattern(text)).escape('\\');
-            select = select.filter(Func::lower(Expr::col(task::Column::Description)).like(like));
+            // Case-insensitive each database's way: PostgreSQL's ILIKE folds every letter (and
+            // escapes with a backslash unless told otherwise: sea-query's ESCAPE after ILIKE is not
+            // valid SQL); SQLite's LIKE folds ASCII letters only (É matches É, not é).
+            let pattern = contains_pattern(text);
+            let description = Expr::col(task::Column::Description);
+            select = select.filter(match db.get_database_backend() {
+                sea_orm::DatabaseBackend::Postgres => {
+                    use sea_orm::sea_query::extension::postgres::PgExpr as _;
+                    description.ilike(LikeExpr::new(pattern))
+                }
+                _ => description.like(LikeExpr::new(pattern).escape('\\')),
+            });
         }
         None => {}
     }
@@ -458,6 +468,6 @@ mod tests {
         assert_eq!(Search::parse(&format!(" {id} ")), Some(Search::Id(id)));
         assert_eq!(Search::parse("  March "), Some(Search::Text("March".into())));
         assert_eq!(Search::parse("   "), None);
-        assert_eq!(contains_pattern("50%_a\\B"), r"%50\%\_a\\b%");
+        assert_eq!(contains_pattern("50%_a\\B"), r"%50\%\_a\\B%");
     }
 }
