@@ -349,7 +349,21 @@ impl Agent {
         now: DateTime<Utc>,
         redelivered: bool,
     ) -> Claim {
-        self.slots().claim(assignment, now, redelivered, &self.systems)
+        let (claim, running) = {
+            let mut slots = self.slots();
+            let claim = slots.claim(assignment, now, redelivered, &self.systems);
+            (claim, slots.running.len())
+        };
+        let answer = match &claim {
+            Claim::Expired => "expired",
+            Claim::AlreadyRunning => "already_running",
+            Claim::Ended(_) => "ended",
+            Claim::Rejected(_) => "rejected",
+            Claim::Accepted(_) => "accepted",
+        };
+        crate::metrics::offer(&self.name, answer);
+        crate::metrics::slots(&self.name, self.slot_count, running);
+        claim
     }
 
     /// Frees the slot of `task`, if the bot holds it; the other tasks go on.
@@ -447,6 +461,7 @@ impl Agent {
 
     async fn run_task(&self, assignment: Assignment, ticket: Ticket) {
         let task = assignment.task;
+        let began = std::time::Instant::now();
         tracing::info!(description = %assignment.description, resume_after_row = assignment.resume_after_row, "task started");
         let (sink, rows) = ProgressSink::channel();
         let work = async {
@@ -473,11 +488,22 @@ impl Agent {
         // the broker's messages for short tasks, for nothing.) A run silenced meanwhile (its
         // task cancelled, or its acceptance not confirmed) says nothing more: checked with the
         // slots locked, as the silencing is done.
-        if !self.slots().finish(task, &ticket) {
+        let (finished, running) = {
+            let mut slots = self.slots();
+            (slots.finish(task, &ticket), slots.running.len())
+        };
+        crate::metrics::slots(&self.name, self.slot_count, running);
+        if !finished {
             tracing::info!("task stopped after its cancellation");
             return;
         }
         tracing::info!(?outcome, "task ended");
+        let ended = match &outcome {
+            Outcome::Completed { .. } => "completed",
+            Outcome::Failed { .. } => "failed",
+            Outcome::Cancelled => "released",
+        };
+        crate::metrics::run(&self.name, &assignment.system, ended, began.elapsed());
         let event = final_event(&self.name, task, outcome, unreported, log);
         self.report_final(&event).await;
     }

@@ -112,6 +112,10 @@ pub struct AgentConfig {
     /// speak AMQP); reports go to --api-url.
     #[arg(long, env = "BOTLINE_BOT_HTTP")]
     pub http: Option<SocketAddr>,
+    /// Serve Prometheus metrics at http://<this address>/metrics (offers, runs and their times,
+    /// rows, slots in use); off by default.
+    #[arg(long, env = "BOTLINE_BOT_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// In HTTP mode, serve HTTPS with this certificate chain (PEM), so the orchestrator's pushes
     /// cross the network encrypted; the bot registers with `tls: true` and the orchestrator checks
     /// the certificate against its --bot-ca-file.
@@ -196,6 +200,7 @@ impl AgentConfig {
             api_token: None,
             api_token_file: None,
             http: None,
+            metrics_listen: None,
             http_tls_cert: None,
             http_tls_key: None,
             ip_address: None,
@@ -288,6 +293,7 @@ impl std::fmt::Debug for AgentConfig {
             api_token,
             api_token_file,
             http,
+            metrics_listen,
             http_tls_cert,
             http_tls_key,
             ip_address,
@@ -319,6 +325,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("api_token", api_token)
             .field("api_token_file", api_token_file)
             .field("http", http)
+            .field("metrics_listen", metrics_listen)
             .field("http_tls_cert", http_tls_cert)
             .field("http_tls_key", http_tls_key)
             .field("ip_address", ip_address)

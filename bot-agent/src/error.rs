@@ -54,6 +54,14 @@ pub enum AgentError {
         /// Why.
         source: std::io::Error,
     },
+    /// `--metrics-listen` could not be bound.
+    #[error("cannot serve metrics on {address}: {source}")]
+    MetricsListen {
+        /// The address.
+        address: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// HTTP mode's server failed.
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),

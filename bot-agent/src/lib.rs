@@ -27,6 +27,7 @@ pub mod batcher;
 pub mod config;
 pub mod error;
 mod http_mode;
+mod metrics;
 pub mod net;
 pub mod progress;
 pub mod reporter;
@@ -69,10 +70,21 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let notify = Notify::new(&config.notify_url)
         .map_err(|error| AgentError::HttpClient(error.to_string()))?;
     let automations = Automations { vivo360, cpe, notify, programs };
-    match config.http {
+    // Stops with the bot, whether it stops on `shutdown` or on an error.
+    let metrics_stop = shutdown.child_token();
+    let metrics = match config.metrics_listen {
+        Some(address) => Some(metrics::serve(address, metrics_stop.clone()).await?),
+        None => None,
+    };
+    let ran = match config.http {
         Some(address) => http_mode::run(config, address, automations, shutdown).await,
         None => amqp_mode::run(config, automations, shutdown).await,
+    };
+    metrics_stop.cancel();
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
     }
+    ran
 }
 
 /// The CPE automation as the configuration says: the service's URL, and how to trust it.

@@ -112,7 +112,10 @@ pub(crate) async fn report_progress(
         };
         tokio::select! {
             row = rows.recv() => match row {
-                Some(row) => buffered.push(row),
+                Some(row) => {
+                    crate::metrics::row(bot, row.status);
+                    buffered.push(row);
+                }
                 None => return buffered,
             },
             () = sleep_until(next), if next.is_some() => {}

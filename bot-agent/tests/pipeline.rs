@@ -173,6 +173,84 @@ async fn bots_with_slots_run_that_many_tasks_at_once_over_amqp_and_http() {
     }
 }
 
+/// The value of `metric` with `labels` in a scrape (0 when absent).
+fn sample(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Histogram(ref buckets) => {
+                buckets.iter().map(|b| b.count).fold(0.0, f64::max)
+            }
+            _ => 0.0,
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn a_bot_serves_its_metrics_when_asked_to() {
+    let world = World::start(0).await;
+    let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
+    let mut bot = world
+        .bot_process("measured", "vivo360")
+        .args(["--metrics-listen", &format!("127.0.0.1:{port}"), "--slots", "2"])
+        .spawn()
+        .unwrap();
+    let csv = users_csv(&["m.one", "m.two"]) + "Bad Mail,bad@example,m.bad,agent\n";
+    let id = world
+        .create_task(
+            json!({"description": "hires", "system": "VIVO360", "attachment": encode(&csv)}),
+        )
+        .await;
+    world.wait_status(&id, "COMPLETE").await;
+    let scrape = || async {
+        let text = world
+            .http
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap()
+    };
+    // The completion is reported before it is counted: wait for the count.
+    wait_until!("the run counted", {
+        let scraped = scrape().await;
+        sample(&scraped, "botline_agent_runs_total", &[("outcome", "completed")]) == 1.0
+    });
+    let scraped = scrape().await;
+    let of = [("bot", "measured")];
+    assert_eq!(
+        sample(&scraped, "botline_agent_offers_total", &[of[0], ("answer", "accepted")]),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &scraped,
+            "botline_agent_runs_total",
+            &[of[0], ("system", "VIVO360"), ("outcome", "completed")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&scraped, "botline_agent_run_seconds_count", &[of[0], ("system", "VIVO360")]),
+        1.0
+    );
+    assert_eq!(sample(&scraped, "botline_agent_rows_total", &[of[0], ("status", "created")]), 2.0);
+    assert_eq!(sample(&scraped, "botline_agent_rows_total", &[of[0], ("status", "rejected")]), 1.0);
+    assert_eq!(sample(&scraped, "botline_agent_slots", &of), 2.0);
+    assert_eq!(sample(&scraped, "botline_agent_tasks_running", &of), 0.0);
+    bot.kill().unwrap();
+    bot.wait().unwrap();
+}
+
 #[tokio::test]
 async fn a_killed_bot_s_task_resumes_on_another_and_no_row_is_done_twice() {
     // Each portal request takes 60 ms: a row (login form, four fields, submit) takes ~400 ms.
