@@ -484,6 +484,13 @@ async fn the_dashboard_s_views_follow_tasks_and_dead_letters(backend: Backend) {
     let (status, _) = app.get("/api/v1/tasks?sort=finished&cursor=abc").await;
     assert_eq!(status, 400, "a cursor pages the created order only");
 
+    // A client may PUT back the whole task it read, the new read-only field included.
+    let mut read = app.get(&format!("/api/v1/tasks/{first_later}")).await.1;
+    assert!(read.get("rows_failed").is_some(), "{read}");
+    read["description"] = json!("later 1, edited");
+    let (status, edited) = app.put(&format!("/api/v1/tasks/{first_later}"), &read).await;
+    assert_eq!((status, &edited["description"]), (200, &json!("later 1, edited")), "{edited}");
+
     // Bulk actions: each task on its own; a bad id refuses the whole request.
     let (status, refused) =
         app.post("/api/v1/tasks/cancel", &json!({"ids": [first_later, "nope"]})).await;

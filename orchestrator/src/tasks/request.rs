@@ -161,6 +161,9 @@ pub struct TaskPatch {
     /// Read-only: ignored.
     #[schema(value_type = Option<Object>)]
     pub progress: Option<Value>,
+    /// Read-only (counted from the rows reported): ignored.
+    #[schema(value_type = Option<Object>)]
+    pub rows_failed: Option<Value>,
     /// Read-only: ignored.
     #[schema(value_type = Option<Object>)]
     pub started_at: Option<Value>,
