@@ -156,13 +156,10 @@ enum Command {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     // Results go to standard output; only warnings, and what a signal does, are logged.
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,broker_config::signal=info".into()),
-        )
-        .init();
+    broker_config::logging::init_with(
+        broker_config::logging::LogFormat::Text,
+        "warn,broker_config::signal=info",
+    );
     let cli = Cli::parse();
     let shutdown = tokio_util::sync::CancellationToken::new();
     broker_config::signal::stop_on_signals(

@@ -35,8 +35,14 @@ pub const DEFAULT_FILTER: &str = "info,sqlx=warn,sea_orm=warn,lapin=off";
 /// Logs as `format` says at `RUST_LOG`, or else at [`DEFAULT_FILTER`]. Once per process: a later
 /// call changes nothing.
 pub fn init(format: LogFormat) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    init_with(format, DEFAULT_FILTER);
+}
+
+/// [`init`] with a default filter of the program's own (a tool that keeps standard output and
+/// error for its results logs only warnings, say); lapin's own lines stay off unless asked for.
+pub fn init_with(format: LogFormat, default_filter: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default_filter},lapin=off")));
     let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
     let _ = match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),

@@ -4,7 +4,6 @@
 //! port 0 learns the port; logs go to standard error (`RUST_LOG` filters them). Stops on
 //! Ctrl-C or SIGTERM, letting in-flight requests finish; a second signal stops it at once.
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -16,7 +15,6 @@ use simulators::notify::{self, NotifyConfig};
 use simulators::vivo360::{self, Vivo360Config};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 /// Stand-ins for the systems Botline's bots automate, each with a JSON control API under
 /// /_control for failure injection and inspection.
@@ -77,13 +75,7 @@ enum Simulator {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    broker_config::logging::init_with(broker_config::logging::LogFormat::Text, "info");
     let cli = Cli::parse();
     let shutdown = CancellationToken::new();
     broker_config::signal::stop_on_signals(

@@ -5,7 +5,6 @@
 //! `--port 0` learns the port; logs go to standard error (`RUST_LOG` filters them).
 //! Stops on Ctrl-C or SIGTERM; a second one stops it at once.
 
-use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
 
 use anyhow::Context;
@@ -13,7 +12,6 @@ use callcenter::queue::{CallQueue, Operators, RingTimeout};
 use clap::Parser;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 /// Call-center queue manager: offers incoming calls to operators, over TCP.
 #[derive(Debug, Parser)]
@@ -35,13 +33,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    broker_config::logging::init_with(broker_config::logging::LogFormat::Text, "info");
     let args = Args::parse();
 
     let listener = TcpListener::bind(SocketAddr::new(args.host, args.port))

@@ -5,14 +5,11 @@
 //! to `callcenter-server`, or with `--local` against a queue manager in this process.
 //! Messages go to standard output, errors to standard error.
 
-use std::io::IsTerminal;
-
 use anyhow::Context;
 use callcenter::client;
 use callcenter::queue::{CallQueue, Operators, RingTimeout};
 use clap::Parser;
 use tokio::net::TcpStream;
-use tracing_subscriber::EnvFilter;
 
 /// Call-center command interpreter: type call, answer, reject and hangup commands.
 #[derive(Debug, Parser)]
@@ -37,13 +34,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Only warnings: standard output and error are the program's own output.
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
-        )
-        .init();
+    broker_config::logging::init_with(broker_config::logging::LogFormat::Text, "warn");
     let args = Args::parse();
 
     if args.local {
