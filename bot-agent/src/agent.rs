@@ -180,9 +180,12 @@ impl Slots {
     }
 
     /// Judges `assignment` (see [`judge`]), `redelivered` by the broker or not, and takes a slot
-    /// for it when it is accepted. A redelivered offer of an attempt whose run came to its end
-    /// here, or that was cancelled, is not run again ([`Claim::Ended`]); one whose run was
-    /// stopped because its acceptance was not confirmed is judged as a new offer.
+    /// for it when it is accepted. An offer of an attempt whose run came to its end here, or that
+    /// was cancelled, is not run again ([`Claim::Ended`]), whether the broker marks it redelivered
+    /// or not: a publisher that lost the broker's confirm of an offer publishes it again, and the
+    /// broker may hold both copies (each attempt is offered once, so a second copy is never new
+    /// work). One whose run was stopped because its acceptance was not confirmed is judged as a
+    /// new offer.
     fn claim(
         &mut self,
         assignment: &Assignment,
@@ -192,10 +195,7 @@ impl Slots {
     ) -> Claim {
         let had_it = self.remember(assignment.task);
         let left_behind = redelivered && !had_it;
-        let ended = match self.offers_seen.get(&assignment.task) {
-            Some(fate) if redelivered => fate.ended(),
-            _ => None,
-        };
+        let ended = self.offers_seen.get(&assignment.task).and_then(|fate| fate.ended());
         let verdict = judge(
             assignment,
             now,
@@ -893,7 +893,7 @@ mod tests {
     }
 
     #[test]
-    fn a_redelivered_offer_of_an_attempt_that_ran_or_was_cancelled_here_is_not_run_again() {
+    fn an_offer_of_an_attempt_that_ran_or_was_cancelled_here_is_not_run_again() {
         let now = Utc::now();
         let systems = [System::NOOP];
         let mut slots = Slots::new(2);
@@ -907,10 +907,13 @@ mod tests {
             slots.claim(&ran, now, true, &systems),
             Claim::Ended(why) if why == "this attempt already ran here"
         ));
-        assert!(
-            matches!(slots.claim(&ran, now, false, &systems), Claim::Accepted(_)),
-            "an offer that is not a redelivery (an HTTP push) is judged as before"
-        );
+        // A second copy of the offer, not marked redelivered: its publisher lost the broker's
+        // confirm (a restart) and published it again. Running it again would take a slot for
+        // work done, and turn down the next offer as busy.
+        assert!(matches!(
+            slots.claim(&ran, now, false, &systems),
+            Claim::Ended(why) if why == "this attempt already ran here"
+        ));
 
         let agent = agent(2);
         let cancelled = another(&ran);

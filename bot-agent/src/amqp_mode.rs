@@ -187,7 +187,7 @@ fn take_offer(agent: &Arc<Agent>, assignment: Assignment, redelivered: bool) -> 
             None
         }
         Claim::Ended(why) => {
-            tracing::info!(task_id = %task.task_id, attempt = task.attempt, why, "offer redelivered; ignored");
+            tracing::info!(task_id = %task.task_id, attempt = task.attempt, why, "offer seen before; ignored");
             None
         }
         Claim::AlreadyRunning => {
