@@ -812,8 +812,24 @@ fn retry_copy(
     if let Some(user) = &message.user_id {
         headers.insert(USER_ID_HEADER.into(), AMQPValue::LongString(user.as_str().into()));
     }
-    // Built afresh, not cloned: the publisher's `user-id` must not be kept (RabbitMQ refuses a
-    // `user-id` other than the connection's), nor an expiration restarted.
+    let properties = copy_properties(original, headers, own_user);
+    Outgoing {
+        exchange: String::new(),
+        routing_key: spec.queue.clone(),
+        mandatory: true,
+        properties,
+    }
+}
+
+/// The properties of a copy of a message that carried `original`, with `headers`, published by
+/// `own_user`: a retried copy, a replayed dead letter. Built afresh, not cloned: the publisher's
+/// `user-id` must not be kept (RabbitMQ refuses a `user-id` other than the connection's), nor an
+/// expiration restarted.
+pub(crate) fn copy_properties(
+    original: &BasicProperties,
+    headers: FieldTable,
+    own_user: Option<&str>,
+) -> BasicProperties {
     let mut properties = BasicProperties::default().with_headers(headers).with_delivery_mode(2);
     let text = |value: &Option<ShortString>| value.clone();
     if let Some(value) = text(original.content_type()) {
@@ -843,12 +859,7 @@ fn retry_copy(
     if let Some(user) = own_user {
         properties = properties.with_user_id(user.into());
     }
-    Outgoing {
-        exchange: String::new(),
-        routing_key: spec.queue.clone(),
-        mandatory: true,
-        properties,
-    }
+    properties
 }
 
 /// The message and what settling it needs, from the consumer stream's next item; an error or

@@ -521,34 +521,5 @@ fn replay_properties(
         headers.insert(USER_ID_HEADER.into(), AMQPValue::LongString(publisher.as_str().into()));
     }
     headers.insert(REPLAYED_HEADER.into(), AMQPValue::Boolean(true));
-    let mut properties = BasicProperties::default().with_headers(headers).with_delivery_mode(2);
-    let copy = |value: &Option<lapin::types::ShortString>| value.clone();
-    if let Some(value) = copy(original.content_type()) {
-        properties = properties.with_content_type(value);
-    }
-    if let Some(value) = copy(original.content_encoding()) {
-        properties = properties.with_content_encoding(value);
-    }
-    if let Some(value) = copy(original.message_id()) {
-        properties = properties.with_message_id(value);
-    }
-    if let Some(value) = copy(original.correlation_id()) {
-        properties = properties.with_correlation_id(value);
-    }
-    if let Some(value) = copy(original.kind()) {
-        properties = properties.with_type(value);
-    }
-    if let Some(value) = copy(original.app_id()) {
-        properties = properties.with_app_id(value);
-    }
-    if let Some(value) = *original.priority() {
-        properties = properties.with_priority(value);
-    }
-    if let Some(value) = *original.timestamp() {
-        properties = properties.with_timestamp(value);
-    }
-    if let Some(user) = user {
-        properties = properties.with_user_id(user.into());
-    }
-    properties
+    crate::amqp::copy_properties(original, headers, user)
 }

@@ -149,7 +149,8 @@ async fn settle(
             Some(Err(Refusal::NoSource)) => Err(ApiError::conflict(
                 "no_source_queue",
                 None,
-                "the dead letter does not say which queue it failed on",
+                "the dead letter does not say which queue it failed on, or that queue is not one \
+                 of the orchestrator's (a replay never goes to a bot's queue)",
             )),
             Some(Err(Refusal::NotTaken(why))) => {
                 Err(ApiError::conflict("not_replayed", None, why.clone()))
