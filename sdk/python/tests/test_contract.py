@@ -156,6 +156,8 @@ def test_offers_are_judged_as_botlines_agent_judges_them() -> None:
     assert judge(offer(), **{**base, "running": {REF}}) == ("again", "already running here")
     assert judge(offer(), **{**base, "redelivered": True, "fates": {REF: "ended"}})[0] == "ignore"
     assert judge(offer(), **{**base, "redelivered": True, "fates": {REF: "cancelled"}})[0] == "ignore"
+    # A second copy the broker does not mark redelivered: its publisher lost the confirm.
+    assert judge(offer(), **{**base, "fates": {REF: "ended"}})[0] == "ignore"
     assert judge(offer(), **{**base, "redelivered": True}) == ("reject", LEFT_BEHIND_REASON)
     assert judge(offer(), **{**base, "redelivered": True, "fates": {REF: "offered"}}) == ("accept", "")
     assert judge(offer(), **{**base, "running": {other, TaskRef(other.task_id, 2)}}) == ("reject", "busy")

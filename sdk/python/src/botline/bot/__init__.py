@@ -199,17 +199,19 @@ def judge(
     systems: set[str],
 ) -> tuple[Verdict, str]:
     """What to do with an offer, and why; pure. In this order: an offer that lapsed is ignored;
-    one already running here is accepted again (a redelivery); a redelivery of an attempt that
-    ended or was cancelled here is ignored; a redelivery this run never had is turned down (a
-    previous run died holding it, maybe because of it); then busy, stopping, and a system this
-    bot cannot run are turned down; anything else is taken."""
+    one already running here is accepted again (a redelivery); an offer of an attempt that ended
+    or was cancelled here is ignored, redelivered or not (a publisher that lost the broker's
+    confirm in a restart publishes the offer again, and each attempt is offered once); a
+    redelivery this run never had is turned down (a previous run died holding it, maybe because
+    of it); then busy, stopping, and a system this bot cannot run are turned down; anything else
+    is taken."""
     if offer.offer_expires_at <= now:
         return "ignore", "offer expired"
     if offer.ref in running:
         return "again", "already running here"
     fate = fates.get(offer.ref)
-    if redelivered and fate in ("ended", "cancelled"):
-        return "ignore", f"redelivered after it {fate} here"
+    if fate in ("ended", "cancelled"):
+        return "ignore", f"offered again after it {fate} here"
     if redelivered and fate is None:
         return "reject", LEFT_BEHIND_REASON
     if len(running) >= slots:
