@@ -495,6 +495,7 @@ async fn the_dashboard_s_views_follow_tasks_and_dead_letters(backend: Backend) {
     let (status, refused) =
         app.post("/api/v1/tasks/cancel", &json!({"ids": [first_later, "nope"]})).await;
     assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["error"]["message"], "'nope': not a task id (a UUID)");
     assert_eq!(task_status(&app, &first_later).await, "WAITING", "nothing changed");
     let (status, outcome) =
         app.post("/api/v1/tasks/cancel", &json!({"ids": [first_later, second_later, rows]})).await;

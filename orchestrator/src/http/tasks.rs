@@ -501,7 +501,10 @@ async fn set_statuses(
     ids: IdList,
     status: TaskStatus,
 ) -> Result<Json<BulkOutcome>, ApiError> {
-    let ids = ids.parse(parse_id)?;
+    let ids = ids.parse(|raw| {
+        raw.parse::<uuid::Uuid>()
+            .map_err(|_| ApiError::invalid_parameter("ids", "not a task id (a UUID)"))
+    })?;
     let mut outcome = BulkOutcome::default();
     for id in ids {
         let result = set_status(state, &id.to_string(), status).await.map(|_| ());
